@@ -1,0 +1,109 @@
+//! Throughput of the DSP core, in channel-samples per second.
+//!
+//! Run: `cargo bench --bench dsp`. Inputs are built before the timed closures; the closures
+//! only filter or transform.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use eeg_dsp::welch::{BandBins, SegmentPsd};
+use eeg_dsp::{FilterBank, Kernel, ProcessingConfig, SessionProcessor, Window};
+use std::hint::black_box;
+
+const FS: f64 = 256.0;
+
+/// Deterministic EEG-like test signal, interleaved.
+fn signal(nch: usize, frames: usize) -> Vec<f64> {
+    (0..frames * nch)
+        .map(|i| {
+            let (t, c) = ((i / nch) as f64 / FS, (i % nch) as f64);
+            20.0 * (2.0 * std::f64::consts::PI * (10.0 + c) * t).sin()
+                + 5.0 * (2.0 * std::f64::consts::PI * 50.0 * t).sin()
+                + 100.0 * c
+        })
+        .collect()
+}
+
+fn filter_bank(c: &mut Criterion) {
+    let plan = ProcessingConfig::default()
+        .plan(FS)
+        .expect("default config is valid");
+    let (nch, frames, chunk) = (8, 4096, 32);
+    let input = signal(nch, frames);
+    let mut g = c.benchmark_group("filter_bank_8ch_32_sample_chunks");
+    g.throughput(Throughput::Elements((nch * frames) as u64));
+    for kernel in [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512] {
+        if !kernel.is_supported() {
+            continue;
+        }
+        let mut bank = FilterBank::with_kernel(&plan.cascade(), nch, kernel);
+        let mut data = input.clone();
+        g.bench_function(BenchmarkId::from_parameter(format!("{kernel:?}")), |b| {
+            b.iter(|| {
+                for piece in data.chunks_mut(chunk * nch) {
+                    bank.process(piece);
+                }
+                black_box(&data);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn band_power(c: &mut Criterion) {
+    let plan = ProcessingConfig::default()
+        .plan(FS)
+        .expect("default config is valid");
+    let nch = 8;
+    let window = signal(nch, plan.window_len);
+    let mut seg = SegmentPsd::new(plan.nperseg, FS);
+    let bins = BandBins::new(
+        seg.freqs(),
+        plan.bands
+            .iter()
+            .map(|b| [b.lo_hz, b.hi_hz])
+            .chain([plan.bandpass_hz]),
+    );
+    let mut out = vec![0.0; bins.len()];
+    let mut g = c.benchmark_group("welch_band_powers_8ch_4s_window");
+    g.throughput(Throughput::Elements((nch * plan.window_len) as u64));
+    // The definition: three overlapping segments per channel, no reuse between windows.
+    g.bench_function("all_segments", |b| {
+        b.iter(|| {
+            for ch in 0..nch {
+                for s in 0..3 {
+                    let first = s * plan.seg_step;
+                    let psd = seg.compute(|buf| {
+                        for (i, v) in buf.iter_mut().enumerate() {
+                            *v = window[(first + i) * nch + ch];
+                        }
+                    });
+                    bins.integrate(psd, &mut out);
+                    black_box(&out);
+                }
+            }
+        })
+    });
+    g.finish();
+
+    // The streaming processor per hop: filter one hop of samples and emit one window
+    // (one new segment per channel, quality, indices).
+    let mut g = c.benchmark_group("processor_8ch_per_hop");
+    g.throughput(Throughput::Elements((nch * plan.hop) as u64));
+    let hop = signal(nch, plan.hop);
+    let mut p = SessionProcessor::new(&ProcessingConfig::default(), FS, nch, 0)
+        .expect("default config is valid");
+    let mut windows = 0u64;
+    let mut sink = |w: &Window<'_>| windows += w.index;
+    for _ in 0..8 {
+        p.push_interleaved(&hop, &mut sink).expect("shape matches");
+    }
+    g.bench_function("push_one_hop", |b| {
+        b.iter(|| {
+            p.push_interleaved(black_box(&hop), &mut sink)
+                .expect("shape matches")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, filter_bank, band_power);
+criterion_main!(benches);

@@ -1,0 +1,667 @@
+//! The per-session processor: blocks of samples in, one [`Window`] out per completed window.
+//!
+//! It owns the session's filter state, a ring buffer of one window of filtered samples
+//! (interleaved), a small cache of per-segment Welch results and per-block signal statistics.
+//!
+//! Work is shared between overlapping windows:
+//! - With the default window, hop and segment lengths every Welch segment belongs to three
+//!   consecutive windows; each segment is transformed once and its band powers reused.
+//!   Trapezoid integration is linear, so the mean of the segments' band powers equals the band
+//!   power of the mean PSD that SciPy integrates (up to rounding in the last bits).
+//! - Quality statistics (min, max, sum of squares, samples at the extremes) are gathered once
+//!   per sample into blocks of `gcd(L, H)` samples; a window combines its blocks.
+//!
+//! Nothing in [`SessionProcessor::push_channel_major`] or
+//! [`SessionProcessor::push_interleaved`] allocates: all buffers are sized when the session is
+//! created.
+
+use crate::bank::{FilterBank, Kernel};
+use crate::config::{Band, ConfigError, Plan, ProcessingConfig};
+use crate::welch::{BandBins, SegmentPsd};
+
+/// Signal quality of one channel over one window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Quality {
+    /// RMS of the filtered signal, µV.
+    pub rms_uv: f64,
+    /// Peak-to-peak of the filtered signal, µV.
+    pub ptp_uv: f64,
+    /// Mains power in the raw signal over the power of the filtered signal: the mean square of
+    /// what the notch removes (raw minus notched) divided by `rms_uv²`. 0 when the notch is
+    /// off or the filtered signal is all zero.
+    pub line_noise_ratio: f64,
+    pub flatline: bool,
+    pub railed: bool,
+    pub artifact: bool,
+    /// None of the flags set and line noise within bounds.
+    pub good: bool,
+}
+
+/// Session indices over the good channels, `None` when no channel is good or a band they
+/// need (theta, alpha, beta) is not configured.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Indices {
+    /// beta / (alpha + theta)
+    pub engagement: Option<f64>,
+    /// theta / beta
+    pub theta_beta: Option<f64>,
+    /// alpha / theta
+    pub alpha_theta: Option<f64>,
+}
+
+/// One completed window, borrowed from the processor until the sink returns.
+#[derive(Debug)]
+pub struct Window<'a> {
+    /// Counts the session's windows from 0, across resets.
+    pub index: u64,
+    /// First sample of the window, counted from the session's (last) start.
+    pub start_sample: u64,
+    pub len: usize,
+    /// Unix time of the first sample and of the end of the last sample, in ms.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The window starts while the filters are still settling after a (re)start.
+    pub settling: bool,
+    pub bands: &'a [Band],
+    n_bands: usize,
+    band_power: &'a [f64],
+    relative_power: &'a [f64],
+    total_power: &'a [f64],
+    quality: &'a [Quality],
+    pub indices: Indices,
+}
+
+impl<'a> Window<'a> {
+    pub fn n_channels(&self) -> usize {
+        self.total_power.len()
+    }
+    /// Band powers of `channel` in band order, µV².
+    pub fn band_power(&self, channel: usize) -> &'a [f64] {
+        &self.band_power[channel * self.n_bands..(channel + 1) * self.n_bands]
+    }
+    /// Band powers over the total power of `channel`.
+    pub fn relative_power(&self, channel: usize) -> &'a [f64] {
+        &self.relative_power[channel * self.n_bands..(channel + 1) * self.n_bands]
+    }
+    /// Power over the band-pass range, µV².
+    pub fn total_power(&self, channel: usize) -> f64 {
+        self.total_power[channel]
+    }
+    pub fn quality(&self, channel: usize) -> &'a Quality {
+        &self.quality[channel]
+    }
+}
+
+/// Receives completed windows. Any `FnMut(&Window)` is a sink.
+pub trait WindowSink {
+    fn window(&mut self, window: &Window<'_>);
+}
+
+impl<F: FnMut(&Window<'_>)> WindowSink for F {
+    fn window(&mut self, window: &Window<'_>) {
+        self(window)
+    }
+}
+
+/// A block whose shape does not match the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("block of {len} values is not {channels} channels x {per_channel} samples")]
+pub struct ShapeError {
+    pub len: usize,
+    pub channels: usize,
+    pub per_channel: usize,
+}
+
+/// Welch results of one segment for every channel.
+#[derive(Debug, Clone)]
+struct SegmentEntry {
+    /// Absolute start sample, `u64::MAX` when empty.
+    start: u64,
+    /// Per channel: the bands' powers then the total power.
+    power: Vec<f64>,
+}
+
+/// Signal statistics of one block of samples, per channel (struct of arrays).
+#[derive(Debug, Clone)]
+struct BlockStats {
+    fmin: Vec<f64>,
+    fmax: Vec<f64>,
+    fsumsq: Vec<f64>,
+    rmin: Vec<f64>,
+    rmax: Vec<f64>,
+    /// Raw samples equal to `rmin` / `rmax`.
+    rmin_n: Vec<u32>,
+    rmax_n: Vec<u32>,
+    /// Sum of squares of raw minus notched.
+    line_sumsq: Vec<f64>,
+}
+
+impl BlockStats {
+    fn new(nch: usize) -> BlockStats {
+        let mut b = BlockStats {
+            fmin: vec![0.0; nch],
+            fmax: vec![0.0; nch],
+            fsumsq: vec![0.0; nch],
+            rmin: vec![0.0; nch],
+            rmax: vec![0.0; nch],
+            rmin_n: vec![0; nch],
+            rmax_n: vec![0; nch],
+            line_sumsq: vec![0.0; nch],
+        };
+        b.clear();
+        b
+    }
+
+    fn clear(&mut self) {
+        self.fmin.fill(f64::INFINITY);
+        self.fmax.fill(f64::NEG_INFINITY);
+        self.fsumsq.fill(0.0);
+        self.rmin.fill(f64::INFINITY);
+        self.rmax.fill(f64::NEG_INFINITY);
+        self.rmin_n.fill(0);
+        self.rmax_n.fill(0);
+        self.line_sumsq.fill(0.0);
+    }
+
+    fn add_raw(&mut self, raw: &[f64]) {
+        let nch = self.rmin.len();
+        for frame in raw.chunks_exact(nch) {
+            for (c, &x) in frame.iter().enumerate() {
+                if x < self.rmin[c] {
+                    self.rmin[c] = x;
+                    self.rmin_n[c] = 0;
+                }
+                if x == self.rmin[c] {
+                    self.rmin_n[c] += 1;
+                }
+                if x > self.rmax[c] {
+                    self.rmax[c] = x;
+                    self.rmax_n[c] = 0;
+                }
+                if x == self.rmax[c] {
+                    self.rmax_n[c] += 1;
+                }
+            }
+        }
+    }
+
+    fn add_line(&mut self, raw: &[f64], notched: &[f64]) {
+        let nch = self.line_sumsq.len();
+        for (r, n) in raw.chunks_exact(nch).zip(notched.chunks_exact(nch)) {
+            for ((acc, x), y) in self.line_sumsq.iter_mut().zip(r).zip(n) {
+                let d = x - y;
+                *acc += d * d;
+            }
+        }
+    }
+
+    fn add_filtered(&mut self, filtered: &[f64]) {
+        let nch = self.fmin.len();
+        for frame in filtered.chunks_exact(nch) {
+            for (c, &y) in frame.iter().enumerate() {
+                self.fmin[c] = self.fmin[c].min(y);
+                self.fmax[c] = self.fmax[c].max(y);
+                self.fsumsq[c] += y * y;
+            }
+        }
+    }
+}
+
+/// Largest number of frames filtered per kernel call; bounds the scratch buffers.
+const MAX_PIECE: usize = 4096;
+
+/// Settling ends when the cascade's step response stays below this fraction of the step.
+const SETTLE_TOLERANCE: f64 = 1e-3;
+
+/// The streaming processor of one session.
+#[derive(Debug)]
+pub struct SessionProcessor {
+    plan: Plan,
+    n_channels: usize,
+    notch: Option<FilterBank>,
+    bandpass: FilterBank,
+    /// Frame-major ring of `window_len` filtered frames.
+    ring: Vec<f64>,
+    /// Frames pushed since the session's (last) start.
+    pos: u64,
+    /// Windows completed since the last start, and before it.
+    since_start: u64,
+    base_index: u64,
+    t0_ms: i64,
+    settle_samples: u64,
+    /// Block length `gcd(L, H)` and a ring of the blocks of one window.
+    block_len: usize,
+    blocks: Vec<BlockStats>,
+    /// Interleaved work buffers: the piece being filtered and a copy of its raw samples.
+    scratch: Vec<f64>,
+    raw_copy: Vec<f64>,
+    segment: SegmentPsd,
+    bins: BandBins,
+    segments_per_window: usize,
+    cache: Vec<SegmentEntry>,
+    band_power: Vec<f64>,
+    relative_power: Vec<f64>,
+    total_power: Vec<f64>,
+    quality: Vec<Quality>,
+    sums: Vec<f64>,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl SessionProcessor {
+    /// A processor for `n_channels` channels at `fs` Hz whose first sample is at `t0_ms`.
+    pub fn new(
+        config: &ProcessingConfig,
+        fs: f64,
+        n_channels: usize,
+        t0_ms: i64,
+    ) -> Result<SessionProcessor, ConfigError> {
+        SessionProcessor::with_kernel(config, fs, n_channels, t0_ms, Kernel::detect())
+    }
+
+    /// As [`SessionProcessor::new`] with a given filter kernel.
+    pub fn with_kernel(
+        config: &ProcessingConfig,
+        fs: f64,
+        n_channels: usize,
+        t0_ms: i64,
+        kernel: Kernel,
+    ) -> Result<SessionProcessor, ConfigError> {
+        let plan = config.plan(fs)?;
+        if n_channels == 0 {
+            return Err(ConfigError::Invalid {
+                key: "channels".into(),
+                problem: "at least one channel is needed".into(),
+            });
+        }
+        let l = plan.window_len;
+        let segment = SegmentPsd::new(plan.nperseg, fs);
+        let bins = BandBins::new(
+            segment.freqs(),
+            plan.bands
+                .iter()
+                .map(|b| [b.lo_hz, b.hi_hz])
+                .chain([plan.bandpass_hz]),
+        );
+        let nb = plan.bands.len();
+        let segments_per_window = (l - plan.nperseg / 2) / plan.seg_step;
+        let cache = (0..segments_per_window)
+            .map(|_| SegmentEntry {
+                start: u64::MAX,
+                power: vec![0.0; n_channels * (nb + 1)],
+            })
+            .collect();
+        let block_len = gcd(l, plan.hop);
+        let piece = MAX_PIECE.min(block_len) * n_channels;
+        Ok(SessionProcessor {
+            notch: plan
+                .notch
+                .map(|s| FilterBank::with_kernel(&[s], n_channels, kernel)),
+            bandpass: FilterBank::with_kernel(&plan.bandpass, n_channels, kernel),
+            ring: vec![0.0; l * n_channels],
+            pos: 0,
+            since_start: 0,
+            base_index: 0,
+            t0_ms,
+            settle_samples: settle_samples(&plan),
+            block_len,
+            blocks: vec![BlockStats::new(n_channels); l / block_len],
+            scratch: vec![0.0; piece],
+            raw_copy: vec![0.0; piece],
+            segment,
+            bins,
+            segments_per_window,
+            cache,
+            band_power: vec![0.0; n_channels * nb],
+            relative_power: vec![0.0; n_channels * nb],
+            total_power: vec![0.0; n_channels],
+            quality: vec![Quality::default(); n_channels],
+            sums: vec![0.0; nb + 1],
+            n_channels,
+            plan,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn n_channels(&self) -> usize {
+        self.n_channels
+    }
+
+    /// Samples per channel since the session's (last) start.
+    pub fn samples_seen(&self) -> u64 {
+        self.pos
+    }
+
+    /// Windows emitted over the session's life, across resets.
+    pub fn windows_emitted(&self) -> u64 {
+        self.base_index + self.since_start
+    }
+
+    /// Samples after a (re)start during which output is marked `settling`.
+    pub fn settle_samples(&self) -> u64 {
+        self.settle_samples
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.bandpass.kernel()
+    }
+
+    /// Restarts the session's signal state at a new first-sample time (after a gap or a
+    /// discontinuity); window indices keep counting so they stay unique within the session.
+    pub fn reset(&mut self, t0_ms: i64) {
+        self.base_index += self.since_start;
+        self.since_start = 0;
+        self.pos = 0;
+        self.t0_ms = t0_ms;
+        if let Some(n) = &mut self.notch {
+            n.reset();
+        }
+        self.bandpass.reset();
+        for e in &mut self.cache {
+            e.start = u64::MAX;
+        }
+        for b in &mut self.blocks {
+            b.clear();
+        }
+    }
+
+    /// Pushes a channel-major block (`n_channels` rows of `per_channel` samples, one after
+    /// another in `data`).
+    pub fn push_channel_major(
+        &mut self,
+        data: &[f64],
+        per_channel: usize,
+        sink: &mut impl WindowSink,
+    ) -> Result<(), ShapeError> {
+        let nch = self.n_channels;
+        if data.len() != nch * per_channel {
+            return Err(ShapeError {
+                len: data.len(),
+                channels: nch,
+                per_channel,
+            });
+        }
+        self.push_with(per_channel, sink, |frame0, frames, dst| {
+            for (c, row) in data.chunks_exact(per_channel).enumerate() {
+                for (f, &v) in row[frame0..frame0 + frames].iter().enumerate() {
+                    dst[f * nch + c] = v;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Pushes interleaved frames (all channels of one sample, then the next sample).
+    pub fn push_interleaved(
+        &mut self,
+        data: &[f64],
+        sink: &mut impl WindowSink,
+    ) -> Result<(), ShapeError> {
+        let nch = self.n_channels;
+        if data.len() % nch != 0 {
+            return Err(ShapeError {
+                len: data.len(),
+                channels: nch,
+                per_channel: data.len() / nch,
+            });
+        }
+        self.push_with(data.len() / nch, sink, |frame0, frames, dst| {
+            dst.copy_from_slice(&data[frame0 * nch..(frame0 + frames) * nch]);
+        });
+        Ok(())
+    }
+
+    /// Feeds `frames` frames in pieces that never cross a block boundary (window ends are
+    /// block boundaries). `load(first, count, dst)` writes frames `first..first + count` of
+    /// the block being pushed into `dst`, interleaved.
+    fn push_with(
+        &mut self,
+        frames: usize,
+        sink: &mut impl WindowSink,
+        load: impl Fn(usize, usize, &mut [f64]),
+    ) {
+        let nch = self.n_channels;
+        let l = self.plan.window_len as u64;
+        let g = self.block_len as u64;
+        let mut done = 0;
+        while done < frames {
+            let block_end = (self.pos / g + 1) * g;
+            let n = (frames - done)
+                .min((block_end - self.pos) as usize)
+                .min(self.scratch.len() / nch);
+            let n_blocks = self.blocks.len() as u64;
+            let block = &mut self.blocks[((self.pos / g) % n_blocks) as usize];
+            if self.pos % g == 0 {
+                block.clear();
+            }
+            let piece = &mut self.scratch[..n * nch];
+            load(done, n, piece);
+            block.add_raw(piece);
+            if let Some(notch) = &mut self.notch {
+                let raw = &mut self.raw_copy[..n * nch];
+                raw.copy_from_slice(piece);
+                notch.process(piece);
+                block.add_line(raw, piece);
+            }
+            self.bandpass.process(piece);
+            block.add_filtered(piece);
+            copy_into_ring(&mut self.ring, piece, (self.pos % l) as usize, nch);
+            self.pos += n as u64;
+            done += n;
+            if self.pos == self.since_start * self.plan.hop as u64 + l {
+                self.complete_window(sink);
+            }
+        }
+    }
+
+    fn complete_window(&mut self, sink: &mut impl WindowSink) {
+        let start = self.since_start * self.plan.hop as u64;
+        self.window_quality(start);
+        let plan = &self.plan;
+        let nch = self.n_channels;
+        let nb = plan.bands.len();
+        let l = plan.window_len;
+        let n_seg = self.segments_per_window;
+        let step = plan.seg_step as u64;
+        let seg_start = |j: usize| start + j as u64 * step;
+
+        // Welch: make sure every segment of this window is in the cache. An entry whose start
+        // is not one of this window's segment starts can never be used again: windows only
+        // move forward.
+        for j in 0..n_seg {
+            let s = seg_start(j);
+            if self.cache.iter().any(|e| e.start == s) {
+                continue;
+            }
+            let needed = |e: &SegmentEntry| {
+                e.start >= start && e.start < seg_start(n_seg) && (e.start - start) % step == 0
+            };
+            // There are as many entries as segments per window, so a free one exists.
+            let Some(entry) = self.cache.iter_mut().find(|e| !needed(e)) else {
+                continue;
+            };
+            entry.start = s;
+            let first = (s % l as u64) as usize;
+            for c in 0..nch {
+                let psd = self
+                    .segment
+                    .compute(|buf| gather(&self.ring, buf, first, nch, c));
+                self.bins
+                    .integrate(psd, &mut entry.power[c * (nb + 1)..(c + 1) * (nb + 1)]);
+            }
+        }
+
+        // Band powers: mean over the window's segments, in segment order.
+        for c in 0..nch {
+            self.sums.fill(0.0);
+            for j in 0..n_seg {
+                let s = seg_start(j);
+                if let Some(e) = self.cache.iter().find(|e| e.start == s) {
+                    for (t, v) in self.sums.iter_mut().zip(&e.power[c * (nb + 1)..]) {
+                        *t += v;
+                    }
+                }
+            }
+            let total = self.sums[nb] / n_seg as f64;
+            self.total_power[c] = total;
+            for b in 0..nb {
+                let p = self.sums[b] / n_seg as f64;
+                self.band_power[c * nb + b] = p;
+                self.relative_power[c * nb + b] = if total > 0.0 { p / total } else { 0.0 };
+            }
+        }
+
+        let indices = indices(&plan.bands, &self.band_power, &self.quality);
+        let fs = plan.fs;
+        let ms = |sample: u64| self.t0_ms + (sample as f64 * 1000.0 / fs).round() as i64;
+        let window = Window {
+            index: self.base_index + self.since_start,
+            start_sample: start,
+            len: l,
+            start_ms: ms(start),
+            end_ms: ms(start + l as u64),
+            settling: start < self.settle_samples,
+            bands: &plan.bands,
+            n_bands: nb,
+            band_power: &self.band_power,
+            relative_power: &self.relative_power,
+            total_power: &self.total_power,
+            quality: &self.quality,
+            indices,
+        };
+        sink.window(&window);
+        self.since_start += 1;
+    }
+
+    /// Combines the blocks of the window starting at `start` into per-channel quality.
+    fn window_quality(&mut self, start: u64) {
+        let q = &self.plan.quality;
+        let l = self.plan.window_len;
+        let n_blocks = self.blocks.len();
+        let first = (start / self.block_len as u64) as usize;
+        for (c, out) in self.quality.iter_mut().enumerate() {
+            let mut fmin = f64::INFINITY;
+            let mut fmax = f64::NEG_INFINITY;
+            let (mut fsumsq, mut line) = (0.0, 0.0);
+            let mut rmin = f64::INFINITY;
+            let mut rmax = f64::NEG_INFINITY;
+            let (mut rmin_n, mut rmax_n) = (0u64, 0u64);
+            for i in 0..n_blocks {
+                let b = &self.blocks[(first + i) % n_blocks];
+                fmin = fmin.min(b.fmin[c]);
+                fmax = fmax.max(b.fmax[c]);
+                fsumsq += b.fsumsq[c];
+                line += b.line_sumsq[c];
+                if b.rmin[c] < rmin {
+                    rmin = b.rmin[c];
+                    rmin_n = 0;
+                }
+                if b.rmin[c] == rmin {
+                    rmin_n += u64::from(b.rmin_n[c]);
+                }
+                if b.rmax[c] > rmax {
+                    rmax = b.rmax[c];
+                    rmax_n = 0;
+                }
+                if b.rmax[c] == rmax {
+                    rmax_n += u64::from(b.rmax_n[c]);
+                }
+            }
+            let flatline = rmax - rmin < q.flatline_ptp_uv;
+            // A flat channel sits at its min and max everywhere; that is reported as flat.
+            let railed = !flatline && (rmin_n + rmax_n) as f64 >= q.railed_fraction * l as f64;
+            let ptp_uv = fmax - fmin;
+            let artifact = ptp_uv > q.artifact_ptp_uv;
+            let line_noise_ratio = if fsumsq > 0.0 { line / fsumsq } else { 0.0 };
+            *out = Quality {
+                rms_uv: (fsumsq / l as f64).sqrt(),
+                ptp_uv,
+                line_noise_ratio,
+                flatline,
+                railed,
+                artifact,
+                good: !(flatline || railed || artifact)
+                    && line_noise_ratio <= q.max_line_noise_ratio,
+            };
+        }
+    }
+}
+
+/// Writes interleaved frames into a frame-major ring at frame `at`, wrapping around.
+fn copy_into_ring(ring: &mut [f64], frames: &[f64], at: usize, nch: usize) {
+    let cap = ring.len() / nch;
+    let n = frames.len() / nch;
+    let first = n.min(cap - at);
+    ring[at * nch..(at + first) * nch].copy_from_slice(&frames[..first * nch]);
+    ring[..(n - first) * nch].copy_from_slice(&frames[first * nch..]);
+}
+
+/// Copies `buf.len()` consecutive samples of channel `c` from a frame-major ring, starting
+/// at frame `first`.
+fn gather(ring: &[f64], buf: &mut [f64], first: usize, nch: usize, c: usize) {
+    let cap = ring.len() / nch;
+    let head = buf.len().min(cap - first);
+    let (a, b) = buf.split_at_mut(head);
+    for (i, v) in a.iter_mut().enumerate() {
+        *v = ring[(first + i) * nch + c];
+    }
+    for (i, v) in b.iter_mut().enumerate() {
+        *v = ring[i * nch + c];
+    }
+}
+
+fn indices(bands: &[Band], band_power: &[f64], quality: &[Quality]) -> Indices {
+    let nb = bands.len();
+    let find = |name: &str| bands.iter().position(|b| b.name == name);
+    let good = quality.iter().filter(|q| q.good).count();
+    let mean = |b: Option<usize>| -> Option<f64> {
+        let b = b?;
+        if good == 0 {
+            return None;
+        }
+        let sum: f64 = quality
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| q.good)
+            .map(|(c, _)| band_power[c * nb + b])
+            .sum();
+        Some(sum / good as f64)
+    };
+    let (theta, alpha, beta) = (mean(find("theta")), mean(find("alpha")), mean(find("beta")));
+    let ratio = |n: Option<f64>, d: Option<f64>| match (n, d) {
+        (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+        _ => None,
+    };
+    Indices {
+        engagement: ratio(beta, alpha.zip(theta).map(|(a, t)| a + t)),
+        theta_beta: ratio(theta, beta),
+        alpha_theta: ratio(alpha, theta),
+    }
+}
+
+/// Samples until the cascade's unit-step response stays within [`SETTLE_TOLERANCE`]: the
+/// transient a DC offset at the session's first sample causes, which dominates start-up in
+/// EEG. Looks at most 60 s ahead.
+fn settle_samples(plan: &Plan) -> u64 {
+    let horizon = (60.0 * plan.fs).min(2e6) as usize;
+    let mut bank = FilterBank::with_kernel(&plan.cascade(), 1, Kernel::Scalar);
+    let mut last_above = 0;
+    let mut buf = [1.0; 256];
+    let mut n = 0;
+    while n < horizon {
+        buf.fill(1.0);
+        bank.process(&mut buf);
+        for (i, y) in buf.iter().enumerate() {
+            if y.abs() > SETTLE_TOLERANCE {
+                last_above = n + i + 1;
+            }
+        }
+        n += buf.len();
+    }
+    last_above as u64
+}
