@@ -370,6 +370,12 @@ impl SessionProcessor {
         }
     }
 
+    /// Makes the next window's index `next_index`, e.g. for a session whose processor was
+    /// replaced after a change of rate or channels, so indices stay unique in the session.
+    pub fn continue_numbering(&mut self, next_index: u64) {
+        self.base_index = next_index.saturating_sub(self.since_start);
+    }
+
     /// Pushes a channel-major block (`n_channels` rows of `per_channel` samples, one after
     /// another in `data`).
     pub fn push_channel_major(

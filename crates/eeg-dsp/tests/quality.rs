@@ -1,0 +1,88 @@
+//! Signal-quality flags and indices on signals built to trip (or not trip) each one.
+
+use eeg_dsp::{ProcessingConfig, Quality, SessionProcessor, Window};
+use std::f64::consts::PI;
+
+const FS: f64 = 250.0;
+
+/// Quality of the last window of each channel after 8 s of the given channel-major signals.
+fn last_quality(rows: &[Vec<f64>]) -> (Vec<Quality>, eeg_dsp::Indices) {
+    let n = rows[0].len();
+    let mut p = SessionProcessor::new(&ProcessingConfig::default(), FS, rows.len(), 0).unwrap();
+    let mut last = None;
+    p.push_channel_major(&rows.concat(), n, &mut |w: &Window<'_>| {
+        last = Some(((0..w.n_channels()).map(|c| *w.quality(c)).collect(), w.indices))
+    })
+    .unwrap();
+    last.expect("at least one window")
+}
+
+fn sine(hz: f64, amp: f64, offset: f64) -> Vec<f64> {
+    (0..2000)
+        .map(|i| offset + amp * (2.0 * PI * hz * i as f64 / FS).sin())
+        .collect()
+}
+
+#[test]
+fn clean_alpha_is_good_with_known_rms() {
+    let (q, _) = last_quality(&[sine(10.0, 20.0, 300.0)]);
+    let q = q[0];
+    assert!(q.good && !q.flatline && !q.railed && !q.artifact, "{q:?}");
+    // A sine of amplitude 20 has RMS 20/sqrt(2); the band-pass passes 10 Hz at unit gain.
+    assert!((q.rms_uv - 20.0 / 2f64.sqrt()).abs() < 0.05, "{}", q.rms_uv);
+    assert!((q.ptp_uv - 40.0).abs() < 0.2, "{}", q.ptp_uv);
+    assert!(q.line_noise_ratio < 1e-3, "{}", q.line_noise_ratio);
+}
+
+#[test]
+fn constant_channel_is_flat_not_railed() {
+    let (q, _) = last_quality(&[vec![123.0; 2000]]);
+    assert!(q[0].flatline && !q[0].railed && !q[0].good, "{:?}", q[0]);
+}
+
+#[test]
+fn clipped_channel_is_railed() {
+    let clipped: Vec<f64> = sine(10.0, 100.0, 0.0)
+        .into_iter()
+        .map(|v| v.clamp(-60.0, 60.0))
+        .collect();
+    let (q, _) = last_quality(&[clipped]);
+    assert!(q[0].railed && !q[0].flatline && !q[0].good, "{:?}", q[0]);
+}
+
+#[test]
+fn large_excursion_is_an_artifact() {
+    let (q, _) = last_quality(&[sine(5.0, 150.0, 0.0)]);
+    assert!(q[0].artifact && !q[0].good, "{:?}", q[0]);
+}
+
+#[test]
+fn mains_heavier_than_eeg_is_not_good() {
+    let rows: Vec<f64> = sine(10.0, 5.0, 0.0)
+        .iter()
+        .zip(sine(50.0, 20.0, 0.0))
+        .map(|(a, b)| a + b)
+        .collect();
+    let (q, _) = last_quality(&[rows]);
+    // Mains power 200 µV² over EEG power 12.5 µV².
+    assert!((q[0].line_noise_ratio - 16.0).abs() < 0.5, "{:?}", q[0]);
+    assert!(!q[0].good && !q[0].artifact, "{:?}", q[0]);
+}
+
+#[test]
+fn indices_use_only_good_channels() {
+    // Channel 0: theta + beta, good. Channel 1: flat, so it must not count.
+    let theta_beta: Vec<f64> = sine(6.0, 10.0, 0.0)
+        .iter()
+        .zip(sine(20.0, 10.0, 0.0))
+        .map(|(a, b)| a + b)
+        .collect();
+    let (q, idx) = last_quality(&[theta_beta, vec![0.0; 2000]]);
+    assert!(q[0].good && !q[1].good);
+    let tb = idx.theta_beta.expect("one good channel");
+    assert!((tb - 1.0).abs() < 0.05, "{tb}");
+    let e = idx.engagement.expect("one good channel");
+    assert!(e > 0.9 && e < 1.1, "{e}");
+    let (_, none) = last_quality(&[vec![0.0; 2000]]);
+    assert_eq!(none.engagement, None);
+}

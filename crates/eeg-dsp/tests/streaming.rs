@@ -1,0 +1,188 @@
+//! Streaming guarantees: any chunking of a stream, and any kernel, gives bit-identical output.
+
+use eeg_dsp::{FilterBank, Kernel, ProcessingConfig, SessionProcessor, Window};
+use proptest::prelude::*;
+
+const FS: f64 = 250.0;
+
+/// An EEG-like signal with a DC offset, a 10 Hz rhythm, mains and a spike, interleaved.
+fn signal(nch: usize, frames: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..frames * nch)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let noise = ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 10.0;
+            let (t, c) = ((i / nch) as f64 / FS, (i % nch) as f64);
+            let spike = if i / nch == frames / 2 { 400.0 } else { 0.0 };
+            150.0 * c - 80.0
+                + 20.0 * (2.0 * std::f64::consts::PI * (9.0 + c) * t).sin()
+                + 8.0 * (2.0 * std::f64::consts::PI * 50.0 * t).sin()
+                + noise
+                + spike
+        })
+        .collect()
+}
+
+/// Every number a window carries, bit for bit.
+fn fingerprint(w: &Window<'_>) -> Vec<u64> {
+    let mut v = vec![
+        w.index,
+        w.start_sample,
+        w.start_ms as u64,
+        w.end_ms as u64,
+        w.settling as u64,
+    ];
+    for c in 0..w.n_channels() {
+        v.extend(w.band_power(c).iter().map(|x| x.to_bits()));
+        v.extend(w.relative_power(c).iter().map(|x| x.to_bits()));
+        v.push(w.total_power(c).to_bits());
+        let q = w.quality(c);
+        v.extend([q.rms_uv, q.ptp_uv, q.line_noise_ratio].map(f64::to_bits));
+        v.extend([q.flatline, q.railed, q.artifact, q.good].map(u64::from));
+    }
+    let i = w.indices;
+    v.extend([i.engagement, i.theta_beta, i.alpha_theta].map(|x| x.map_or(u64::MAX, f64::to_bits)));
+    v
+}
+
+fn run_chunks(
+    config: &ProcessingConfig,
+    nch: usize,
+    data: &[f64],
+    chunks: &[usize],
+    kernel: Kernel,
+) -> Vec<Vec<u64>> {
+    let mut p = SessionProcessor::with_kernel(config, FS, nch, 1_700_000_000_000, kernel).unwrap();
+    let mut out = Vec::new();
+    let mut sink = |w: &Window<'_>| out.push(fingerprint(w));
+    let frames = data.len() / nch;
+    let (mut at, mut i) = (0, 0);
+    while at < frames {
+        let n = chunks[i % chunks.len()].min(frames - at);
+        p.push_interleaved(&data[at * nch..(at + n) * nch], &mut sink)
+            .unwrap();
+        at += n;
+        i += 1;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn filter_bank_output_does_not_depend_on_chunking(
+        nch in 1usize..12,
+        chunks in prop::collection::vec(1usize..300, 1..8),
+    ) {
+        let plan = ProcessingConfig::default().plan(FS).unwrap();
+        let x = signal(nch, 1500, 7);
+        let mut whole = x.clone();
+        FilterBank::new(&plan.cascade(), nch).process(&mut whole);
+        let mut bank = FilterBank::new(&plan.cascade(), nch);
+        let mut pieces = x.clone();
+        let (mut at, mut i) = (0, 0);
+        while at < 1500 {
+            let n = chunks[i % chunks.len()].min(1500 - at);
+            bank.process(&mut pieces[at * nch..(at + n) * nch]);
+            at += n;
+            i += 1;
+        }
+        prop_assert_eq!(pieces, whole);
+    }
+
+    #[test]
+    fn windows_do_not_depend_on_chunking(
+        nch in 1usize..10,
+        chunks in prop::collection::vec(1usize..700, 1..6),
+        hop_s in prop::sample::select(vec![1.0, 0.5, 0.3]),
+    ) {
+        let mut config = ProcessingConfig::default();
+        config.window.hop_s = hop_s;
+        let x = signal(nch, 4000, 11);
+        let whole = run_chunks(&config, nch, &x, &[x.len()], Kernel::Scalar);
+        prop_assert!(!whole.is_empty());
+        let chunked = run_chunks(&config, nch, &x, &chunks, Kernel::Scalar);
+        prop_assert_eq!(chunked, whole);
+    }
+}
+
+#[test]
+fn simd_processor_equals_scalar_processor() {
+    let config = ProcessingConfig::default();
+    for nch in [1, 5, 8, 19] {
+        let x = signal(nch, 3000, 3);
+        let scalar = run_chunks(&config, nch, &x, &[32], Kernel::Scalar);
+        let fast = run_chunks(&config, nch, &x, &[32], Kernel::detect());
+        assert_eq!(
+            fast,
+            scalar,
+            "{nch} channels, kernel {:?}",
+            Kernel::detect()
+        );
+    }
+}
+
+#[test]
+fn channel_major_and_interleaved_input_agree() {
+    let (nch, frames) = (3, 2500);
+    let x = signal(nch, frames, 5);
+    let config = ProcessingConfig::default();
+    let want = run_chunks(&config, nch, &x, &[frames], Kernel::Scalar);
+    let rows: Vec<f64> = (0..nch)
+        .flat_map(|c| x.iter().skip(c).step_by(nch).copied().collect::<Vec<_>>())
+        .collect();
+    let mut p =
+        SessionProcessor::with_kernel(&config, FS, nch, 1_700_000_000_000, Kernel::Scalar).unwrap();
+    let mut got = Vec::new();
+    p.push_channel_major(&rows, frames, &mut |w: &Window<'_>| {
+        got.push(fingerprint(w))
+    })
+    .unwrap();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn reset_restarts_the_signal_state_but_not_the_window_numbering() {
+    let nch = 2;
+    let x = signal(nch, 2000, 9);
+    let config = ProcessingConfig::default();
+    let mut p = SessionProcessor::new(&config, FS, nch, 0).unwrap();
+    let mut first = Vec::new();
+    p.push_interleaved(&x, &mut |w: &Window<'_>| first.push(fingerprint(w)))
+        .unwrap();
+    p.reset(0);
+    let mut second = Vec::new();
+    p.push_interleaved(&x, &mut |w: &Window<'_>| second.push(fingerprint(w)))
+        .unwrap();
+    assert_eq!(first.len(), second.len());
+    let n = first.len() as u64;
+    for (i, (a, b)) in first.iter().zip(&second).enumerate() {
+        assert_eq!(b[0], a[0] + n, "window {i} index continues after the reset");
+        assert_eq!(a[1..], b[1..], "window {i} numbers after the reset");
+    }
+}
+
+#[test]
+fn windows_carry_the_sample_clock() {
+    let nch = 1;
+    let x = signal(nch, 250 * 7, 1);
+    let mut p = SessionProcessor::new(&ProcessingConfig::default(), FS, nch, 1_000).unwrap();
+    let mut times = Vec::new();
+    p.push_interleaved(&x, &mut |w: &Window<'_>| {
+        times.push((w.index, w.start_ms, w.end_ms))
+    })
+    .unwrap();
+    // 4 s windows every 1 s over 7 s of signal: windows 0..=3.
+    assert_eq!(
+        times,
+        vec![
+            (0, 1_000, 5_000),
+            (1, 2_000, 6_000),
+            (2, 3_000, 7_000),
+            (3, 4_000, 8_000)
+        ]
+    );
+}
