@@ -30,4 +30,6 @@ pub use config::{
     Band, ConfigError, FilterConfig, Plan, ProcessingConfig, QualityConfig, WindowConfig,
 };
 pub use design::{BandType, DesignError, Sos};
-pub use processor::{Indices, Quality, SessionProcessor, ShapeError, Window, WindowSink};
+pub use processor::{
+    Indices, OwnedWindow, Quality, SessionProcessor, ShapeError, Window, WindowSink,
+};

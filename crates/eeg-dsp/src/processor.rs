@@ -92,6 +92,69 @@ impl<'a> Window<'a> {
     }
 }
 
+/// An owned copy of a [`Window`], e.g. to hand it to another thread. [`OwnedWindow::copy_from`]
+/// reuses the buffers, so a recycled `OwnedWindow` costs no allocation.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedWindow {
+    index: u64,
+    start_sample: u64,
+    len: usize,
+    start_ms: i64,
+    end_ms: i64,
+    settling: bool,
+    bands: Vec<Band>,
+    n_bands: usize,
+    band_power: Vec<f64>,
+    relative_power: Vec<f64>,
+    total_power: Vec<f64>,
+    quality: Vec<Quality>,
+    indices: Indices,
+}
+
+impl OwnedWindow {
+    pub fn copy_from(&mut self, w: &Window<'_>) {
+        self.index = w.index;
+        self.start_sample = w.start_sample;
+        self.len = w.len;
+        self.start_ms = w.start_ms;
+        self.end_ms = w.end_ms;
+        self.settling = w.settling;
+        if self.bands != w.bands {
+            self.bands = w.bands.to_vec();
+        }
+        self.n_bands = w.n_bands;
+        copy_vec(&mut self.band_power, w.band_power);
+        copy_vec(&mut self.relative_power, w.relative_power);
+        copy_vec(&mut self.total_power, w.total_power);
+        copy_vec(&mut self.quality, w.quality);
+        self.indices = w.indices;
+    }
+
+    /// The window as if just emitted.
+    pub fn view(&self) -> Window<'_> {
+        Window {
+            index: self.index,
+            start_sample: self.start_sample,
+            len: self.len,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            settling: self.settling,
+            bands: &self.bands,
+            n_bands: self.n_bands,
+            band_power: &self.band_power,
+            relative_power: &self.relative_power,
+            total_power: &self.total_power,
+            quality: &self.quality,
+            indices: self.indices,
+        }
+    }
+}
+
+fn copy_vec<T: Copy>(dst: &mut Vec<T>, src: &[T]) {
+    dst.clear();
+    dst.extend_from_slice(src);
+}
+
 /// Receives completed windows. Any `FnMut(&Window)` is a sink.
 pub trait WindowSink {
     fn window(&mut self, window: &Window<'_>);
@@ -166,21 +229,24 @@ impl BlockStats {
     fn add_raw(&mut self, raw: &[f64]) {
         let nch = self.rmin.len();
         for frame in raw.chunks_exact(nch) {
-            for (c, &x) in frame.iter().enumerate() {
-                if x < self.rmin[c] {
-                    self.rmin[c] = x;
-                    self.rmin_n[c] = 0;
-                }
-                if x == self.rmin[c] {
-                    self.rmin_n[c] += 1;
-                }
-                if x > self.rmax[c] {
-                    self.rmax[c] = x;
-                    self.rmax_n[c] = 0;
-                }
-                if x == self.rmax[c] {
-                    self.rmax_n[c] += 1;
-                }
+            // Branch-free so the loop vectorises across channels.
+            let lanes = frame
+                .iter()
+                .zip(self.rmin.iter_mut().zip(self.rmin_n.iter_mut()))
+                .zip(self.rmax.iter_mut().zip(self.rmax_n.iter_mut()));
+            for ((&x, (lo, lo_n)), (hi, hi_n)) in lanes {
+                *lo_n = if x < *lo {
+                    1
+                } else {
+                    *lo_n + u32::from(x == *lo)
+                };
+                *lo = if x < *lo { x } else { *lo };
+                *hi_n = if x > *hi {
+                    1
+                } else {
+                    *hi_n + u32::from(x == *hi)
+                };
+                *hi = if x > *hi { x } else { *hi };
             }
         }
     }
@@ -198,10 +264,14 @@ impl BlockStats {
     fn add_filtered(&mut self, filtered: &[f64]) {
         let nch = self.fmin.len();
         for frame in filtered.chunks_exact(nch) {
-            for (c, &y) in frame.iter().enumerate() {
-                self.fmin[c] = self.fmin[c].min(y);
-                self.fmax[c] = self.fmax[c].max(y);
-                self.fsumsq[c] += y * y;
+            let lanes = frame
+                .iter()
+                .zip(self.fmin.iter_mut().zip(self.fmax.iter_mut()))
+                .zip(self.fsumsq.iter_mut());
+            for ((&y, (lo, hi)), sq) in lanes {
+                *lo = if y < *lo { y } else { *lo };
+                *hi = if y > *hi { y } else { *hi };
+                *sq += y * y;
             }
         }
     }

@@ -11,7 +11,10 @@ fn last_quality(rows: &[Vec<f64>]) -> (Vec<Quality>, eeg_dsp::Indices) {
     let mut p = SessionProcessor::new(&ProcessingConfig::default(), FS, rows.len(), 0).unwrap();
     let mut last = None;
     p.push_channel_major(&rows.concat(), n, &mut |w: &Window<'_>| {
-        last = Some(((0..w.n_channels()).map(|c| *w.quality(c)).collect(), w.indices))
+        last = Some((
+            (0..w.n_channels()).map(|c| *w.quality(c)).collect(),
+            w.indices,
+        ))
     })
     .unwrap();
     last.expect("at least one window")

@@ -186,3 +186,21 @@ fn windows_carry_the_sample_clock() {
         ]
     );
 }
+
+#[test]
+fn owned_window_is_an_exact_copy() {
+    let nch = 4;
+    let x = signal(nch, 1500, 2);
+    let mut p = SessionProcessor::new(&ProcessingConfig::default(), FS, nch, 5).unwrap();
+    let mut copy = eeg_dsp::OwnedWindow::default();
+    let mut pairs = Vec::new();
+    p.push_interleaved(&x, &mut |w: &Window<'_>| {
+        copy.copy_from(w);
+        pairs.push((fingerprint(w), fingerprint(&copy.view())));
+    })
+    .unwrap();
+    assert!(!pairs.is_empty());
+    for (a, b) in pairs {
+        assert_eq!(a, b);
+    }
+}
