@@ -479,7 +479,7 @@ impl SessionProcessor {
         sink: &mut impl WindowSink,
     ) -> Result<(), ShapeError> {
         let nch = self.n_channels;
-        if data.len() % nch != 0 {
+        if !data.len().is_multiple_of(nch) {
             return Err(ShapeError {
                 len: data.len(),
                 channels: nch,
@@ -512,7 +512,7 @@ impl SessionProcessor {
                 .min(self.scratch.len() / nch);
             let n_blocks = self.blocks.len() as u64;
             let block = &mut self.blocks[((self.pos / g) % n_blocks) as usize];
-            if self.pos % g == 0 {
+            if self.pos.is_multiple_of(g) {
                 block.clear();
             }
             let piece = &mut self.scratch[..n * nch];
@@ -555,7 +555,9 @@ impl SessionProcessor {
                 continue;
             }
             let needed = |e: &SegmentEntry| {
-                e.start >= start && e.start < seg_start(n_seg) && (e.start - start) % step == 0
+                e.start >= start
+                    && e.start < seg_start(n_seg)
+                    && (e.start - start).is_multiple_of(step)
             };
             // There are as many entries as segments per window, so a free one exists.
             let Some(entry) = self.cache.iter_mut().find(|e| !needed(e)) else {

@@ -89,7 +89,7 @@ impl SegmentPsd {
         }
         // DC, and Nyquist for an even length, have no mirror image: not doubled.
         self.psd[0] /= 2.0;
-        if self.window.len() % 2 == 0
+        if self.window.len().is_multiple_of(2)
             && let Some(last) = self.psd.last_mut()
         {
             *last /= 2.0;

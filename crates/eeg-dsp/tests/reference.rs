@@ -158,7 +158,7 @@ struct Welch {
 }
 
 #[derive(Deserialize)]
-pub struct WelchConfig {
+struct WelchConfig {
     fs: f64,
     mains_hz: f64,
     notch_q: f64,
