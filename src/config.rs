@@ -1,0 +1,164 @@
+//! The TOML config file: every key optional, defaults as documented in README.md.
+//!
+//! The file is parsed strictly (unknown keys are errors, so a typo cannot silently fall back
+//! to a default) and checked whole before any input is read.
+
+use eeg_dsp::{Band, ProcessingConfig};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    filter: FilterSection,
+    #[serde(default)]
+    window: WindowSection,
+    /// Kept as a table so the bands keep the file's order.
+    bands: Option<toml::Table>,
+    #[serde(default)]
+    quality: QualitySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterSection {
+    mains_hz: Option<f64>,
+    notch_q: Option<f64>,
+    bandpass_hz: Option<[f64; 2]>,
+    bandpass_order: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowSection {
+    length_s: Option<f64>,
+    hop_s: Option<f64>,
+    welch_segment_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QualitySection {
+    flatline_ptp_uv: Option<f64>,
+    railed_fraction: Option<f64>,
+    artifact_ptp_uv: Option<f64>,
+    max_line_noise_ratio: Option<f64>,
+}
+
+/// Reads and parses a config file. Errors are one line naming the file and the line or key.
+pub fn load(path: &Path) -> Result<ProcessingConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses config text; the error names the line or key.
+pub fn parse(text: &str) -> Result<ProcessingConfig, String> {
+    let file: File = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        });
+        let msg = e.message().trim().replace('\n', " ");
+        match line {
+            Some(l) => format!("line {l}: {msg}"),
+            None => msg,
+        }
+    })?;
+    let mut c = ProcessingConfig::default();
+    let f = file.filter;
+    set(&mut c.filter.mains_hz, f.mains_hz);
+    set(&mut c.filter.notch_q, f.notch_q);
+    set(&mut c.filter.bandpass_hz, f.bandpass_hz);
+    set(&mut c.filter.bandpass_order, f.bandpass_order);
+    let w = file.window;
+    set(&mut c.window.length_s, w.length_s);
+    set(&mut c.window.hop_s, w.hop_s);
+    set(&mut c.window.welch_segment_s, w.welch_segment_s);
+    let q = file.quality;
+    set(&mut c.quality.flatline_ptp_uv, q.flatline_ptp_uv);
+    set(&mut c.quality.railed_fraction, q.railed_fraction);
+    set(&mut c.quality.artifact_ptp_uv, q.artifact_ptp_uv);
+    set(&mut c.quality.max_line_noise_ratio, q.max_line_noise_ratio);
+    if let Some(bands) = file.bands {
+        c.bands = bands
+            .into_iter()
+            .map(|(name, v)| band(&name, &v))
+            .collect::<Result<_, _>>()?;
+    }
+    if ![0.0, 50.0, 60.0].contains(&c.filter.mains_hz) {
+        return Err(format!(
+            "filter.mains_hz: must be 50, 60 or 0 (off), got {}",
+            c.filter.mains_hz
+        ));
+    }
+    // Checks that need no sample rate; the rest is checked per input once its rate is known.
+    c.validate().map_err(|e| e.to_string()).map(|()| c)
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
+fn band(name: &str, v: &toml::Value) -> Result<Band, String> {
+    let edges = v.as_array().and_then(|a| match a.as_slice() {
+        [lo, hi] => Some((number(lo)?, number(hi)?)),
+        _ => None,
+    });
+    match edges {
+        Some((lo_hz, hi_hz)) => Ok(Band {
+            name: name.to_string(),
+            lo_hz,
+            hi_hz,
+        }),
+        None => Err(format!("bands.{name}: must be [low_hz, high_hz], got {v}")),
+    }
+}
+
+fn number(v: &toml::Value) -> Option<f64> {
+    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        assert_eq!(parse("").unwrap(), ProcessingConfig::default());
+    }
+
+    #[test]
+    fn keys_override_defaults_and_bands_keep_file_order() {
+        let c = parse(
+            "[filter]\nmains_hz = 60\nbandpass_order = 2\n[bands]\nhigh = [20, 40]\nlow = [1.0, 8.0]\n",
+        )
+        .unwrap();
+        assert_eq!(c.filter.mains_hz, 60.0);
+        assert_eq!(c.filter.bandpass_order, 2);
+        assert_eq!(c.filter.notch_q, 30.0);
+        let names: Vec<_> = c.bands.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["high", "low"]);
+        assert_eq!((c.bands[0].lo_hz, c.bands[0].hi_hz), (20.0, 40.0));
+    }
+
+    #[test]
+    fn errors_name_the_line_or_key() {
+        let e = parse("[filter]\nmains = 50\n").unwrap_err();
+        assert!(e.starts_with("line 2: unknown field `mains`"), "{e}");
+        let e = parse("[window]\nhop_s = \"1s\"\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        let e = parse("[bands]\nalpha = [8]\n").unwrap_err();
+        assert_eq!(e, "bands.alpha: must be [low_hz, high_hz], got [8]");
+        let e = parse("[filter]\nmains_hz = 55\n").unwrap_err();
+        assert_eq!(e, "filter.mains_hz: must be 50, 60 or 0 (off), got 55");
+        let e = parse("[bands]\nalpha = [13, 8]\n").unwrap_err();
+        assert!(e.starts_with("bands.alpha: must be [low, high]"), "{e}");
+    }
+}

@@ -1,0 +1,95 @@
+//! `eeg-pipeline`: real-time EEG processing, offline on files or (later) on Kafka.
+//!
+//! This file only parses arguments, sets up logging and maps errors to exit codes:
+//! 0 success, 2 bad input or usage (a one-line message names the file, line or key),
+//! 1 any other failure (e.g. the output cannot be written).
+
+mod config;
+mod output;
+mod process;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "eeg-pipeline", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Process an EEG file offline: EDF, EDF+, BDF or raw JSONL in, eeg.processed/1 JSONL out.
+    Process(ProcessArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
+    /// EDF/EDF+/BDF recording, or a JSONL file of eeg.raw/1 messages ("-" reads JSONL from
+    /// standard input).
+    pub input: PathBuf,
+    /// Processing config (TOML); every key is optional.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Where to write the records, one JSON object per line; "-" is standard output. A file is
+    /// written under a temporary name and renamed when processing succeeds.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    pub out: PathBuf,
+    /// Process only these signals (EDF/BDF labels, comma-separated), in this order.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// Session id of the records (EDF/BDF input; default: the file name without extension).
+    #[arg(long, value_name = "ID")]
+    pub session_id: Option<String>,
+    /// No summary and no progress bar on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// An error caused by the input, the config or the arguments: exit code 2.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Process(args) => process::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(bad) = e.downcast_ref::<BadInput>() {
+                eprintln!("error: {bad}");
+                ExitCode::from(2)
+            } else {
+                // Writing to a closed pipe (e.g. `| head`) is how a reader says it has enough.
+                if e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                }) {
+                    return ExitCode::SUCCESS;
+                }
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}

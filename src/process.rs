@@ -1,0 +1,609 @@
+//! `eeg-pipeline process`: an EEG file through the session processor, records out as JSONL.
+//!
+//! The input is streamed (one EDF data record or one JSONL line at a time), so memory stays
+//! flat however long the recording is.
+
+use crate::{BadInput, ProcessArgs, config, output};
+use anyhow::Context;
+use eeg_dsp::OwnedWindow;
+use eeg_dsp::{ProcessingConfig, SessionProcessor, Window};
+use eeg_edf::EdfReader;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+/// Inputs larger than this get a progress bar (when standard error is a terminal).
+const PROGRESS_MIN_BYTES: u64 = 16 << 20;
+
+pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => config::load(path).map_err(BadInput)?,
+        None => ProcessingConfig::default(),
+    };
+    let input = args.input.as_path();
+    let kind = detect(input)?;
+    let (out, sink) = Output::create(&args.out)?;
+    let writer = Writer::start(sink);
+    let progress = progress_bar(input, args.quiet);
+    let result = match kind {
+        Kind::Edf => process_edf(args, &config, &writer, &progress),
+        Kind::Jsonl => process_jsonl(args, &config, &writer, &progress),
+    };
+    progress.finish_and_clear();
+    // The writer's own error (e.g. a full disk) explains a failed run best.
+    let written = writer.finish();
+    let summaries = match result.and_then(|s| written.map(|()| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            out.discard();
+            return Err(e);
+        }
+    };
+    out.commit()?;
+    if !args.quiet {
+        for s in &summaries {
+            eprintln!("{s}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Edf,
+    Jsonl,
+}
+
+/// EDF/BDF by extension, JSONL by extension or for standard input; otherwise by content.
+fn detect(input: &Path) -> anyhow::Result<Kind> {
+    if input == Path::new("-") {
+        return Ok(Kind::Jsonl);
+    }
+    let ext = input
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("edf" | "bdf" | "rec") => return Ok(Kind::Edf),
+        Some("jsonl" | "ndjson" | "json") => return Ok(Kind::Jsonl),
+        _ => {}
+    }
+    let mut head = [0u8; 8];
+    let n = File::open(input)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| BadInput(format!("{}: cannot open: {e}", input.display())))?;
+    match &head[..n] {
+        [b'0', b' ', ..] | [0xff, b'B', b'I', b'O', b'S', b'E', b'M', b'I'] => Ok(Kind::Edf),
+        [b'{', ..] => Ok(Kind::Jsonl),
+        _ => Err(BadInput(format!(
+            "{}: not an EDF/BDF file nor eeg.raw/1 JSONL (use a .edf, .bdf or .jsonl name)",
+            input.display()
+        ))
+        .into()),
+    }
+}
+
+fn progress_bar(input: &Path, quiet: bool) -> indicatif::ProgressBar {
+    let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    if quiet || size < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The output file, written under a temporary name and renamed on success, so a failed run
+/// leaves no partial output behind; or standard output.
+struct Output {
+    paths: Option<(PathBuf, PathBuf)>,
+}
+
+impl Output {
+    fn create(path: &Path) -> anyhow::Result<(Output, Box<dyn Write + Send>)> {
+        if path == Path::new("-") {
+            let out = BufWriter::with_capacity(1 << 16, std::io::stdout());
+            return Ok((Output { paths: None }, Box::new(out)));
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
+        let file = File::create(&tmp)
+            .with_context(|| format!("{}: cannot create output file", tmp.display()))?;
+        let out = BufWriter::with_capacity(1 << 16, file);
+        Ok((
+            Output {
+                paths: Some((tmp, path.to_path_buf())),
+            },
+            Box::new(out),
+        ))
+    }
+
+    fn commit(mut self) -> anyhow::Result<()> {
+        if let Some((tmp, path)) = self.paths.take() {
+            std::fs::rename(&tmp, &path).with_context(|| {
+                format!("{}: cannot rename to {}", tmp.display(), path.display())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn discard(mut self) {
+        if let Some((tmp, _)) = self.paths.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Encodes and writes records on a thread of its own, so that JSON encoding (a large share
+/// of the work for many channels) overlaps the signal processing. Windows travel as
+/// [`OwnedWindow`]s that come back to be reused, so the steady state allocates nothing; the
+/// channel is bounded, so a slow output slows the input instead of buffering without bound.
+struct Writer {
+    tx: Option<SyncSender<(Arc<output::SessionMeta>, OwnedWindow)>>,
+    recycled: Receiver<OwnedWindow>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Writer {
+    fn start(mut out: Box<dyn Write + Send>) -> Writer {
+        let (tx, rx) = sync_channel::<(Arc<output::SessionMeta>, OwnedWindow)>(256);
+        let (back, recycled) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut buf = Vec::with_capacity(1 << 16);
+            for (meta, window) in rx {
+                buf.clear();
+                output::encode_window(&meta, &window.view(), &mut buf);
+                buf.push(b'\n');
+                out.write_all(&buf)?;
+                let _ = back.send(window);
+            }
+            out.flush()
+        });
+        Writer {
+            tx: Some(tx),
+            recycled,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for every record to be written.
+    fn finish(mut self) -> anyhow::Result<()> {
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result.context("writing output"),
+            Some(Err(_)) => anyhow::bail!("the output thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The processor's sink for one session: counts for the summary, hands the window over.
+struct RecordSink<'a> {
+    meta: &'a Arc<output::SessionMeta>,
+    writer: &'a Writer,
+    summary: &'a mut Summary,
+    closed: bool,
+}
+
+impl eeg_dsp::WindowSink for RecordSink<'_> {
+    fn window(&mut self, w: &Window<'_>) {
+        self.summary.add(w);
+        let Some(tx) = &self.writer.tx else {
+            return;
+        };
+        let mut owned = self.writer.recycled.try_recv().unwrap_or_default();
+        owned.copy_from(w);
+        // A send fails only when the output thread stopped on an error, which `finish`
+        // reports.
+        if tx.send((Arc::clone(self.meta), owned)).is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+/// What the closing summary on standard error says about one session.
+#[derive(Debug, Default)]
+pub struct Summary {
+    session_id: String,
+    fs: f64,
+    channels: usize,
+    windows: u64,
+    channel_windows: u64,
+    good: u64,
+    bands: Vec<String>,
+    relative_sum: Vec<f64>,
+    resets: u64,
+    duplicates: u64,
+}
+
+impl Summary {
+    fn new(session_id: &str, fs: f64, channels: usize, bands: &[eeg_dsp::Band]) -> Summary {
+        Summary {
+            session_id: session_id.to_string(),
+            fs,
+            channels,
+            bands: bands.iter().map(|b| b.name.clone()).collect(),
+            relative_sum: vec![0.0; bands.len()],
+            ..Summary::default()
+        }
+    }
+
+    fn add(&mut self, w: &Window<'_>) {
+        self.windows += 1;
+        for c in 0..w.n_channels() {
+            self.channel_windows += 1;
+            if w.quality(c).good {
+                self.good += 1;
+            }
+            for (s, r) in self.relative_sum.iter_mut().zip(w.relative_power(c)) {
+                *s += r;
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} windows, {} channel{} at {} Hz",
+            self.session_id,
+            self.windows,
+            self.channels,
+            if self.channels == 1 { "" } else { "s" },
+            self.fs
+        )?;
+        if self.channel_windows > 0 {
+            let n = self.channel_windows as f64;
+            write!(
+                f,
+                ", {:.1}% good channel-windows; mean relative power:",
+                100.0 * self.good as f64 / n
+            )?;
+            for (b, s) in self.bands.iter().zip(&self.relative_sum) {
+                write!(f, " {b} {:.3}", s / n)?;
+            }
+        }
+        if self.resets > 0 {
+            write!(
+                f,
+                "; {} reset(s) after a gap or a change of rate/channels",
+                self.resets
+            )?;
+        }
+        if self.duplicates > 0 {
+            write!(f, "; {} duplicate batch(es) skipped", self.duplicates)?;
+        }
+        Ok(())
+    }
+}
+
+fn process_edf(
+    args: &ProcessArgs,
+    config: &ProcessingConfig,
+    writer: &Writer,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<Summary>> {
+    let path = &args.input;
+    let name = path.display().to_string();
+    let mut reader = EdfReader::open(path).map_err(|e| BadInput(e.to_string()))?;
+    let header = reader.header().clone();
+    if reader.trailing_bytes() > 0 {
+        tracing::warn!(
+            "{name}: {} bytes after the last whole data record ignored",
+            reader.trailing_bytes()
+        );
+    }
+
+    // Data signals to process, as (index among data signals, label, µV factor, rate).
+    let data: Vec<(usize, &eeg_edf::SignalHeader)> = header
+        .signals
+        .iter()
+        .filter(|s| !s.is_annotation)
+        .enumerate()
+        .collect();
+    let selected: Vec<(usize, &eeg_edf::SignalHeader)> = match &args.channels {
+        Some(wanted) => {
+            let mut sel = Vec::new();
+            for w in wanted {
+                match data.iter().find(|(_, s)| s.label == *w) {
+                    Some(&d) => sel.push(d),
+                    None => {
+                        let labels: Vec<&str> =
+                            data.iter().map(|(_, s)| s.label.as_str()).collect();
+                        return Err(BadInput(format!(
+                            "{name}: --channels: no signal labelled '{w}' (signals: {})",
+                            labels.join(", ")
+                        ))
+                        .into());
+                    }
+                }
+            }
+            sel
+        }
+        None => {
+            let (volts, other): (Vec<_>, Vec<_>) = data
+                .iter()
+                .copied()
+                .partition(|(_, s)| s.microvolts_per_unit().is_some());
+            for (_, s) in &other {
+                tracing::warn!(
+                    "{name}: signal '{}' in '{}' is not a voltage; skipped (select it with --channels to process it)",
+                    s.label,
+                    s.physical_dimension
+                );
+            }
+            volts
+        }
+    };
+    if selected.is_empty() {
+        return Err(BadInput(format!("{name}: no EEG signal to process")).into());
+    }
+
+    // One session per sample rate: signals at different rates are never resampled.
+    let duration = header.record_duration_s;
+    let mut groups: Vec<(f64, Vec<usize>, Vec<String>, usize)> = Vec::new();
+    for (i, s) in &selected {
+        let rate = s.sample_rate_hz(duration);
+        match groups.iter_mut().find(|g| g.0 == rate) {
+            Some(g) => {
+                g.1.push(*i);
+                g.2.push(s.label.clone());
+            }
+            None => groups.push((rate, vec![*i], vec![s.label.clone()], s.samples_per_record)),
+        }
+    }
+    let base_id = args.session_id.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "session".into())
+    });
+    let device_id = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.clone());
+    let t0 = header.start_unix_ms();
+    let multi = groups.len() > 1;
+
+    struct Group {
+        signals: Vec<usize>,
+        per_record: usize,
+        processor: SessionProcessor,
+        meta: Arc<output::SessionMeta>,
+        summary: Summary,
+        block: Vec<f64>,
+    }
+    let mut sessions = Vec::new();
+    for (rate, signals, labels, per_record) in groups {
+        let session_id = if multi {
+            format!("{base_id}@{rate}Hz")
+        } else {
+            base_id.clone()
+        };
+        let processor = SessionProcessor::new(config, rate, signals.len(), t0)
+            .map_err(|e| BadInput(format!("{name}: {e} (signals at {rate} Hz)")))?;
+        for w in &processor.plan().warnings {
+            tracing::warn!("{name}: {w}");
+        }
+        sessions.push(Group {
+            summary: Summary::new(&session_id, rate, signals.len(), &config.bands),
+            meta: Arc::new(output::session_meta(
+                &session_id,
+                &device_id,
+                None,
+                rate,
+                labels,
+            )),
+            block: vec![0.0; signals.len() * per_record],
+            signals,
+            per_record,
+            processor,
+        });
+    }
+
+    let mut record = eeg_edf::Record::default();
+    let record_bytes = header.record_bytes() as u64;
+    let mut expected_onset = None;
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| BadInput(e.to_string()))?
+    {
+        progress.inc(record_bytes);
+        // EDF+D: a record that does not follow its predecessor starts a new stretch of
+        // signal; filtering across the gap would smear it, so the sessions restart.
+        let onset = record.onset_s();
+        if let Some(expected) = expected_onset
+            && (onset - expected as f64).abs() > 1e-6
+        {
+            tracing::warn!(
+                "{name}: data record {} starts at {onset} s, not {expected} s; sessions restart",
+                record.index()
+            );
+            for g in &mut sessions {
+                g.processor.reset(t0 + (onset * 1000.0).round() as i64);
+                g.summary.resets += 1;
+            }
+        }
+        expected_onset = Some(onset + duration);
+        for g in &mut sessions {
+            for (row, &sig) in g.block.chunks_exact_mut(g.per_record).zip(&g.signals) {
+                row.copy_from_slice(record.signal(sig));
+            }
+            let mut sink = RecordSink {
+                meta: &g.meta,
+                writer,
+                summary: &mut g.summary,
+                closed: false,
+            };
+            g.processor
+                .push_channel_major(&g.block, g.per_record, &mut sink)
+                .map_err(|e| BadInput(format!("{name}: data record {}: {e}", record.index())))?;
+            if sink.closed {
+                return Ok(Vec::new());
+            }
+        }
+    }
+    Ok(sessions.into_iter().map(|g| g.summary).collect())
+}
+
+fn process_jsonl(
+    args: &ProcessArgs,
+    config: &ProcessingConfig,
+    writer: &Writer,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<Summary>> {
+    let name = args.input.display().to_string();
+    let input: Box<dyn Read> = if args.input == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            File::open(&args.input).map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
+        )
+    };
+    let limits = eeg_schema::Limits::default();
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+
+    struct Session {
+        processor: SessionProcessor,
+        meta: Arc<output::SessionMeta>,
+        next_seq: u64,
+        summary: Summary,
+    }
+    let mut sessions: HashMap<String, Session> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut block = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(limits.max_message_bytes as u64 + 2)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| BadInput(format!("{name}: line {}: cannot read: {e}", line_no + 1)))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        progress.inc(n as u64);
+        if line.last() != Some(&b'\n') && n > limits.max_message_bytes {
+            return Err(BadInput(format!(
+                "{name}: line {line_no}: longer than {} bytes",
+                limits.max_message_bytes
+            ))
+            .into());
+        }
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let batch = eeg_schema::decode_raw(text, &limits)
+            .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
+        let fs = batch.sample_rate_hz;
+        let per_channel = batch.samples_per_channel();
+        block.clear();
+        for row in batch.rows() {
+            block.extend_from_slice(row);
+        }
+        let bad = |e: eeg_dsp::ConfigError| {
+            BadInput(format!(
+                "{name}: line {line_no}: session '{}': {e}",
+                batch.session_id
+            ))
+        };
+        let session = match sessions.get_mut(&batch.session_id) {
+            Some(s) => {
+                if batch.seq < s.next_seq {
+                    s.summary.duplicates += 1;
+                    continue;
+                }
+                let same_shape = s.meta.sample_rate_hz == fs && s.meta.channels == batch.channels;
+                if !same_shape {
+                    tracing::warn!(
+                        "{name}: line {line_no}: session '{}' changed its sample rate or channels; state reset",
+                        batch.session_id
+                    );
+                    let next = s.processor.windows_emitted();
+                    s.processor =
+                        SessionProcessor::new(config, fs, batch.channels.len(), batch.start_ms)
+                            .map_err(bad)?;
+                    s.processor.continue_numbering(next);
+                    s.meta = Arc::new(output::session_meta(
+                        &batch.session_id,
+                        &batch.device_id,
+                        batch.user_id.as_deref(),
+                        fs,
+                        batch.channels.clone(),
+                    ));
+                    s.summary.resets += 1;
+                } else if batch.seq > s.next_seq {
+                    tracing::warn!(
+                        "{name}: line {line_no}: session '{}' jumps from seq {} to {}; state reset",
+                        batch.session_id,
+                        s.next_seq - 1,
+                        batch.seq
+                    );
+                    s.processor.reset(batch.start_ms);
+                    s.summary.resets += 1;
+                }
+                s
+            }
+            None => {
+                let processor =
+                    SessionProcessor::new(config, fs, batch.channels.len(), batch.start_ms)
+                        .map_err(bad)?;
+                for w in &processor.plan().warnings {
+                    tracing::warn!("{name}: session '{}': {w}", batch.session_id);
+                }
+                order.push(batch.session_id.clone());
+                sessions.entry(batch.session_id.clone()).or_insert(Session {
+                    summary: Summary::new(
+                        &batch.session_id,
+                        fs,
+                        batch.channels.len(),
+                        &config.bands,
+                    ),
+                    meta: Arc::new(output::session_meta(
+                        &batch.session_id,
+                        &batch.device_id,
+                        batch.user_id.as_deref(),
+                        fs,
+                        batch.channels.clone(),
+                    )),
+                    next_seq: batch.seq,
+                    processor,
+                })
+            }
+        };
+        session.next_seq = batch.seq + 1;
+        let mut sink = RecordSink {
+            meta: &session.meta,
+            writer,
+            summary: &mut session.summary,
+            closed: false,
+        };
+        session
+            .processor
+            .push_channel_major(&block, per_channel, &mut sink)
+            .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
+        if sink.closed {
+            return Ok(Vec::new());
+        }
+    }
+    if line_no == 0 {
+        return Err(BadInput(format!("{name}: empty input, no eeg.raw/1 message")).into());
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|id| sessions.remove(&id).map(|s| s.summary))
+        .collect())
+}

@@ -1,0 +1,376 @@
+//! `eeg-pipeline process` end to end: the real binary on real files.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+fn eeg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn records(o: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+/// A scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = root().join("target").join("cli-tests").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Asserts exit code 2 and a single error line containing every `needle`.
+fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected, stderr: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{n}' not in: {}", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[derive(serde::Deserialize)]
+struct SubsecondRef {
+    start_unix_ms: i64,
+    bands: Vec<(String, f64, f64)>,
+    windows: Vec<RefWindow>,
+}
+
+#[derive(serde::Deserialize)]
+struct RefWindow {
+    index: u64,
+    start_ms: i64,
+    end_ms: i64,
+    band_power: Vec<f64>,
+    total_power: f64,
+    relative_power: Vec<f64>,
+}
+
+fn close(got: f64, want: f64) -> bool {
+    (got - want).abs() <= 1e-6 * want.abs()
+}
+
+#[test]
+fn process_test_subsecond_equals_scipy() {
+    let text = std::fs::read_to_string(fixture("reference/test_subsecond.json")).expect("ref");
+    let reference: SubsecondRef = serde_json::from_str(&text).expect("ref parses");
+    let o = eeg(&["process", "fixtures/test_subsecond.edf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = records(&o);
+    assert_eq!(recs.len(), reference.windows.len());
+    assert_eq!(recs[0]["start_ms"], reference.start_unix_ms);
+    for (r, w) in recs.iter().zip(&reference.windows) {
+        assert_eq!(r["schema"], "eeg.processed/1");
+        assert_eq!(r["session_id"], "test_subsecond");
+        assert_eq!(r["window_index"], w.index);
+        assert_eq!(r["start_ms"], w.start_ms, "window {}", w.index);
+        assert_eq!(r["end_ms"], w.end_ms, "window {}", w.index);
+        assert_eq!(r["sample_rate_hz"], 128.0);
+        let ch = &r["channels"][0];
+        assert_eq!(ch["name"], "Fp1");
+        let total = ch["total_power"].as_f64().expect("number");
+        assert!(
+            close(total, w.total_power),
+            "window {}: total {total} vs {}",
+            w.index,
+            w.total_power
+        );
+        for (b, (name, _, _)) in reference.bands.iter().enumerate() {
+            let got = ch["band_power"][name].as_f64().expect("number");
+            assert!(
+                close(got, w.band_power[b]),
+                "window {} {name}: {got} vs {}",
+                w.index,
+                w.band_power[b]
+            );
+            let rel = ch["relative_power"][name].as_f64().expect("number");
+            assert!(
+                close(rel, w.relative_power[b]),
+                "window {} {name} relative",
+                w.index
+            );
+        }
+    }
+    // The first windows start inside the filters' settling time, later ones do not.
+    assert_eq!(recs[0]["settling"], true);
+    assert_eq!(recs[10]["settling"], false);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "test_subsecond: {} windows, 1 channel at 128 Hz",
+            recs.len()
+        )),
+        "summary: {err}"
+    );
+    assert!(
+        err.contains("good channel-windows") && err.contains("alpha"),
+        "{err}"
+    );
+}
+
+#[test]
+fn signals_at_different_rates_become_one_session_per_rate() {
+    let o = eeg(&["process", "fixtures/test_generator.bdf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = records(&o);
+    let mut sessions: Vec<(String, f64)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["session_id"].as_str().expect("id").to_string(),
+                r["sample_rate_hz"].as_f64().expect("rate"),
+            )
+        })
+        .collect();
+    sessions.sort_by(|a, b| a.0.cmp(&b.0));
+    sessions.dedup();
+    let want: Vec<(String, f64)> = [1000.0, 500.0, 800.0, 975.0, 999.0]
+        .iter()
+        .map(|r| (format!("test_generator@{r}Hz"), *r))
+        .collect();
+    assert_eq!(sessions, want);
+    // 30 s of signal, 4 s windows every 1 s: 27 windows per session.
+    for (id, _) in &want {
+        assert_eq!(
+            recs.iter()
+                .filter(|r| r["session_id"] == id.as_str())
+                .count(),
+            27,
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn channels_option_selects_and_orders_signals() {
+    let o = eeg(&[
+        "process",
+        "fixtures/test_generator.edf",
+        "--channels",
+        "sine 8 Hz,noise",
+        "--session-id",
+        "s-1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = records(&o);
+    assert_eq!(recs.len(), 597);
+    let names: Vec<&str> = recs[5]["channels"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["sine 8 Hz", "noise"]);
+    assert_eq!(recs[5]["session_id"], "s-1");
+    // An 8 Hz sine puts its power at the alpha band's lower edge.
+    let alpha = recs[5]["channels"][0]["relative_power"]["alpha"]
+        .as_f64()
+        .expect("number");
+    assert!(alpha > 0.4, "{alpha}");
+}
+
+#[test]
+fn config_file_changes_bands_in_file_order() {
+    let dir = scratch("config_bands");
+    let cfg = dir.join("bands.toml");
+    std::fs::write(&cfg, "[bands]\nslow = [1.0, 8.0]\nfast = [8.0, 40.0]\n").expect("write");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--config",
+        cfg.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .expect("a record")
+        .to_string();
+    let slow = first.find("\"slow\"").expect("slow band");
+    let fast = first.find("\"fast\"").expect("fast band");
+    assert!(slow < fast, "{first}");
+    assert!(!first.contains("\"alpha\""), "{first}");
+    // Without theta/alpha/beta the indices cannot be computed.
+    let r: Value = serde_json::from_str(&first).expect("json");
+    assert_eq!(r["indices"]["engagement"], Value::Null);
+}
+
+#[test]
+fn jsonl_input_gives_the_same_records_as_the_edf_it_came_from() {
+    // Re-chunk the EDF's samples into eeg.raw/1 batches of 50 samples.
+    let dir = scratch("jsonl_equals_edf");
+    let edf = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--session-id",
+        "s",
+    ]);
+    assert!(edf.status.success());
+    let mut reader = eeg_edf::EdfReader::open(fixture("test_subsecond.edf")).expect("opens");
+    let t0 = reader.header().start_unix_ms();
+    let mut record = eeg_edf::Record::default();
+    let mut samples = Vec::new();
+    while reader.read_record(&mut record).expect("reads") {
+        samples.extend_from_slice(record.signal(0));
+    }
+    let mut lines = String::new();
+    for (seq, chunk) in samples.chunks(50).enumerate() {
+        let start_ms = t0 + (seq as f64 * 50.0 * 1000.0 / 128.0).round() as i64;
+        let samples: Vec<String> = chunk.iter().map(|v| format!("{v:?}")).collect();
+        lines.push_str(&format!(
+            "{{\"schema\":\"eeg.raw/1\",\"session_id\":\"s\",\"device_id\":\"test_subsecond.edf\",\"seq\":{seq},\"start_ms\":{start_ms},\"sample_rate_hz\":128.0,\"channels\":[\"Fp1\"],\"samples\":[[{}]]}}\n",
+            samples.join(",")
+        ));
+    }
+    let input = dir.join("stream.jsonl");
+    std::fs::write(&input, lines).expect("write");
+    let jsonl = eeg(&["process", input.to_str().expect("utf8")]);
+    assert!(jsonl.status.success(), "{}", stderr(&jsonl));
+    assert_eq!(records(&jsonl), records(&edf));
+}
+
+#[test]
+fn out_file_is_written_whole_or_not_at_all() {
+    let dir = scratch("out_file");
+    let out = dir.join("features.jsonl");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--out",
+        out.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        o.stderr.is_empty(),
+        "--quiet prints nothing: {}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&out).expect("output");
+    assert_eq!(text.lines().count(), 695);
+
+    // A file truncated in its data section fails before any record is kept.
+    let bytes = std::fs::read(fixture("test_subsecond.edf")).expect("read");
+    let cut = dir.join("cut.edf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).expect("write");
+    let failed_out = dir.join("failed.jsonl");
+    let o = eeg(&[
+        "process",
+        cut.to_str().expect("utf8"),
+        "--out",
+        failed_out.to_str().expect("utf8"),
+    ]);
+    assert_bad_input(&o, &["cut.edf", "truncated"]);
+    assert!(!failed_out.exists());
+    assert!(!Path::new(&format!("{}.partial", failed_out.display())).exists());
+}
+
+#[test]
+fn missing_file_is_bad_input() {
+    let o = eeg(&["process", "fixtures/no-such-file.edf"]);
+    assert_bad_input(&o, &["fixtures/no-such-file.edf"]);
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn truncated_edf_header_is_bad_input() {
+    let dir = scratch("truncated_header");
+    let bytes = std::fs::read(fixture("test_subsecond.edf")).expect("read");
+    let path = dir.join("short.edf");
+    std::fs::write(&path, &bytes[..200]).expect("write");
+    let o = eeg(&["process", path.to_str().expect("utf8")]);
+    assert_bad_input(&o, &["short.edf", "header"]);
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn corrupt_edf_header_field_is_bad_input() {
+    let dir = scratch("corrupt_header");
+    let mut bytes = std::fs::read(fixture("test_subsecond.edf")).expect("read");
+    bytes[236..244].copy_from_slice(b"12a     ");
+    let path = dir.join("corrupt.edf");
+    std::fs::write(&path, &bytes).expect("write");
+    let o = eeg(&["process", path.to_str().expect("utf8")]);
+    assert_bad_input(&o, &["corrupt.edf", "number of data records", "12a"]);
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn invalid_message_is_bad_input_naming_the_line() {
+    let dir = scratch("invalid_message");
+    let good = r#"{"schema":"eeg.raw/1","session_id":"s","device_id":"d","seq":0,"start_ms":0,"sample_rate_hz":250.0,"channels":["A","B"],"samples":[[1.0,2.0],[3.0,4.0]]}"#;
+    let bad = r#"{"schema":"eeg.raw/1","session_id":"s","device_id":"d","seq":1,"start_ms":8,"sample_rate_hz":250.0,"channels":["A","B"],"samples":[[1.0,2.0],[3.0]]}"#;
+    let path = dir.join("stream.jsonl");
+    std::fs::write(&path, format!("{good}\n{bad}\n")).expect("write");
+    let o = eeg(&["process", path.to_str().expect("utf8")]);
+    assert_bad_input(&o, &["stream.jsonl", "line 2", "samples"]);
+}
+
+#[test]
+fn band_above_nyquist_is_bad_input_naming_the_key() {
+    let dir = scratch("band_above_nyquist");
+    let cfg = dir.join("gamma.toml");
+    std::fs::write(&cfg, "[bands]\nalpha = [8.0, 13.0]\ngamma = [30.0, 80.0]\n").expect("write");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--config",
+        cfg.to_str().expect("utf8"),
+    ]);
+    assert_bad_input(
+        &o,
+        &["test_subsecond.edf", "bands.gamma", "above Nyquist (64 Hz)"],
+    );
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn unknown_config_key_is_bad_input_naming_the_line() {
+    let dir = scratch("unknown_key");
+    let cfg = dir.join("typo.toml");
+    std::fs::write(&cfg, "[filter]\nmains_hz = 60\nnotch = 30\n").expect("write");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--config",
+        cfg.to_str().expect("utf8"),
+    ]);
+    assert_bad_input(&o, &["typo.toml", "line 3", "notch"]);
+}
+
+#[test]
+fn unknown_channel_is_bad_input() {
+    let o = eeg(&["process", "fixtures/test_subsecond.edf", "--channels", "Cz"]);
+    assert_bad_input(&o, &["test_subsecond.edf", "Cz", "Fp1"]);
+}
+
+#[test]
+fn empty_jsonl_is_bad_input() {
+    let dir = scratch("empty_jsonl");
+    let path = dir.join("empty.jsonl");
+    std::fs::write(&path, "").expect("write");
+    let o = eeg(&["process", path.to_str().expect("utf8")]);
+    assert_bad_input(&o, &["empty.jsonl", "empty"]);
+}
