@@ -412,8 +412,8 @@ fn process_edf(
     }
 
     let mut record = eeg_edf::Record::default();
-    let record_bytes = header.record_bytes() as u64;
-    let mut expected_onset = None;
+    let record_bytes = header.record_bytes();
+    let mut expected_onset: Option<f64> = None;
     while reader
         .read_record(&mut record)
         .map_err(|e| BadInput(e.to_string()))?
@@ -423,7 +423,7 @@ fn process_edf(
         // signal; filtering across the gap would smear it, so the sessions restart.
         let onset = record.onset_s();
         if let Some(expected) = expected_onset
-            && (onset - expected as f64).abs() > 1e-6
+            && (onset - expected).abs() > 1e-6
         {
             tracing::warn!(
                 "{name}: data record {} starts at {onset} s, not {expected} s; sessions restart",
