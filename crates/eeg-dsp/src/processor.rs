@@ -228,25 +228,49 @@ impl BlockStats {
 
     fn add_raw(&mut self, raw: &[f64]) {
         let nch = self.rmin.len();
-        for frame in raw.chunks_exact(nch) {
-            // Branch-free so the loop vectorises across channels.
-            let lanes = frame
-                .iter()
-                .zip(self.rmin.iter_mut().zip(self.rmin_n.iter_mut()))
-                .zip(self.rmax.iter_mut().zip(self.rmax_n.iter_mut()));
-            for ((&x, (lo, lo_n)), (hi, hi_n)) in lanes {
-                *lo_n = if x < *lo {
-                    1
-                } else {
-                    *lo_n + u32::from(x == *lo)
-                };
-                *lo = if x < *lo { x } else { *lo };
-                *hi_n = if x > *hi {
-                    1
-                } else {
-                    *hi_n + u32::from(x == *hi)
-                };
-                *hi = if x > *hi { x } else { *hi };
+        // Two passes that vectorise across channels: the piece's extremes, then how many
+        // samples sit at them; then merge into the block.
+        let mut lo = [f64::INFINITY; 64];
+        let mut hi = [f64::NEG_INFINITY; 64];
+        for c0 in (0..nch).step_by(64) {
+            let w = (nch - c0).min(64);
+            let (lo, hi) = (&mut lo[..w], &mut hi[..w]);
+            lo.fill(f64::INFINITY);
+            hi.fill(f64::NEG_INFINITY);
+            for frame in raw.chunks_exact(nch) {
+                for ((x, l), h) in frame[c0..c0 + w]
+                    .iter()
+                    .zip(lo.iter_mut())
+                    .zip(hi.iter_mut())
+                {
+                    *l = l.min(*x);
+                    *h = h.max(*x);
+                }
+            }
+            let mut lo_n = [0u32; 64];
+            let mut hi_n = [0u32; 64];
+            for frame in raw.chunks_exact(nch) {
+                for (c, x) in frame[c0..c0 + w].iter().enumerate() {
+                    lo_n[c] += u32::from(*x == lo[c]);
+                    hi_n[c] += u32::from(*x == hi[c]);
+                }
+            }
+            for c in 0..w {
+                let b = c0 + c;
+                if lo[c] < self.rmin[b] {
+                    self.rmin[b] = lo[c];
+                    self.rmin_n[b] = 0;
+                }
+                if lo[c] == self.rmin[b] {
+                    self.rmin_n[b] += lo_n[c];
+                }
+                if hi[c] > self.rmax[b] {
+                    self.rmax[b] = hi[c];
+                    self.rmax_n[b] = 0;
+                }
+                if hi[c] == self.rmax[b] {
+                    self.rmax_n[b] += hi_n[c];
+                }
             }
         }
     }
@@ -463,9 +487,10 @@ impl SessionProcessor {
             });
         }
         self.push_with(per_channel, sink, |frame0, frames, dst| {
-            for (c, row) in data.chunks_exact(per_channel).enumerate() {
-                for (f, &v) in row[frame0..frame0 + frames].iter().enumerate() {
-                    dst[f * nch + c] = v;
+            // Sequential writes, one read stream per channel: the cache-friendly way round.
+            for (f, frame) in dst.chunks_exact_mut(nch).take(frames).enumerate() {
+                for (c, v) in frame.iter_mut().enumerate() {
+                    *v = data[c * per_channel + frame0 + f];
                 }
             }
         });

@@ -1,0 +1,8 @@
+//! Integration tests of the eeg-edf reader and writer.
+
+mod common;
+mod corrupt;
+mod fixtures;
+mod fuzz;
+mod units;
+mod writer;
