@@ -301,6 +301,9 @@ impl BlockStats {
     }
 }
 
+/// Channels gathered together for the Welch segments.
+const GATHER: usize = 8;
+
 /// Largest number of frames filtered per kernel call; bounds the scratch buffers.
 const MAX_PIECE: usize = 4096;
 
@@ -330,6 +333,8 @@ pub struct SessionProcessor {
     scratch: Vec<f64>,
     raw_copy: Vec<f64>,
     segment: SegmentPsd,
+    /// Segments of up to [`GATHER`] channels, gathered from the ring.
+    gathered: Vec<f64>,
     bins: BandBins,
     segments_per_window: usize,
     cache: Vec<SegmentEntry>,
@@ -404,6 +409,7 @@ impl SessionProcessor {
             blocks: vec![BlockStats::new(n_channels); l / block_len],
             scratch: vec![0.0; piece],
             raw_copy: vec![0.0; piece],
+            gathered: vec![0.0; GATHER * plan.nperseg],
             segment,
             bins,
             segments_per_window,
@@ -487,10 +493,14 @@ impl SessionProcessor {
             });
         }
         self.push_with(per_channel, sink, |frame0, frames, dst| {
-            // Sequential writes, one read stream per channel: the cache-friendly way round.
-            for (f, frame) in dst.chunks_exact_mut(nch).take(frames).enumerate() {
-                for (c, v) in frame.iter_mut().enumerate() {
-                    *v = data[c * per_channel + frame0 + f];
+            // Transposed in strips of 8 channels: 8 read streams, and each frame's 8 values
+            // fill one cache line of the destination.
+            for c0 in (0..nch).step_by(8) {
+                let c1 = (c0 + 8).min(nch);
+                for (f, frame) in dst.chunks_exact_mut(nch).take(frames).enumerate() {
+                    for (c, v) in (c0..c1).zip(&mut frame[c0..c1]) {
+                        *v = data[c * per_channel + frame0 + f];
+                    }
                 }
             }
         });
@@ -590,12 +600,17 @@ impl SessionProcessor {
             };
             entry.start = s;
             let first = (s % l as u64) as usize;
-            for c in 0..nch {
-                let psd = self
-                    .segment
-                    .compute(|buf| gather(&self.ring, buf, first, nch, c));
-                self.bins
-                    .integrate(psd, &mut entry.power[c * (nb + 1)..(c + 1) * (nb + 1)]);
+            let n = plan.nperseg;
+            // Gather 8 channels at a time: each frame's 8 values share a cache line.
+            for c0 in (0..nch).step_by(GATHER) {
+                let w = (nch - c0).min(GATHER);
+                gather(&self.ring, &mut self.gathered[..w * n], first, nch, c0, w);
+                for (k, seg) in self.gathered[..w * n].chunks_exact(n).enumerate() {
+                    let c = c0 + k;
+                    let psd = self.segment.compute(|buf| buf.copy_from_slice(seg));
+                    self.bins
+                        .integrate(psd, &mut entry.power[c * (nb + 1)..(c + 1) * (nb + 1)]);
+                }
             }
         }
 
@@ -704,17 +719,17 @@ fn copy_into_ring(ring: &mut [f64], frames: &[f64], at: usize, nch: usize) {
     ring[..(n - first) * nch].copy_from_slice(&frames[first * nch..]);
 }
 
-/// Copies `buf.len()` consecutive samples of channel `c` from a frame-major ring, starting
-/// at frame `first`.
-fn gather(ring: &[f64], buf: &mut [f64], first: usize, nch: usize, c: usize) {
+/// Copies `n` consecutive frames of channels `c0..c0 + w` from a frame-major ring, starting
+/// at frame `first`, into `out` channel by channel (`w` rows of `n`).
+fn gather(ring: &[f64], out: &mut [f64], first: usize, nch: usize, c0: usize, w: usize) {
     let cap = ring.len() / nch;
-    let head = buf.len().min(cap - first);
-    let (a, b) = buf.split_at_mut(head);
-    for (i, v) in a.iter_mut().enumerate() {
-        *v = ring[(first + i) * nch + c];
-    }
-    for (i, v) in b.iter_mut().enumerate() {
-        *v = ring[i * nch + c];
+    let n = out.len() / w;
+    for i in 0..n {
+        let frame = (first + i) % cap;
+        let src = &ring[frame * nch + c0..frame * nch + c0 + w];
+        for (k, v) in src.iter().enumerate() {
+            out[k * n + i] = *v;
+        }
     }
 }
 
