@@ -103,7 +103,7 @@ fn progress_bar(input: &Path, quiet: bool) -> indicatif::ProgressBar {
 }
 
 /// The output file, written under a temporary name and renamed on success, so a failed run
-/// leaves no partial output behind; or standard output.
+/// leaves no partial output behind; or standard output, or a device or pipe written in place.
 struct Output {
     paths: Option<(PathBuf, PathBuf)>,
 }
@@ -112,6 +112,16 @@ impl Output {
     fn create(path: &Path) -> anyhow::Result<(Output, Box<dyn Write + Send>)> {
         if path == Path::new("-") {
             let out = BufWriter::with_capacity(1 << 16, std::io::stdout());
+            return Ok((Output { paths: None }, Box::new(out)));
+        }
+        // Devices and pipes (`/dev/null`, `>(cmd)`) are written in place: renaming a file
+        // over them would replace the device.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("{}: cannot open for writing", path.display()))?;
+            let out = BufWriter::with_capacity(1 << 16, file);
             return Ok((Output { paths: None }, Box::new(out)));
         }
         let mut tmp = path.as_os_str().to_owned();

@@ -374,3 +374,23 @@ fn empty_jsonl_is_bad_input() {
     let o = eeg(&["process", path.to_str().expect("utf8")]);
     assert_bad_input(&o, &["empty.jsonl", "empty"]);
 }
+
+#[cfg(unix)]
+#[test]
+fn out_to_a_device_writes_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--out",
+        "/dev/null",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta = std::fs::metadata("/dev/null").expect("/dev/null exists");
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/null must stay a device"
+    );
+    assert!(!Path::new("/dev/null.partial").exists());
+}
