@@ -1,0 +1,78 @@
+//! The hot path allocates nothing: once a session exists, pushing samples and completing
+//! windows never touches the heap.
+
+use eeg_dsp::{OwnedWindow, ProcessingConfig, SessionProcessor, Window};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// Counts allocations made by the current thread (tests run on parallel threads).
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn pushing_samples_and_completing_windows_does_not_allocate() {
+    let (fs, nch) = (250.0, 8);
+    let chunk: Vec<f64> = (0..32 * nch)
+        .map(|i| (i as f64 * 0.37).sin() * 30.0)
+        .collect();
+    let mut p = SessionProcessor::new(&ProcessingConfig::default(), fs, nch, 0).unwrap();
+    let mut windows = 0u64;
+    let mut owned = OwnedWindow::default();
+    let mut sink = |w: &Window<'_>| {
+        windows += 1;
+        owned.copy_from(w);
+    };
+    // Warm up: the first windows fill the segment cache and the recycled window.
+    for _ in 0..100 {
+        p.push_interleaved(&chunk, &mut sink).unwrap();
+    }
+    let rows: Vec<f64> = chunk.clone();
+    let before = allocations();
+    for _ in 0..400 {
+        p.push_interleaved(&chunk, &mut sink).unwrap();
+        p.push_channel_major(&rows, 32, &mut sink).unwrap();
+    }
+    let after = allocations();
+    assert!(windows > 50, "windows completed: {windows}");
+    assert_eq!(after - before, 0, "allocations in the hot path");
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let before = allocations();
+    let v = std::hint::black_box(vec![1u8; 100]);
+    assert!(allocations() > before, "{}", v.len());
+}
