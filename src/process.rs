@@ -362,7 +362,7 @@ fn process_edf(
 
     // One session per sample rate: signals at different rates are never resampled.
     let duration = header.record_duration_s;
-    let mut groups: Vec<(f64, Vec<usize>, Vec<String>, usize)> = Vec::new();
+    let mut groups: Vec<(f64, Vec<usize>, Vec<String>)> = Vec::new();
     for (i, s) in &selected {
         let rate = s.sample_rate_hz(duration);
         match groups.iter_mut().find(|g| g.0 == rate) {
@@ -370,7 +370,7 @@ fn process_edf(
                 g.1.push(*i);
                 g.2.push(s.label.clone());
             }
-            None => groups.push((rate, vec![*i], vec![s.label.clone()], s.samples_per_record)),
+            None => groups.push((rate, vec![*i], vec![s.label.clone()])),
         }
     }
     let base_id = args.session_id.clone().unwrap_or_else(|| {
@@ -387,14 +387,12 @@ fn process_edf(
 
     struct Group {
         signals: Vec<usize>,
-        per_record: usize,
         processor: SessionProcessor,
         meta: Arc<output::SessionMeta>,
         summary: Summary,
-        block: Vec<f64>,
     }
     let mut sessions = Vec::new();
-    for (rate, signals, labels, per_record) in groups {
+    for (rate, signals, labels) in groups {
         let session_id = if multi {
             format!("{base_id}@{rate}Hz")
         } else {
@@ -414,9 +412,7 @@ fn process_edf(
                 rate,
                 labels,
             )),
-            block: vec![0.0; signals.len() * per_record],
             signals,
-            per_record,
             processor,
         });
     }
@@ -446,9 +442,7 @@ fn process_edf(
         }
         expected_onset = Some(onset + duration);
         for g in &mut sessions {
-            for (row, &sig) in g.block.chunks_exact_mut(g.per_record).zip(&g.signals) {
-                row.copy_from_slice(record.signal(sig));
-            }
+            let rows: Vec<&[f64]> = g.signals.iter().map(|&s| record.signal(s)).collect();
             let mut sink = RecordSink {
                 meta: &g.meta,
                 writer,
@@ -456,7 +450,7 @@ fn process_edf(
                 closed: false,
             };
             g.processor
-                .push_channel_major(&g.block, g.per_record, &mut sink)
+                .push_rows(&rows, &mut sink)
                 .map_err(|e| BadInput(format!("{name}: data record {}: {e}", record.index())))?;
             if sink.closed {
                 return Ok(Vec::new());

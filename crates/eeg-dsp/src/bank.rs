@@ -146,6 +146,33 @@ impl FilterBank {
             _ => run(&self.coefs, &mut self.state, data, self.n_channels),
         }
     }
+
+    /// Filters `input` into `output` and writes the output of the first section into `tap`
+    /// (all interleaved, the same length), in one pass. The numbers are exactly those of
+    /// [`FilterBank::process`]; the session processor taps the notch this way to measure
+    /// how much mains it removes.
+    pub fn process_tapped(&mut self, input: &[f64], output: &mut [f64], tap: &mut [f64]) {
+        let nch = self.n_channels;
+        if nch == 0 || self.coefs.is_empty() {
+            return;
+        }
+        let len = input.len().min(output.len()).min(tap.len());
+        let len = len - len % nch;
+        let (input, output, tap) = (&input[..len], &mut output[..len], &mut tap[..len]);
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `with_kernel` only keeps a SIMD kernel after checking the CPU has it.
+            Kernel::Avx512 => unsafe {
+                run_tapped_avx512(&self.coefs, &mut self.state, input, output, tap, nch)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe {
+                run_tapped_avx2(&self.coefs, &mut self.state, input, output, tap, nch)
+            },
+            _ => run_tapped(&self.coefs, &mut self.state, input, output, tap, nch),
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -183,6 +210,72 @@ fn run(coefs: &[Coefs], state: &mut [[[f64; LANES]; 2]], data: &mut [f64], nch: 
                 x[..width].copy_from_slice(&frame[c0..c0 + width]);
                 let y = cascade(coefs, group_state, x);
                 frame[c0..c0 + width].copy_from_slice(&y[..width]);
+            }
+        }
+    }
+}
+
+type State = [[f64; LANES]; 2];
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_tapped_avx2(
+    coefs: &[Coefs],
+    state: &mut [State],
+    input: &[f64],
+    output: &mut [f64],
+    tap: &mut [f64],
+    nch: usize,
+) {
+    run_tapped(coefs, state, input, output, tap, nch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_tapped_avx512(
+    coefs: &[Coefs],
+    state: &mut [State],
+    input: &[f64],
+    output: &mut [f64],
+    tap: &mut [f64],
+    nch: usize,
+) {
+    run_tapped(coefs, state, input, output, tap, nch)
+}
+
+#[inline(always)]
+fn run_tapped(
+    coefs: &[Coefs],
+    state: &mut [State],
+    input: &[f64],
+    output: &mut [f64],
+    tap: &mut [f64],
+    nch: usize,
+) {
+    let n_sections = coefs.len();
+    for (g, group_state) in state.chunks_exact_mut(n_sections).enumerate() {
+        let c0 = g * LANES;
+        let width = (nch - c0).min(LANES);
+        let (first, rest) = group_state.split_at_mut(1);
+        let frames = input
+            .chunks_exact(nch)
+            .zip(output.chunks_exact_mut(nch))
+            .zip(tap.chunks_exact_mut(nch));
+        if width == LANES {
+            for ((x, y), t) in frames {
+                let x: [f64; LANES] = x[c0..c0 + LANES].try_into().unwrap_or([0.0; LANES]);
+                let notched = cascade(&coefs[..1], first, x);
+                t[c0..c0 + LANES].copy_from_slice(&notched);
+                y[c0..c0 + LANES].copy_from_slice(&cascade(&coefs[1..], rest, notched));
+            }
+        } else {
+            for ((x, y), t) in frames {
+                let mut lanes = [0.0; LANES];
+                lanes[..width].copy_from_slice(&x[c0..c0 + width]);
+                let notched = cascade(&coefs[..1], first, lanes);
+                t[c0..c0 + width].copy_from_slice(&notched[..width]);
+                let out = cascade(&coefs[1..], rest, notched);
+                y[c0..c0 + width].copy_from_slice(&out[..width]);
             }
         }
     }
@@ -241,6 +334,27 @@ mod tests {
                     k,
                     bank.kernel()
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn tapped_filtering_equals_in_place_filtering() {
+        for nch in [1, 8, 13] {
+            let x = signal(nch, 500);
+            let chain = default_chain(250.0);
+            let mut want = x.clone();
+            FilterBank::new(&chain, nch).process(&mut want);
+            let mut notched = x.clone();
+            FilterBank::new(&chain[..1], nch).process(&mut notched);
+            for k in [Kernel::Scalar, Kernel::detect()] {
+                let mut bank = FilterBank::with_kernel(&chain, nch, k);
+                let (mut y, mut t) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                // Two calls: the state must carry over as in `process`.
+                bank.process_tapped(&x[..200 * nch], &mut y[..200 * nch], &mut t[..200 * nch]);
+                bank.process_tapped(&x[200 * nch..], &mut y[200 * nch..], &mut t[200 * nch..]);
+                assert_eq!(y, want, "{k:?}, {nch} channels");
+                assert_eq!(t, notched, "{k:?}, {nch} channels");
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The per-session processor: blocks of samples in, one [`Window`] out per completed window.
 //!
 //! It owns the session's filter state, a ring buffer of one window of filtered samples
-//! (interleaved), a small cache of per-segment Welch results and per-block signal statistics.
+//! (one row per channel), a small cache of per-segment Welch results and per-block signal statistics.
 //!
 //! Work is shared between overlapping windows:
 //! - With the default window, hop and segment lengths every Welch segment belongs to three
@@ -301,11 +301,9 @@ impl BlockStats {
     }
 }
 
-/// Channels gathered together for the Welch segments.
-const GATHER: usize = 8;
-
-/// Largest number of frames filtered per kernel call; bounds the scratch buffers.
-const MAX_PIECE: usize = 4096;
+/// Values (frames × channels) handled per piece: 16 KiB of f64, so that the several passes
+/// over a piece (statistics, notch, band-pass, ring copy) run from the L1 cache.
+const PIECE_VALUES: usize = 2048;
 
 /// Settling ends when the cascade's step response stays below this fraction of the step.
 const SETTLE_TOLERANCE: f64 = 1e-3;
@@ -315,9 +313,9 @@ const SETTLE_TOLERANCE: f64 = 1e-3;
 pub struct SessionProcessor {
     plan: Plan,
     n_channels: usize,
-    notch: Option<FilterBank>,
-    bandpass: FilterBank,
-    /// Frame-major ring of `window_len` filtered frames.
+    /// The whole cascade, notch (when on) first.
+    bank: FilterBank,
+    /// Channel-major ring of the last `window_len` filtered samples of each channel.
     ring: Vec<f64>,
     /// Frames pushed since the session's (last) start.
     pos: u64,
@@ -331,10 +329,9 @@ pub struct SessionProcessor {
     blocks: Vec<BlockStats>,
     /// Interleaved work buffers: the piece being filtered and a copy of its raw samples.
     scratch: Vec<f64>,
-    raw_copy: Vec<f64>,
+    filtered: Vec<f64>,
+    notched: Vec<f64>,
     segment: SegmentPsd,
-    /// Segments of up to [`GATHER`] channels, gathered from the ring.
-    gathered: Vec<f64>,
     bins: BandBins,
     segments_per_window: usize,
     cache: Vec<SegmentEntry>,
@@ -393,12 +390,9 @@ impl SessionProcessor {
             })
             .collect();
         let block_len = gcd(l, plan.hop);
-        let piece = MAX_PIECE.min(block_len) * n_channels;
+        let piece = (PIECE_VALUES / n_channels).clamp(1, block_len) * n_channels;
         Ok(SessionProcessor {
-            notch: plan
-                .notch
-                .map(|s| FilterBank::with_kernel(&[s], n_channels, kernel)),
-            bandpass: FilterBank::with_kernel(&plan.bandpass, n_channels, kernel),
+            bank: FilterBank::with_kernel(&plan.cascade(), n_channels, kernel),
             ring: vec![0.0; l * n_channels],
             pos: 0,
             since_start: 0,
@@ -408,8 +402,8 @@ impl SessionProcessor {
             block_len,
             blocks: vec![BlockStats::new(n_channels); l / block_len],
             scratch: vec![0.0; piece],
-            raw_copy: vec![0.0; piece],
-            gathered: vec![0.0; GATHER * plan.nperseg],
+            filtered: vec![0.0; piece],
+            notched: vec![0.0; piece],
             segment,
             bins,
             segments_per_window,
@@ -448,7 +442,7 @@ impl SessionProcessor {
     }
 
     pub fn kernel(&self) -> Kernel {
-        self.bandpass.kernel()
+        self.bank.kernel()
     }
 
     /// Restarts the session's signal state at a new first-sample time (after a gap or a
@@ -458,10 +452,7 @@ impl SessionProcessor {
         self.since_start = 0;
         self.pos = 0;
         self.t0_ms = t0_ms;
-        if let Some(n) = &mut self.notch {
-            n.reset();
-        }
-        self.bandpass.reset();
+        self.bank.reset();
         for e in &mut self.cache {
             e.start = u64::MAX;
         }
@@ -493,14 +484,39 @@ impl SessionProcessor {
             });
         }
         self.push_with(per_channel, sink, |frame0, frames, dst| {
-            // Transposed in strips of 8 channels: 8 read streams, and each frame's 8 values
-            // fill one cache line of the destination.
-            for c0 in (0..nch).step_by(8) {
-                let c1 = (c0 + 8).min(nch);
-                for (f, frame) in dst.chunks_exact_mut(nch).take(frames).enumerate() {
-                    for (c, v) in (c0..c1).zip(&mut frame[c0..c1]) {
-                        *v = data[c * per_channel + frame0 + f];
-                    }
+            // `dst` is small enough to stay in L1, so its strided writes are cheap; each row
+            // is read sequentially.
+            for (c, row) in data.chunks_exact(per_channel).enumerate() {
+                let column = dst[c..].iter_mut().step_by(nch);
+                for (d, v) in column.zip(&row[frame0..frame0 + frames]) {
+                    *d = *v;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Pushes `n_channels` rows of equal length, one slice per channel (e.g. the signals of
+    /// an EDF data record), without first copying them into one block.
+    pub fn push_rows(
+        &mut self,
+        rows: &[&[f64]],
+        sink: &mut impl WindowSink,
+    ) -> Result<(), ShapeError> {
+        let nch = self.n_channels;
+        let per_channel = rows.first().map_or(0, |r| r.len());
+        if rows.len() != nch || rows.iter().any(|r| r.len() != per_channel) {
+            return Err(ShapeError {
+                len: rows.iter().map(|r| r.len()).sum(),
+                channels: nch,
+                per_channel,
+            });
+        }
+        self.push_with(per_channel, sink, |frame0, frames, dst| {
+            for (c, row) in rows.iter().enumerate() {
+                let column = dst[c..].iter_mut().step_by(nch);
+                for (d, v) in column.zip(&row[frame0..frame0 + frames]) {
+                    *d = *v;
                 }
             }
         });
@@ -550,18 +566,21 @@ impl SessionProcessor {
             if self.pos.is_multiple_of(g) {
                 block.clear();
             }
-            let piece = &mut self.scratch[..n * nch];
-            load(done, n, piece);
-            block.add_raw(piece);
-            if let Some(notch) = &mut self.notch {
-                let raw = &mut self.raw_copy[..n * nch];
-                raw.copy_from_slice(piece);
-                notch.process(piece);
-                block.add_line(raw, piece);
+            let raw = &mut self.scratch[..n * nch];
+            load(done, n, raw);
+            block.add_raw(raw);
+            let filtered = &mut self.filtered[..n * nch];
+            if self.plan.notch.is_some() {
+                // One pass through the cascade that also keeps the notch's output.
+                let notched = &mut self.notched[..n * nch];
+                self.bank.process_tapped(raw, filtered, notched);
+                block.add_line(raw, notched);
+            } else {
+                filtered.copy_from_slice(raw);
+                self.bank.process(filtered);
             }
-            self.bandpass.process(piece);
-            block.add_filtered(piece);
-            copy_into_ring(&mut self.ring, piece, (self.pos % l) as usize, nch);
+            block.add_filtered(filtered);
+            copy_into_ring(&mut self.ring, filtered, (self.pos % l) as usize, nch);
             self.pos += n as u64;
             done += n;
             if self.pos == self.since_start * self.plan.hop as u64 + l {
@@ -601,16 +620,15 @@ impl SessionProcessor {
             entry.start = s;
             let first = (s % l as u64) as usize;
             let n = plan.nperseg;
-            // Gather 8 channels at a time: each frame's 8 values share a cache line.
-            for c0 in (0..nch).step_by(GATHER) {
-                let w = (nch - c0).min(GATHER);
-                gather(&self.ring, &mut self.gathered[..w * n], first, nch, c0, w);
-                for (k, seg) in self.gathered[..w * n].chunks_exact(n).enumerate() {
-                    let c = c0 + k;
-                    let psd = self.segment.compute(|buf| buf.copy_from_slice(seg));
-                    self.bins
-                        .integrate(psd, &mut entry.power[c * (nb + 1)..(c + 1) * (nb + 1)]);
-                }
+            for c in 0..nch {
+                let row = &self.ring[c * l..(c + 1) * l];
+                let head = n.min(l - first);
+                let psd = self.segment.compute(|buf| {
+                    buf[..head].copy_from_slice(&row[first..first + head]);
+                    buf[head..].copy_from_slice(&row[..n - head]);
+                });
+                self.bins
+                    .integrate(psd, &mut entry.power[c * (nb + 1)..(c + 1) * (nb + 1)]);
             }
         }
 
@@ -710,25 +728,20 @@ impl SessionProcessor {
     }
 }
 
-/// Writes interleaved frames into a frame-major ring at frame `at`, wrapping around.
+/// Writes interleaved frames into a channel-major ring (one row of `cap` samples per
+/// channel) at position `at`, wrapping around. Transposing here, once per sample, lets every
+/// Welch segment read a contiguous row.
 fn copy_into_ring(ring: &mut [f64], frames: &[f64], at: usize, nch: usize) {
     let cap = ring.len() / nch;
     let n = frames.len() / nch;
     let first = n.min(cap - at);
-    ring[at * nch..(at + first) * nch].copy_from_slice(&frames[..first * nch]);
-    ring[..(n - first) * nch].copy_from_slice(&frames[first * nch..]);
-}
-
-/// Copies `n` consecutive frames of channels `c0..c0 + w` from a frame-major ring, starting
-/// at frame `first`, into `out` channel by channel (`w` rows of `n`).
-fn gather(ring: &[f64], out: &mut [f64], first: usize, nch: usize, c0: usize, w: usize) {
-    let cap = ring.len() / nch;
-    let n = out.len() / w;
-    for i in 0..n {
-        let frame = (first + i) % cap;
-        let src = &ring[frame * nch + c0..frame * nch + c0 + w];
-        for (k, v) in src.iter().enumerate() {
-            out[k * n + i] = *v;
+    for (c, row) in ring.chunks_exact_mut(cap).enumerate() {
+        let column = frames[c..].iter().step_by(nch);
+        for (dst, src) in row[at..at + first].iter_mut().zip(column.clone()) {
+            *dst = *src;
+        }
+        for (dst, src) in row[..n - first].iter_mut().zip(column.skip(first)) {
+            *dst = *src;
         }
     }
 }
