@@ -394,3 +394,34 @@ fn out_to_a_device_writes_in_place() {
     );
     assert!(!Path::new("/dev/null.partial").exists());
 }
+
+#[test]
+fn edf_plus_d_gap_restarts_the_session() {
+    // test_subsecond.edf made discontinuous: records from 300 on start 3 s later.
+    let dir = scratch("edf_plus_d");
+    let mut bytes = std::fs::read(fixture("test_subsecond.edf")).expect("read");
+    bytes[192..197].copy_from_slice(b"EDF+D");
+    let (header, record, annotation) = (768, 296, 256);
+    for k in 300..698usize {
+        let at = header + k * record + annotation;
+        let old = format!("+{k}.3945312");
+        let new = format!("+{}.3945312", k + 3);
+        assert_eq!(&bytes[at..at + old.len()], old.as_bytes(), "record {k}");
+        bytes[at..at + new.len()].copy_from_slice(new.as_bytes());
+    }
+    let path = dir.join("gap.edf");
+    std::fs::write(&path, &bytes).expect("write");
+    let o = eeg(&["process", path.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("data record 300"), "{}", stderr(&o));
+    let recs = records(&o);
+    // 300 s then 398 s of signal: 297 + 395 windows of 4 s every 1 s.
+    assert_eq!(recs.len(), 692);
+    let t0 = recs[0]["start_ms"].as_i64().expect("ms");
+    assert_eq!(recs[296]["start_ms"].as_i64(), Some(t0 + 296_000));
+    assert_eq!(recs[297]["window_index"], 297);
+    assert_eq!(recs[297]["start_ms"].as_i64(), Some(t0 + 303_000));
+    assert_eq!(recs[296]["settling"], false);
+    assert_eq!(recs[297]["settling"], true, "filters restart after the gap");
+    assert!(stderr(&o).contains("1 reset(s)"), "{}", stderr(&o));
+}
