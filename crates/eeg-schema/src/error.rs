@@ -162,6 +162,9 @@ mod tests {
         assert!(text.starts_with("field 'seq': invalid value"), "{text}");
         assert!(!text.contains('\n'));
         let text = from_json(&e, None).to_string();
-        assert!(text.starts_with("invalid message at line 1 column"), "{text}");
+        assert!(
+            text.starts_with("invalid message at line 1 column"),
+            "{text}"
+        );
     }
 }

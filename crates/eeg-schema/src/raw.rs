@@ -1,7 +1,7 @@
 //! `eeg.raw/1`: decoding with validation, the validated [`RawBatch`], canonical encoding.
 
-use crate::error::{SchemaError, field, from_json, input_field_name, quote};
 use crate::RAW_SCHEMA;
+use crate::error::{SchemaError, field, from_json, input_field_name, quote};
 use serde::Serialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -82,7 +82,7 @@ impl RawBatch {
         let per_channel = if rows == 0 {
             0
         } else {
-            if parts.samples.len() % rows != 0 {
+            if !parts.samples.len().is_multiple_of(rows) {
                 return Err(field(
                     "samples",
                     format!(
@@ -104,7 +104,12 @@ impl RawBatch {
             per_channel,
         };
         header.validate(limits)?;
-        check_finite(&parts.samples, per_channel, &parts.channels, Units::Microvolts)?;
+        check_finite(
+            &parts.samples,
+            per_channel,
+            &parts.channels,
+            Units::Microvolts,
+        )?;
         Ok(RawBatch {
             session_id: parts.session_id,
             device_id: parts.device_id,
@@ -158,7 +163,8 @@ impl RawBatch {
     /// The samples of channel `channel`, in µV, or `None` if there is no such channel.
     pub fn get_row(&self, channel: usize) -> Option<&[f64]> {
         let start = channel.checked_mul(self.per_channel)?;
-        self.samples.get(start..start.checked_add(self.per_channel)?)
+        self.samples
+            .get(start..start.checked_add(self.per_channel)?)
     }
 
     /// Each channel's samples in channel order, in µV.
@@ -237,6 +243,7 @@ pub fn decode_raw(bytes: &[u8], limits: &Limits) -> Result<RawBatch, SchemaError
         at: None,
         error: None,
         channels_hint: None,
+        max_values: bytes.len() / 2,
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = RawSeed(&mut ctx)
@@ -504,6 +511,8 @@ struct Ctx<'l> {
     error: Option<SchemaError>,
     /// Number of channel names, when `channels` came before `samples`: sizes the buffer.
     channels_hint: Option<usize>,
+    /// Most sample values the message can contain, from its length.
+    max_values: usize,
 }
 
 impl Ctx<'_> {
@@ -570,8 +579,7 @@ const KEYS: [(&str, Key); 10] = [
     ("samples", Key::Samples),
 ];
 
-const KEY_LIST: &str =
-    "schema, session_id, device_id, user_id, seq, start_ms, sample_rate_hz, channels, units, samples";
+const KEY_LIST: &str = "schema, session_id, device_id, user_id, seq, start_ms, sample_rate_hz, channels, units, samples";
 
 /// A key of the top-level object: known (by its static name) or unknown (escaped copy).
 enum ParsedKey {
@@ -832,9 +840,18 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
                     )));
                 }
                 out.per_row = n;
-                // The other rows have the same length: one allocation for the batch.
-                let more = ctx.channels_hint.unwrap_or(1).clamp(1, max_rows) - 1;
-                out.flat.reserve_exact(more * n);
+                // The other rows have the same length: one allocation for the batch. The
+                // names only claim how many rows follow, so the reservation is also capped by
+                // what the rest of the message can hold (a value takes at least 2 bytes),
+                // lest a small message make the decoder reserve gigabytes.
+                let more_rows = ctx
+                    .channels_hint
+                    .unwrap_or(1)
+                    .min(max_rows)
+                    .saturating_sub(1);
+                let room = ctx.max_values.saturating_sub(out.flat.len());
+                out.flat
+                    .reserve_exact(more_rows.saturating_mul(n).min(room));
             } else if n != out.per_row {
                 return Err(ctx.fail(field(
                     "samples",

@@ -1,0 +1,212 @@
+//! Property tests: decoding never panics on any input, and valid batches and records
+//! round-trip exactly.
+
+use eeg_schema::{
+    ChannelOwned, IndicesOwned, Limits, OrderedBands, ProcessedRecordOwned, QualityOwned, RawBatch,
+    RawBatchParts, decode_processed, decode_raw,
+};
+use proptest::prelude::*;
+
+const EXAMPLE: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "device_id": "bud-7", "user_id": "u-1",
+ "seq": 0, "start_ms": 1732270000000, "sample_rate_hz": 250.0,
+ "channels": ["TP9", "AF7", "AF8", "TP10"], "units": "mV",
+ "samples": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]}"#;
+
+/// Bytes that make mutations hit the grammar: structure, quotes, digits, escapes.
+fn interesting_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        any::<u8>(),
+        prop::sample::select(b"{}[],:\"\\0123456789.eE+-nul tfaV\n\x00\xff".to_vec()),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Set(usize, u8),
+    Insert(usize, u8),
+    Remove(usize),
+    Duplicate(usize, usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Edit::Set(i, b)),
+        (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        any::<usize>().prop_map(Edit::Remove),
+        (any::<usize>(), 1usize..40).prop_map(|(i, n)| Edit::Duplicate(i, n)),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, e: &Edit) {
+    let len = bytes.len().max(1);
+    match *e {
+        Edit::Set(i, b) => {
+            if !bytes.is_empty() {
+                bytes[i % len] = b;
+            }
+        }
+        Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+        Edit::Remove(i) => {
+            if !bytes.is_empty() {
+                bytes.remove(i % len);
+            }
+        }
+        Edit::Duplicate(i, n) => {
+            let start = i % len;
+            let end = (start + n).min(bytes.len());
+            let piece = bytes[start.min(bytes.len())..end].to_vec();
+            bytes.splice(end..end, piece);
+        }
+    }
+}
+
+fn check_error_is_one_line(bytes: &[u8], limits: &Limits) {
+    if let Err(e) = decode_raw(bytes, limits) {
+        let text = e.to_string();
+        assert!(!text.contains('\n') && !text.contains('\r'), "{text:?}");
+        assert!(text.len() < 1000, "{text}");
+    }
+}
+
+fn finite() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>().prop_filter("finite", |v| v.is_finite()),
+        -1e3f64..1e3,
+        Just(0.0),
+        Just(-0.0),
+        Just(f64::MIN_POSITIVE),
+        Just(5e-324),
+    ]
+}
+
+fn id() -> impl Strategy<Value = String> {
+    // Printable text including quotes, backslashes and non-ASCII, 1..=256 bytes.
+    "[a-zA-Z0-9 _\\-\"\\\\/é€😀]{1,60}"
+}
+
+prop_compose! {
+    fn batch()(
+        n_ch in 1usize..6,
+        per in 1usize..40,
+        seq in any::<u64>(),
+        start_ms in 0i64..=i64::MAX,
+        rate in prop_oneof![1e-3f64..100_000.0, Just(100_000.0), Just(250.0)],
+        session_id in id(),
+        device_id in id(),
+        user_id in prop::option::of(id()),
+    )(
+        samples in prop::collection::vec(finite(), n_ch * per),
+        channels in Just((0..n_ch).map(|c| format!("ch\"{c}\\é")).collect::<Vec<_>>()),
+        seq in Just(seq), start_ms in Just(start_ms), rate in Just(rate),
+        session_id in Just(session_id), device_id in Just(device_id), user_id in Just(user_id),
+    ) -> RawBatch {
+        RawBatch::new(
+            RawBatchParts { session_id, device_id, user_id, seq, start_ms, sample_rate_hz: rate, channels, samples },
+            &Limits::default(),
+        )
+        .expect("generated batches are valid")
+    }
+}
+
+prop_compose! {
+    fn record()(
+        n_bands in 1usize..=32,
+        n_ch in 0usize..4,
+        seed in any::<u64>(),
+        values in prop::collection::vec(finite(), 32 * 2 * 4 + 8),
+        user_id in prop::option::of(id()),
+        index in any::<u64>(),
+        start_ms in any::<i64>(),
+        flags in any::<[bool; 5]>(),
+        indices in prop::array::uniform3(prop::option::of(finite())),
+    ) -> ProcessedRecordOwned {
+        let mut v = values.into_iter();
+        let mut next = || v.next().unwrap_or(0.0);
+        let names: Vec<String> = (0..n_bands).map(|b| format!("band{}_{b}", seed % 7)).collect();
+        let channels = (0..n_ch)
+            .map(|c| ChannelOwned {
+                name: format!("C{c}"),
+                band_power: OrderedBands(names.iter().map(|n| (n.clone(), next())).collect()),
+                relative_power: OrderedBands(names.iter().map(|n| (n.clone(), next())).collect()),
+                total_power: next(),
+                quality: QualityOwned {
+                    rms_uv: next(),
+                    ptp_uv: next(),
+                    line_noise_ratio: next(),
+                    flatline: flags[0],
+                    railed: flags[1],
+                    artifact: flags[2],
+                    good: flags[3],
+                },
+            })
+            .collect();
+        ProcessedRecordOwned {
+            session_id: "s".into(),
+            device_id: "d".into(),
+            user_id,
+            window_index: index,
+            start_ms,
+            end_ms: start_ms.wrapping_add(4000),
+            sample_rate_hz: 250.0,
+            settling: flags[4],
+            channels,
+            indices: IndicesOwned {
+                engagement: indices[0],
+                theta_beta: indices[1],
+                alpha_theta: indices[2],
+            },
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        check_error_is_one_line(&bytes, &Limits::default());
+        let _ = decode_processed(&bytes);
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(edits in prop::collection::vec(edit(), 1..8)) {
+        let mut bytes = EXAMPLE.as_bytes().to_vec();
+        for e in &edits {
+            apply(&mut bytes, e);
+        }
+        check_error_is_one_line(&bytes, &Limits::default());
+        let tight = Limits { max_channels: 3, max_samples_per_channel: 1, ..Limits::default() };
+        check_error_is_one_line(&bytes, &tight);
+    }
+
+    #[test]
+    fn mutated_processed_records_never_panic(edits in prop::collection::vec(edit(), 1..8)) {
+        let text = r#"{"schema":"eeg.processed/1","session_id":"s","device_id":"d","window_index":0,"start_ms":0,"end_ms":4000,"sample_rate_hz":250.0,"settling":true,"channels":[{"name":"A","band_power":{"alpha":1.0},"relative_power":{"alpha":1.0},"total_power":1.0,"quality":{"rms_uv":1.0,"ptp_uv":2.0,"line_noise_ratio":0.0,"flatline":false,"railed":false,"artifact":false,"good":true}}],"indices":{"engagement":null,"theta_beta":null,"alpha_theta":null}}"#;
+        prop_assert!(decode_processed(text.as_bytes()).is_ok());
+        let mut bytes = text.as_bytes().to_vec();
+        for e in &edits {
+            apply(&mut bytes, e);
+        }
+        if let Err(e) = decode_processed(&bytes) {
+            prop_assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn valid_batches_round_trip_exactly(b in batch()) {
+        let bytes = b.encode();
+        let again = decode_raw(&bytes, &Limits::default()).expect("canonical encoding decodes");
+        let bits = |b: &RawBatch| b.samples().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&again), bits(&b));
+        prop_assert_eq!(&again, &b);
+        prop_assert_eq!(again.encode(), bytes);
+    }
+
+    #[test]
+    fn valid_records_round_trip_exactly(rec in record()) {
+        let bytes = rec.encode();
+        let again = decode_processed(&bytes).expect("encoded records decode");
+        prop_assert_eq!(&again, &rec);
+        prop_assert_eq!(again.encode(), bytes);
+    }
+}
