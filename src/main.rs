@@ -43,9 +43,18 @@ pub struct ProcessArgs {
     /// Session id of the records (EDF/BDF input; default: the file name without extension).
     #[arg(long, value_name = "ID")]
     pub session_id: Option<String>,
+    /// Threads for the signal processing of an EDF/BDF session with many channels (its
+    /// channels are split between them; the output is the same for any number). Default:
+    /// the number of CPUs.
+    #[arg(long, value_name = "N", default_value_t = default_threads())]
+    pub threads: usize,
     /// No summary and no progress bar on standard error.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// An error caused by the input, the config or the arguments: exit code 2.

@@ -298,6 +298,171 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Channels per part below which splitting a session across threads does not pay.
+const MIN_CHANNELS_PER_PART: usize = 4;
+
+/// One session's DSP, on this thread or split by channel across worker threads. Every
+/// channel's numbers depend on that channel alone, and the indices are recomputed over all
+/// channels when the parts are joined, so a split session emits exactly the records of an
+/// unsplit one (tested).
+struct Engine {
+    local: SessionProcessor,
+    local_channels: usize,
+    workers: Vec<Worker>,
+    /// This thread's windows of the blocks whose worker results have not been joined yet.
+    /// The workers run up to [`LAG`] blocks behind, so no thread waits for another's
+    /// wake-up on every block.
+    pending: std::collections::VecDeque<Vec<OwnedWindow>>,
+    joined: OwnedWindow,
+}
+
+/// Blocks a worker may lag behind this thread.
+const LAG: usize = 2;
+
+struct Worker {
+    channels: std::ops::Range<usize>,
+    jobs: SyncSender<Job>,
+    done: Receiver<(Vec<f64>, Vec<OwnedWindow>)>,
+    /// Sample buffers that came back, to be reused.
+    spare: Vec<Vec<f64>>,
+}
+
+enum Job {
+    /// Channel-major samples of the worker's channels, and samples per channel.
+    Rows(Vec<f64>, usize),
+    Reset(i64),
+}
+
+impl Engine {
+    fn new(
+        config: &ProcessingConfig,
+        fs: f64,
+        n_channels: usize,
+        t0_ms: i64,
+        threads: usize,
+    ) -> Result<Engine, eeg_dsp::ConfigError> {
+        let parts = threads.min(n_channels / MIN_CHANNELS_PER_PART).max(1);
+        let bounds: Vec<usize> = (0..=parts).map(|k| k * n_channels / parts).collect();
+        let local = SessionProcessor::new(config, fs, bounds[1], t0_ms)?;
+        let mut workers = Vec::new();
+        for k in 1..parts {
+            let channels = bounds[k]..bounds[k + 1];
+            let mut p = SessionProcessor::new(config, fs, channels.len(), t0_ms)?;
+            let (jobs, job_rx) = sync_channel::<Job>(LAG + 1);
+            let (done_tx, done) = sync_channel(LAG + 1);
+            std::thread::spawn(move || {
+                for job in job_rx {
+                    match job {
+                        Job::Rows(buf, per_channel) => {
+                            let mut windows = Vec::new();
+                            // The shape is right by construction.
+                            let _ =
+                                p.push_channel_major(&buf, per_channel, &mut |w: &Window<'_>| {
+                                    let mut o = OwnedWindow::default();
+                                    o.copy_from(w);
+                                    windows.push(o);
+                                });
+                            if done_tx.send((buf, windows)).is_err() {
+                                break;
+                            }
+                        }
+                        Job::Reset(t0_ms) => p.reset(t0_ms),
+                    }
+                }
+            });
+            workers.push(Worker {
+                channels,
+                jobs,
+                done,
+                spare: Vec::new(),
+            });
+        }
+        Ok(Engine {
+            local,
+            local_channels: bounds[1],
+            workers,
+            pending: std::collections::VecDeque::new(),
+            joined: OwnedWindow::default(),
+        })
+    }
+
+    fn plan(&self) -> &eeg_dsp::Plan {
+        self.local.plan()
+    }
+
+    fn reset(&mut self, t0_ms: i64) {
+        self.local.reset(t0_ms);
+        for w in &self.workers {
+            let _ = w.jobs.send(Job::Reset(t0_ms));
+        }
+    }
+
+    fn push_rows(&mut self, rows: &[&[f64]], sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+        if self.workers.is_empty() {
+            self.local.push_rows(rows, sink)?;
+            return Ok(());
+        }
+        let per_channel = rows.first().map_or(0, |r| r.len());
+        for w in &mut self.workers {
+            let mut buf = w.spare.pop().unwrap_or_default();
+            buf.clear();
+            for r in &rows[w.channels.clone()] {
+                buf.extend_from_slice(r);
+            }
+            w.jobs
+                .send(Job::Rows(buf, per_channel))
+                .map_err(|_| anyhow::anyhow!("a processing thread stopped"))?;
+        }
+        let mut mine = Vec::new();
+        self.local
+            .push_rows(&rows[..self.local_channels], &mut |w: &Window<'_>| {
+                let mut o = OwnedWindow::default();
+                o.copy_from(w);
+                mine.push(o);
+            })?;
+        self.pending.push_back(mine);
+        while self.pending.len() > LAG {
+            self.join_oldest(sink)?;
+        }
+        Ok(())
+    }
+
+    /// Joins and emits the windows of every block still in flight.
+    fn finish(&mut self, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+        while !self.pending.is_empty() {
+            self.join_oldest(sink)?;
+        }
+        Ok(())
+    }
+
+    fn join_oldest(&mut self, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+        let Some(mine) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let mut theirs = Vec::with_capacity(self.workers.len());
+        for w in &mut self.workers {
+            let (buf, windows) = w
+                .done
+                .recv()
+                .map_err(|_| anyhow::anyhow!("a processing thread stopped"))?;
+            w.spare.push(buf);
+            theirs.push(windows.into_iter());
+        }
+        for m in mine {
+            let mut parts = vec![m];
+            for t in &mut theirs {
+                parts.extend(t.next());
+            }
+            anyhow::ensure!(
+                self.joined.join(&parts),
+                "channel groups of a session went out of step"
+            );
+            eeg_dsp::WindowSink::window(sink, &self.joined.view());
+        }
+        Ok(())
+    }
+}
+
 fn process_edf(
     args: &ProcessArgs,
     config: &ProcessingConfig,
@@ -387,7 +552,7 @@ fn process_edf(
 
     struct Group {
         signals: Vec<usize>,
-        processor: SessionProcessor,
+        engine: Engine,
         meta: Arc<output::SessionMeta>,
         summary: Summary,
     }
@@ -398,9 +563,9 @@ fn process_edf(
         } else {
             base_id.clone()
         };
-        let processor = SessionProcessor::new(config, rate, signals.len(), t0)
+        let engine = Engine::new(config, rate, signals.len(), t0, args.threads.max(1))
             .map_err(|e| BadInput(format!("{name}: {e} (signals at {rate} Hz)")))?;
-        for w in &processor.plan().warnings {
+        for w in &engine.plan().warnings {
             tracing::warn!("{name}: {w}");
         }
         sessions.push(Group {
@@ -413,7 +578,7 @@ fn process_edf(
                 labels,
             )),
             signals,
-            processor,
+            engine,
         });
     }
 
@@ -436,7 +601,7 @@ fn process_edf(
                 record.index()
             );
             for g in &mut sessions {
-                g.processor.reset(t0 + (onset * 1000.0).round() as i64);
+                g.engine.reset(t0 + (onset * 1000.0).round() as i64);
                 g.summary.resets += 1;
             }
         }
@@ -449,13 +614,20 @@ fn process_edf(
                 summary: &mut g.summary,
                 closed: false,
             };
-            g.processor
-                .push_rows(&rows, &mut sink)
-                .map_err(|e| BadInput(format!("{name}: data record {}: {e}", record.index())))?;
+            g.engine.push_rows(&rows, &mut sink)?;
             if sink.closed {
                 return Ok(Vec::new());
             }
         }
+    }
+    for g in &mut sessions {
+        let mut sink = RecordSink {
+            meta: &g.meta,
+            writer,
+            summary: &mut g.summary,
+            closed: false,
+        };
+        g.engine.finish(&mut sink)?;
     }
     Ok(sessions.into_iter().map(|g| g.summary).collect())
 }

@@ -425,3 +425,17 @@ fn edf_plus_d_gap_restarts_the_session() {
     assert_eq!(recs[297]["settling"], true, "filters restart after the gap");
     assert!(stderr(&o).contains("1 reset(s)"), "{}", stderr(&o));
 }
+
+#[test]
+fn splitting_a_session_across_threads_changes_no_number() {
+    // 11 channels: one part with --threads 1, three parts with --threads 3.
+    let one = eeg(&["process", "fixtures/test_generator.edf", "--threads", "1"]);
+    let three = eeg(&["process", "fixtures/test_generator.edf", "--threads", "3"]);
+    assert!(
+        one.status.success() && three.status.success(),
+        "{}",
+        stderr(&three)
+    );
+    assert!(!one.stdout.is_empty());
+    assert_eq!(one.stdout, three.stdout);
+}

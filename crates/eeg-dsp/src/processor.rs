@@ -130,6 +130,48 @@ impl OwnedWindow {
         self.indices = w.indices;
     }
 
+    /// Joins windows computed for disjoint channel subsets of one session (same window,
+    /// the parts in channel order) into one window over all their channels, with the indices
+    /// recomputed over all good channels. The result equals what one processor over all the
+    /// channels emits, bit for bit. Returns `false`, leaving `self` unchanged, when the parts
+    /// are not the same window.
+    pub fn join(&mut self, parts: &[OwnedWindow]) -> bool {
+        let Some(first) = parts.first() else {
+            return false;
+        };
+        let same = parts.iter().all(|p| {
+            p.index == first.index
+                && p.start_sample == first.start_sample
+                && p.len == first.len
+                && p.bands == first.bands
+        });
+        if !same {
+            return false;
+        }
+        self.index = first.index;
+        self.start_sample = first.start_sample;
+        self.len = first.len;
+        self.start_ms = first.start_ms;
+        self.end_ms = first.end_ms;
+        self.settling = first.settling;
+        if self.bands != first.bands {
+            self.bands = first.bands.clone();
+        }
+        self.n_bands = first.n_bands;
+        self.band_power.clear();
+        self.relative_power.clear();
+        self.total_power.clear();
+        self.quality.clear();
+        for p in parts {
+            self.band_power.extend_from_slice(&p.band_power);
+            self.relative_power.extend_from_slice(&p.relative_power);
+            self.total_power.extend_from_slice(&p.total_power);
+            self.quality.extend_from_slice(&p.quality);
+        }
+        self.indices = indices(&self.bands, &self.band_power, &self.quality);
+        true
+    }
+
     /// The window as if just emitted.
     pub fn view(&self) -> Window<'_> {
         Window {

@@ -204,3 +204,39 @@ fn owned_window_is_an_exact_copy() {
         assert_eq!(a, b);
     }
 }
+
+#[test]
+fn windows_of_channel_subsets_join_into_the_whole() {
+    let nch = 11;
+    let x = signal(nch, 2000, 4);
+    let config = ProcessingConfig::default();
+    let whole = run_chunks(&config, nch, &x, &[64], Kernel::detect());
+    // The same signal as two sessions of 5 and 6 channels.
+    let split = |lo: usize, hi: usize| -> Vec<f64> {
+        x.chunks_exact(nch)
+            .flat_map(|f| f[lo..hi].to_vec())
+            .collect()
+    };
+    let mut parts: Vec<Vec<eeg_dsp::OwnedWindow>> = Vec::new();
+    for (lo, hi) in [(0, 5), (5, 11)] {
+        let mut p = SessionProcessor::new(&config, FS, hi - lo, 1_700_000_000_000).unwrap();
+        let mut out = Vec::new();
+        p.push_interleaved(&split(lo, hi), &mut |w: &Window<'_>| {
+            let mut o = eeg_dsp::OwnedWindow::default();
+            o.copy_from(w);
+            out.push(o);
+        })
+        .unwrap();
+        parts.push(out);
+    }
+    assert_eq!(parts[0].len(), whole.len());
+    let mut joined = eeg_dsp::OwnedWindow::default();
+    for (k, want) in whole.iter().enumerate() {
+        assert!(joined.join(&[parts[0][k].clone(), parts[1][k].clone()]));
+        assert_eq!(&fingerprint(&joined.view()), want, "window {k}");
+    }
+    assert!(
+        !joined.join(&[parts[0][0].clone(), parts[1][1].clone()]),
+        "different windows"
+    );
+}
