@@ -439,3 +439,72 @@ fn splitting_a_session_across_threads_changes_no_number() {
     assert!(!one.stdout.is_empty());
     assert_eq!(one.stdout, three.stdout);
 }
+
+/// `n` eeg.raw/1 lines of one 2-channel session at 100 Hz, 50 samples each, seq from 0.
+fn raw_lines(session: &str, n: u64) -> Vec<String> {
+    (0..n)
+        .map(|seq| {
+            let row = |c: f64| -> String {
+                let v: Vec<String> = (0..50)
+                    .map(|i| {
+                        let t = (seq * 50 + i) as f64 / 100.0;
+                        format!("{:?}", 20.0 * (2.0 * std::f64::consts::PI * (9.0 + c) * t).sin())
+                    })
+                    .collect();
+                format!("[{}]", v.join(","))
+            };
+            format!(
+                "{{\"schema\":\"eeg.raw/1\",\"session_id\":\"{session}\",\"device_id\":\"dev\",\"seq\":{seq},\"start_ms\":{},\"sample_rate_hz\":100.0,\"channels\":[\"A\",\"B\"],\"samples\":[{},{}]}}",
+                1_000_000 + seq * 500,
+                row(0.0),
+                row(1.0)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn jsonl_duplicates_are_skipped_and_gaps_restart_the_session() {
+    let dir = scratch("jsonl_seq");
+    let lines = raw_lines("s", 40);
+    let clean = dir.join("clean.jsonl");
+    std::fs::write(&clean, lines.join("\n")).expect("write");
+    let want = eeg(&["process", clean.to_str().expect("utf8")]);
+    assert!(want.status.success(), "{}", stderr(&want));
+
+    // Every message delivered twice (at-least-once delivery): same records.
+    let doubled: Vec<String> = lines.iter().flat_map(|l| [l.clone(), l.clone()]).collect();
+    let dup = dir.join("dup.jsonl");
+    std::fs::write(&dup, doubled.join("\n")).expect("write");
+    let o = eeg(&["process", dup.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, want.stdout);
+    assert!(
+        stderr(&o).contains("40 duplicate batch(es) skipped"),
+        "{}",
+        stderr(&o)
+    );
+
+    // seq 20 lost: the session restarts at seq 21 with settling windows.
+    let gap: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 20)
+        .map(|(_, l)| l.clone())
+        .collect();
+    let gapped = dir.join("gap.jsonl");
+    std::fs::write(&gapped, gap.join("\n")).expect("write");
+    let o = eeg(&["process", gapped.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("jumps from seq 19 to 21"),
+        "{}",
+        stderr(&o)
+    );
+    let recs = records(&o);
+    // 10 s before the gap (7 windows), 9.5 s after it (6 windows), indices continuing.
+    assert_eq!(recs.len(), 13);
+    assert_eq!(recs[7]["window_index"], 7);
+    assert_eq!(recs[7]["start_ms"], 1_000_000 + 21 * 500);
+    assert_eq!(recs[7]["settling"], true);
+}
