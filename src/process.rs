@@ -307,7 +307,8 @@ const MIN_CHANNELS_PER_PART: usize = 4;
 /// unsplit one (tested).
 struct Engine {
     local: SessionProcessor,
-    local_channels: usize,
+    /// The signals this thread processes; the workers take the rest, in order.
+    local_signals: Vec<usize>,
     workers: Vec<Worker>,
     /// This thread's windows of the blocks whose worker results have not been joined yet.
     /// The workers run up to [`LAG`] blocks behind, so no thread waits for another's
@@ -320,49 +321,51 @@ struct Engine {
 const LAG: usize = 2;
 
 struct Worker {
-    channels: std::ops::Range<usize>,
     jobs: SyncSender<Job>,
-    done: Receiver<(Vec<f64>, Vec<OwnedWindow>)>,
-    /// Sample buffers that came back, to be reused.
-    spare: Vec<Vec<f64>>,
+    done: Receiver<Vec<OwnedWindow>>,
 }
 
 enum Job {
-    /// Channel-major samples of the worker's channels, and samples per channel.
-    Rows(Vec<f64>, usize),
+    /// A data record, shared rather than copied; the worker reads its own signals.
+    Record(Arc<eeg_edf::Record>),
     Reset(i64),
 }
 
 impl Engine {
+    /// An engine for the data signals `signals` (indices into a record) at `fs` Hz.
     fn new(
         config: &ProcessingConfig,
         fs: f64,
-        n_channels: usize,
+        signals: &[usize],
         t0_ms: i64,
         threads: usize,
     ) -> Result<Engine, eeg_dsp::ConfigError> {
+        let n_channels = signals.len();
         let parts = threads.min(n_channels / MIN_CHANNELS_PER_PART).max(1);
         let bounds: Vec<usize> = (0..=parts).map(|k| k * n_channels / parts).collect();
         let local = SessionProcessor::new(config, fs, bounds[1], t0_ms)?;
         let mut workers = Vec::new();
         for k in 1..parts {
-            let channels = bounds[k]..bounds[k + 1];
-            let mut p = SessionProcessor::new(config, fs, channels.len(), t0_ms)?;
+            let mine = signals[bounds[k]..bounds[k + 1]].to_vec();
+            let mut p = SessionProcessor::new(config, fs, mine.len(), t0_ms)?;
             let (jobs, job_rx) = sync_channel::<Job>(LAG + 1);
             let (done_tx, done) = sync_channel(LAG + 1);
             std::thread::spawn(move || {
                 for job in job_rx {
                     match job {
-                        Job::Rows(buf, per_channel) => {
+                        Job::Record(record) => {
                             let mut windows = Vec::new();
+                            let rows: Vec<&[f64]> =
+                                mine.iter().map(|&s| record.signal(s)).collect();
                             // The shape is right by construction.
-                            let _ =
-                                p.push_channel_major(&buf, per_channel, &mut |w: &Window<'_>| {
-                                    let mut o = OwnedWindow::default();
-                                    o.copy_from(w);
-                                    windows.push(o);
-                                });
-                            if done_tx.send((buf, windows)).is_err() {
+                            let _ = p.push_rows(&rows, &mut |w: &Window<'_>| {
+                                let mut o = OwnedWindow::default();
+                                o.copy_from(w);
+                                windows.push(o);
+                            });
+                            drop(rows);
+                            drop(record);
+                            if done_tx.send(windows).is_err() {
                                 break;
                             }
                         }
@@ -370,16 +373,11 @@ impl Engine {
                     }
                 }
             });
-            workers.push(Worker {
-                channels,
-                jobs,
-                done,
-                spare: Vec::new(),
-            });
+            workers.push(Worker { jobs, done });
         }
         Ok(Engine {
             local,
-            local_channels: bounds[1],
+            local_signals: signals[..bounds[1]].to_vec(),
             workers,
             pending: std::collections::VecDeque::new(),
             joined: OwnedWindow::default(),
@@ -397,29 +395,31 @@ impl Engine {
         }
     }
 
-    fn push_rows(&mut self, rows: &[&[f64]], sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+    fn push_record(
+        &mut self,
+        record: &Arc<eeg_edf::Record>,
+        sink: &mut RecordSink<'_>,
+    ) -> anyhow::Result<()> {
+        let rows: Vec<&[f64]> = self
+            .local_signals
+            .iter()
+            .map(|&s| record.signal(s))
+            .collect();
         if self.workers.is_empty() {
-            self.local.push_rows(rows, sink)?;
+            self.local.push_rows(&rows, sink)?;
             return Ok(());
         }
-        let per_channel = rows.first().map_or(0, |r| r.len());
         for w in &mut self.workers {
-            let mut buf = w.spare.pop().unwrap_or_default();
-            buf.clear();
-            for r in &rows[w.channels.clone()] {
-                buf.extend_from_slice(r);
-            }
             w.jobs
-                .send(Job::Rows(buf, per_channel))
+                .send(Job::Record(Arc::clone(record)))
                 .map_err(|_| anyhow::anyhow!("a processing thread stopped"))?;
         }
         let mut mine = Vec::new();
-        self.local
-            .push_rows(&rows[..self.local_channels], &mut |w: &Window<'_>| {
-                let mut o = OwnedWindow::default();
-                o.copy_from(w);
-                mine.push(o);
-            })?;
+        self.local.push_rows(&rows, &mut |w: &Window<'_>| {
+            let mut o = OwnedWindow::default();
+            o.copy_from(w);
+            mine.push(o);
+        })?;
         self.pending.push_back(mine);
         while self.pending.len() > LAG {
             self.join_oldest(sink)?;
@@ -441,11 +441,10 @@ impl Engine {
         };
         let mut theirs = Vec::with_capacity(self.workers.len());
         for w in &mut self.workers {
-            let (buf, windows) = w
+            let windows = w
                 .done
                 .recv()
                 .map_err(|_| anyhow::anyhow!("a processing thread stopped"))?;
-            w.spare.push(buf);
             theirs.push(windows.into_iter());
         }
         for m in mine {
@@ -551,7 +550,6 @@ fn process_edf(
     let multi = groups.len() > 1;
 
     struct Group {
-        signals: Vec<usize>,
         engine: Engine,
         meta: Arc<output::SessionMeta>,
         summary: Summary,
@@ -563,7 +561,7 @@ fn process_edf(
         } else {
             base_id.clone()
         };
-        let engine = Engine::new(config, rate, signals.len(), t0, args.threads.max(1))
+        let engine = Engine::new(config, rate, &signals, t0, args.threads.max(1))
             .map_err(|e| BadInput(format!("{name}: {e} (signals at {rate} Hz)")))?;
         for w in &engine.plan().warnings {
             tracing::warn!("{name}: {w}");
@@ -577,18 +575,29 @@ fn process_edf(
                 rate,
                 labels,
             )),
-            signals,
             engine,
         });
     }
 
-    let mut record = eeg_edf::Record::default();
+    // Records are shared with the worker threads; one whose last reader is done is reused.
+    let mut records: Vec<Arc<eeg_edf::Record>> = Vec::new();
     let record_bytes = header.record_bytes();
     let mut expected_onset: Option<f64> = None;
-    while reader
-        .read_record(&mut record)
-        .map_err(|e| BadInput(e.to_string()))?
-    {
+    loop {
+        let reusable = records.iter().position(|r| Arc::strong_count(r) == 1);
+        let mut record = match reusable {
+            Some(i) => records.swap_remove(i),
+            None => Arc::new(eeg_edf::Record::default()),
+        };
+        let Some(slot) = Arc::get_mut(&mut record) else {
+            continue;
+        };
+        if !reader
+            .read_record(slot)
+            .map_err(|e| BadInput(e.to_string()))?
+        {
+            break;
+        }
         progress.inc(record_bytes);
         // EDF+D: a record that does not follow its predecessor starts a new stretch of
         // signal; filtering across the gap would smear it, so the sessions restart.
@@ -607,18 +616,18 @@ fn process_edf(
         }
         expected_onset = Some(onset + duration);
         for g in &mut sessions {
-            let rows: Vec<&[f64]> = g.signals.iter().map(|&s| record.signal(s)).collect();
             let mut sink = RecordSink {
                 meta: &g.meta,
                 writer,
                 summary: &mut g.summary,
                 closed: false,
             };
-            g.engine.push_rows(&rows, &mut sink)?;
+            g.engine.push_record(&record, &mut sink)?;
             if sink.closed {
                 return Ok(Vec::new());
             }
         }
+        records.push(record);
     }
     for g in &mut sessions {
         let mut sink = RecordSink {
