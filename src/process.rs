@@ -647,7 +647,11 @@ fn process_jsonl(
     writer: &Writer,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
-    let name = args.input.display().to_string();
+    let name = if args.input == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        args.input.display().to_string()
+    };
     let input: Box<dyn Read> = if args.input == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
