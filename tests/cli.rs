@@ -551,3 +551,89 @@ fn jsonl_from_standard_input_equals_the_file() {
     let o = bad.wait_with_output().expect("runs");
     assert_bad_input(&o, &["<stdin>", "line 1", "session_id"]);
 }
+
+/// Peak resident memory of a running process, from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_stays_flat_on_a_long_recording() {
+    use eeg_edf::{StartTime, WriteFormat, WriteSignal, WriteSpec, write_edf};
+    use std::process::Stdio;
+    // 64 channels x 20 minutes at 256 Hz: 39 MB of EDF, 157 MB as f64 samples.
+    let dir = scratch("flat_memory");
+    let path = dir.join("long.edf");
+    let spec = WriteSpec {
+        format: WriteFormat::Edf,
+        patient: "X X X X".into(),
+        recording: "Startdate 01-JAN-2025 X X test".into(),
+        start: StartTime {
+            year: 2025,
+            month: 1,
+            day: 1,
+            hour: 0,
+            minute: 0,
+            second: 0,
+            nanosecond: 0,
+        },
+        record_duration_s: 1.0,
+        n_records: 1200,
+        signals: (0..64)
+            .map(|c| WriteSignal {
+                label: format!("EEG{c:02}"),
+                transducer: String::new(),
+                physical_dimension: "uV".into(),
+                physical_min: -3276.8,
+                physical_max: 3276.7,
+                digital_min: -32768,
+                digital_max: 32767,
+                prefilter: String::new(),
+                samples_per_record: 256,
+            })
+            .collect(),
+    };
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    write_edf(file, "long.edf", &spec, |record, signals| {
+        for (c, s) in signals.iter_mut().enumerate() {
+            for (i, v) in s.iter_mut().enumerate() {
+                let t = (record as usize * 256 + i) as f64 / 256.0;
+                *v = 20.0 * (2.0 * std::f64::consts::PI * (8.0 + c as f64 * 0.1) * t).sin();
+            }
+        }
+    })
+    .expect("write");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
+        .args([
+            "process",
+            path.to_str().expect("utf8"),
+            "--out",
+            "/dev/null",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // VmHWM is the peak so far; the last reading before the process exits is the largest.
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        if let Some(kb) = peak_rss_kb(child.id()) {
+            peak = peak.max(kb);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let status = child.wait().expect("exit");
+    assert!(status.success());
+    assert!(peak > 0, "no memory reading taken");
+    println!("peak RSS of process on 20 min x 64 channels: {peak} kB");
+    assert!(
+        peak < 40 * 1024,
+        "peak RSS {peak} kB for a recording of 157 MB of samples"
+    );
+}
