@@ -359,9 +359,7 @@ impl Engine {
                                 mine.iter().map(|&s| record.signal(s)).collect();
                             // The shape is right by construction.
                             let _ = p.push_rows(&rows, &mut |w: &Window<'_>| {
-                                let mut o = OwnedWindow::default();
-                                o.copy_from(w);
-                                windows.push(o);
+                                windows.push(OwnedWindow::from(w))
                             });
                             drop(rows);
                             drop(record);
@@ -415,11 +413,8 @@ impl Engine {
                 .map_err(|_| anyhow::anyhow!("a processing thread stopped"))?;
         }
         let mut mine = Vec::new();
-        self.local.push_rows(&rows, &mut |w: &Window<'_>| {
-            let mut o = OwnedWindow::default();
-            o.copy_from(w);
-            mine.push(o);
-        })?;
+        self.local
+            .push_rows(&rows, &mut |w: &Window<'_>| mine.push(OwnedWindow::from(w)))?;
         self.pending.push_back(mine);
         while self.pending.len() > LAG {
             self.join_oldest(sink)?;
@@ -672,7 +667,15 @@ fn process_jsonl(
     }
     let mut sessions: HashMap<String, Session> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
-    let mut block = Vec::new();
+    let meta_of = |b: &eeg_schema::RawBatch| {
+        Arc::new(output::session_meta(
+            &b.session_id,
+            &b.device_id,
+            b.user_id.as_deref(),
+            b.sample_rate_hz,
+            b.channels.clone(),
+        ))
+    };
     loop {
         line.clear();
         let n = (&mut reader)
@@ -698,16 +701,18 @@ fn process_jsonl(
         let batch = eeg_schema::decode_raw(text, &limits)
             .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
         let fs = batch.sample_rate_hz;
-        let per_channel = batch.samples_per_channel();
-        block.clear();
-        for row in batch.rows() {
-            block.extend_from_slice(row);
-        }
-        let bad = |e: eeg_dsp::ConfigError| {
-            BadInput(format!(
-                "{name}: line {line_no}: session '{}': {e}",
-                batch.session_id
-            ))
+        let start = || {
+            let p = SessionProcessor::new(config, fs, batch.channels.len(), batch.start_ms)
+                .map_err(|e| {
+                    BadInput(format!(
+                        "{name}: line {line_no}: session '{}': {e}",
+                        batch.session_id
+                    ))
+                })?;
+            for w in &p.plan().warnings {
+                tracing::warn!("{name}: session '{}': {w}", batch.session_id);
+            }
+            Ok::<_, BadInput>(p)
         };
         let session = match sessions.get_mut(&batch.session_id) {
             Some(s) => {
@@ -722,17 +727,9 @@ fn process_jsonl(
                         batch.session_id
                     );
                     let next = s.processor.windows_emitted();
-                    s.processor =
-                        SessionProcessor::new(config, fs, batch.channels.len(), batch.start_ms)
-                            .map_err(bad)?;
+                    s.processor = start()?;
                     s.processor.continue_numbering(next);
-                    s.meta = Arc::new(output::session_meta(
-                        &batch.session_id,
-                        &batch.device_id,
-                        batch.user_id.as_deref(),
-                        fs,
-                        batch.channels.clone(),
-                    ));
+                    s.meta = meta_of(&batch);
                     s.summary.resets += 1;
                 } else if batch.seq > s.next_seq {
                     tracing::warn!(
@@ -747,12 +744,7 @@ fn process_jsonl(
                 s
             }
             None => {
-                let processor =
-                    SessionProcessor::new(config, fs, batch.channels.len(), batch.start_ms)
-                        .map_err(bad)?;
-                for w in &processor.plan().warnings {
-                    tracing::warn!("{name}: session '{}': {w}", batch.session_id);
-                }
+                let processor = start()?;
                 order.push(batch.session_id.clone());
                 sessions.entry(batch.session_id.clone()).or_insert(Session {
                     summary: Summary::new(
@@ -761,13 +753,7 @@ fn process_jsonl(
                         batch.channels.len(),
                         &config.bands,
                     ),
-                    meta: Arc::new(output::session_meta(
-                        &batch.session_id,
-                        &batch.device_id,
-                        batch.user_id.as_deref(),
-                        fs,
-                        batch.channels.clone(),
-                    )),
+                    meta: meta_of(&batch),
                     next_seq: batch.seq,
                     processor,
                 })
@@ -782,7 +768,7 @@ fn process_jsonl(
         };
         session
             .processor
-            .push_channel_major(&block, per_channel, &mut sink)
+            .push_channel_major(batch.samples(), batch.samples_per_channel(), &mut sink)
             .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
         if sink.closed {
             return Ok(Vec::new());

@@ -509,17 +509,13 @@ fn jsonl_duplicates_are_skipped_and_gaps_restart_the_session() {
     assert_eq!(recs[7]["settling"], true);
 }
 
-#[test]
-fn jsonl_from_standard_input_equals_the_file() {
+/// Runs the binary with `input` on its standard input.
+fn eeg_with_stdin(args: &[&str], input: &[u8]) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
-    let dir = scratch("stdin");
-    let text = raw_lines("s", 12).join("\n");
-    let path = dir.join("in.jsonl");
-    std::fs::write(&path, &text).expect("write");
-    let from_file = eeg(&["process", path.to_str().expect("utf8")]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
-        .args(["process", "-"])
+        .args(args)
+        .current_dir(root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -529,26 +525,24 @@ fn jsonl_from_standard_input_equals_the_file() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(text.as_bytes())
+        .write_all(input)
         .expect("write stdin");
-    let from_stdin = child.wait_with_output().expect("runs");
+    child.wait_with_output().expect("runs")
+}
+
+#[test]
+fn jsonl_from_standard_input_equals_the_file() {
+    let dir = scratch("stdin");
+    let text = raw_lines("s", 12).join("\n");
+    let path = dir.join("in.jsonl");
+    std::fs::write(&path, &text).expect("write");
+    let from_file = eeg(&["process", path.to_str().expect("utf8")]);
+    let from_stdin = eeg_with_stdin(&["process", "-"], text.as_bytes());
     assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
     assert!(!from_stdin.stdout.is_empty());
     assert_eq!(from_stdin.stdout, from_file.stdout);
 
-    let mut bad = Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
-        .args(["process", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    bad.stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"{\"schema\":\"eeg.raw/1\"}\n")
-        .expect("write stdin");
-    let o = bad.wait_with_output().expect("runs");
+    let o = eeg_with_stdin(&["process", "-"], b"{\"schema\":\"eeg.raw/1\"}\n");
     assert_bad_input(&o, &["<stdin>", "line 1", "session_id"]);
 }
 

@@ -11,7 +11,7 @@
 //! - Quality statistics (min, max, sum of squares, samples at the extremes) are gathered once
 //!   per sample into blocks of `gcd(L, H)` samples; a window combines its blocks.
 //!
-//! Nothing in [`SessionProcessor::push_channel_major`] or
+//! Nothing in [`SessionProcessor::push_channel_major`], [`SessionProcessor::push_rows`] or
 //! [`SessionProcessor::push_interleaved`] allocates: all buffers are sized when the session is
 //! created.
 
@@ -189,6 +189,14 @@ impl OwnedWindow {
             quality: &self.quality,
             indices: self.indices,
         }
+    }
+}
+
+impl From<&Window<'_>> for OwnedWindow {
+    fn from(w: &Window<'_>) -> OwnedWindow {
+        let mut o = OwnedWindow::default();
+        o.copy_from(w);
+        o
     }
 }
 
