@@ -124,6 +124,40 @@ impl FilterBank {
             .collect()
     }
 
+    /// Copies every delay register into `out` (cleared first): channel by channel, per
+    /// section `[z0, z1]`. With [`FilterBank::set_state`] this saves and restores a stream
+    /// exactly.
+    pub fn state_into(&self, out: &mut Vec<f64>) {
+        out.clear();
+        for c in 0..self.n_channels {
+            let (g, lane) = (c / LANES, c % LANES);
+            let n = self.coefs.len();
+            for s in &self.state[g * n..(g + 1) * n] {
+                out.extend([s[0][lane], s[1][lane]]);
+            }
+        }
+    }
+
+    /// Loads delay registers saved by [`FilterBank::state_into`]. Returns false, and
+    /// changes nothing, when `state` does not have `2 × sections × channels` values.
+    pub fn set_state(&mut self, state: &[f64]) -> bool {
+        let n = self.coefs.len();
+        if state.len() != 2 * n * self.n_channels {
+            return false;
+        }
+        for (c, regs) in state.chunks_exact(2 * n).enumerate() {
+            let (g, lane) = (c / LANES, c % LANES);
+            for (s, z) in self.state[g * n..(g + 1) * n]
+                .iter_mut()
+                .zip(regs.chunks_exact(2))
+            {
+                s[0][lane] = z[0];
+                s[1][lane] = z[1];
+            }
+        }
+        true
+    }
+
     /// Filters interleaved frames in place. `data.len()` must be a multiple of the channel
     /// count; a trailing partial frame is left untouched.
     pub fn process(&mut self, data: &mut [f64]) {

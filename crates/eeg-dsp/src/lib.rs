@@ -31,5 +31,6 @@ pub use config::{
 };
 pub use design::{BandType, DesignError, Sos};
 pub use processor::{
-    Indices, OwnedWindow, Quality, SessionProcessor, ShapeError, Window, WindowSink,
+    Checkpoint, Indices, OwnedWindow, Quality, RestoreError, SessionProcessor, ShapeError, Window,
+    WindowSink,
 };

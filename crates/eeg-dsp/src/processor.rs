@@ -72,6 +72,54 @@ pub struct Window<'a> {
 }
 
 impl<'a> Window<'a> {
+    /// A window over given values rather than computed ones, e.g. to test code that consumes
+    /// windows. `band_power` and `relative_power` are channel-major (one row of
+    /// `bands.len()` values per channel), `total_power` and `quality` have one entry per
+    /// channel. The public fields start at zero (`settling` false) for the caller to set;
+    /// `indices` are computed from the values as the processor computes them.
+    ///
+    /// # Panics
+    /// When the slices do not have those lengths.
+    ///
+    /// ```
+    /// use eeg_dsp::{Band, Quality, Window};
+    /// let bands = [Band { name: "alpha".into(), lo_hz: 8.0, hi_hz: 13.0 }];
+    /// let quality = [Quality { good: true, ..Quality::default() }; 2];
+    /// let mut w = Window::from_parts(&bands, &[2.0, 4.0], &[0.5, 0.5], &[4.0, 8.0], &quality);
+    /// w.index = 7;
+    /// assert_eq!((w.n_channels(), w.band_power(1)), (2, &[4.0][..]));
+    /// ```
+    pub fn from_parts(
+        bands: &'a [Band],
+        band_power: &'a [f64],
+        relative_power: &'a [f64],
+        total_power: &'a [f64],
+        quality: &'a [Quality],
+    ) -> Window<'a> {
+        let (nch, nb) = (quality.len(), bands.len());
+        assert!(
+            total_power.len() == nch
+                && band_power.len() == nch * nb
+                && relative_power.len() == nch * nb,
+            "window parts do not describe {nch} channels x {nb} bands"
+        );
+        Window {
+            index: 0,
+            start_sample: 0,
+            len: 0,
+            start_ms: 0,
+            end_ms: 0,
+            settling: false,
+            bands,
+            n_bands: nb,
+            band_power,
+            relative_power,
+            total_power,
+            quality,
+            indices: indices(bands, band_power, quality),
+        }
+    }
+
     pub fn n_channels(&self) -> usize {
         self.total_power.len()
     }
@@ -214,6 +262,39 @@ impl<F: FnMut(&Window<'_>)> WindowSink for F {
     fn window(&mut self, window: &Window<'_>) {
         self(window)
     }
+}
+
+/// Where a session's stream stands between two blocks: sample position, window counter and
+/// filter state. Small (two values per filter section per channel), so it can be saved
+/// often; see [`SessionProcessor::checkpoint_into`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Samples per channel since the session's (last) start.
+    pub position: u64,
+    /// Windows completed since that start: the restored processor's next window. A
+    /// checkpoint kept while more windows completed is saved with the later count
+    /// ([`SessionProcessor::windows_since_start`]), so those windows are not emitted again.
+    pub next_window: u64,
+    /// Windows of the session before that start.
+    pub base_index: u64,
+    /// Unix time of the first sample since that start, ms.
+    pub t0_ms: i64,
+    /// Filter delay registers, channel by channel, `[z0, z1]` per section.
+    pub filter: Vec<f64>,
+}
+
+/// A checkpoint that does not fit the processor it is restored into.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("checkpoint has {got} filter values, the session needs {expected}")]
+    Filter { expected: usize, got: usize },
+    #[error("checkpoint at sample {position} is past the next window's start {next_window_start}")]
+    Position {
+        position: u64,
+        next_window_start: u64,
+    },
 }
 
 /// A block whose shape does not match the session.
@@ -509,6 +590,58 @@ impl SessionProcessor {
         for b in &mut self.blocks {
             b.clear();
         }
+    }
+
+    /// The session's state at this point of the stream, enough to carry on exactly from
+    /// here with [`SessionProcessor::restore`]. Reuses `out`'s buffer.
+    pub fn checkpoint_into(&self, out: &mut Checkpoint) {
+        out.position = self.pos;
+        out.next_window = self.since_start;
+        out.base_index = self.base_index;
+        out.t0_ms = self.t0_ms;
+        self.bank.state_into(&mut out.filter);
+    }
+
+    /// A processor that carries on from `checkpoint`, taken by a processor with the same
+    /// config, rate and channel count: fed the samples that followed the checkpoint, it
+    /// emits exactly the windows the original emitted after it, bit for bit (windows that
+    /// were completed before the checkpoint are not emitted again).
+    pub fn restore(
+        config: &ProcessingConfig,
+        fs: f64,
+        n_channels: usize,
+        checkpoint: &Checkpoint,
+    ) -> Result<SessionProcessor, RestoreError> {
+        let mut p = SessionProcessor::new(config, fs, n_channels, checkpoint.t0_ms)?;
+        if !p.bank.set_state(&checkpoint.filter) {
+            return Err(RestoreError::Filter {
+                expected: 2 * p.bank.n_sections() * n_channels,
+                got: checkpoint.filter.len(),
+            });
+        }
+        p.pos = checkpoint.position;
+        p.since_start = checkpoint.next_window;
+        p.base_index = checkpoint.base_index;
+        // Every sample of the next window must still come: its start may not be behind the
+        // checkpoint's position. The ring, the block statistics and the segment cache start
+        // empty; the part of a block before the next window's start is never read.
+        if p.next_window_start() < p.pos {
+            return Err(RestoreError::Position {
+                position: p.pos,
+                next_window_start: p.next_window_start(),
+            });
+        }
+        Ok(p)
+    }
+
+    /// Windows completed since the session's (last) start.
+    pub fn windows_since_start(&self) -> u64 {
+        self.since_start
+    }
+
+    /// First sample (since the session's last start) of the next window to complete.
+    pub fn next_window_start(&self) -> u64 {
+        self.since_start * self.plan.hop as u64
     }
 
     /// Makes the next window's index `next_index`, e.g. for a session whose processor was

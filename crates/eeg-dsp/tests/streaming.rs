@@ -240,3 +240,94 @@ fn windows_of_channel_subsets_join_into_the_whole() {
         "different windows"
     );
 }
+
+/// What a consumer does with checkpoints: one before every chunk, kept from the chunk that
+/// holds the next window's first sample. Restoring that one and re-feeding from its chunk
+/// must give exactly the windows an uninterrupted run gives from there on.
+fn crash_and_restore(
+    config: &ProcessingConfig,
+    nch: usize,
+    data: &[f64],
+    chunks: &[usize],
+    crash_after: usize,
+) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
+    let frames = data.len() / nch;
+    let mut bounds = vec![0];
+    let mut i = 0;
+    while bounds[bounds.len() - 1] < frames {
+        let at = *bounds.last().unwrap();
+        bounds.push(at + chunks[i % chunks.len()].min(frames - at));
+        i += 1;
+    }
+    let crash_after = crash_after % (bounds.len() - 1);
+    let mut p =
+        SessionProcessor::with_kernel(config, FS, nch, 1_700_000_000_000, Kernel::Scalar).unwrap();
+    let mut out = Vec::new();
+    let mut kept: Vec<(usize, eeg_dsp::Checkpoint)> = Vec::new();
+    for k in 0..=crash_after {
+        let mut cp = eeg_dsp::Checkpoint::default();
+        p.checkpoint_into(&mut cp);
+        kept.push((k, cp));
+        let (a, b) = (bounds[k], bounds[k + 1]);
+        p.push_interleaved(&data[a * nch..b * nch], &mut |w: &Window<'_>| {
+            out.push(fingerprint(w))
+        })
+        .unwrap();
+        let next = p.next_window_start();
+        while kept.len() > 1 && kept[1].1.position <= next {
+            kept.remove(0);
+        }
+    }
+    let emitted = out.len();
+    // The process dies here; everything after the kept checkpoint is fed again.
+    let (k0, mut cp) = kept.swap_remove(0);
+    cp.next_window = p.windows_since_start();
+    let mut q = SessionProcessor::restore(config, FS, nch, &cp).unwrap();
+    let mut resumed = out;
+    for k in k0..bounds.len() - 1 {
+        let (a, b) = (bounds[k], bounds[k + 1]);
+        q.push_interleaved(&data[a * nch..b * nch], &mut |w: &Window<'_>| {
+            resumed.push(fingerprint(w))
+        })
+        .unwrap();
+    }
+    let whole = run_chunks(config, nch, data, chunks, Kernel::Scalar);
+    assert!(emitted <= whole.len());
+    (resumed, whole)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn a_restored_checkpoint_continues_bit_for_bit(
+        nch in 1usize..6,
+        chunks in prop::collection::vec(1usize..400, 1..5),
+        crash_after in 0usize..200,
+        hop_s in prop::sample::select(vec![1.0, 0.3]),
+    ) {
+        let mut config = ProcessingConfig::default();
+        config.window.hop_s = hop_s;
+        let x = signal(nch, 3000, 13);
+        let (resumed, whole) = crash_and_restore(&config, nch, &x, &chunks, crash_after);
+        prop_assert!(!whole.is_empty());
+        prop_assert_eq!(resumed, whole);
+    }
+}
+
+#[test]
+fn a_checkpoint_past_the_next_window_is_refused() {
+    let config = ProcessingConfig::default();
+    let mut p = SessionProcessor::new(&config, FS, 2, 0).unwrap();
+    p.push_interleaved(&signal(2, 100, 1), &mut |_: &Window<'_>| {})
+        .unwrap();
+    let mut cp = eeg_dsp::Checkpoint::default();
+    p.checkpoint_into(&mut cp);
+    // Window 0 starts at sample 0, which a processor restored at sample 100 never sees.
+    let err = SessionProcessor::restore(&config, FS, 2, &cp).unwrap_err();
+    assert!(err.to_string().contains("past the next window"), "{err}");
+    cp.position = 0;
+    cp.filter.pop();
+    let err = SessionProcessor::restore(&config, FS, 2, &cp).unwrap_err();
+    assert!(err.to_string().contains("filter values"), "{err}");
+}
