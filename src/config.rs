@@ -4,6 +4,7 @@
 //! to a default) and checked whole before any input is read.
 
 use eeg_dsp::{Band, ProcessingConfig};
+use eeg_publish::TriggerConfig;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -18,6 +19,21 @@ struct File {
     bands: Option<toml::Table>,
     #[serde(default)]
     quality: QualitySection,
+    /// The `[[triggers]]` tables, kept as tables so that eeg_publish reads them and its errors
+    /// name the rule and the key (docs/triggers.md).
+    triggers: Option<Vec<toml::Table>>,
+}
+
+/// Everything the config file defines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub processing: ProcessingConfig,
+    /// The `[[triggers]]` rules; the default rules when the file has no `triggers`.
+    #[allow(
+        dead_code,
+        reason = "every command checks the rules; only the Kafka service evaluates them"
+    )]
+    pub triggers: TriggerConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +71,12 @@ pub fn load(path: &Path) -> Result<ProcessingConfig, String> {
 
 /// Parses config text; the error names the line or key.
 pub fn parse(text: &str) -> Result<ProcessingConfig, String> {
+    parse_all(text).map(|c| c.processing)
+}
+
+/// Parses config text, trigger rules included; the error names the line or key (for a rule:
+/// its index, id and key).
+pub fn parse_all(text: &str) -> Result<Config, String> {
     let file: File = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| {
             text.as_bytes()[..s.start.min(text.len())]
@@ -97,7 +119,18 @@ pub fn parse(text: &str) -> Result<ProcessingConfig, String> {
         ));
     }
     // Checks that need no sample rate; the rest is checked per input once its rate is known.
-    c.validate().map_err(|e| e.to_string()).map(|()| c)
+    c.validate().map_err(|e| e.to_string())?;
+    let triggers = match file.triggers {
+        Some(tables) => {
+            let bands: Vec<&str> = c.bands.iter().map(|b| b.name.as_str()).collect();
+            TriggerConfig::from_tables(&tables, &bands).map_err(|e| e.to_string())?
+        }
+        None => TriggerConfig::default(),
+    };
+    Ok(Config {
+        processing: c,
+        triggers,
+    })
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -160,5 +193,48 @@ mod tests {
         assert_eq!(e, "filter.mains_hz: must be 50, 60 or 0 (off), got 55");
         let e = parse("[bands]\nalpha = [13, 8]\n").unwrap_err();
         assert!(e.starts_with("bands.alpha: must be [low, high]"), "{e}");
+    }
+
+    #[test]
+    fn triggers_sit_beside_the_other_tables() {
+        let c = parse_all(
+            "[filter]\nmains_hz = 60\n\n[[triggers]]\nid = \"mu_up\"\nmetric = \"band_power.mu\"\n\
+             op = \">\"\nthreshold = 4\nfor_windows = 3\n\n[bands]\nmu = [8, 12]\n",
+        )
+        .unwrap();
+        assert_eq!(c.processing.filter.mains_hz, 60.0);
+        let ids: Vec<_> = c.triggers.rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["mu_up"]);
+        assert_eq!(c.triggers.rules[0].for_windows, 3);
+        // No triggers: the default rules; an empty list: none.
+        assert_eq!(parse_all("").unwrap().triggers, TriggerConfig::default());
+        assert!(
+            parse_all("triggers = []\n")
+                .unwrap()
+                .triggers
+                .rules
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn trigger_errors_name_the_rule_and_key() {
+        let rule = "[[triggers]]\nid = \"a\"\nmetric = \"indices.engagement\"\nop = \">\"\nthreshold = 1\n";
+        let e = parse(&format!("{rule}{rule}")).unwrap_err();
+        assert_eq!(e, "triggers[1] (id \"a\"): id: duplicate of triggers[0]");
+        let e = parse(&format!("{rule}for_windos = 2\n")).unwrap_err();
+        assert!(
+            e.starts_with("triggers[0] (id \"a\"): for_windos: unknown field"),
+            "{e}"
+        );
+        // The band must be one of the file's bands (here the defaults are replaced).
+        let e = parse(
+            "[bands]\nlow = [1, 8]\n[[triggers]]\nid = \"b\"\nmetric = \"relative_power.alpha\"\nop = \"<\"\nthreshold = 0.1\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "triggers[0] (id \"b\"): metric: band \"alpha\" is not one of the configured bands (low)"
+        );
     }
 }
