@@ -1,4 +1,4 @@
-//! `eeg-pipeline`: real-time EEG processing, offline on files or (later) on Kafka.
+//! `eeg-pipeline`: real-time EEG processing, offline on files or as a Kafka service.
 //!
 //! This file only parses arguments, sets up logging and maps errors to exit codes:
 //! 0 success, 2 bad input or usage (a one-line message names the file, line or key),
@@ -7,6 +7,8 @@
 mod config;
 mod output;
 mod process;
+mod replay;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +25,10 @@ struct Cli {
 enum Command {
     /// Process an EEG file offline: EDF, EDF+, BDF or raw JSONL in, eeg.processed/1 JSONL out.
     Process(ProcessArgs),
+    /// Run the Kafka service: consume eeg.raw.data, publish eeg.processed.data.
+    Run(run::RunArgs),
+    /// Publish an EEG file to eeg.raw.data as one or more simulated devices.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +88,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Process(args) => process::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Replay(args) => replay::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use eeg_dsp::OwnedWindow;
 use eeg_dsp::{ProcessingConfig, SessionProcessor, Window};
 use eeg_edf::EdfReader;
-use std::collections::HashMap;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -53,13 +53,13 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Edf,
     Jsonl,
 }
 
 /// EDF/BDF by extension, JSONL by extension or for standard input; otherwise by content.
-fn detect(input: &Path) -> anyhow::Result<Kind> {
+pub(crate) fn detect(input: &Path) -> anyhow::Result<Kind> {
     if input == Path::new("-") {
         return Ok(Kind::Jsonl);
     }
@@ -87,7 +87,7 @@ fn detect(input: &Path) -> anyhow::Result<Kind> {
     }
 }
 
-fn progress_bar(input: &Path, quiet: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(input: &Path, quiet: bool) -> indicatif::ProgressBar {
     let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
     if quiet || size < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -480,75 +480,15 @@ fn process_edf(
         );
     }
 
-    // Data signals to process, as (index among data signals, label, µV factor, rate).
-    let data: Vec<(usize, &eeg_edf::SignalHeader)> = header
-        .signals
-        .iter()
-        .filter(|s| !s.is_annotation)
-        .enumerate()
-        .collect();
-    let selected: Vec<(usize, &eeg_edf::SignalHeader)> = match &args.channels {
-        Some(wanted) => {
-            let mut sel = Vec::new();
-            for w in wanted {
-                match data.iter().find(|(_, s)| s.label == *w) {
-                    Some(&d) => sel.push(d),
-                    None => {
-                        let labels: Vec<&str> =
-                            data.iter().map(|(_, s)| s.label.as_str()).collect();
-                        return Err(BadInput(format!(
-                            "{name}: --channels: no signal labelled '{w}' (signals: {})",
-                            labels.join(", ")
-                        ))
-                        .into());
-                    }
-                }
-            }
-            sel
-        }
-        None => {
-            let (volts, other): (Vec<_>, Vec<_>) = data
-                .iter()
-                .copied()
-                .partition(|(_, s)| s.microvolts_per_unit().is_some());
-            for (_, s) in &other {
-                tracing::warn!(
-                    "{name}: signal '{}' in '{}' is not a voltage; skipped (select it with --channels to process it)",
-                    s.label,
-                    s.physical_dimension
-                );
-            }
-            volts
-        }
-    };
-    if selected.is_empty() {
-        return Err(BadInput(format!("{name}: no EEG signal to process")).into());
-    }
-
-    // One session per sample rate: signals at different rates are never resampled.
+    let groups = session_groups(
+        &name,
+        path,
+        &header,
+        args.channels.as_deref(),
+        args.session_id.as_deref(),
+    )?;
     let duration = header.record_duration_s;
-    let mut groups: Vec<(f64, Vec<usize>, Vec<String>)> = Vec::new();
-    for (i, s) in &selected {
-        let rate = s.sample_rate_hz(duration);
-        match groups.iter_mut().find(|g| g.0 == rate) {
-            Some(g) => {
-                g.1.push(*i);
-                g.2.push(s.label.clone());
-            }
-            None => groups.push((rate, vec![*i], vec![s.label.clone()])),
-        }
-    }
-    let base_id = args.session_id.clone().unwrap_or_else(|| {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "session".into())
-    });
-    let device_id = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| name.clone());
     let t0 = header.start_unix_ms();
-    let multi = groups.len() > 1;
 
     struct Group {
         engine: Engine,
@@ -556,25 +496,21 @@ fn process_edf(
         summary: Summary,
     }
     let mut sessions = Vec::new();
-    for (rate, signals, labels) in groups {
-        let session_id = if multi {
-            format!("{base_id}@{rate}Hz")
-        } else {
-            base_id.clone()
-        };
-        let engine = Engine::new(config, rate, &signals, t0, args.threads.max(1))
+    for g in groups {
+        let rate = g.rate;
+        let engine = Engine::new(config, rate, &g.signals, t0, args.threads.max(1))
             .map_err(|e| BadInput(format!("{name}: {e} (signals at {rate} Hz)")))?;
         for w in &engine.plan().warnings {
             tracing::warn!("{name}: {w}");
         }
         sessions.push(Group {
-            summary: Summary::new(&session_id, rate, signals.len(), &config.bands),
+            summary: Summary::new(&g.session_id, rate, g.signals.len(), &config.bands),
             meta: Arc::new(output::session_meta(
-                &session_id,
-                &device_id,
+                &g.session_id,
+                &g.device_id,
                 None,
                 rate,
-                labels,
+                g.labels,
             )),
             engine,
         });
@@ -665,23 +601,8 @@ fn process_jsonl(
     let mut line = Vec::new();
     let mut line_no = 0u64;
 
-    struct Session {
-        processor: SessionProcessor,
-        meta: Arc<output::SessionMeta>,
-        next_seq: u64,
-        summary: Summary,
-    }
-    let mut sessions: HashMap<String, Session> = HashMap::new();
+    let mut sessions: eeg_ingest::Sessions<Summary> = eeg_ingest::Sessions::new(config.clone());
     let mut order: Vec<String> = Vec::new();
-    let meta_of = |b: &eeg_schema::RawBatch| {
-        Arc::new(output::session_meta(
-            &b.session_id,
-            &b.device_id,
-            b.user_id.as_deref(),
-            b.sample_rate_hz,
-            b.channels.clone(),
-        ))
-    };
     loop {
         line.clear();
         let n = (&mut reader)
@@ -706,70 +627,46 @@ fn process_jsonl(
         }
         let batch = eeg_schema::decode_raw(text, &limits)
             .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
-        let fs = batch.sample_rate_hz;
-        let start = || {
-            let p = SessionProcessor::new(config, fs, batch.channels.len(), batch.start_ms)
-                .map_err(|e| {
-                    BadInput(format!(
-                        "{name}: line {line_no}: session '{}': {e}",
-                        batch.session_id
-                    ))
-                })?;
-            for w in &p.plan().warnings {
+        let (admission, session) = sessions
+            .admit(&batch, line_no, |b| {
+                Summary::new(
+                    &b.session_id,
+                    b.sample_rate_hz,
+                    b.channels.len(),
+                    &config.bands,
+                )
+            })
+            .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
+        let Some(session) = session else {
+            if let Some(s) = sessions.get_mut(&batch.session_id) {
+                s.extra.duplicates += 1;
+            }
+            continue;
+        };
+        match admission {
+            eeg_ingest::Admission::New => order.push(batch.session_id.clone()),
+            eeg_ingest::Admission::Reset(ref reason) => {
+                tracing::warn!(
+                    "{name}: line {line_no}: session '{}': {reason}; state reset",
+                    batch.session_id
+                );
+                session.extra.resets += 1;
+            }
+            _ => {}
+        }
+        if matches!(
+            admission,
+            eeg_ingest::Admission::New
+                | eeg_ingest::Admission::Reset(eeg_ingest::ResetReason::ShapeChanged)
+        ) {
+            for w in &session.processor.plan().warnings {
                 tracing::warn!("{name}: session '{}': {w}", batch.session_id);
             }
-            Ok::<_, BadInput>(p)
-        };
-        let session = match sessions.get_mut(&batch.session_id) {
-            Some(s) => {
-                if batch.seq < s.next_seq {
-                    s.summary.duplicates += 1;
-                    continue;
-                }
-                let same_shape = s.meta.sample_rate_hz == fs && s.meta.channels == batch.channels;
-                if !same_shape {
-                    tracing::warn!(
-                        "{name}: line {line_no}: session '{}' changed its sample rate or channels; state reset",
-                        batch.session_id
-                    );
-                    let next = s.processor.windows_emitted();
-                    s.processor = start()?;
-                    s.processor.continue_numbering(next);
-                    s.meta = meta_of(&batch);
-                    s.summary.resets += 1;
-                } else if batch.seq > s.next_seq {
-                    tracing::warn!(
-                        "{name}: line {line_no}: session '{}' jumps from seq {} to {}; state reset",
-                        batch.session_id,
-                        s.next_seq - 1,
-                        batch.seq
-                    );
-                    s.processor.reset(batch.start_ms);
-                    s.summary.resets += 1;
-                }
-                s
-            }
-            None => {
-                let processor = start()?;
-                order.push(batch.session_id.clone());
-                sessions.entry(batch.session_id.clone()).or_insert(Session {
-                    summary: Summary::new(
-                        &batch.session_id,
-                        fs,
-                        batch.channels.len(),
-                        &config.bands,
-                    ),
-                    meta: meta_of(&batch),
-                    next_seq: batch.seq,
-                    processor,
-                })
-            }
-        };
-        session.next_seq = batch.seq + 1;
+        }
         let mut sink = RecordSink {
             meta: &session.meta,
             writer,
-            summary: &mut session.summary,
+            summary: &mut session.extra,
             closed: false,
         };
         session
@@ -785,6 +682,110 @@ fn process_jsonl(
     }
     Ok(order
         .into_iter()
-        .filter_map(|id| sessions.remove(&id).map(|s| s.summary))
+        .filter_map(|id| sessions.remove(&id).map(|s| s.extra))
+        .collect())
+}
+
+/// One session of an EDF/BDF file: its data signals at one sample rate.
+#[derive(Debug)]
+pub struct SessionGroup {
+    pub session_id: String,
+    pub device_id: String,
+    pub rate: f64,
+    /// Indices among the file's data signals (annotation signals excluded).
+    pub signals: Vec<usize>,
+    pub labels: Vec<String>,
+}
+
+/// The sessions of an EDF/BDF file: the voltage signals (or the `channels` asked for),
+/// one session per sample rate, never resampled. A file with several rates gets session ids
+/// suffixed with the rate (`ID@256Hz`).
+pub fn session_groups(
+    name: &str,
+    path: &Path,
+    header: &eeg_edf::Header,
+    channels: Option<&[String]>,
+    session_id: Option<&str>,
+) -> Result<Vec<SessionGroup>, BadInput> {
+    // Data signals to process, as (index among data signals, label, µV factor, rate).
+    let data: Vec<(usize, &eeg_edf::SignalHeader)> = header
+        .signals
+        .iter()
+        .filter(|s| !s.is_annotation)
+        .enumerate()
+        .collect();
+    let selected: Vec<(usize, &eeg_edf::SignalHeader)> = match channels {
+        Some(wanted) => {
+            let mut sel = Vec::new();
+            for w in wanted {
+                match data.iter().find(|(_, s)| s.label == *w) {
+                    Some(&d) => sel.push(d),
+                    None => {
+                        let labels: Vec<&str> =
+                            data.iter().map(|(_, s)| s.label.as_str()).collect();
+                        return Err(BadInput(format!(
+                            "{name}: --channels: no signal labelled '{w}' (signals: {})",
+                            labels.join(", ")
+                        )));
+                    }
+                }
+            }
+            sel
+        }
+        None => {
+            let (volts, other): (Vec<_>, Vec<_>) = data
+                .iter()
+                .copied()
+                .partition(|(_, s)| s.microvolts_per_unit().is_some());
+            for (_, s) in &other {
+                tracing::warn!(
+                    "{name}: signal '{}' in '{}' is not a voltage; skipped (select it with --channels to process it)",
+                    s.label,
+                    s.physical_dimension
+                );
+            }
+            volts
+        }
+    };
+    if selected.is_empty() {
+        return Err(BadInput(format!("{name}: no EEG signal to process")));
+    }
+
+    // One session per sample rate: signals at different rates are never resampled.
+    let duration = header.record_duration_s;
+    let mut groups: Vec<(f64, Vec<usize>, Vec<String>)> = Vec::new();
+    for (i, s) in &selected {
+        let rate = s.sample_rate_hz(duration);
+        match groups.iter_mut().find(|g| g.0 == rate) {
+            Some(g) => {
+                g.1.push(*i);
+                g.2.push(s.label.clone());
+            }
+            None => groups.push((rate, vec![*i], vec![s.label.clone()])),
+        }
+    }
+    let base_id = session_id.map(str::to_string).unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "session".into())
+    });
+    let device_id = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string());
+    let multi = groups.len() > 1;
+    Ok(groups
+        .into_iter()
+        .map(|(rate, signals, labels)| SessionGroup {
+            session_id: if multi {
+                format!("{base_id}@{rate}Hz")
+            } else {
+                base_id.clone()
+            },
+            device_id: device_id.clone(),
+            rate,
+            signals,
+            labels,
+        })
         .collect())
 }

@@ -1,0 +1,1015 @@
+//! The Kafka service: consume `eeg.raw.data` in a consumer group, run every session through
+//! its [`SessionProcessor`](eeg_dsp::SessionProcessor), publish `eeg.processed.data`, and
+//! store a partition's offset only once everything its messages produced is acknowledged.
+//!
+//! Threads: one polls the consumer (and runs the rebalance callbacks), one worker per
+//! assigned partition does the decoding and DSP in offset order, and librdkafka's producer
+//! thread delivers. Nothing here runs on an async runtime.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use eeg_dsp::{Checkpoint, ProcessingConfig, SessionProcessor, Window, WindowSink};
+use eeg_schema::{Limits, ProcessedRecord, SessionMeta, encode_processed};
+
+use crate::sessions::{Admission, Session, Sessions};
+use crate::state;
+
+/// Topic names; the defaults are the system's (see the README's topic table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub raw: String,
+    pub processed: String,
+    pub triggers: String,
+    pub dlq: String,
+    /// Session snapshots (compacted; same partition count as `raw`).
+    pub state: String,
+}
+
+impl Default for Topics {
+    fn default() -> Topics {
+        Topics {
+            raw: "eeg.raw.data".into(),
+            processed: "eeg.processed.data".into(),
+            triggers: "analytics.triggers".into(),
+            dlq: "eeg.raw.data.dlq".into(),
+            state: "eeg.session.state".into(),
+        }
+    }
+}
+
+/// Everything the service needs to run.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub topics: Topics,
+    pub processing: ProcessingConfig,
+    /// Sessions with no message for this long are dropped from memory.
+    pub session_idle: Duration,
+    /// Time allowed, after a stop is requested, to finish in-flight work and commit.
+    pub shutdown_timeout: Duration,
+    /// Messages queued per partition before the partition is paused.
+    pub partition_queue: usize,
+    /// How often a partition's session snapshots are saved and its offset moved on.
+    pub snapshot_interval: Duration,
+    /// Further librdkafka properties for both clients (security settings, timeouts).
+    pub kafka: Vec<(String, String)>,
+    /// Further librdkafka properties for the consumer only (e.g. `session.timeout.ms`).
+    pub consumer_kafka: Vec<(String, String)>,
+}
+
+impl ServiceConfig {
+    pub fn new(bootstrap_servers: impl Into<String>, group_id: impl Into<String>) -> ServiceConfig {
+        ServiceConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            group_id: group_id.into(),
+            topics: Topics::default(),
+            processing: ProcessingConfig::default(),
+            session_idle: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(20),
+            partition_queue: 256,
+            snapshot_interval: Duration::from_secs(1),
+            kafka: Vec::new(),
+            consumer_kafka: Vec::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.kafka {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Counters of what the service did, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub consumed: AtomicU64,
+    pub records_published: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub resets: AtomicU64,
+    pub sessions_started: AtomicU64,
+    pub sessions_evicted: AtomicU64,
+    pub active_sessions: AtomicU64,
+    pub rebalances: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("kafka client: {0}")]
+    Client(#[from] KafkaError),
+    #[error("output lost: {0}; stopped without storing the offsets of the lost output")]
+    DeliveryFailed(String),
+    #[error("partition worker for {0} stopped unexpectedly")]
+    WorkerDied(i32),
+}
+
+/// A raw message's outputs, or a partition's snapshots, still waiting for the broker's
+/// acknowledgement.
+#[derive(Debug)]
+struct Pending {
+    /// The raw message (for snapshots: the last message processed before them).
+    offset: i64,
+    /// For snapshots: the offset they make safe to commit once they and everything before
+    /// them are acknowledged.
+    commit: Option<i64>,
+    /// Outputs not yet acknowledged, plus one while the worker is still producing them.
+    remaining: AtomicUsize,
+}
+
+impl Pending {
+    fn ack(&self) {
+        self.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
+    fn done(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Messages of one partition in offset order, from handed to a worker to acknowledged.
+#[derive(Debug, Default)]
+struct Tracker {
+    queue: Mutex<VecDeque<Arc<Pending>>>,
+}
+
+impl Tracker {
+    fn push(&self, p: Arc<Pending>) {
+        self.queue.lock().expect("tracker lock").push_back(p);
+    }
+
+    /// The offset to commit: that of the last snapshot set which, with everything handed
+    /// over before it, is acknowledged. `None` when no new one completed.
+    fn frontier(&self) -> Option<i64> {
+        let mut q = self.queue.lock().expect("tracker lock");
+        let mut next = None;
+        while q.front().is_some_and(|p| p.done()) {
+            if let Some(c) = q.pop_front().and_then(|p| p.commit) {
+                next = Some(c);
+            }
+        }
+        next
+    }
+}
+
+/// The producer's context: delivery reports settle [`Pending`] messages. A failed
+/// delivery is never settled, so the offset of its message is never committed.
+#[derive(Debug, Default)]
+struct Deliveries {
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => pending.ack(),
+            Err((e, m)) => {
+                let line = format!(
+                    "delivery to {} failed after retries: {e} (source offset {})",
+                    m.topic(),
+                    pending.offset
+                );
+                tracing::error!("{line}");
+                self.failed.store(true, Ordering::Release);
+                self.failure
+                    .lock()
+                    .expect("failure lock")
+                    .get_or_insert(line);
+            }
+        }
+    }
+}
+
+type Publisher = ThreadedProducer<Deliveries>;
+
+/// A message handed from the polling thread to a partition worker.
+#[derive(Debug)]
+struct Inbound {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+/// The polling thread's handle on one partition.
+#[derive(Debug)]
+struct Partition {
+    tx: Option<SyncSender<Inbound>>,
+    /// Messages that arrived while the worker's queue was full; the partition is paused
+    /// until they are handed over.
+    overflow: VecDeque<Inbound>,
+    paused: bool,
+    tracker: Arc<Tracker>,
+    worker: Option<JoinHandle<()>>,
+    stored: Option<i64>,
+}
+
+/// State shared by the polling loop and the rebalance callbacks (which run inside `poll`).
+struct Shared {
+    config: ServiceConfig,
+    producer: Publisher,
+    stats: Arc<Stats>,
+    partitions: Mutex<HashMap<i32, Partition>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+struct Rebalancing(Arc<Shared>);
+
+impl ClientContext for Rebalancing {}
+
+impl ConsumerContext for Rebalancing {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!("partitions {ids:?} revoked; finishing their in-flight work");
+            self.0.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+            // Rebalance callbacks run inside `poll`, before librdkafka releases the
+            // partitions: finishing and committing here means the next owner starts
+            // exactly after the last acknowledged output.
+            let deadline = Instant::now() + self.0.config.shutdown_timeout.min(revoke_budget());
+            let _ = self.0.release(consumer, &ids, deadline);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if !ids.is_empty() {
+                    tracing::info!("partitions {ids:?} assigned");
+                    self.0.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                }
+                for id in ids {
+                    self.0.start_partition(id);
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
+        }
+    }
+}
+
+/// Time a revoke may take: well inside the default `session.timeout.ms` (45 s) and the
+/// default `max.poll.interval.ms`, so the member is not thrown out of the group meanwhile.
+fn revoke_budget() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Shared {
+    fn start_partition(self: &Arc<Self>, id: i32) {
+        let mut parts = self.partitions.lock().expect("partitions lock");
+        if parts.contains_key(&id) {
+            return;
+        }
+        let (tx, rx) = sync_channel(self.config.partition_queue);
+        let tracker = Arc::new(Tracker::default());
+        let worker = {
+            let shared = Arc::clone(self);
+            let tracker = Arc::clone(&tracker);
+            std::thread::Builder::new()
+                .name(format!("partition-{id}"))
+                .spawn(move || PartitionWorker::new(shared, id, tracker).run(rx))
+                .expect("spawning a partition worker")
+        };
+        parts.insert(
+            id,
+            Partition {
+                tx: Some(tx),
+                overflow: VecDeque::new(),
+                paused: false,
+                tracker,
+                worker: Some(worker),
+                stored: None,
+            },
+        );
+    }
+
+    /// Finishes the queued work of `ids`, waits (until `deadline`) for its outputs to be
+    /// acknowledged, commits their offsets and forgets them.
+    fn release(
+        &self,
+        consumer: &BaseConsumer<Rebalancing>,
+        ids: &[i32],
+        deadline: Instant,
+    ) -> Result<(), KafkaError> {
+        let mut gone = Vec::new();
+        {
+            let mut parts = self.partitions.lock().expect("partitions lock");
+            for id in ids {
+                if let Some(mut p) = parts.remove(id) {
+                    // Closing the queue lets the worker finish what it holds, then exit;
+                    // overflow messages were never handed over and are re-read by the
+                    // next owner.
+                    p.tx = None;
+                    p.overflow.clear();
+                    gone.push((*id, p));
+                }
+            }
+        }
+        for (_, p) in &mut gone {
+            if let Some(w) = p.worker.take() {
+                let _ = w.join();
+            }
+        }
+        while Instant::now() < deadline
+            && !self.producer.context().failed.load(Ordering::Acquire)
+            && gone.iter().any(|(_, p)| !queue_settled(&p.tracker))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (id, p) in &gone {
+            if self.producer.context().failed.load(Ordering::Acquire) {
+                break;
+            }
+            if let Some(next) = p.tracker.frontier().or(p.stored) {
+                tpl.add_partition_offset(&self.config.topics.raw, *id, Offset::Offset(next))?;
+            }
+        }
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, CommitMode::Sync).inspect_err(|e| {
+                tracing::warn!("committing released partitions failed: {e}");
+            })?;
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+fn queue_settled(t: &Tracker) -> bool {
+    t.queue
+        .lock()
+        .expect("tracker lock")
+        .iter()
+        .all(|p| p.done())
+}
+
+/// Handle to ask a running service to stop.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+    fn requested(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The running service.
+#[derive(Debug)]
+pub struct Service {
+    shared: Arc<Shared>,
+    stop: StopHandle,
+}
+
+impl Service {
+    /// Creates the clients; no network round trip happens here.
+    pub fn new(config: ServiceConfig) -> Result<Service, ServiceError> {
+        let producer: Publisher = config
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create_with_context(Deliveries::default())?;
+        Ok(Service {
+            shared: Arc::new(Shared {
+                config,
+                producer,
+                stats: Arc::new(Stats::default()),
+                partitions: Mutex::new(HashMap::new()),
+            }),
+            stop: StopHandle::default(),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Consumes until [`StopHandle::stop`] is called (then drains, commits and returns
+    /// `Ok`) or an output is lost (then returns the error without committing past it).
+    pub fn run(self) -> Result<(), ServiceError> {
+        let shared = self.shared;
+        let config = &shared.config;
+        let mut client = config.client_config();
+        for (k, v) in &config.consumer_kafka {
+            client.set(k, v);
+        }
+        let consumer: BaseConsumer<Rebalancing> = client
+            .set("group.id", &config.group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(Rebalancing(Arc::clone(&shared)))?;
+        consumer.subscribe(&[&config.topics.raw])?;
+        tracing::info!(
+            "consuming {} as group {} from {}",
+            config.topics.raw,
+            config.group_id,
+            config.bootstrap_servers
+        );
+        let mut failure = None;
+        while !self.stop.requested() {
+            if let Some(line) = delivery_failure(&shared) {
+                failure = Some(line);
+                break;
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(m)) => {
+                    shared.stats.consumed.fetch_add(1, Ordering::Relaxed);
+                    let inbound = Inbound {
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    };
+                    shared.hand_over(&consumer, m.partition(), inbound)?;
+                }
+                Some(Err(e)) => log_consumer_error(&e),
+            }
+            shared.housekeeping(&consumer)?;
+        }
+        if let Some(line) = failure {
+            // Nothing more is stored: the lost output's message and everything after it
+            // will be consumed again by whoever owns the partition next.
+            return Err(ServiceError::DeliveryFailed(line));
+        }
+        tracing::info!("stopping: finishing in-flight work");
+        let deadline = Instant::now() + config.shutdown_timeout;
+        let ids: Vec<i32> = shared
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .keys()
+            .copied()
+            .collect();
+        shared.release(&consumer, &ids, deadline)?;
+        consumer.unsubscribe();
+        let left = deadline.saturating_duration_since(Instant::now());
+        shared.producer.flush(left)?;
+        if let Some(line) = delivery_failure(&shared) {
+            return Err(ServiceError::DeliveryFailed(line));
+        }
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+fn delivery_failure(shared: &Shared) -> Option<String> {
+    let ctx = shared.producer.context();
+    if ctx.failed.load(Ordering::Acquire) {
+        ctx.failure.lock().expect("failure lock").clone()
+    } else {
+        None
+    }
+}
+
+fn log_consumer_error(e: &KafkaError) {
+    // Transient broker errors are retried by librdkafka; they are worth a line, not a stop.
+    tracing::warn!("consumer: {e}");
+}
+
+impl Shared {
+    fn hand_over(
+        &self,
+        consumer: &BaseConsumer<Rebalancing>,
+        id: i32,
+        inbound: Inbound,
+    ) -> Result<(), ServiceError> {
+        let mut parts = self.partitions.lock().expect("partitions lock");
+        let Some(p) = parts.get_mut(&id) else {
+            // A message of a partition already released: its next owner reads it again.
+            return Ok(());
+        };
+        if !p.overflow.is_empty() {
+            p.overflow.push_back(inbound);
+            return Ok(());
+        }
+        let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
+        match tx.try_send(inbound) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(inbound)) => {
+                p.overflow.push_back(inbound);
+                if !p.paused {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&self.config.topics.raw, id);
+                    consumer.pause(&tpl)?;
+                    p.paused = true;
+                    tracing::debug!("partition {id} paused: processing is behind");
+                }
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(ServiceError::WorkerDied(id)),
+        }
+    }
+
+    /// Hands over overflow, resumes partitions that caught up, and stores the offsets of
+    /// messages whose outputs are all acknowledged.
+    fn housekeeping(&self, consumer: &BaseConsumer<Rebalancing>) -> Result<(), ServiceError> {
+        let mut parts = self.partitions.lock().expect("partitions lock");
+        let mut store = TopicPartitionList::new();
+        for (&id, p) in parts.iter_mut() {
+            let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
+            while let Some(m) = p.overflow.pop_front() {
+                match tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(m)) => {
+                        p.overflow.push_front(m);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(ServiceError::WorkerDied(id)),
+                }
+            }
+            if p.paused && p.overflow.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&self.config.topics.raw, id);
+                consumer.resume(&tpl)?;
+                p.paused = false;
+                tracing::debug!("partition {id} resumed");
+            }
+            if let Some(next) = p.tracker.frontier() {
+                p.stored = Some(next);
+                store.add_partition_offset(&self.config.topics.raw, id, Offset::Offset(next))?;
+            }
+        }
+        drop(parts);
+        if store.count() > 0 {
+            match consumer.store_offsets(&store) {
+                Ok(()) => {}
+                // A partition revoked meanwhile: its offsets were committed on release.
+                Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A checkpoint taken just before one of the session's messages.
+#[derive(Debug)]
+struct Entry {
+    offset: i64,
+    seq: u64,
+    checkpoint: Checkpoint,
+}
+
+/// What the worker keeps beside each session's processor to snapshot it.
+#[derive(Debug, Default)]
+struct Tracked {
+    /// Checkpoints from the session's boundary (the first message still needed by an
+    /// unpublished window) to its last message.
+    entries: VecDeque<Entry>,
+    /// A restored session's boundary until its boundary message is processed again.
+    restored_at: Option<i64>,
+    /// `(next_seq, next window)` of the last snapshot saved, to skip unchanged ones.
+    saved: Option<(u64, u64)>,
+}
+
+impl Tracked {
+    fn boundary_offset(&self) -> Option<i64> {
+        self.entries.front().map(|e| e.offset).or(self.restored_at)
+    }
+}
+
+/// Decodes, processes and publishes one partition's messages in offset order.
+struct PartitionWorker {
+    shared: Arc<Shared>,
+    partition: i32,
+    tracker: Arc<Tracker>,
+    sessions: Sessions<Tracked>,
+    limits: Limits,
+    started: Instant,
+    buf: Vec<u8>,
+    /// Last message processed, and whether any was since the last snapshot set.
+    last_offset: Option<i64>,
+    dirty: bool,
+    /// Sessions evicted since the last snapshot set; their snapshots are deleted.
+    evicted: Vec<String>,
+    /// Checkpoint buffers to reuse.
+    spare: Vec<Checkpoint>,
+}
+
+impl PartitionWorker {
+    fn new(shared: Arc<Shared>, partition: i32, tracker: Arc<Tracker>) -> PartitionWorker {
+        let sessions = Sessions::new(shared.config.processing.clone());
+        PartitionWorker {
+            shared,
+            partition,
+            tracker,
+            sessions,
+            limits: Limits::default(),
+            started: Instant::now(),
+            buf: Vec::new(),
+            last_offset: None,
+            dirty: false,
+            evicted: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn now_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    fn run(mut self, rx: Receiver<Inbound>) {
+        self.restore();
+        let interval = self.shared.config.snapshot_interval;
+        let mut last_snapshot = Instant::now();
+        let mut last_sweep = 0;
+        loop {
+            match rx.recv_timeout(interval.min(Duration::from_secs(1))) {
+                Ok(m) => self.handle(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = self.now_s();
+            if now != last_sweep {
+                last_sweep = now;
+                self.evict_idle(now);
+            }
+            if last_snapshot.elapsed() >= interval {
+                last_snapshot = Instant::now();
+                self.snapshot();
+            }
+        }
+        // Released (revoked or stopping): save where every session stands, so the offset
+        // committed now lets the next owner carry on exactly.
+        self.snapshot();
+        let n = self.sessions.len() as u64;
+        self.shared
+            .stats
+            .active_sessions
+            .fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Loads this partition's session snapshots before any of its messages is processed.
+    fn restore(&mut self) {
+        let config = &self.shared.config;
+        let snapshots = match state::read_partition(
+            &config.client_config(),
+            &config.topics.state,
+            self.partition,
+            config.shutdown_timeout,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                // Without its snapshots the partition's sessions restart (settling) from
+                // the committed offset: output goes on, a few windows differ.
+                tracing::error!(
+                    "partition {}: session snapshots not restored: {e}",
+                    self.partition
+                );
+                return;
+            }
+        };
+        let mut restored = 0;
+        for (id, snap) in snapshots {
+            match SessionProcessor::restore(
+                self.sessions.config(),
+                snap.sample_rate_hz,
+                snap.channels.len(),
+                &snap.checkpoint,
+            ) {
+                Ok(processor) => {
+                    let key = (snap.next_seq, snap.checkpoint.next_window);
+                    self.sessions.insert(
+                        id,
+                        Session {
+                            processor,
+                            meta: Arc::new(SessionMeta {
+                                session_id: snap.session_id,
+                                device_id: snap.device_id,
+                                user_id: snap.user_id,
+                                sample_rate_hz: snap.sample_rate_hz,
+                                channels: snap.channels,
+                            }),
+                            next_seq: snap.next_seq,
+                            last_seen: self.now_s(),
+                            extra: Tracked {
+                                entries: VecDeque::new(),
+                                restored_at: Some(snap.source_offset),
+                                saved: Some(key),
+                            },
+                        },
+                    );
+                    restored += 1;
+                }
+                Err(e) => tracing::warn!(
+                    "partition {}: snapshot of session '{id}' does not fit the current config ({e}); the session restarts",
+                    self.partition
+                ),
+            }
+        }
+        self.shared
+            .stats
+            .active_sessions
+            .fetch_add(restored, Ordering::Relaxed);
+        if restored > 0 {
+            tracing::info!(
+                "partition {}: {restored} session(s) restored",
+                self.partition
+            );
+        }
+    }
+
+    fn evict_idle(&mut self, now: u64) {
+        let idle = self.shared.config.session_idle.as_secs();
+        let Some(cutoff) = now.checked_sub(idle) else {
+            return;
+        };
+        let gone = self.sessions.evict_idle(cutoff);
+        if !gone.is_empty() {
+            let stats = &self.shared.stats;
+            stats
+                .sessions_evicted
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+            stats
+                .active_sessions
+                .fetch_sub(gone.len() as u64, Ordering::Relaxed);
+            self.evicted.extend(gone.into_iter().map(|(id, _)| id));
+            self.dirty = true;
+        }
+    }
+
+    /// Saves the snapshot of every session whose boundary moved, deletes those of evicted
+    /// sessions, and queues the partition's new commit offset behind them: the earliest
+    /// boundary of any session, or past the last message when no session needs anything.
+    fn snapshot(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let Some(last) = self.last_offset else {
+            return;
+        };
+        self.dirty = false;
+        let commit = self
+            .sessions
+            .iter()
+            .filter_map(|(_, s)| s.extra.boundary_offset())
+            .min()
+            .unwrap_or(last + 1)
+            .min(last + 1);
+        let pending = Arc::new(Pending {
+            offset: last,
+            commit: Some(commit),
+            remaining: AtomicUsize::new(1),
+        });
+        self.tracker.push(Arc::clone(&pending));
+        let config = &self.shared.config;
+        for id in self.evicted.drain(..) {
+            let record = BaseRecord::with_opaque_to(&config.topics.state, Arc::clone(&pending))
+                .partition(self.partition)
+                .key(id.as_bytes());
+            send(&self.shared.producer, record, &pending);
+        }
+        for (id, s) in self.sessions.iter_mut() {
+            let Some(front) = s.extra.entries.front() else {
+                continue;
+            };
+            let next_window = s.processor.windows_since_start();
+            let key = (front.seq, next_window);
+            if s.extra.saved == Some(key) {
+                continue;
+            }
+            let mut checkpoint = front.checkpoint.clone();
+            checkpoint.next_window = next_window;
+            let snap = state::Snapshot {
+                schema: state::SCHEMA.into(),
+                session_id: id.clone(),
+                device_id: s.meta.device_id.clone(),
+                user_id: s.meta.user_id.clone(),
+                sample_rate_hz: s.meta.sample_rate_hz,
+                channels: s.meta.channels.clone(),
+                next_seq: front.seq,
+                source_offset: front.offset,
+                checkpoint,
+            };
+            let bytes = snap.encode();
+            let record = BaseRecord::with_opaque_to(&config.topics.state, Arc::clone(&pending))
+                .partition(self.partition)
+                .key(id.as_bytes())
+                .payload(&bytes[..]);
+            send(&self.shared.producer, record, &pending);
+            s.extra.saved = Some(key);
+        }
+        pending.ack();
+    }
+
+    fn handle(&mut self, m: Inbound) {
+        let pending = Arc::new(Pending {
+            offset: m.offset,
+            commit: None,
+            remaining: AtomicUsize::new(1),
+        });
+        self.tracker.push(Arc::clone(&pending));
+        if let Err(reason) = self.process(&m, &pending) {
+            self.dead_letter(&m, &reason, &pending);
+        }
+        self.last_offset = Some(m.offset);
+        self.dirty = true;
+        // The worker's own hold: from here on only deliveries settle the message.
+        pending.ack();
+    }
+
+    /// Runs one message through its session; `Err` is the one-line reason it is a dead
+    /// letter.
+    fn process(&mut self, m: &Inbound, pending: &Arc<Pending>) -> Result<(), String> {
+        let batch = eeg_schema::decode_raw(&m.payload, &self.limits).map_err(|e| e.to_string())?;
+        let now = self.now_s();
+        let (admission, session) = self
+            .sessions
+            .admit(&batch, now, |_| Tracked::default())
+            .map_err(|e| e.to_string())?;
+        let stats = &self.shared.stats;
+        match &admission {
+            Admission::Duplicate => {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Admission::New => {
+                stats.sessions_started.fetch_add(1, Ordering::Relaxed);
+                stats.active_sessions.fetch_add(1, Ordering::Relaxed);
+            }
+            Admission::Reset(reason) => {
+                stats.resets.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("session '{}' reset: {reason}", batch.session_id);
+            }
+            Admission::Continues => {}
+        }
+        let session = session.expect("admitted");
+        let tracked = &mut session.extra;
+        if matches!(admission, Admission::Reset(_)) {
+            // Positions restart at zero: older checkpoints belong to the old stream.
+            self.spare
+                .extend(tracked.entries.drain(..).map(|e| e.checkpoint));
+        }
+        // Taken after admission, so a message that reset the session is re-run from the
+        // reset state, where it is admitted as the next in order.
+        let mut checkpoint = self.spare.pop().unwrap_or_default();
+        session.processor.checkpoint_into(&mut checkpoint);
+        tracked.entries.push_back(Entry {
+            offset: m.offset,
+            seq: batch.seq,
+            checkpoint,
+        });
+        tracked.restored_at = None;
+        let mut sink = Outputs {
+            shared: &self.shared,
+            meta: &session.meta,
+            pending,
+            buf: &mut self.buf,
+        };
+        session
+            .processor
+            .push_channel_major(batch.samples(), batch.samples_per_channel(), &mut sink)
+            .map_err(|e| e.to_string())?;
+        // Keep checkpoints from the one whose message holds the next window's first sample.
+        let next = session.processor.next_window_start();
+        let entries = &mut session.extra.entries;
+        while entries.len() > 1 && entries[1].checkpoint.position <= next {
+            if let Some(e) = entries.pop_front() {
+                self.spare.push(e.checkpoint);
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, m: &Inbound, reason: &str, pending: &Arc<Pending>) {
+        let config = &self.shared.config;
+        let partition = self.partition.to_string();
+        let offset = m.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "error",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "source.topic",
+                value: Some(&config.topics.raw),
+            })
+            .insert(Header {
+                key: "source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "source.offset",
+                value: Some(&offset),
+            });
+        tracing::debug!(
+            "dead letter: {} partition {} offset {}: {reason}",
+            config.topics.raw,
+            self.partition,
+            m.offset
+        );
+        let mut record = BaseRecord::with_opaque_to(&config.topics.dlq, Arc::clone(pending))
+            .payload(&m.payload[..])
+            .headers(headers);
+        if let Some(k) = &m.key {
+            record = record.key(&k[..]);
+        }
+        send(&self.shared.producer, record, pending);
+        self.shared
+            .stats
+            .dead_letters
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends `record`, waiting while the producer's queue is full: a full queue is
+/// backpressure (the partition's queue fills and the partition is paused), not an error.
+fn send<'a>(
+    producer: &Publisher,
+    mut record: BaseRecord<'a, [u8], [u8], Arc<Pending>>,
+    pending: &Arc<Pending>,
+) {
+    pending.remaining.fetch_add(1, Ordering::AcqRel);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => {
+                // Not retriable (e.g. a record above message.max.bytes): the message stays
+                // unsettled, so its offset is never committed, and the service stops.
+                let ctx = producer.context();
+                let line = format!("cannot produce output of offset {}: {e}", pending.offset);
+                tracing::error!("{line}");
+                ctx.failed.store(true, Ordering::Release);
+                ctx.failure
+                    .lock()
+                    .expect("failure lock")
+                    .get_or_insert(line);
+                return;
+            }
+        }
+    }
+}
+
+/// Publishes each completed window as an `eeg.processed/1` record keyed by session.
+struct Outputs<'a> {
+    shared: &'a Shared,
+    meta: &'a SessionMeta,
+    pending: &'a Arc<Pending>,
+    buf: &'a mut Vec<u8>,
+}
+
+impl WindowSink for Outputs<'_> {
+    fn window(&mut self, w: &Window<'_>) {
+        self.buf.clear();
+        encode_processed(
+            &ProcessedRecord {
+                meta: self.meta,
+                window: w,
+            },
+            self.buf,
+        );
+        let record = BaseRecord::with_opaque_to(
+            &self.shared.config.topics.processed,
+            Arc::clone(self.pending),
+        )
+        .key(self.meta.session_id.as_bytes())
+        .payload(&self.buf[..]);
+        send(&self.shared.producer, record, self.pending);
+        self.shared
+            .stats
+            .records_published
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,352 @@
+//! `eeg-pipeline replay`: plays a recording into the raw topic as simulated devices.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use eeg_schema::{Limits, RawBatch, RawBatchParts};
+
+use crate::BadInput;
+use crate::run::KafkaArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// EDF/EDF+/BDF recording, or a JSONL file of eeg.raw/1 messages.
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic to publish to.
+    #[arg(long, env = "EEG_RAW_TOPIC", default_value = "eeg.raw.data")]
+    pub topic: String,
+    /// Samples per channel in each message (EDF/BDF input).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk: u32,
+    /// Pace: "realtime" (the recording's own rate), "max" (as fast as the broker takes
+    /// it) or a factor of real time such as 10.
+    #[arg(long, default_value = "realtime", value_parser = parse_speed)]
+    pub speed: Speed,
+    /// Plays N copies of the recording as N concurrent sessions (ID-1 .. ID-N).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sessions: u32,
+    /// Session id (EDF/BDF input; default: the file name without extension).
+    #[arg(long, value_name = "ID")]
+    pub session_id: Option<String>,
+    /// Replay only these signals (EDF/BDF labels, comma-separated), in this order.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    Max,
+    /// Multiple of real time.
+    Factor(f64),
+}
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    match s {
+        "max" => Ok(Speed::Max),
+        "realtime" => Ok(Speed::Factor(1.0)),
+        _ => match s.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+            _ => Err(format!("'{s}' is not realtime, max or a positive factor")),
+        },
+    }
+}
+
+/// Counts deliveries; a failed one is reported at the end and fails the command.
+#[derive(Debug, Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!("delivery failed: {e}");
+                }
+                0
+            }
+        };
+    }
+}
+
+struct Player {
+    producer: ThreadedProducer<Deliveries>,
+    topic: String,
+    speed: Speed,
+    started: Instant,
+    copies: u32,
+    buf: Vec<u8>,
+    messages: u64,
+    samples: u64,
+}
+
+impl Player {
+    /// Publishes `batch` (and its copies), first waiting until `at_s` seconds of recording
+    /// time have passed at the chosen speed.
+    fn play(&mut self, batch: RawBatch, at_s: f64) -> anyhow::Result<()> {
+        if let Speed::Factor(f) = self.speed {
+            let due = self.started + Duration::from_secs_f64(at_s / f);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let samples = (batch.n_channels() * batch.samples_per_channel()) as u64;
+        if self.copies == 1 {
+            self.buf.clear();
+            batch.encode_into(&mut self.buf);
+            let key = batch.session_id.clone();
+            self.send(&key)?;
+        } else {
+            let mut parts = batch.into_parts();
+            let base = parts.session_id.clone();
+            for i in 1..=self.copies {
+                parts.session_id = format!("{base}-{i}");
+                let copy = RawBatch::new(parts, &Limits::default())?;
+                self.buf.clear();
+                copy.encode_into(&mut self.buf);
+                let key = copy.session_id.clone();
+                self.send(&key)?;
+                parts = copy.into_parts();
+            }
+        }
+        self.samples += samples * u64::from(self.copies);
+        Ok(())
+    }
+
+    fn send(&mut self, key: &str) -> anyhow::Result<()> {
+        let mut record = BaseRecord::to(&self.topic).key(key).payload(&self.buf[..]);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                // A full queue means the broker is slower than the file: wait for it.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => anyhow::bail!("cannot publish to {}: {e}", self.topic),
+            }
+        }
+        self.messages += 1;
+        Ok(())
+    }
+}
+
+pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
+    let name = args.input.display().to_string();
+    let kind = crate::process::detect(&args.input)?;
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &args.kafka.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    for (k, v) in &args.kafka.properties {
+        client.set(k, v);
+    }
+    let producer: ThreadedProducer<Deliveries> =
+        client.create_with_context(Deliveries::default())?;
+    let progress = crate::process::progress_bar(&args.input, args.quiet);
+    let mut player = Player {
+        producer,
+        topic: args.topic.clone(),
+        speed: args.speed,
+        started: Instant::now(),
+        copies: args.sessions,
+        buf: Vec::new(),
+        messages: 0,
+        samples: 0,
+    };
+    match kind {
+        crate::process::Kind::Jsonl => replay_jsonl(&name, &args.input, &mut player, &progress)?,
+        crate::process::Kind::Edf => replay_edf(&name, args, &mut player, &progress)?,
+    }
+    progress.finish_and_clear();
+    // Everything handed to the producer must be delivered before the command reports success.
+    player.producer.flush(Duration::from_secs(60))?;
+    let ctx = player.producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} message(s) could not be delivered");
+    let elapsed = player.started.elapsed().as_secs_f64();
+    if !args.quiet {
+        eprintln!(
+            "{name}: {} messages ({} sessions) to {} in {elapsed:.2} s: {:.0} messages/s, {:.1} M samples/s",
+            player.messages,
+            args.sessions,
+            args.topic,
+            player.messages as f64 / elapsed,
+            player.samples as f64 / elapsed / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn replay_jsonl(
+    name: &str,
+    path: &Path,
+    player: &mut Player,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let file = File::open(path).map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?;
+    let limits = Limits::default();
+    let mut first_ms = None;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| BadInput(format!("{name}: line {}: {e}", i + 1)))?;
+        progress.inc(line.len() as u64 + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let batch = eeg_schema::decode_raw(line.as_bytes(), &limits)
+            .map_err(|e| BadInput(format!("{name}: line {}: {e}", i + 1)))?;
+        let t0 = *first_ms.get_or_insert(batch.start_ms);
+        let at_s = (batch.start_ms - t0).max(0) as f64 / 1000.0;
+        player.play(batch, at_s)?;
+    }
+    Ok(())
+}
+
+/// One session of the file being cut into messages.
+struct Stream {
+    session_id: String,
+    device_id: String,
+    rate: f64,
+    signals: Vec<usize>,
+    labels: Vec<String>,
+    /// Samples not yet sent, one row per channel.
+    rows: Vec<Vec<f64>>,
+    /// Samples sent since the (last) start; the next message's first sample.
+    sent: u64,
+    seq: u64,
+    t0_ms: i64,
+}
+
+impl Stream {
+    fn batch(&mut self, n: usize) -> anyhow::Result<RawBatch> {
+        let mut samples = Vec::with_capacity(n * self.rows.len());
+        for row in &mut self.rows {
+            samples.extend(row.drain(..n));
+        }
+        let start_ms = self.t0_ms + (self.sent as f64 * 1000.0 / self.rate).round() as i64;
+        let batch = RawBatch::new(
+            RawBatchParts {
+                session_id: self.session_id.clone(),
+                device_id: self.device_id.clone(),
+                user_id: None,
+                seq: self.seq,
+                start_ms,
+                sample_rate_hz: self.rate,
+                channels: self.labels.clone(),
+                samples,
+            },
+            &Limits::default(),
+        )?;
+        self.seq += 1;
+        self.sent += n as u64;
+        Ok(batch)
+    }
+
+    fn at_s(&self, file_t0_ms: i64) -> f64 {
+        (self.t0_ms - file_t0_ms) as f64 / 1000.0 + self.sent as f64 / self.rate
+    }
+}
+
+fn replay_edf(
+    name: &str,
+    args: &ReplayArgs,
+    player: &mut Player,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let mut reader = eeg_edf::EdfReader::open(&args.input).map_err(|e| BadInput(e.to_string()))?;
+    let header = reader.header().clone();
+    let groups = crate::process::session_groups(
+        name,
+        &args.input,
+        &header,
+        args.channels.as_deref(),
+        args.session_id.as_deref(),
+    )?;
+    let t0 = header.start_unix_ms();
+    let duration = header.record_duration_s;
+    let mut streams: Vec<Stream> = groups
+        .into_iter()
+        .map(|g| Stream {
+            rows: vec![Vec::new(); g.signals.len()],
+            session_id: g.session_id,
+            device_id: g.device_id,
+            rate: g.rate,
+            signals: g.signals,
+            labels: g.labels,
+            sent: 0,
+            seq: 0,
+            t0_ms: t0,
+        })
+        .collect();
+    let chunk = args.chunk as usize;
+    let mut record = eeg_edf::Record::default();
+    let mut expected_onset: Option<f64> = None;
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| BadInput(e.to_string()))?
+    {
+        progress.inc(header.record_bytes());
+        let onset = record.onset_s();
+        if let Some(expected) = expected_onset
+            && (onset - expected).abs() > 1e-6
+        {
+            // EDF+D: a stretch of recording is missing. The rest is sent as the session's
+            // later batches, skipping one seq so the consumer sees the gap and restarts the
+            // session's filters, as `process` does.
+            for s in &mut streams {
+                flush(s, player, t0, chunk)?;
+                s.seq += 1;
+                s.sent = 0;
+                s.t0_ms = t0 + (onset * 1000.0).round() as i64;
+            }
+        }
+        expected_onset = Some(onset + duration);
+        for s in &mut streams {
+            for (row, &sig) in s.rows.iter_mut().zip(&s.signals) {
+                row.extend_from_slice(record.signal(sig));
+            }
+            while s.rows[0].len() >= chunk {
+                let at = s.at_s(t0);
+                let batch = s.batch(chunk)?;
+                player.play(batch, at)?;
+            }
+        }
+    }
+    for s in &mut streams {
+        flush(s, player, t0, chunk)?;
+    }
+    Ok(())
+}
+
+/// Sends what is left of a stream's samples, in messages of at most `chunk`.
+fn flush(s: &mut Stream, player: &mut Player, t0: i64, chunk: usize) -> anyhow::Result<()> {
+    while !s.rows[0].is_empty() {
+        let n = s.rows[0].len().min(chunk);
+        let at = s.at_s(t0);
+        let batch = s.batch(n)?;
+        player.play(batch, at)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `eeg-pipeline run`: the Kafka service, configured from the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::BadInput;
+
+/// Kafka connection settings shared by `run` and `replay`.
+#[derive(Debug, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap_servers: String,
+    /// Extra librdkafka property for both clients, as KEY=VALUE (repeatable).
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// Topic names, overridable for shared clusters and tests.
+#[derive(Debug, clap::Args)]
+pub struct TopicArgs {
+    #[arg(long, env = "EEG_RAW_TOPIC", default_value = "eeg.raw.data")]
+    pub raw_topic: String,
+    #[arg(
+        long,
+        env = "EEG_PROCESSED_TOPIC",
+        default_value = "eeg.processed.data"
+    )]
+    pub processed_topic: String,
+    #[arg(long, env = "EEG_TRIGGERS_TOPIC", default_value = "analytics.triggers")]
+    pub triggers_topic: String,
+    #[arg(long, env = "EEG_DLQ_TOPIC", default_value = "eeg.raw.data.dlq")]
+    pub dlq_topic: String,
+    /// Compacted topic of session snapshots, partitioned like the raw topic.
+    #[arg(long, env = "EEG_STATE_TOPIC", default_value = "eeg.session.state")]
+    pub state_topic: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+    /// Extra librdkafka property for the consumer only, as KEY=VALUE (repeatable), e.g.
+    /// session.timeout.ms=10000.
+    #[arg(long = "consumer-kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub consumer_properties: Vec<(String, String)>,
+    /// Consumer group; instances with the same group share the partitions.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "eeg-pipeline")]
+    pub group_id: String,
+    /// Processing config (TOML); every key is optional.
+    #[arg(long, env = "EEG_CONFIG", value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Sessions without a message for this many seconds are dropped from memory.
+    #[arg(long, env = "SESSION_IDLE_S", default_value_t = 300)]
+    pub session_idle_s: u64,
+    /// Seconds allowed after SIGTERM/SIGINT to finish in-flight work, flush and commit
+    /// (inside ECS's 30 s stop timeout).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_S", default_value_t = 20)]
+    pub shutdown_timeout_s: u64,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let processing = match &args.config {
+        Some(path) => crate::config::load(path).map_err(BadInput)?,
+        None => eeg_dsp::ProcessingConfig::default(),
+    };
+    let mut config = eeg_ingest::ServiceConfig::new(&args.kafka.bootstrap_servers, &args.group_id);
+    config.topics = eeg_ingest::Topics {
+        raw: args.topics.raw_topic.clone(),
+        processed: args.topics.processed_topic.clone(),
+        triggers: args.topics.triggers_topic.clone(),
+        dlq: args.topics.dlq_topic.clone(),
+        state: args.topics.state_topic.clone(),
+    };
+    config.processing = processing;
+    config.session_idle = Duration::from_secs(args.session_idle_s);
+    config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
+    config.kafka = args.kafka.properties.clone();
+    config.consumer_kafka = args.consumer_properties.clone();
+    tracing::info!(
+        bootstrap_servers = %config.bootstrap_servers,
+        group_id = %config.group_id,
+        raw = %config.topics.raw,
+        processed = %config.topics.processed,
+        dlq = %config.topics.dlq,
+        session_idle_s = args.session_idle_s,
+        shutdown_timeout_s = args.shutdown_timeout_s,
+        "starting"
+    );
+    let service = eeg_ingest::Service::new(config)?;
+    let stop = service.stop_handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || wait_for_signals(stop))?;
+    let stats = service.stats();
+    let result = service.run();
+    let s = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        consumed = s(&stats.consumed),
+        published = s(&stats.records_published),
+        dead_letters = s(&stats.dead_letters),
+        duplicates = s(&stats.duplicates),
+        resets = s(&stats.resets),
+        "totals"
+    );
+    Ok(result?)
+}
+
+/// The first SIGTERM or SIGINT asks the service to stop cleanly; a second one exits at once.
+fn wait_for_signals(stop: eeg_ingest::StopHandle) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot listen for signals: {e}");
+            return;
+        }
+    };
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot listen for SIGTERM/SIGINT");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        stop.stop();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without finishing in-flight work");
+        std::process::exit(130);
+    });
+}

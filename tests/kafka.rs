@@ -1,0 +1,451 @@
+//! The service against a real Kafka-protocol broker: `KAFKA_BOOTSTRAP_SERVERS` when set
+//! (any Kafka-compatible broker), otherwise the local tansu broker that `scripts/broker`
+//! starts. Every test uses its own topics and consumer group, so tests run in parallel and
+//! against a shared broker.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eeg-pipeline");
+const PARTITIONS: i32 = 3;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The broker's address; starts the local one when none is given.
+fn bootstrap() -> String {
+    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        return b;
+    }
+    static START: std::sync::Once = std::sync::Once::new();
+    START.call_once(|| {
+        let out = Command::new(root().join("scripts/broker"))
+            .args(["start", "--port", "19092"])
+            .output()
+            .expect("scripts/broker runs");
+        assert!(
+            out.status.success(),
+            "scripts/broker start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    "127.0.0.1:19092".into()
+}
+
+/// Topic names unique to one test.
+#[derive(Debug, Clone)]
+struct Topics {
+    raw: String,
+    processed: String,
+    triggers: String,
+    dlq: String,
+    state: String,
+    group: String,
+}
+
+impl Topics {
+    fn create(test: &str) -> Topics {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!(
+            "{test}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = Topics {
+            raw: format!("raw-{tag}"),
+            processed: format!("processed-{tag}"),
+            triggers: format!("triggers-{tag}"),
+            dlq: format!("dlq-{tag}"),
+            state: format!("state-{tag}"),
+            group: format!("group-{tag}"),
+        };
+        let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+        let plain = [&t.raw, &t.processed, &t.triggers, &t.dlq];
+        let mut new: Vec<NewTopic<'_>> = plain
+            .iter()
+            .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
+            .collect();
+        new.push(
+            NewTopic::new(&t.state, PARTITIONS, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact"),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results =
+            futures::executor::block_on(admin.create_topics(&new, &opts)).expect("create topics");
+        for r in results {
+            r.expect("topic created");
+        }
+        t
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+            .env("KAFKA_GROUP_ID", &self.group)
+            .env("EEG_RAW_TOPIC", &self.raw)
+            .env("EEG_PROCESSED_TOPIC", &self.processed)
+            .env("EEG_TRIGGERS_TOPIC", &self.triggers)
+            .env("EEG_DLQ_TOPIC", &self.dlq)
+            .env("EEG_STATE_TOPIC", &self.state);
+    }
+}
+
+fn client() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap());
+    c
+}
+
+fn replay(t: &Topics, args: &[&str]) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("replay").args(args).arg("--quiet");
+    t.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running service; its log is kept in a file for the failure message.
+struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(t: &Topics, name: &str) -> Service {
+        let log = std::env::temp_dir().join(format!("{}-{name}.log", t.group));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            // A killed member is noticed within seconds, not the default 45.
+            .args(["--consumer-kafka", "session.timeout.ms=6000"])
+            .args(["--consumer-kafka", "heartbeat.interval.ms=500"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        t.env(&mut cmd);
+        Service {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (within the shutdown timeout and some slack).
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+struct Record {
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+/// Reads every partition of `topic` from the start until `done(records)` or `timeout`.
+fn consume(topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+    let consumer: BaseConsumer = client()
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && !done(&out) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// `process` output for `input`: the reference the service must match.
+fn process_lines(input: &Path, extra: &[&str]) -> Vec<Vec<u8>> {
+    let out = Command::new(BIN)
+        .arg("process")
+        .arg(input)
+        .args(extra)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn window_index(payload: &[u8]) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    v["window_index"].as_u64().unwrap()
+}
+
+/// Processed records by window index; every duplicate must be byte-identical.
+fn by_window(records: &[Record]) -> BTreeMap<u64, Vec<u8>> {
+    let mut out: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    for r in records {
+        let k = window_index(&r.payload);
+        if let Some(prev) = out.get(&k) {
+            assert_eq!(
+                prev, &r.payload,
+                "window {k} published twice with different content"
+            );
+        }
+        out.insert(k, r.payload.clone());
+    }
+    out
+}
+
+fn committed(t: &Topics) -> Vec<i64> {
+    let consumer: BaseConsumer = client().set("group.id", &t.group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(&t.raw, p);
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| match c.find_partition(&t.raw, p).unwrap().offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+fn end_offsets(topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = client().create().unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+#[test]
+fn the_service_publishes_what_process_computes_and_commits_everything() {
+    let t = Topics::create("same");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let want = process_lines(&fixture, &[]);
+    assert!(want.len() > 600);
+    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+
+    let service = Service::start(&t, "a");
+    let got = consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= want.len()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert_eq!(got.len(), want.len(), "{log}");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.key.as_deref(), Some(&b"test_subsecond"[..]));
+        assert_eq!(
+            String::from_utf8_lossy(&g.payload),
+            String::from_utf8_lossy(w),
+            "record {i}"
+        );
+    }
+    // Stopping committed up to the messages the next window still needs, with the
+    // session's snapshot: a restart restores it and publishes nothing new.
+    let again = Service::start(&t, "b");
+    std::thread::sleep(Duration::from_secs(5));
+    let (status, log) = again.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(log.contains("1 session(s) restored"), "{log}");
+    let after = consume(&t.processed, Duration::from_secs(5), |r| {
+        r.len() > want.len()
+    });
+    assert_eq!(after.len(), want.len(), "{log}");
+}
+
+#[test]
+fn a_killed_service_is_replaced_without_losing_or_changing_a_window() {
+    let t = Topics::create("crash");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let want = process_lines(&fixture, &[]);
+    let first = Service::start(&t, "first");
+    // 698 s of signal in about 7 s, so the kill lands mid-stream.
+    let player = {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "replay",
+            fixture.to_str().unwrap(),
+            "--speed",
+            "100",
+            "--quiet",
+        ]);
+        t.env(&mut cmd);
+        cmd.spawn().unwrap()
+    };
+    let seen = consume(&t.processed, Duration::from_secs(30), |r| r.len() >= 150);
+    assert!(seen.len() >= 150, "{}", first.log());
+    first.kill();
+    let second = Service::start(&t, "second");
+    let got = consume(&t.processed, Duration::from_secs(90), |r| {
+        by_window(r).len() >= want.len()
+    });
+    let mut player = player;
+    assert!(player.wait().unwrap().success());
+    let (status, log) = second.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    let windows = by_window(&got);
+    assert_eq!(windows.len(), want.len(), "{log}");
+    for (k, w) in windows.values().zip(&want) {
+        assert_eq!(String::from_utf8_lossy(k), String::from_utf8_lossy(w));
+    }
+    assert!(
+        log.contains("session(s) restored"),
+        "the second service restored the session from its snapshot:\n{log}"
+    );
+}
+
+#[test]
+fn poison_messages_go_to_the_dead_letter_topic_byte_for_byte() {
+    let t = Topics::create("dlq");
+    let producer: BaseProducer = client().create().unwrap();
+    let valid = |seq: u64| {
+        let rows: Vec<Vec<f64>> = (0..2)
+            .map(|c| {
+                (0..64)
+                    .map(|i| ((i + c) as f64 * 0.3).sin() * 20.0)
+                    .collect()
+            })
+            .collect();
+        serde_json::json!({
+            "schema": "eeg.raw/1", "session_id": "ok", "device_id": "d", "seq": seq,
+            "start_ms": 1_700_000_000_000i64 + seq as i64 * 250, "sample_rate_hz": 256.0,
+            "channels": ["A", "B"], "samples": rows,
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let poison: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("junk", b"\xff\xfe not json".to_vec(), "JSON"),
+        (
+            "ok",
+            br#"{"schema":"eeg.raw/1","session_id":"ok","device_id":"d","seq":1,"start_ms":0,"sample_rate_hz":256.0,"channels":["A","B"],"samples":[[1.0],[2.0,3.0]]}"#.to_vec(),
+            "samples",
+        ),
+        (
+            "slow",
+            br#"{"schema":"eeg.raw/1","session_id":"slow","device_id":"d","seq":0,"start_ms":0,"sample_rate_hz":60.0,"channels":["A"],"samples":[[1.0]]}"#.to_vec(),
+            "session 'slow'",
+        ),
+    ];
+    // Valid batches before and after the poison: the stream goes on past it.
+    let mut sends: Vec<(String, Vec<u8>)> = (0..20).map(|s| ("ok".to_string(), valid(s))).collect();
+    for (k, p, _) in &poison {
+        sends.push((k.to_string(), p.clone()));
+    }
+    sends.extend((20..40).map(|s| ("ok".to_string(), valid(s))));
+    for (k, p) in &sends {
+        producer
+            .send(BaseRecord::to(&t.raw).key(k.as_str()).payload(&p[..]))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let service = Service::start(&t, "dlq");
+    let dead = consume(&t.dlq, Duration::from_secs(60), |r| r.len() >= poison.len());
+    // 40 batches of 0.25 s = 10 s of signal: windows 0..=6.
+    let processed = consume(&t.processed, Duration::from_secs(30), |r| r.len() >= 7);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert_eq!(dead.len(), poison.len(), "{log}");
+    for (k, p, reason) in &poison {
+        let d = dead
+            .iter()
+            .find(|d| &d.payload == p)
+            .unwrap_or_else(|| panic!("poison with key {k} not in the dead-letter topic"));
+        assert_eq!(d.key.as_deref(), Some(k.as_bytes()));
+        assert!(
+            d.headers["error"].contains(reason),
+            "error header '{}' names {reason}",
+            d.headers["error"]
+        );
+        assert_eq!(d.headers["source.topic"], t.raw);
+        let partition: i32 = d.headers["source.partition"].parse().unwrap();
+        let offset: i64 = d.headers["source.offset"].parse().unwrap();
+        assert!((0..PARTITIONS).contains(&partition) && offset >= 0);
+    }
+    assert_eq!(by_window(&processed).len(), 7, "{log}");
+    // Dead letters count as done; the session's partition is committed up to the batch
+    // holding the first sample of its next window (window 7 starts at 7 s = batch 28, at
+    // offset 29 behind the poison batch of the same key).
+    let ends = end_offsets(&t.raw);
+    let want: Vec<i64> = ends.iter().map(|&e| if e == 41 { 29 } else { e }).collect();
+    assert!(ends.contains(&41));
+    assert_eq!(committed(&t), want, "{log}");
+}
