@@ -29,10 +29,6 @@ struct File {
 pub struct Config {
     pub processing: ProcessingConfig,
     /// The `[[triggers]]` rules; the default rules when the file has no `triggers`.
-    #[allow(
-        dead_code,
-        reason = "every command checks the rules; only the Kafka service evaluates them"
-    )]
     pub triggers: TriggerConfig,
 }
 
@@ -63,13 +59,25 @@ struct QualitySection {
 }
 
 /// Reads and parses a config file. Errors are one line naming the file and the line or key.
-pub fn load(path: &Path) -> Result<ProcessingConfig, String> {
+pub fn load(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    parse_all(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The config of `path`, or the defaults when there is none.
+pub fn load_or_default(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => load(p),
+        None => Ok(Config {
+            processing: ProcessingConfig::default(),
+            triggers: TriggerConfig::default(),
+        }),
+    }
 }
 
 /// Parses config text; the error names the line or key.
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<ProcessingConfig, String> {
     parse_all(text).map(|c| c.processing)
 }

@@ -49,6 +49,10 @@ pub struct ProcessArgs {
     /// Session id of the records (EDF/BDF input; default: the file name without extension).
     #[arg(long, value_name = "ID")]
     pub session_id: Option<String>,
+    /// Also evaluate the trigger rules (the config's `[[triggers]]`, or the default rules)
+    /// and write their analytics.trigger/1 events to FILE, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub triggers: Option<PathBuf>,
     /// Threads for the signal processing of an EDF/BDF session with many channels (its
     /// channels are split between them; the output is the same for any number). Default:
     /// the number of CPUs.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use eeg_dsp::OwnedWindow;
 use eeg_dsp::{ProcessingConfig, SessionProcessor, Window};
 use eeg_edf::EdfReader;
+use eeg_publish::TriggerState;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -20,9 +21,22 @@ use std::thread::JoinHandle;
 const PROGRESS_MIN_BYTES: u64 = 16 << 20;
 
 pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
-        Some(path) => config::load(path).map_err(BadInput)?,
-        None => ProcessingConfig::default(),
+    let file = config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
+    let config = file.processing;
+    let mut triggers = match &args.triggers {
+        Some(path) => {
+            let engine = eeg_publish::TriggerEngine::new(file.triggers.rules)
+                .map_err(|e| BadInput(e.to_string()))?;
+            let (out, sink) = Output::create(path)?;
+            Some(TriggerOut {
+                engine,
+                file: out,
+                out: sink,
+                buf: Vec::new(),
+                error: None,
+            })
+        }
+        None => None,
     };
     let input = args.input.as_path();
     let kind = detect(input)?;
@@ -30,20 +44,31 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     let writer = Writer::start(sink);
     let progress = progress_bar(input, args.quiet);
     let result = match kind {
-        Kind::Edf => process_edf(args, &config, &writer, &progress),
-        Kind::Jsonl => process_jsonl(args, &config, &writer, &progress),
+        Kind::Edf => process_edf(args, &config, &writer, triggers.as_mut(), &progress),
+        Kind::Jsonl => process_jsonl(args, &config, &writer, triggers.as_mut(), &progress),
     };
     progress.finish_and_clear();
     // The writer's own error (e.g. a full disk) explains a failed run best.
     let written = writer.finish();
-    let summaries = match result.and_then(|s| written.map(|()| s)) {
+    let summaries = match result.and_then(|s| written.map(|()| s)).and_then(|s| {
+        triggers
+            .as_mut()
+            .map_or(Ok(()), TriggerOut::flush)
+            .map(|()| s)
+    }) {
         Ok(s) => s,
         Err(e) => {
             out.discard();
+            if let Some(t) = triggers {
+                t.file.discard();
+            }
             return Err(e);
         }
     };
     out.commit()?;
+    if let Some(t) = triggers {
+        t.file.commit()?;
+    }
     if !args.quiet {
         for s in &summaries {
             eprintln!("{s}");
@@ -197,17 +222,65 @@ impl Writer {
     }
 }
 
-/// The processor's sink for one session: counts for the summary, hands the window over.
+/// `--triggers`: the rules and where their events go (one `analytics.trigger/1` per line).
+struct TriggerOut {
+    engine: eeg_publish::TriggerEngine,
+    file: Output,
+    out: Box<dyn Write + Send>,
+    buf: Vec<u8>,
+    /// The first write error; reported when the run ends.
+    error: Option<std::io::Error>,
+}
+
+impl TriggerOut {
+    fn evaluate(
+        &mut self,
+        meta: &output::SessionMeta,
+        state: &mut TriggerState,
+        w: &Window<'_>,
+    ) -> u64 {
+        let (buf, out, error) = (&mut self.buf, &mut self.out, &mut self.error);
+        let mut events = 0;
+        self.engine
+            .evaluate(state, &meta.session_id, &meta.device_id, w, &mut |event| {
+                events += 1;
+                buf.clear();
+                event.encode_into(buf);
+                buf.push(b'\n');
+                if error.is_none()
+                    && let Err(e) = out.write_all(buf)
+                {
+                    *error = Some(e);
+                }
+            });
+        events
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e).context("writing trigger events");
+        }
+        self.out.flush().context("writing trigger events")
+    }
+}
+
+/// The processor's sink for one session: counts for the summary, evaluates the trigger
+/// rules, hands the window over.
 struct RecordSink<'a> {
     meta: &'a Arc<output::SessionMeta>,
     writer: &'a Writer,
     summary: &'a mut Summary,
+    triggers: Option<&'a mut TriggerOut>,
     closed: bool,
 }
 
 impl eeg_dsp::WindowSink for RecordSink<'_> {
     fn window(&mut self, w: &Window<'_>) {
         self.summary.add(w);
+        if let Some(t) = self.triggers.as_deref_mut() {
+            self.summary.trigger_events +=
+                t.evaluate(self.meta, &mut self.summary.trigger_state, w);
+        }
         let Some(tx) = &self.writer.tx else {
             return;
         };
@@ -234,6 +307,9 @@ pub struct Summary {
     relative_sum: Vec<f64>,
     resets: u64,
     duplicates: u64,
+    trigger_events: u64,
+    /// The session's trigger rules' state (with `--triggers`).
+    trigger_state: TriggerState,
 }
 
 impl Summary {
@@ -290,6 +366,9 @@ impl std::fmt::Display for Summary {
                 "; {} reset(s) after a gap or a change of rate/channels",
                 self.resets
             )?;
+        }
+        if self.trigger_events > 0 {
+            write!(f, "; {} trigger event(s)", self.trigger_events)?;
         }
         if self.duplicates > 0 {
             write!(f, "; {} duplicate batch(es) skipped", self.duplicates)?;
@@ -467,6 +546,7 @@ fn process_edf(
     args: &ProcessArgs,
     config: &ProcessingConfig,
     writer: &Writer,
+    mut triggers: Option<&mut TriggerOut>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
     let path = &args.input;
@@ -549,6 +629,7 @@ fn process_edf(
             for g in &mut sessions {
                 g.engine.reset(t0 + (onset * 1000.0).round() as i64);
                 g.summary.resets += 1;
+                g.summary.trigger_state.reset();
             }
         }
         expected_onset = Some(onset + duration);
@@ -557,6 +638,7 @@ fn process_edf(
                 meta: &g.meta,
                 writer,
                 summary: &mut g.summary,
+                triggers: triggers.as_deref_mut(),
                 closed: false,
             };
             g.engine.push_record(&record, &mut sink)?;
@@ -571,6 +653,7 @@ fn process_edf(
             meta: &g.meta,
             writer,
             summary: &mut g.summary,
+            triggers: triggers.as_deref_mut(),
             closed: false,
         };
         g.engine.finish(&mut sink)?;
@@ -582,6 +665,7 @@ fn process_jsonl(
     args: &ProcessArgs,
     config: &ProcessingConfig,
     writer: &Writer,
+    mut triggers: Option<&mut TriggerOut>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
     let name = if args.input == Path::new("-") {
@@ -651,6 +735,7 @@ fn process_jsonl(
                     batch.session_id
                 );
                 session.extra.resets += 1;
+                session.extra.trigger_state.reset();
             }
             _ => {}
         }
@@ -667,6 +752,7 @@ fn process_jsonl(
             meta: &session.meta,
             writer,
             summary: &mut session.extra,
+            triggers: triggers.as_deref_mut(),
             closed: false,
         };
         session

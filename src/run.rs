@@ -73,10 +73,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let processing = match &args.config {
-        Some(path) => crate::config::load(path).map_err(BadInput)?,
-        None => eeg_dsp::ProcessingConfig::default(),
-    };
+    let file = crate::config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
     let mut config = eeg_ingest::ServiceConfig::new(&args.kafka.bootstrap_servers, &args.group_id);
     config.topics = eeg_ingest::Topics {
         raw: args.topics.raw_topic.clone(),
@@ -85,7 +82,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         dlq: args.topics.dlq_topic.clone(),
         state: args.topics.state_topic.clone(),
     };
-    config.processing = processing;
+    config.processing = file.processing;
+    config.triggers = file.triggers;
     config.session_idle = Duration::from_secs(args.session_idle_s);
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
     config.kafka = args.kafka.properties.clone();

@@ -631,3 +631,121 @@ fn memory_stays_flat_on_a_long_recording() {
         "peak RSS {peak} kB for a recording of 157 MB of samples"
     );
 }
+
+/// Events a rule `metric op threshold` with `for_windows`, `clear_threshold` and
+/// `clear_for_windows` (no cooldown) gives on `records`, worked out here from the records
+/// alone: `(state, window_index, value)`.
+fn expected_events(
+    records: &[Value],
+    value: impl Fn(&Value) -> Option<f64>,
+    fires: impl Fn(f64) -> bool,
+    clears: impl Fn(f64) -> bool,
+    for_windows: u32,
+    clear_for_windows: u32,
+) -> Vec<(String, u64, f64)> {
+    let (mut fired, mut run) = (false, 0);
+    let mut out = Vec::new();
+    for r in records {
+        if r["settling"].as_bool().unwrap() {
+            continue;
+        }
+        let Some(v) = value(r) else { continue };
+        let (meets, need) = if fired {
+            (clears(v), clear_for_windows)
+        } else {
+            (fires(v), for_windows)
+        };
+        run = if meets { run + 1 } else { 0 };
+        if run >= need {
+            fired = !fired;
+            run = 0;
+            let state = if fired { "fired" } else { "cleared" };
+            out.push((state.to_string(), r["window_index"].as_u64().unwrap(), v));
+        }
+    }
+    out
+}
+
+fn trigger_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn process_writes_the_trigger_events_the_records_imply() {
+    let dir = scratch("triggers");
+    let config = dir.join("rules.toml");
+    std::fs::write(
+        &config,
+        "[[triggers]]\nid = \"alpha_up\"\nmetric = \"relative_power.alpha\"\nop = \">\"\n\
+         threshold = 0.25\nfor_windows = 3\nclear_threshold = 0.2\nclear_for_windows = 2\n",
+    )
+    .unwrap();
+    let events = dir.join("events.jsonl");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--config",
+        config.to_str().unwrap(),
+        "--triggers",
+        events.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = records(&o);
+    // One channel: the mean over good channels is that channel's value when it is good.
+    let alpha = |r: &Value| {
+        let c = &r["channels"][0];
+        c["quality"]["good"]
+            .as_bool()
+            .unwrap()
+            .then(|| c["relative_power"]["alpha"].as_f64().unwrap())
+    };
+    let want = expected_events(&recs, alpha, |v| v > 0.25, |v| v <= 0.2, 3, 2);
+    assert!(
+        want.len() >= 4,
+        "the fixture crosses the thresholds: {want:?}"
+    );
+    let got = trigger_events(&events);
+    assert_eq!(got.len(), want.len());
+    for (g, (state, index, value)) in got.iter().zip(&want) {
+        assert_eq!(g["schema"], "analytics.trigger/1");
+        assert_eq!(g["rule_id"], "alpha_up");
+        assert_eq!(g["session_id"], "test_subsecond");
+        assert_eq!(g["metric"], "relative_power.alpha");
+        assert_eq!(g["state"], state.as_str());
+        assert_eq!(g["window_index"].as_u64(), Some(*index));
+        assert_eq!(g["value"].as_f64(), Some(*value));
+        let threshold = if state == "fired" { 0.25 } else { 0.2 };
+        assert_eq!(g["threshold"].as_f64(), Some(threshold));
+        let rec = &recs[*index as usize];
+        assert_eq!(g["start_ms"], rec["start_ms"]);
+        assert_eq!(g["end_ms"], rec["end_ms"]);
+    }
+    assert!(stderr(&o).contains(&format!("{} trigger event(s)", want.len())));
+}
+
+#[test]
+fn default_trigger_rules_fire_on_engagement() {
+    let dir = scratch("default_triggers");
+    let events = dir.join("events.jsonl");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--triggers",
+        events.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = records(&o);
+    let got = trigger_events(&events);
+    assert!(got.iter().any(|g| g["metric"] == "indices.engagement"));
+    for g in &got {
+        let rec = &recs[g["window_index"].as_u64().unwrap() as usize];
+        let metric = g["metric"].as_str().unwrap();
+        if let Some(index) = metric.strip_prefix("indices.") {
+            assert_eq!(g["value"], rec["indices"][index], "{g}");
+        }
+    }
+}

@@ -316,6 +316,35 @@ fn the_service_publishes_what_process_computes_and_commits_everything() {
             "record {i}"
         );
     }
+    // The same trigger events as `process --triggers`, keyed by session.
+    let events_file = std::env::temp_dir().join(format!("{}-events.jsonl", t.group));
+    process_lines(
+        &fixture,
+        &[
+            "--out",
+            "/dev/null",
+            "--triggers",
+            events_file.to_str().unwrap(),
+        ],
+    );
+    let want_events: Vec<Vec<u8>> = std::fs::read(&events_file)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert!(!want_events.is_empty());
+    let events = consume(&t.triggers, Duration::from_secs(10), |r| {
+        r.len() >= want_events.len()
+    });
+    let got_events: Vec<Vec<u8>> = events.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(got_events, want_events);
+    assert!(
+        events
+            .iter()
+            .all(|r| r.key.as_deref() == Some(&b"test_subsecond"[..]))
+    );
+
     // Stopping committed up to the messages the next window still needs, with the
     // session's snapshot: a restart restores it and publishes nothing new.
     let again = Service::start(&t, "b");
@@ -368,6 +397,35 @@ fn a_killed_service_is_replaced_without_losing_or_changing_a_window() {
         log.contains("session(s) restored"),
         "the second service restored the session from its snapshot:\n{log}"
     );
+    // Trigger events too: each one once or more, every copy identical, none missing.
+    let events_file = std::env::temp_dir().join(format!("{}-events.jsonl", t.group));
+    process_lines(
+        &fixture,
+        &[
+            "--out",
+            "/dev/null",
+            "--triggers",
+            events_file.to_str().unwrap(),
+        ],
+    );
+    let want_events: std::collections::BTreeSet<Vec<u8>> = std::fs::read(&events_file)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let got_events: std::collections::BTreeSet<Vec<u8>> =
+        consume(&t.triggers, Duration::from_secs(10), |r| {
+            r.iter()
+                .map(|x| &x.payload)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= want_events.len()
+        })
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(got_events, want_events);
 }
 
 #[test]

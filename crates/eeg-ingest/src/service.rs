@@ -22,6 +22,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{Offset, TopicPartitionList};
 
 use eeg_dsp::{Checkpoint, ProcessingConfig, SessionProcessor, Window, WindowSink};
+use eeg_publish::{TriggerConfig, TriggerEngine, TriggerState};
 use eeg_schema::{Limits, ProcessedRecord, SessionMeta, encode_processed};
 
 use crate::sessions::{Admission, Session, Sessions};
@@ -65,6 +66,8 @@ pub struct ServiceConfig {
     pub partition_queue: usize,
     /// How often a partition's session snapshots are saved and its offset moved on.
     pub snapshot_interval: Duration,
+    /// Trigger rules evaluated on every window; events go to `topics.triggers`.
+    pub triggers: TriggerConfig,
     /// Further librdkafka properties for both clients (security settings, timeouts).
     pub kafka: Vec<(String, String)>,
     /// Further librdkafka properties for the consumer only (e.g. `session.timeout.ms`).
@@ -82,6 +85,7 @@ impl ServiceConfig {
             shutdown_timeout: Duration::from_secs(20),
             partition_queue: 256,
             snapshot_interval: Duration::from_secs(1),
+            triggers: TriggerConfig::default(),
             kafka: Vec::new(),
             consumer_kafka: Vec::new(),
         }
@@ -102,6 +106,7 @@ impl ServiceConfig {
 pub struct Stats {
     pub consumed: AtomicU64,
     pub records_published: AtomicU64,
+    pub triggers_published: AtomicU64,
     pub dead_letters: AtomicU64,
     pub duplicates: AtomicU64,
     pub resets: AtomicU64,
@@ -120,6 +125,8 @@ pub enum ServiceError {
     DeliveryFailed(String),
     #[error("partition worker for {0} stopped unexpectedly")]
     WorkerDied(i32),
+    #[error("trigger rules: {0}")]
+    Triggers(#[from] eeg_publish::TriggerConfigError),
 }
 
 /// A raw message's outputs, or a partition's snapshots, still waiting for the broker's
@@ -228,6 +235,7 @@ struct Partition {
 /// State shared by the polling loop and the rebalance callbacks (which run inside `poll`).
 struct Shared {
     config: ServiceConfig,
+    triggers: TriggerEngine,
     producer: Publisher,
     stats: Arc<Stats>,
     partitions: Mutex<HashMap<i32, Partition>>,
@@ -400,8 +408,10 @@ impl Service {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .create_with_context(Deliveries::default())?;
+        let triggers = TriggerEngine::new(config.triggers.rules.clone())?;
         Ok(Service {
             shared: Arc::new(Shared {
+                triggers,
                 config,
                 producer,
                 stats: Arc::new(Stats::default()),
@@ -589,7 +599,7 @@ struct Entry {
 }
 
 /// What the worker keeps beside each session's processor to snapshot it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tracked {
     /// Checkpoints from the session's boundary (the first message still needed by an
     /// unpublished window) to its last message.
@@ -598,9 +608,19 @@ struct Tracked {
     restored_at: Option<i64>,
     /// `(next_seq, next window)` of the last snapshot saved, to skip unchanged ones.
     saved: Option<(u64, u64)>,
+    triggers: TriggerState,
 }
 
 impl Tracked {
+    fn new(triggers: TriggerState) -> Tracked {
+        Tracked {
+            entries: VecDeque::new(),
+            restored_at: None,
+            saved: None,
+            triggers,
+        }
+    }
+
     fn boundary_offset(&self) -> Option<i64> {
         self.entries.front().map(|e| e.offset).or(self.restored_at)
     }
@@ -724,6 +744,9 @@ impl PartitionWorker {
                                 entries: VecDeque::new(),
                                 restored_at: Some(snap.source_offset),
                                 saved: Some(key),
+                                triggers: snap
+                                    .triggers
+                                    .unwrap_or_else(|| self.shared.triggers.new_state()),
                             },
                         },
                     );
@@ -818,6 +841,7 @@ impl PartitionWorker {
                 next_seq: front.seq,
                 source_offset: front.offset,
                 checkpoint,
+                triggers: Some(s.extra.triggers.clone()),
             };
             let bytes = snap.encode();
             let record = BaseRecord::with_opaque_to(&config.topics.state, Arc::clone(&pending))
@@ -853,7 +877,9 @@ impl PartitionWorker {
         let now = self.now_s();
         let (admission, session) = self
             .sessions
-            .admit(&batch, now, |_| Tracked::default())
+            .admit(&batch, now, |_| {
+                Tracked::new(self.shared.triggers.new_state())
+            })
             .map_err(|e| e.to_string())?;
         let stats = &self.shared.stats;
         match &admission {
@@ -877,6 +903,7 @@ impl PartitionWorker {
             // Positions restart at zero: older checkpoints belong to the old stream.
             self.spare
                 .extend(tracked.entries.drain(..).map(|e| e.checkpoint));
+            tracked.triggers.reset();
         }
         // Taken after admission, so a message that reset the session is re-run from the
         // reset state, where it is admitted as the next in order.
@@ -891,6 +918,7 @@ impl PartitionWorker {
         let mut sink = Outputs {
             shared: &self.shared,
             meta: &session.meta,
+            triggers: &mut session.extra.triggers,
             pending,
             buf: &mut self.buf,
         };
@@ -986,6 +1014,7 @@ fn send<'a>(
 struct Outputs<'a> {
     shared: &'a Shared,
     meta: &'a SessionMeta,
+    triggers: &'a mut TriggerState,
     pending: &'a Arc<Pending>,
     buf: &'a mut Vec<u8>,
 }
@@ -1011,5 +1040,25 @@ impl WindowSink for Outputs<'_> {
             .stats
             .records_published
             .fetch_add(1, Ordering::Relaxed);
+        let (shared, pending, buf) = (self.shared, self.pending, &mut *self.buf);
+        shared.triggers.evaluate(
+            self.triggers,
+            &self.meta.session_id,
+            &self.meta.device_id,
+            w,
+            &mut |event| {
+                buf.clear();
+                event.encode_into(buf);
+                let record =
+                    BaseRecord::with_opaque_to(&shared.config.topics.triggers, Arc::clone(pending))
+                        .key(event.session_id.as_bytes())
+                        .payload(&buf[..]);
+                send(&shared.producer, record, pending);
+                shared
+                    .stats
+                    .triggers_published
+                    .fetch_add(1, Ordering::Relaxed);
+            },
+        );
     }
 }

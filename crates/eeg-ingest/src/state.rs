@@ -18,6 +18,7 @@ use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 
 use eeg_dsp::Checkpoint;
+use eeg_publish::TriggerState;
 
 pub const SCHEMA: &str = "eeg.session.state/1";
 
@@ -38,6 +39,9 @@ pub struct Snapshot {
     /// Offset of the boundary message on the raw topic's partition.
     pub source_offset: i64,
     pub checkpoint: Checkpoint,
+    /// Trigger rules' state after the last window before `checkpoint.next_window`.
+    #[serde(default)]
+    pub triggers: Option<TriggerState>,
 }
 
 impl Snapshot {
@@ -141,6 +145,11 @@ mod tests {
                 t0_ms: 1_700_000_000_123,
                 filter: vec![0.1 + 0.2, -1e-300, std::f64::consts::PI, 5e-324],
             },
+            triggers: Some(
+                eeg_publish::TriggerEngine::new(eeg_publish::default_rules())
+                    .unwrap()
+                    .new_state(),
+            ),
         };
         let back = Snapshot::decode(&s.encode()).unwrap();
         assert_eq!(back, s);
