@@ -112,6 +112,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         dead_letters = s(&stats.dead_letters),
         duplicates = s(&stats.duplicates),
         resets = s(&stats.resets),
+        triggers = s(&stats.triggers_published),
         "totals"
     );
     Ok(result?)

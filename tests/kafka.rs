@@ -507,3 +507,86 @@ fn poison_messages_go_to_the_dead_letter_topic_byte_for_byte() {
     assert!(ends.contains(&41));
     assert_eq!(committed(&t), want, "{log}");
 }
+
+#[test]
+fn partitions_moving_between_instances_lose_and_change_nothing() {
+    let t = Topics::create("rebalance");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let base = process_lines(&fixture, &[]);
+    const COPIES: usize = 4;
+    // Copy i of the recording is session `test_subsecond-i`, with the same numbers.
+    let want: Vec<Vec<Vec<u8>>> = (1..=COPIES)
+        .map(|i| {
+            base.iter()
+                .map(|l| {
+                    String::from_utf8(l.clone())
+                        .unwrap()
+                        .replacen(
+                            "\"session_id\":\"test_subsecond\"",
+                            &format!("\"session_id\":\"test_subsecond-{i}\""),
+                            1,
+                        )
+                        .into_bytes()
+                })
+                .collect()
+        })
+        .collect();
+    let a = Service::start(&t, "a");
+    let player = {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "replay",
+            fixture.to_str().unwrap(),
+            "--speed",
+            "60",
+            "--quiet",
+        ])
+        .args(["--sessions", &COPIES.to_string()]);
+        t.env(&mut cmd);
+        cmd.spawn().unwrap()
+    };
+    let total = COPIES * base.len();
+    consume(&t.processed, Duration::from_secs(30), |r| {
+        r.len() >= total / 5
+    });
+    // A second instance joins: some partitions move to it while data flows.
+    let b = Service::start(&t, "b");
+    consume(&t.processed, Duration::from_secs(30), |r| {
+        r.len() >= total / 2
+    });
+    // The first one leaves: its partitions move to the second.
+    let (status_a, log_a) = a.stop();
+    assert!(status_a.success(), "exit {status_a}:\n{log_a}");
+    let distinct = |r: &[Record]| {
+        r.iter()
+            .map(|x| (x.key.clone(), window_index(&x.payload)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let got = consume(&t.processed, Duration::from_secs(90), |r| {
+        distinct(r) >= total
+    });
+    let mut player = player;
+    assert!(player.wait().unwrap().success());
+    let (status_b, log_b) = b.stop();
+    assert!(status_b.success(), "exit {status_b}:\n{log_b}");
+    // The second instance carried on sessions the first had started, from their snapshots.
+    assert!(log_b.contains("session(s) restored"), "{log_b}");
+    for (i, want) in want.iter().enumerate() {
+        let key = format!("test_subsecond-{}", i + 1);
+        let mine: Vec<Record> = got
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .cloned()
+            .collect();
+        let windows = by_window(&mine);
+        assert_eq!(windows.len(), want.len(), "{key}:\n{log_a}\n{log_b}");
+        for (g, w) in windows.values().zip(want) {
+            assert_eq!(
+                String::from_utf8_lossy(g),
+                String::from_utf8_lossy(w),
+                "{key}"
+            );
+        }
+    }
+}

@@ -634,6 +634,28 @@ impl SessionProcessor {
         Ok(p)
     }
 
+    /// Heap memory held by this session's state, bytes: the filtered ring (window length ×
+    /// channels), the block statistics, the segment cache and the work buffers. The FFT
+    /// plan is shared between sessions of the same segment length and not counted.
+    pub fn state_bytes(&self) -> usize {
+        let f = std::mem::size_of::<f64>();
+        let vecs = self.ring.capacity()
+            + self.scratch.capacity()
+            + self.filtered.capacity()
+            + self.notched.capacity()
+            + self.band_power.capacity()
+            + self.relative_power.capacity()
+            + self.total_power.capacity()
+            + self.sums.capacity()
+            + self.cache.iter().map(|e| e.power.capacity()).sum::<usize>();
+        let blocks = self.blocks.len() * self.n_channels * (6 * f + 2 * 4);
+        vecs * f
+            + blocks
+            + self.quality.capacity() * std::mem::size_of::<Quality>()
+            + self.bank.n_sections() * self.n_channels.next_multiple_of(8) * 2 * f
+            + self.segment.state_bytes()
+    }
+
     /// Windows completed since the session's (last) start.
     pub fn windows_since_start(&self) -> u64 {
         self.since_start

@@ -40,6 +40,18 @@ impl std::fmt::Debug for SegmentPsd {
 }
 
 impl SegmentPsd {
+    /// Heap memory of the buffers (not the shared FFT plan), bytes.
+    pub fn state_bytes(&self) -> usize {
+        let f = std::mem::size_of::<f64>();
+        let c = std::mem::size_of::<Complex64>();
+        (self.window.capacity()
+            + self.input.capacity()
+            + self.psd.capacity()
+            + self.freqs.capacity())
+            * f
+            + (self.spectrum.capacity() + self.scratch.capacity()) * c
+    }
+
     /// Plans a segment of `nperseg >= 2` samples at `fs` Hz.
     pub fn new(nperseg: usize, fs: f64) -> SegmentPsd {
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(nperseg);

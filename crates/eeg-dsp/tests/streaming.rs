@@ -331,3 +331,28 @@ fn a_checkpoint_past_the_next_window_is_refused() {
     let err = SessionProcessor::restore(&config, FS, 2, &cp).unwrap_err();
     assert!(err.to_string().contains("filter values"), "{err}");
 }
+
+#[test]
+fn session_state_grows_with_window_length_times_channels() {
+    let bytes = |nch: usize, length_s: f64| {
+        let mut config = ProcessingConfig::default();
+        config.window.length_s = length_s;
+        SessionProcessor::new(&config, 256.0, nch, 0)
+            .unwrap()
+            .state_bytes()
+    };
+    // The ring alone is 8 bytes per sample of a window per channel.
+    let ring = |nch: usize, length_s: f64| (length_s * 256.0) as usize * nch * 8;
+    for (nch, len) in [(1, 4.0), (8, 4.0), (64, 4.0), (8, 8.0), (8, 30.0)] {
+        let b = bytes(nch, len);
+        assert!(b >= ring(nch, len), "{nch} ch × {len} s: {b} bytes");
+        // Fixed costs (FFT buffers, work pieces) stay below a few ring sizes plus 64 KiB.
+        assert!(
+            b <= 4 * ring(nch, len) + (64 << 10),
+            "{nch} ch × {len} s: {b} bytes"
+        );
+    }
+    // Growth follows the ring: more channels or a longer window cost at least their samples.
+    assert!(bytes(64, 4.0) - bytes(8, 4.0) >= ring(64, 4.0) - ring(8, 4.0));
+    assert!(bytes(8, 30.0) - bytes(8, 4.0) >= ring(8, 30.0) - ring(8, 4.0));
+}

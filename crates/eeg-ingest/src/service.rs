@@ -113,6 +113,9 @@ pub struct Stats {
     pub sessions_started: AtomicU64,
     pub sessions_evicted: AtomicU64,
     pub active_sessions: AtomicU64,
+    /// Heap memory of all sessions' state (processors and checkpoints), bytes; updated as
+    /// snapshots are taken.
+    pub session_state_bytes: AtomicU64,
     pub rebalances: AtomicU64,
     pub commits: AtomicU64,
 }
@@ -642,6 +645,8 @@ struct PartitionWorker {
     evicted: Vec<String>,
     /// Checkpoint buffers to reuse.
     spare: Vec<Checkpoint>,
+    /// This partition's share of [`Stats::session_state_bytes`].
+    state_bytes: u64,
 }
 
 impl PartitionWorker {
@@ -659,6 +664,7 @@ impl PartitionWorker {
             dirty: false,
             evicted: Vec::new(),
             spare: Vec::new(),
+            state_bytes: 0,
         }
     }
 
@@ -685,16 +691,45 @@ impl PartitionWorker {
             if last_snapshot.elapsed() >= interval {
                 last_snapshot = Instant::now();
                 self.snapshot();
+                self.report_state_bytes(false);
             }
         }
         // Released (revoked or stopping): save where every session stands, so the offset
         // committed now lets the next owner carry on exactly.
         self.snapshot();
+        self.report_state_bytes(true);
         let n = self.sessions.len() as u64;
         self.shared
             .stats
             .active_sessions
             .fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Updates this partition's share of the session memory gauge (to zero when `gone`).
+    fn report_state_bytes(&mut self, gone: bool) {
+        let now = if gone {
+            0
+        } else {
+            self.sessions
+                .iter()
+                .map(|(id, s)| {
+                    let checkpoints: usize = s
+                        .extra
+                        .entries
+                        .iter()
+                        .map(|e| e.checkpoint.filter.capacity() * 8 + std::mem::size_of::<Entry>())
+                        .sum();
+                    (s.processor.state_bytes() + checkpoints + id.capacity()) as u64
+                })
+                .sum()
+        };
+        let gauge = &self.shared.stats.session_state_bytes;
+        if now >= self.state_bytes {
+            gauge.fetch_add(now - self.state_bytes, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(self.state_bytes - now, Ordering::Relaxed);
+        }
+        self.state_bytes = now;
     }
 
     /// Loads this partition's session snapshots before any of its messages is processed.
