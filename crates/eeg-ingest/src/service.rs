@@ -7,7 +7,7 @@
 //! thread delivers. Nothing here runs on an async runtime.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,11 +18,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use eeg_dsp::{Checkpoint, ProcessingConfig, SessionProcessor, Window, WindowSink};
-use eeg_publish::{TriggerConfig, TriggerEngine, TriggerState};
+use eeg_publish::{Out, Pending, Publisher, TriggerConfig, TriggerEngine, TriggerState};
 use eeg_schema::{Limits, ProcessedRecord, SessionMeta, encode_processed};
 
 use crate::sessions::{Admission, Session, Sessions};
@@ -132,28 +131,6 @@ pub enum ServiceError {
     Triggers(#[from] eeg_publish::TriggerConfigError),
 }
 
-/// A raw message's outputs, or a partition's snapshots, still waiting for the broker's
-/// acknowledgement.
-#[derive(Debug)]
-struct Pending {
-    /// The raw message (for snapshots: the last message processed before them).
-    offset: i64,
-    /// For snapshots: the offset they make safe to commit once they and everything before
-    /// them are acknowledged.
-    commit: Option<i64>,
-    /// Outputs not yet acknowledged, plus one while the worker is still producing them.
-    remaining: AtomicUsize,
-}
-
-impl Pending {
-    fn ack(&self) {
-        self.remaining.fetch_sub(1, Ordering::AcqRel);
-    }
-    fn done(&self) -> bool {
-        self.remaining.load(Ordering::Acquire) == 0
-    }
-}
-
 /// Messages of one partition in offset order, from handed to a worker to acknowledged.
 #[derive(Debug, Default)]
 struct Tracker {
@@ -170,49 +147,14 @@ impl Tracker {
     fn frontier(&self) -> Option<i64> {
         let mut q = self.queue.lock().expect("tracker lock");
         let mut next = None;
-        while q.front().is_some_and(|p| p.done()) {
-            if let Some(c) = q.pop_front().and_then(|p| p.commit) {
+        while q.front().is_some_and(|p| p.settled()) {
+            if let Some(c) = q.pop_front().and_then(|p| p.commit()) {
                 next = Some(c);
             }
         }
         next
     }
 }
-
-/// The producer's context: delivery reports settle [`Pending`] messages. A failed
-/// delivery is never settled, so the offset of its message is never committed.
-#[derive(Debug, Default)]
-struct Deliveries {
-    failure: Mutex<Option<String>>,
-    failed: AtomicBool,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Arc<Pending>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, pending: Self::DeliveryOpaque) {
-        match result {
-            Ok(_) => pending.ack(),
-            Err((e, m)) => {
-                let line = format!(
-                    "delivery to {} failed after retries: {e} (source offset {})",
-                    m.topic(),
-                    pending.offset
-                );
-                tracing::error!("{line}");
-                self.failed.store(true, Ordering::Release);
-                self.failure
-                    .lock()
-                    .expect("failure lock")
-                    .get_or_insert(line);
-            }
-        }
-    }
-}
-
-type Publisher = ThreadedProducer<Deliveries>;
 
 /// A message handed from the polling thread to a partition worker.
 #[derive(Debug)]
@@ -349,14 +291,14 @@ impl Shared {
             }
         }
         while Instant::now() < deadline
-            && !self.producer.context().failed.load(Ordering::Acquire)
+            && !self.producer.failed()
             && gone.iter().any(|(_, p)| !queue_settled(&p.tracker))
         {
             std::thread::sleep(Duration::from_millis(5));
         }
         let mut tpl = TopicPartitionList::new();
         for (id, p) in &gone {
-            if self.producer.context().failed.load(Ordering::Acquire) {
+            if self.producer.failed() {
                 break;
             }
             if let Some(next) = p.tracker.frontier().or(p.stored) {
@@ -378,7 +320,7 @@ fn queue_settled(t: &Tracker) -> bool {
         .lock()
         .expect("tracker lock")
         .iter()
-        .all(|p| p.done())
+        .all(|p| p.settled())
 }
 
 /// Handle to ask a running service to stop.
@@ -404,13 +346,7 @@ pub struct Service {
 impl Service {
     /// Creates the clients; no network round trip happens here.
     pub fn new(config: ServiceConfig) -> Result<Service, ServiceError> {
-        let producer: Publisher = config
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .create_with_context(Deliveries::default())?;
+        let producer = Publisher::new(&config.client_config())?;
         let triggers = TriggerEngine::new(config.triggers.rules.clone())?;
         Ok(Service {
             shared: Arc::new(Shared {
@@ -504,12 +440,7 @@ impl Service {
 }
 
 fn delivery_failure(shared: &Shared) -> Option<String> {
-    let ctx = shared.producer.context();
-    if ctx.failed.load(Ordering::Acquire) {
-        ctx.failure.lock().expect("failure lock").clone()
-    } else {
-        None
-    }
+    shared.producer.failure()
 }
 
 fn log_consumer_error(e: &KafkaError) {
@@ -842,18 +773,19 @@ impl PartitionWorker {
             .min()
             .unwrap_or(last + 1)
             .min(last + 1);
-        let pending = Arc::new(Pending {
-            offset: last,
-            commit: Some(commit),
-            remaining: AtomicUsize::new(1),
-        });
+        let pending = Pending::new(last, Some(commit));
         self.tracker.push(Arc::clone(&pending));
         let config = &self.shared.config;
         for id in self.evicted.drain(..) {
-            let record = BaseRecord::with_opaque_to(&config.topics.state, Arc::clone(&pending))
-                .partition(self.partition)
-                .key(id.as_bytes());
-            send(&self.shared.producer, record, &pending);
+            // A tombstone: restoring drops the session.
+            let out = Out {
+                topic: &config.topics.state,
+                partition: Some(self.partition),
+                key: Some(id.as_bytes()),
+                payload: None,
+                headers: None,
+            };
+            self.shared.producer.send(out, &pending);
         }
         for (id, s) in self.sessions.iter_mut() {
             let Some(front) = s.extra.entries.front() else {
@@ -879,22 +811,23 @@ impl PartitionWorker {
                 triggers: Some(s.extra.triggers.clone()),
             };
             let bytes = snap.encode();
-            let record = BaseRecord::with_opaque_to(&config.topics.state, Arc::clone(&pending))
-                .partition(self.partition)
-                .key(id.as_bytes())
-                .payload(&bytes[..]);
-            send(&self.shared.producer, record, &pending);
+            // The raw message's partition number, not key hashing: the upstream producer's
+            // partitioner is not ours to know, and restoring reads by partition.
+            let out = Out {
+                topic: &config.topics.state,
+                partition: Some(self.partition),
+                key: Some(id.as_bytes()),
+                payload: Some(&bytes),
+                headers: None,
+            };
+            self.shared.producer.send(out, &pending);
             s.extra.saved = Some(key);
         }
-        pending.ack();
+        pending.release();
     }
 
     fn handle(&mut self, m: Inbound) {
-        let pending = Arc::new(Pending {
-            offset: m.offset,
-            commit: None,
-            remaining: AtomicUsize::new(1),
-        });
+        let pending = Pending::new(m.offset, None);
         self.tracker.push(Arc::clone(&pending));
         if let Err(reason) = self.process(&m, &pending) {
             self.dead_letter(&m, &reason, &pending);
@@ -902,7 +835,7 @@ impl PartitionWorker {
         self.last_offset = Some(m.offset);
         self.dirty = true;
         // The worker's own hold: from here on only deliveries settle the message.
-        pending.ack();
+        pending.release();
     }
 
     /// Runs one message through its session; `Err` is the one-line reason it is a dead
@@ -999,49 +932,18 @@ impl PartitionWorker {
             self.partition,
             m.offset
         );
-        let mut record = BaseRecord::with_opaque_to(&config.topics.dlq, Arc::clone(pending))
-            .payload(&m.payload[..])
-            .headers(headers);
-        if let Some(k) = &m.key {
-            record = record.key(&k[..]);
-        }
-        send(&self.shared.producer, record, pending);
+        let out = Out {
+            topic: &config.topics.dlq,
+            partition: None,
+            key: m.key.as_deref(),
+            payload: Some(&m.payload),
+            headers: Some(headers),
+        };
+        self.shared.producer.send(out, pending);
         self.shared
             .stats
             .dead_letters
             .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Sends `record`, waiting while the producer's queue is full: a full queue is
-/// backpressure (the partition's queue fills and the partition is paused), not an error.
-fn send<'a>(
-    producer: &Publisher,
-    mut record: BaseRecord<'a, [u8], [u8], Arc<Pending>>,
-    pending: &Arc<Pending>,
-) {
-    pending.remaining.fetch_add(1, Ordering::AcqRel);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err((e, _)) => {
-                // Not retriable (e.g. a record above message.max.bytes): the message stays
-                // unsettled, so its offset is never committed, and the service stops.
-                let ctx = producer.context();
-                let line = format!("cannot produce output of offset {}: {e}", pending.offset);
-                tracing::error!("{line}");
-                ctx.failed.store(true, Ordering::Release);
-                ctx.failure
-                    .lock()
-                    .expect("failure lock")
-                    .get_or_insert(line);
-                return;
-            }
-        }
     }
 }
 
@@ -1064,13 +966,14 @@ impl WindowSink for Outputs<'_> {
             },
             self.buf,
         );
-        let record = BaseRecord::with_opaque_to(
-            &self.shared.config.topics.processed,
-            Arc::clone(self.pending),
-        )
-        .key(self.meta.session_id.as_bytes())
-        .payload(&self.buf[..]);
-        send(&self.shared.producer, record, self.pending);
+        let out = Out {
+            topic: &self.shared.config.topics.processed,
+            partition: None,
+            key: Some(self.meta.session_id.as_bytes()),
+            payload: Some(self.buf),
+            headers: None,
+        };
+        self.shared.producer.send(out, self.pending);
         self.shared
             .stats
             .records_published
@@ -1084,11 +987,14 @@ impl WindowSink for Outputs<'_> {
             &mut |event| {
                 buf.clear();
                 event.encode_into(buf);
-                let record =
-                    BaseRecord::with_opaque_to(&shared.config.topics.triggers, Arc::clone(pending))
-                        .key(event.session_id.as_bytes())
-                        .payload(&buf[..]);
-                send(&shared.producer, record, pending);
+                let out = Out {
+                    topic: &shared.config.topics.triggers,
+                    partition: None,
+                    key: Some(event.session_id.as_bytes()),
+                    payload: Some(buf),
+                    headers: None,
+                };
+                shared.producer.send(out, pending);
                 shared
                     .stats
                     .triggers_published

@@ -19,7 +19,10 @@
 //! rule's `threshold` when fired, its `clear_threshold` when cleared), `window_index`,
 //! `start_ms` and `end_ms` of that window.
 
+pub mod producer;
 pub mod triggers;
+
+pub use producer::{Out, Pending, Publisher};
 
 pub use triggers::{
     DecodeError, EventState, MAX_ID_BYTES, Metric, Op, Rule, TRIGGER_SCHEMA, TriggerConfig,
