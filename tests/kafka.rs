@@ -590,3 +590,51 @@ fn partitions_moving_between_instances_lose_and_change_nothing() {
         }
     }
 }
+
+#[test]
+fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it() {
+    let t = Topics::create("lost");
+    // Nothing can be delivered to a topic that does not exist (and the service never
+    // creates topics): every processed record times out.
+    let mut t_missing = t.clone();
+    t_missing.processed = format!("{}-missing", t.processed);
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    let log = std::env::temp_dir().join(format!("{}-lost.log", t.group));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--kafka", "message.timeout.ms=3000"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    t_missing.env(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running:\n{}", std::fs::read_to_string(&log).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: output lost: delivery to ") && last.contains("-missing"),
+        "{log}"
+    );
+    // One error line for the loss, not one per record.
+    assert_eq!(
+        log.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "{log}"
+    );
+    // The first window completes with message 15 (32-sample messages, 512-sample window):
+    // no offset past it may be committed, since its output is lost.
+    for c in committed(&t) {
+        assert!(c <= 15, "committed {c}:\n{log}");
+    }
+}

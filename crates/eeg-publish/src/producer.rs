@@ -66,13 +66,17 @@ struct Deliveries {
 }
 
 impl Deliveries {
+    /// Records a failure; only the first is logged (once the broker is gone, every queued
+    /// record fails the same way).
     fn fail(&self, line: String) {
-        tracing::error!("{line}");
         self.failed.store(true, Ordering::Release);
-        self.failure
-            .lock()
-            .expect("failure lock")
-            .get_or_insert(line);
+        let mut first = self.failure.lock().expect("failure lock");
+        if first.is_none() {
+            tracing::error!("{line}");
+            *first = Some(line);
+        } else {
+            tracing::debug!("{line}");
+        }
     }
 }
 
