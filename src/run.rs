@@ -70,6 +70,15 @@ pub struct RunArgs {
     /// (inside ECS's 30 s stop timeout).
     #[arg(long, env = "SHUTDOWN_TIMEOUT_S", default_value_t = 20)]
     pub shutdown_timeout_s: u64,
+    /// Messages queued for each partition's worker.
+    #[arg(long, env = "EEG_PARTITION_QUEUE", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub partition_queue: u64,
+    /// KiB of messages held per partition beyond its queue before the partition is paused
+    /// until processing catches up.
+    #[arg(long, env = "EEG_PARTITION_BUFFER_KIB", default_value_t = 8192,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub partition_buffer_kib: u64,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -86,6 +95,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.triggers = file.triggers;
     config.session_idle = Duration::from_secs(args.session_idle_s);
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
+    config.partition_queue = args.partition_queue as usize;
+    config.partition_buffer_bytes = (args.partition_buffer_kib as usize) << 10;
     config.kafka = args.kafka.properties.clone();
     config.consumer_kafka = args.consumer_properties.clone();
     tracing::info!(
@@ -112,6 +123,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         dead_letters = s(&stats.dead_letters),
         duplicates = s(&stats.duplicates),
         resets = s(&stats.resets),
+        sessions_started = s(&stats.sessions_started),
+        sessions_evicted = s(&stats.sessions_evicted),
         triggers = s(&stats.triggers_published),
         "totals"
     );

@@ -132,16 +132,22 @@ struct Service {
 
 impl Service {
     fn start(t: &Topics, name: &str) -> Service {
+        Service::start_with(t, name, &[], &[])
+    }
+
+    fn start_with(t: &Topics, name: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
         let log = std::env::temp_dir().join(format!("{}-{name}.log", t.group));
         let mut cmd = Command::new(BIN);
         cmd.arg("run")
             // A killed member is noticed within seconds, not the default 45.
             .args(["--consumer-kafka", "session.timeout.ms=6000"])
             .args(["--consumer-kafka", "heartbeat.interval.ms=500"])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         t.env(&mut cmd);
+        cmd.envs(env.iter().copied());
         Service {
             child: cmd.spawn().unwrap(),
             log,
@@ -637,4 +643,62 @@ fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it(
     for c in committed(&t) {
         assert!(c <= 15, "committed {c}:\n{log}");
     }
+}
+
+#[test]
+fn a_full_partition_queue_pauses_the_partition_and_loses_nothing() {
+    let t = Topics::create("pause");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let want = process_lines(&fixture, &[]);
+    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    // A queue of 8 messages and 64 KiB held beyond it: the backlog of 2792 messages keeps
+    // the partition pausing.
+    let service = Service::start_with(
+        &t,
+        "pause",
+        &["--partition-queue", "8", "--partition-buffer-kib", "64"],
+        &[("RUST_LOG", "info,eeg_ingest=debug")],
+    );
+    let got = consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= want.len()
+    });
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(log.contains("paused: processing is behind"), "{log}");
+    assert!(log.contains("resumed"), "{log}");
+    assert_eq!(got.len(), want.len(), "{log}");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(g.payload == *w, "record {i} differs:\n{log}");
+    }
+}
+
+#[test]
+fn idle_sessions_are_evicted_and_their_snapshot_deleted() {
+    let t = Topics::create("idle");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    let service = Service::start_with(&t, "idle", &["--session-idle-s", "2"], &[]);
+    let want = process_lines(&fixture, &[]).len();
+    consume(&t.processed, Duration::from_secs(60), |r| r.len() >= want);
+    // The session's last snapshot, then its tombstone once it has been idle for 2 s.
+    let state = consume(&t.state, Duration::from_secs(20), |r| {
+        r.last().is_some_and(|x| x.payload.is_empty())
+    });
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(log.contains("sessions_evicted=1"), "{log}");
+    let mine: Vec<&Record> = state
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(&b"test_subsecond"[..]))
+        .collect();
+    assert!(
+        mine.len() >= 2,
+        "snapshots then a tombstone: {}",
+        mine.len()
+    );
+    assert!(mine[..mine.len() - 1].iter().all(|r| !r.payload.is_empty()));
+    assert!(
+        mine.last().unwrap().payload.is_empty(),
+        "the last record is a tombstone"
+    );
 }

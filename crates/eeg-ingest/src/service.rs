@@ -61,8 +61,12 @@ pub struct ServiceConfig {
     pub session_idle: Duration,
     /// Time allowed, after a stop is requested, to finish in-flight work and commit.
     pub shutdown_timeout: Duration,
-    /// Messages queued per partition before the partition is paused.
+    /// Messages queued for a partition's worker.
     pub partition_queue: usize,
+    /// Bytes of messages held for a partition beyond its queue before the partition is
+    /// paused (pausing makes librdkafka drop what it prefetched and fetch it again, so it
+    /// is kept for a worker that is really behind, not for a burst of prefetched data).
+    pub partition_buffer_bytes: usize,
     /// How often a partition's session snapshots are saved and its offset moved on.
     pub snapshot_interval: Duration,
     /// Trigger rules evaluated on every window; events go to `topics.triggers`.
@@ -83,6 +87,7 @@ impl ServiceConfig {
             session_idle: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(20),
             partition_queue: 256,
+            partition_buffer_bytes: 8 << 20,
             snapshot_interval: Duration::from_secs(1),
             triggers: TriggerConfig::default(),
             kafka: Vec::new(),
@@ -168,9 +173,11 @@ struct Inbound {
 #[derive(Debug)]
 struct Partition {
     tx: Option<SyncSender<Inbound>>,
-    /// Messages that arrived while the worker's queue was full; the partition is paused
+    /// Messages that arrived while the worker's queue was full (at most about one more
+    /// queue's worth: then the partition is paused until they are handed over).
     /// until they are handed over.
     overflow: VecDeque<Inbound>,
+    overflow_bytes: usize,
     paused: bool,
     tracker: Arc<Tracker>,
     worker: Option<JoinHandle<()>>,
@@ -255,6 +262,7 @@ impl Shared {
             Partition {
                 tx: Some(tx),
                 overflow: VecDeque::new(),
+                overflow_bytes: 0,
                 paused: false,
                 tracker,
                 worker: Some(worker),
@@ -281,6 +289,7 @@ impl Shared {
                     // next owner.
                     p.tx = None;
                     p.overflow.clear();
+                    p.overflow_bytes = 0;
                     gone.push((*id, p));
                 }
             }
@@ -374,9 +383,13 @@ impl Service {
         let shared = self.shared;
         let config = &shared.config;
         let mut client = config.client_config();
+        // librdkafka prefetches up to 64 MiB by default; a quarter of that keeps a small
+        // task's memory in bounds and is still many seconds of EEG. Overridable.
+        client.set("queued.max.messages.kbytes", "16384");
         for (k, v) in &config.consumer_kafka {
             client.set(k, v);
         }
+        // What the delivery promise rests on: not overridable.
         let consumer: BaseConsumer<Rebalancing> = client
             .set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
@@ -460,26 +473,27 @@ impl Shared {
             // A message of a partition already released: its next owner reads it again.
             return Ok(());
         };
-        if !p.overflow.is_empty() {
-            p.overflow.push_back(inbound);
-            return Ok(());
-        }
         let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
-        match tx.try_send(inbound) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(inbound)) => {
-                p.overflow.push_back(inbound);
-                if !p.paused {
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(&self.config.topics.raw, id);
-                    consumer.pause(&tpl)?;
-                    p.paused = true;
-                    tracing::debug!("partition {id} paused: processing is behind");
-                }
-                Ok(())
+        let inbound = if p.overflow.is_empty() {
+            match tx.try_send(inbound) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(inbound)) => inbound,
+                Err(TrySendError::Disconnected(_)) => return Err(ServiceError::WorkerDied(id)),
             }
-            Err(TrySendError::Disconnected(_)) => Err(ServiceError::WorkerDied(id)),
+        } else {
+            inbound
+        };
+        p.overflow_bytes += inbound.payload.len();
+        p.overflow.push_back(inbound);
+        // Resumed once the overflow is handed over, with a full queue of work ahead.
+        if !p.paused && p.overflow_bytes >= self.config.partition_buffer_bytes {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.config.topics.raw, id);
+            consumer.pause(&tpl)?;
+            p.paused = true;
+            tracing::debug!("partition {id} paused: processing is behind");
         }
+        Ok(())
     }
 
     /// Hands over overflow, resumes partitions that caught up, and stores the offsets of
@@ -490,8 +504,9 @@ impl Shared {
         for (&id, p) in parts.iter_mut() {
             let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
             while let Some(m) = p.overflow.pop_front() {
+                let n = m.payload.len();
                 match tx.try_send(m) {
-                    Ok(()) => {}
+                    Ok(()) => p.overflow_bytes -= n,
                     Err(TrySendError::Full(m)) => {
                         p.overflow.push_front(m);
                         break;
@@ -832,7 +847,8 @@ impl PartitionWorker {
         if let Err(reason) = self.process(&m, &pending) {
             self.dead_letter(&m, &reason, &pending);
         }
-        self.last_offset = Some(m.offset);
+        // A message fetched again (e.g. after a resume) must not move the commit back.
+        self.last_offset = self.last_offset.max(Some(m.offset));
         self.dirty = true;
         // The worker's own hold: from here on only deliveries settle the message.
         pending.release();
