@@ -79,6 +79,10 @@ pub struct RunArgs {
     #[arg(long, env = "EEG_PARTITION_BUFFER_KIB", default_value_t = 8192,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub partition_buffer_kib: u64,
+    /// Seconds between status lines (counters, active sessions, session memory) in the log;
+    /// 0 turns them off.
+    #[arg(long, env = "EEG_STATUS_INTERVAL_S", default_value_t = 60)]
+    pub status_interval_s: u64,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -115,19 +119,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || wait_for_signals(stop))?;
     let stats = service.stats();
+    if args.status_interval_s > 0 {
+        let stats = std::sync::Arc::clone(&stats);
+        let every = Duration::from_secs(args.status_interval_s);
+        std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    log_stats("status", &stats);
+                }
+            })?;
+    }
     let result = service.run();
-    let s = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        consumed = s(&stats.consumed),
-        published = s(&stats.records_published),
-        dead_letters = s(&stats.dead_letters),
-        duplicates = s(&stats.duplicates),
-        resets = s(&stats.resets),
-        sessions_started = s(&stats.sessions_started),
-        sessions_evicted = s(&stats.sessions_evicted),
-        triggers = s(&stats.triggers_published),
-        "totals"
-    );
+    log_stats("totals", &stats);
     Ok(result?)
 }
 
@@ -164,4 +169,23 @@ fn wait_for_signals(stop: eeg_ingest::StopHandle) {
         tracing::warn!("second signal: exiting without finishing in-flight work");
         std::process::exit(130);
     });
+}
+
+/// One log line with every counter of the service.
+fn log_stats(what: &str, stats: &eeg_ingest::Stats) {
+    let s = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        consumed = s(&stats.consumed),
+        published = s(&stats.records_published),
+        triggers = s(&stats.triggers_published),
+        dead_letters = s(&stats.dead_letters),
+        duplicates = s(&stats.duplicates),
+        resets = s(&stats.resets),
+        sessions_started = s(&stats.sessions_started),
+        sessions_evicted = s(&stats.sessions_evicted),
+        active_sessions = s(&stats.active_sessions),
+        session_state_bytes = s(&stats.session_state_bytes),
+        rebalances = s(&stats.rebalances),
+        "{what}"
+    );
 }

@@ -677,7 +677,12 @@ fn idle_sessions_are_evicted_and_their_snapshot_deleted() {
     let t = Topics::create("idle");
     let fixture = root().join("fixtures/test_subsecond.edf");
     replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
-    let service = Service::start_with(&t, "idle", &["--session-idle-s", "2"], &[]);
+    let service = Service::start_with(
+        &t,
+        "idle",
+        &["--session-idle-s", "2", "--status-interval-s", "1"],
+        &[],
+    );
     let want = process_lines(&fixture, &[]).len();
     consume(&t.processed, Duration::from_secs(60), |r| r.len() >= want);
     // The session's last snapshot, then its tombstone once it has been idle for 2 s.
@@ -687,6 +692,16 @@ fn idle_sessions_are_evicted_and_their_snapshot_deleted() {
     let (status, log) = service.stop();
     assert!(status.success(), "exit {status}:\n{log}");
     assert!(log.contains("sessions_evicted=1"), "{log}");
+    // While the session lived, its state was reported (a 1-channel, 4 s window at 128 Hz
+    // holds at least 512 samples); after eviction nothing is held.
+    let memory: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains(" status") || l.contains(" totals"))
+        .filter_map(|l| l.split("session_state_bytes=").nth(1))
+        .map(|v| v.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(memory.iter().any(|&b| b >= 512 * 8), "{log}");
+    assert_eq!(memory.last(), Some(&0), "{log}");
     let mine: Vec<&Record> = state
         .iter()
         .filter(|r| r.key.as_deref() == Some(&b"test_subsecond"[..]))
@@ -701,4 +716,65 @@ fn idle_sessions_are_evicted_and_their_snapshot_deleted() {
         mine.last().unwrap().payload.is_empty(),
         "the last record is a tombstone"
     );
+}
+
+#[test]
+fn replay_cuts_a_recording_into_raw_batches_that_process_reads_back() {
+    let t = Topics::create("replay");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--chunk",
+            "50",
+            "--sessions",
+            "2",
+        ],
+    );
+    // 698 s at 128 Hz = 89344 samples: 1787 messages of up to 50 samples per session.
+    let per_session = 89344usize.div_ceil(50);
+    let raw = consume(&t.raw, Duration::from_secs(30), |r| {
+        r.len() >= 2 * per_session
+    });
+    assert_eq!(raw.len(), 2 * per_session);
+    let dir = std::env::temp_dir().join(&t.group);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 1..=2 {
+        let key = format!("test_subsecond-{i}");
+        let mine: Vec<&Record> = raw
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .collect();
+        assert_eq!(mine.len(), per_session, "{key}");
+        for (seq, r) in mine.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            assert_eq!(v["schema"], "eeg.raw/1");
+            assert_eq!(v["session_id"], key.as_str());
+            assert_eq!(v["seq"].as_u64(), Some(seq as u64), "{key}: in order");
+            let n = v["samples"][0].as_array().unwrap().len();
+            let want = if seq + 1 < per_session {
+                50
+            } else {
+                89344 - 50 * seq
+            };
+            assert_eq!(n, want);
+        }
+        // The captured stream, processed offline, gives the recording's records.
+        let jsonl = dir.join(format!("{key}.jsonl"));
+        let mut text = Vec::new();
+        for r in &mine {
+            text.extend_from_slice(&r.payload);
+            text.push(b'\n');
+        }
+        std::fs::write(&jsonl, text).unwrap();
+        let from_stream = process_lines(&jsonl, &[]);
+        let from_file = process_lines(&fixture, &["--session-id", &key]);
+        assert_eq!(from_stream.len(), from_file.len());
+        for (a, b) in from_stream.iter().zip(&from_file) {
+            assert!(a == b, "{key}: {}", String::from_utf8_lossy(a));
+        }
+    }
 }
