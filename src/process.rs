@@ -193,17 +193,21 @@ impl Writer {
     fn start(mut out: Box<dyn Write + Send>) -> Writer {
         let (tx, rx) = sync_channel::<(Arc<output::SessionMeta>, OwnedWindow)>(256);
         let (back, recycled) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let mut buf = Vec::with_capacity(1 << 16);
-            for (meta, window) in rx {
-                buf.clear();
-                output::encode_window(&meta, &window.view(), &mut buf);
-                buf.push(b'\n');
-                out.write_all(&buf)?;
-                let _ = back.send(window);
-            }
-            out.flush()
-        });
+        let thread = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || {
+                let mut buf = Vec::with_capacity(1 << 16);
+                for (meta, window) in rx {
+                    buf.clear();
+                    output::encode_window(&meta, &window.view(), &mut buf);
+                    buf.push(b'\n');
+                    out.write_all(&buf)?;
+                    let _ = back.send(window);
+                }
+                out.flush()
+            });
+        // As `std::thread::spawn`, which this names for profilers: no thread, no run.
+        let thread = thread.expect("spawning the output thread");
         Writer {
             tx: Some(tx),
             recycled,
@@ -435,27 +439,30 @@ impl Engine {
             let mut p = SessionProcessor::new(config, fs, mine.len(), t0_ms)?;
             let (jobs, job_rx) = sync_channel::<Job>(LAG + 1);
             let (done_tx, done) = sync_channel(LAG + 1);
-            std::thread::spawn(move || {
-                for job in job_rx {
-                    match job {
-                        Job::Record(record) => {
-                            let mut windows = Vec::new();
-                            let rows: Vec<&[f64]> =
-                                mine.iter().map(|&s| record.signal(s)).collect();
-                            // The shape is right by construction.
-                            let _ = p.push_rows(&rows, &mut |w: &Window<'_>| {
-                                windows.push(OwnedWindow::from(w))
-                            });
-                            drop(rows);
-                            drop(record);
-                            if done_tx.send(windows).is_err() {
-                                break;
+            let spawned = std::thread::Builder::new()
+                .name(format!("dsp-{k}"))
+                .spawn(move || {
+                    for job in job_rx {
+                        match job {
+                            Job::Record(record) => {
+                                let mut windows = Vec::new();
+                                let rows: Vec<&[f64]> =
+                                    mine.iter().map(|&s| record.signal(s)).collect();
+                                // The shape is right by construction.
+                                let _ = p.push_rows(&rows, &mut |w: &Window<'_>| {
+                                    windows.push(OwnedWindow::from(w))
+                                });
+                                drop(rows);
+                                drop(record);
+                                if done_tx.send(windows).is_err() {
+                                    break;
+                                }
                             }
+                            Job::Reset(t0_ms) => p.reset(t0_ms),
                         }
-                        Job::Reset(t0_ms) => p.reset(t0_ms),
                     }
-                }
-            });
+                });
+            spawned.expect("spawning a processing thread");
             workers.push(Worker { jobs, done });
         }
         Ok(Engine {
