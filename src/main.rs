@@ -9,6 +9,7 @@ mod output;
 mod process;
 mod replay;
 mod run;
+mod topics;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ enum Command {
     Run(run::RunArgs),
     /// Publish an EEG file to eeg.raw.data as one or more simulated devices.
     Replay(replay::ReplayArgs),
+    /// Check or create the service's topics (an admin step, run once).
+    Topics(topics::TopicsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Process(args) => process::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Topics(args) => topics::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,18 @@ pub struct KafkaArgs {
     pub properties: Vec<(String, String)>,
 }
 
+impl KafkaArgs {
+    /// Client settings for an admin or consumer client.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -47,6 +59,18 @@ pub struct TopicArgs {
     pub state_topic: String,
 }
 
+impl TopicArgs {
+    pub fn topics(&self) -> eeg_ingest::Topics {
+        eeg_ingest::Topics {
+            raw: self.raw_topic.clone(),
+            processed: self.processed_topic.clone(),
+            triggers: self.triggers_topic.clone(),
+            dlq: self.dlq_topic.clone(),
+            state: self.state_topic.clone(),
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -57,6 +81,9 @@ pub struct RunArgs {
     /// session.timeout.ms=10000.
     #[arg(long = "consumer-kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub consumer_properties: Vec<(String, String)>,
+    /// Extra librdkafka property for the producer only, as KEY=VALUE (repeatable).
+    #[arg(long = "producer-kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub producer_properties: Vec<(String, String)>,
     /// Consumer group; instances with the same group share the partitions.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "eeg-pipeline")]
     pub group_id: String,
@@ -79,6 +106,10 @@ pub struct RunArgs {
     #[arg(long, env = "EEG_PARTITION_BUFFER_KIB", default_value_t = 8192,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub partition_buffer_kib: u64,
+    /// Bound, in seconds, on each wait for the broker (metadata, topic checks).
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_s: u64,
     /// Seconds between status lines (counters, active sessions, session memory) in the log;
     /// 0 turns them off.
     #[arg(long, env = "EEG_STATUS_INTERVAL_S", default_value_t = 60)]
@@ -88,21 +119,17 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let file = crate::config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
     let mut config = eeg_ingest::ServiceConfig::new(&args.kafka.bootstrap_servers, &args.group_id);
-    config.topics = eeg_ingest::Topics {
-        raw: args.topics.raw_topic.clone(),
-        processed: args.topics.processed_topic.clone(),
-        triggers: args.topics.triggers_topic.clone(),
-        dlq: args.topics.dlq_topic.clone(),
-        state: args.topics.state_topic.clone(),
-    };
+    config.topics = args.topics.topics();
     config.processing = file.processing;
     config.triggers = file.triggers;
     config.session_idle = Duration::from_secs(args.session_idle_s);
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
+    config.connect_timeout = Duration::from_secs(args.connect_timeout_s);
     config.partition_queue = args.partition_queue as usize;
     config.partition_buffer_bytes = (args.partition_buffer_kib as usize) << 10;
     config.kafka = args.kafka.properties.clone();
     config.consumer_kafka = args.consumer_properties.clone();
+    config.producer_kafka = args.producer_properties.clone();
     tracing::info!(
         bootstrap_servers = %config.bootstrap_servers,
         group_id = %config.group_id,

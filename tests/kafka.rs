@@ -600,20 +600,20 @@ fn partitions_moving_between_instances_lose_and_change_nothing() {
 #[test]
 fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it() {
     let t = Topics::create("lost");
-    // Nothing can be delivered to a topic that does not exist (and the service never
-    // creates topics): every processed record times out.
-    let mut t_missing = t.clone();
-    t_missing.processed = format!("{}-missing", t.processed);
     let fixture = root().join("fixtures/test_subsecond.edf");
     replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    // The consumer reads from the broker; the producer can never reach it (nothing listens
+    // on port 1), so every output times out after 3 s, as when a broker is gone.
     let log = std::env::temp_dir().join(format!("{}-lost.log", t.group));
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--kafka", "message.timeout.ms=3000"])
+        .args(["--producer-kafka", "bootstrap.servers=127.0.0.1:1"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
-    t_missing.env(&mut cmd);
+    t.env(&mut cmd);
     let mut child = cmd.spawn().unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -621,28 +621,119 @@ fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it(
         }
         if Instant::now() > deadline {
             child.kill().unwrap();
-            panic!("still running:\n{}", std::fs::read_to_string(&log).unwrap());
+            panic!("still running:\n{}", read_log());
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let log = std::fs::read_to_string(&log).unwrap();
+    let log = read_log();
     assert_eq!(status.code(), Some(1), "{log}");
     let last = log.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("error: output lost: delivery to ") && last.contains("-missing"),
+        last.starts_with("error: output lost: delivery to ")
+            && (last.contains(&t.processed) || last.contains(&t.state)),
         "{log}"
     );
-    // One error line for the loss, not one per record.
-    assert_eq!(
-        log.lines().filter(|l| l.contains("ERROR")).count(),
-        1,
-        "{log}"
-    );
+    // One error line of the service's for the loss, not one per record (librdkafka's own
+    // lines about the unreachable broker aside).
+    let ours = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && !l.contains("librdkafka"))
+        .count();
+    assert_eq!(ours, 1, "{log}");
     // The first window completes with message 15 (32-sample messages, 512-sample window):
     // no offset past it may be committed, since its output is lost.
     for c in committed(&t) {
         assert!(c <= 15, "committed {c}:\n{log}");
     }
+}
+
+#[test]
+fn topics_are_an_admin_step_the_service_waits_for() {
+    let t = Topics::create("admin");
+    // A second set of names that exists nowhere yet.
+    let mut fresh = t.clone();
+    for name in [
+        &mut fresh.raw,
+        &mut fresh.processed,
+        &mut fresh.triggers,
+        &mut fresh.dlq,
+        &mut fresh.state,
+    ] {
+        name.push_str("-new");
+    }
+    let topics = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("topics").args(args);
+        fresh.env(&mut cmd);
+        cmd.output().unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let check = topics(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains(&format!("missing topics: {}", fresh.raw)));
+    assert!(text(&check).contains("eeg-pipeline topics create"));
+
+    // The service waits, saying why, instead of failing or creating anything.
+    let service = Service::start(&fresh, "admin");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !service.log().contains("missing topics") {
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(service.log().contains(&fresh.state), "{}", service.log());
+
+    let create = topics(&["create", "--partitions", "3"]);
+    assert!(create.status.success(), "{}", text(&create));
+    let out = text(&create);
+    for name in [
+        &fresh.raw,
+        &fresh.processed,
+        &fresh.triggers,
+        &fresh.dlq,
+        &fresh.state,
+    ] {
+        assert!(
+            out.contains(&format!("created {name} (3 partitions)")),
+            "{out}"
+        );
+    }
+    // Idempotent.
+    let again = topics(&["create"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains(&format!("exists  {} (3 partitions)", fresh.raw)));
+    let check = topics(&["check"]);
+    assert!(check.status.success(), "{}", text(&check));
+
+    // The waiting service starts by itself and processes.
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    replay(&fresh, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    let got = consume(&fresh.processed, Duration::from_secs(60), |r| r.len() >= 10);
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    assert!(got.len() >= 10, "{log}");
+    assert!(log.contains("topics present; starting"), "{log}");
+}
+
+#[test]
+fn topic_commands_name_an_unreachable_broker() {
+    let o = Command::new(BIN)
+        .args(["topics", "check", "--timeout-s", "2"])
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: cannot reach Kafka at 127.0.0.1:1")),
+        "{err}"
+    );
 }
 
 #[test]

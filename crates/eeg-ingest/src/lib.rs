@@ -5,6 +5,7 @@
 pub mod service;
 pub mod sessions;
 pub mod state;
+pub mod topics;
 
 pub use service::{Service, ServiceConfig, ServiceError, Stats, StopHandle, Topics};
 pub use sessions::{Admission, ResetReason, Session, Sessions, StartError};

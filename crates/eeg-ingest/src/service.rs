@@ -26,6 +26,7 @@ use eeg_schema::{Limits, ProcessedRecord, SessionMeta, encode_processed};
 
 use crate::sessions::{Admission, Session, Sessions};
 use crate::state;
+use crate::topics;
 
 /// Topic names; the defaults are the system's (see the README's topic table).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub struct ServiceConfig {
     pub session_idle: Duration,
     /// Time allowed, after a stop is requested, to finish in-flight work and commit.
     pub shutdown_timeout: Duration,
+    /// Bound on each call that waits for the broker (metadata, topic checks).
+    pub connect_timeout: Duration,
     /// Messages queued for a partition's worker.
     pub partition_queue: usize,
     /// Bytes of messages held for a partition beyond its queue before the partition is
@@ -75,6 +78,8 @@ pub struct ServiceConfig {
     pub kafka: Vec<(String, String)>,
     /// Further librdkafka properties for the consumer only (e.g. `session.timeout.ms`).
     pub consumer_kafka: Vec<(String, String)>,
+    /// Further librdkafka properties for the producer only (e.g. `linger.ms`).
+    pub producer_kafka: Vec<(String, String)>,
 }
 
 impl ServiceConfig {
@@ -86,12 +91,14 @@ impl ServiceConfig {
             processing: ProcessingConfig::default(),
             session_idle: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
             partition_queue: 256,
             partition_buffer_bytes: 8 << 20,
             snapshot_interval: Duration::from_secs(1),
             triggers: TriggerConfig::default(),
             kafka: Vec::new(),
             consumer_kafka: Vec::new(),
+            producer_kafka: Vec::new(),
         }
     }
 
@@ -355,7 +362,11 @@ pub struct Service {
 impl Service {
     /// Creates the clients; no network round trip happens here.
     pub fn new(config: ServiceConfig) -> Result<Service, ServiceError> {
-        let producer = Publisher::new(&config.client_config())?;
+        let mut client = config.client_config();
+        for (k, v) in &config.producer_kafka {
+            client.set(k, v);
+        }
+        let producer = Publisher::new(&client)?;
         let triggers = TriggerEngine::new(config.triggers.rules.clone())?;
         Ok(Service {
             shared: Arc::new(Shared {
@@ -380,6 +391,9 @@ impl Service {
     /// Consumes until [`StopHandle::stop`] is called (then drains, commits and returns
     /// `Ok`) or an output is lost (then returns the error without committing past it).
     pub fn run(self) -> Result<(), ServiceError> {
+        if !self.wait_for_topics() {
+            return Ok(());
+        }
         let shared = self.shared;
         let config = &shared.config;
         let mut client = config.client_config();
@@ -449,6 +463,50 @@ impl Service {
         }
         tracing::info!("stopped cleanly");
         Ok(())
+    }
+}
+
+impl Service {
+    /// Waits until the broker answers and has every topic the service needs, logging each
+    /// new reason once. Topics are an admin step: the service never creates them. Returns
+    /// false when a stop was requested meanwhile.
+    fn wait_for_topics(&self) -> bool {
+        let config = &self.shared.config;
+        let client = config.client_config();
+        let mut last = String::new();
+        loop {
+            let reason = match topics::check(&client, &config.topics, config.connect_timeout) {
+                Ok(report) if report.ok() => {
+                    if !last.is_empty() {
+                        tracing::info!("topics present; starting");
+                    }
+                    return true;
+                }
+                Ok(report) => match report.problems().into_iter().next() {
+                    Some(problem) => problem,
+                    None => format!(
+                        "missing topics: {}; create them with: {}",
+                        report.missing().join(", "),
+                        topics::CREATE_COMMAND
+                    ),
+                },
+                Err(e) => format!(
+                    "cannot reach Kafka at {} (waited up to {}s): {e}",
+                    config.bootstrap_servers,
+                    config.connect_timeout.as_secs()
+                ),
+            };
+            if reason != last {
+                tracing::error!("{reason}; retrying every 5s");
+                last = reason;
+            }
+            for _ in 0..50 {
+                if self.stop.requested() {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 }
 

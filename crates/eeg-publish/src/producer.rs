@@ -125,12 +125,16 @@ impl Publisher {
     /// A producer from `client` (bootstrap servers, security) with idempotence and
     /// `acks=all` on; no network round trip happens here.
     pub fn new(client: &ClientConfig) -> KafkaResult<Publisher> {
-        let producer = client
-            .clone()
+        // Defaults first, so `client` can change them; idempotence and acks=all are what
+        // the delivery promise rests on and are not overridable.
+        let mut c = ClientConfig::new();
+        c.set("linger.ms", "5").set("compression.type", "lz4");
+        for (k, v) in client.config_map() {
+            c.set(k, v);
+        }
+        let producer = c
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
             .create_with_context(Deliveries::default())?;
         Ok(Publisher {
             producer: Arc::new(producer),

@@ -1,0 +1,198 @@
+//! The service's topics: checked at start, created once by an admin step (`eeg-pipeline
+//! topics create`), never as a side effect of starting a service.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
+
+use crate::service::Topics;
+
+/// One topic the service needs and what the broker has of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStatus {
+    pub name: String,
+    /// What the topic is for, e.g. `raw`.
+    pub role: &'static str,
+    /// Partitions on the broker; `None` when the topic does not exist.
+    pub partitions: Option<usize>,
+    /// Whether the topic must be compacted (`cleanup.policy=compact`).
+    pub compacted: bool,
+}
+
+/// Everything [`check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicReport {
+    pub topics: Vec<TopicStatus>,
+}
+
+impl TopicReport {
+    pub fn missing(&self) -> Vec<&str> {
+        self.topics
+            .iter()
+            .filter(|t| t.partitions.is_none())
+            .map(|t| t.name.as_str())
+            .collect()
+    }
+
+    /// Problems other than missing topics: the state topic must have the raw topic's
+    /// partition count, since snapshots go to the raw message's partition number.
+    pub fn problems(&self) -> Vec<String> {
+        let count = |role| {
+            self.topics
+                .iter()
+                .find(|t| t.role == role)
+                .and_then(|t| t.partitions.map(|p| (t.name.as_str(), p)))
+        };
+        match (count("raw"), count("state")) {
+            (Some((raw, r)), Some((state, s))) if r != s => vec![format!(
+                "{state} has {s} partitions, {raw} has {r}: session snapshots go to the raw message's partition number, so they must be equal"
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.missing().is_empty() && self.problems().is_empty()
+    }
+}
+
+fn wanted(topics: &Topics) -> Vec<(&str, &'static str, bool)> {
+    vec![
+        (topics.raw.as_str(), "raw", false),
+        (topics.processed.as_str(), "processed", false),
+        (topics.triggers.as_str(), "triggers", false),
+        (topics.dlq.as_str(), "dead letters", false),
+        (topics.state.as_str(), "state", true),
+    ]
+}
+
+fn status_from(metadata: &Metadata, topics: &Topics) -> TopicReport {
+    TopicReport {
+        topics: wanted(topics)
+            .into_iter()
+            .map(|(name, role, compacted)| TopicStatus {
+                name: name.to_string(),
+                role,
+                partitions: metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name && t.error().is_none())
+                    .map(|t| t.partitions().len()),
+                compacted,
+            })
+            .collect(),
+    }
+}
+
+/// Asks the broker which of the service's topics exist, within `timeout`.
+pub fn check(
+    client: &ClientConfig,
+    topics: &Topics,
+    timeout: Duration,
+) -> Result<TopicReport, String> {
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(|e| format!("kafka client: {e}"))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, timeout)
+        .map_err(|e| format!("metadata: {e}"))?;
+    Ok(status_from(&metadata, topics))
+}
+
+/// What [`create`] did with one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created { partitions: usize },
+    Existed { partitions: usize },
+}
+
+/// Creates the service's topics that do not exist: `partitions` each (the state topic gets
+/// as many as the raw topic has, and `cleanup.policy=compact`), with `replication` (`-1`:
+/// the broker's default). Topics that exist are left alone, so running it twice, or from
+/// two places at once, is harmless.
+pub fn create(
+    client: &ClientConfig,
+    topics: &Topics,
+    partitions: usize,
+    replication: i32,
+    timeout: Duration,
+) -> Result<Vec<(String, Created)>, String> {
+    let before = check(client, topics, timeout)?;
+    let raw_partitions = before
+        .topics
+        .iter()
+        .find(|t| t.role == "raw")
+        .and_then(|t| t.partitions)
+        .unwrap_or(partitions);
+    let missing: Vec<&TopicStatus> = before
+        .topics
+        .iter()
+        .filter(|t| t.partitions.is_none())
+        .collect();
+    let count = |t: &TopicStatus| {
+        if t.role == "state" {
+            raw_partitions
+        } else {
+            partitions
+        }
+    };
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| {
+            let n = NewTopic::new(
+                &t.name,
+                count(t) as i32,
+                TopicReplication::Fixed(replication),
+            );
+            if t.compacted {
+                n.set("cleanup.policy", "compact")
+            } else {
+                n
+            }
+        })
+        .collect();
+    let mut out: Vec<(String, Created)> = before
+        .topics
+        .iter()
+        .filter_map(|t| {
+            t.partitions
+                .map(|p| (t.name.clone(), Created::Existed { partitions: p }))
+        })
+        .collect();
+    if new.is_empty() {
+        return Ok(out);
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(|e| format!("kafka client: {e}"))?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = futures::executor::block_on(admin.create_topics(&new, &opts))
+        .map_err(|e| format!("create topics: {e}"))?;
+    for (r, t) in results.into_iter().zip(&missing) {
+        match r {
+            Ok(name) => out.push((
+                name,
+                Created::Created {
+                    partitions: count(t),
+                },
+            )),
+            // Another admin step created it meanwhile.
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => out.push((
+                name,
+                Created::Existed {
+                    partitions: count(t),
+                },
+            )),
+            Err((name, code)) => return Err(format!("creating {name}: {code}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The command that creates the topics, for log lines and errors.
+pub const CREATE_COMMAND: &str = "eeg-pipeline topics create";
