@@ -5,6 +5,7 @@
 //! 1 any other failure (e.g. the output cannot be written).
 
 mod config;
+mod http;
 mod output;
 mod process;
 mod replay;
@@ -32,6 +33,11 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Check or create the service's topics (an admin step, run once).
     Topics(topics::TopicsArgs),
+    /// Exit 0 when the local service is ready (/health/ready answers 200 within 2 s), else 1.
+    Healthcheck {
+        #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +104,13 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Topics(args) => topics::run(&args),
+        Command::Healthcheck { http_addr } => {
+            return if http::healthcheck(http_addr) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -106,6 +106,9 @@ pub struct RunArgs {
     #[arg(long, env = "EEG_PARTITION_BUFFER_KIB", default_value_t = 8192,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub partition_buffer_kib: u64,
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
     /// Bound, in seconds, on each wait for the broker (metadata, topic checks).
     #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -141,6 +144,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "starting"
     );
     let service = eeg_ingest::Service::new(config)?;
+    // Before any Kafka call: the endpoints answer (and say why not ready) from the start.
+    let bound = crate::http::serve(args.http_addr, service.health(), service.stats())?;
+    tracing::info!("health and metrics on http://{bound}");
     let stop = service.stop_handle();
     std::thread::Builder::new()
         .name("signals".into())

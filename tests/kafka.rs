@@ -54,10 +54,18 @@ struct Topics {
     dlq: String,
     state: String,
     group: String,
+    bootstrap: String,
 }
 
 impl Topics {
     fn create(test: &str) -> Topics {
+        let t = Topics::named(test, &bootstrap());
+        t.make();
+        t
+    }
+
+    /// Names for one test on the broker at `bootstrap`, not created yet.
+    fn named(test: &str, bootstrap: &str) -> Topics {
         static N: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -68,15 +76,20 @@ impl Topics {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let t = Topics {
+        Topics {
             raw: format!("raw-{tag}"),
             processed: format!("processed-{tag}"),
             triggers: format!("triggers-{tag}"),
             dlq: format!("dlq-{tag}"),
             state: format!("state-{tag}"),
             group: format!("group-{tag}"),
-        };
-        let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+            bootstrap: bootstrap.to_string(),
+        }
+    }
+
+    fn make(&self) {
+        let t = self;
+        let admin: AdminClient<DefaultClientContext> = client_at(&t.bootstrap).create().unwrap();
         let plain = [&t.raw, &t.processed, &t.triggers, &t.dlq];
         let mut new: Vec<NewTopic<'_>> = plain
             .iter()
@@ -92,11 +105,10 @@ impl Topics {
         for r in results {
             r.expect("topic created");
         }
-        t
     }
 
     fn env(&self, cmd: &mut Command) {
-        cmd.env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+        cmd.env("KAFKA_BOOTSTRAP_SERVERS", &self.bootstrap)
             .env("KAFKA_GROUP_ID", &self.group)
             .env("EEG_RAW_TOPIC", &self.raw)
             .env("EEG_PROCESSED_TOPIC", &self.processed)
@@ -107,8 +119,12 @@ impl Topics {
 }
 
 fn client() -> ClientConfig {
+    client_at(&bootstrap())
+}
+
+fn client_at(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap());
+    c.set("bootstrap.servers", bootstrap);
     c
 }
 
@@ -144,6 +160,8 @@ impl Service {
             .args(["--consumer-kafka", "heartbeat.interval.ms=500"])
             .args(args)
             .env("RUST_LOG", "info")
+            // Services run side by side: each gets its own health port.
+            .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         t.env(&mut cmd);
@@ -192,7 +210,16 @@ struct Record {
 
 /// Reads every partition of `topic` from the start until `done(records)` or `timeout`.
 fn consume(topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-    let consumer: BaseConsumer = client()
+    consume_at(&bootstrap(), topic, timeout, done)
+}
+
+fn consume_at(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = client_at(bootstrap)
         .set("group.id", format!("reader-{topic}"))
         .set("enable.auto.commit", "false")
         .create()
@@ -609,6 +636,7 @@ fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it(
     cmd.args(["run", "--kafka", "message.timeout.ms=3000"])
         .args(["--producer-kafka", "bootstrap.servers=127.0.0.1:1"])
         .env("RUST_LOG", "info")
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     t.env(&mut cmd);
@@ -868,4 +896,219 @@ fn replay_cuts_a_recording_into_raw_batches_that_process_reads_back() {
             assert!(a == b, "{key}: {}", String::from_utf8_lossy(a));
         }
     }
+}
+
+/// A port nothing listens on right now, for a service's HTTP endpoints.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over HTTP/1.0: status code and body; `None` when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((code, body))
+}
+
+fn healthcheck(port: u16) -> Option<i32> {
+    Command::new(BIN)
+        .arg("healthcheck")
+        .env("HTTP_ADDR", format!("0.0.0.0:{port}"))
+        .status()
+        .unwrap()
+        .code()
+}
+
+#[test]
+fn without_a_broker_the_endpoints_answer_at_once_and_say_why() {
+    let t = Topics::create("nobroker");
+    let port = free_port();
+    let started = Instant::now();
+    let service = Service::start_with(
+        &t,
+        "nobroker",
+        &["--connect-timeout-s", "1"],
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+            ("HTTP_ADDR", &format!("127.0.0.1:{port}")),
+        ],
+    );
+    let live = loop {
+        if let Some(r) = http_get(port, "/health/live") {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{}",
+            service.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(live.0, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let (code, body) = http_get(port, "/health/ready").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready: "), "{body}");
+    // Within the connect timeout the reason names the broker.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, body) = http_get(port, "/health/ready").unwrap();
+        assert_eq!(code, 503);
+        if body.contains("broker not reachable") && body.contains("127.0.0.1:1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, detail) = http_get(port, "/health").unwrap();
+    assert_eq!(code, 503);
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["consumer"]["state"], "waiting_for_broker");
+    assert_eq!(healthcheck(port), Some(1));
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    // Nothing listens any more.
+    assert_eq!(healthcheck(port), Some(1));
+}
+
+#[test]
+fn a_consuming_service_is_ready_and_its_metrics_move_with_traffic() {
+    let t = Topics::create("metrics");
+    let port = free_port();
+    let service = Service::start_with(
+        &t,
+        "metrics",
+        &[],
+        &[("HTTP_ADDR", &format!("127.0.0.1:{port}"))],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/health/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(healthcheck(port), Some(0));
+    let value = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let (code, before) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(value(&before, "eeg_messages_consumed_total"), 0);
+    assert_eq!(value(&before, "eeg_ready"), 1);
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http_get(port, "/metrics").unwrap();
+        // Every sample line is a name and an integer.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, v) = line.split_once(' ').unwrap();
+            assert!(name.starts_with("eeg_"), "{line}");
+            v.parse::<u64>().unwrap();
+        }
+        if value(&text, "eeg_records_published_total") >= 695 {
+            assert_eq!(value(&text, "eeg_messages_consumed_total"), 2792);
+            assert_eq!(value(&text, "eeg_active_sessions"), 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, detail) = http_get(port, "/health").unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["status"], "ready");
+    assert_eq!(
+        detail["consumer"]["assigned_partitions"],
+        serde_json::json!([0, 1, 2])
+    );
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_broker_that_appears_later_is_used_without_a_restart() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let t = Topics::named("late", &address);
+    let health = free_port();
+    let service = Service::start_with(
+        &t,
+        "late",
+        &["--connect-timeout-s", "1"],
+        &[("HTTP_ADDR", &format!("127.0.0.1:{health}"))],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !service
+        .log()
+        .contains(&format!("cannot reach Kafka at {address}"))
+    {
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(health, "/health/ready").unwrap().0, 503);
+
+    // Now a broker comes up on that address (a private one, so stopping it is ours to do).
+    let tansu = String::from_utf8(
+        Command::new(root().join("scripts/broker"))
+            .arg("install")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let dir = std::env::temp_dir().join(format!("{}-broker", t.group));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("tcp://{address}");
+    let mut broker = Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < up, "the broker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut create = Command::new(BIN);
+    create.args(["topics", "create"]);
+    t.env(&mut create);
+    assert!(create.status().unwrap().success());
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    let got = consume_at(&address, &t.processed, Duration::from_secs(90), |r| {
+        r.len() >= 695
+    });
+    let ready = http_get(health, "/health/ready").map(|r| r.0);
+    let (status, log) = service.stop();
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{log}");
+    assert_eq!(got.len(), 695, "{log}");
+    assert_eq!(ready, Some(200), "{log}");
+    assert!(log.contains("topics present; starting"), "{log}");
 }

@@ -24,6 +24,7 @@ use eeg_dsp::{Checkpoint, ProcessingConfig, SessionProcessor, Window, WindowSink
 use eeg_publish::{Out, Pending, Publisher, TriggerConfig, TriggerEngine, TriggerState};
 use eeg_schema::{Limits, ProcessedRecord, SessionMeta, encode_processed};
 
+use crate::health::{Health, Phase};
 use crate::sessions::{Admission, Session, Sessions};
 use crate::state;
 use crate::topics;
@@ -193,6 +194,7 @@ struct Partition {
 
 /// State shared by the polling loop and the rebalance callbacks (which run inside `poll`).
 struct Shared {
+    health: Arc<Health>,
     config: ServiceConfig,
     triggers: TriggerEngine,
     producer: Publisher,
@@ -215,6 +217,7 @@ impl ConsumerContext for Rebalancing {
         if let Rebalance::Revoke(tpl) = rebalance {
             let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!("partitions {ids:?} revoked; finishing their in-flight work");
+            self.0.health.revoke(&ids);
             self.0.stats.rebalances.fetch_add(1, Ordering::Relaxed);
             // Rebalance callbacks run inside `poll`, before librdkafka releases the
             // partitions: finishing and committing here means the next owner starts
@@ -228,6 +231,7 @@ impl ConsumerContext for Rebalancing {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.0.health.assign(&ids);
                 if !ids.is_empty() {
                     tracing::info!("partitions {ids:?} assigned");
                     self.0.stats.rebalances.fetch_add(1, Ordering::Relaxed);
@@ -370,6 +374,7 @@ impl Service {
         let triggers = TriggerEngine::new(config.triggers.rules.clone())?;
         Ok(Service {
             shared: Arc::new(Shared {
+                health: Arc::new(Health::default()),
                 triggers,
                 config,
                 producer,
@@ -382,6 +387,10 @@ impl Service {
 
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.shared.stats)
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.shared.health)
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -413,6 +422,7 @@ impl Service {
             .set("auto.offset.reset", "earliest")
             .create_with_context(Rebalancing(Arc::clone(&shared)))?;
         consumer.subscribe(&[&config.topics.raw])?;
+        shared.health.set_phase(Phase::Consuming);
         tracing::info!(
             "consuming {} as group {} from {}",
             config.topics.raw,
@@ -441,11 +451,13 @@ impl Service {
             shared.housekeeping(&consumer)?;
         }
         if let Some(line) = failure {
+            shared.health.set_phase(Phase::Failed(line.clone()));
             // Nothing more is stored: the lost output's message and everything after it
             // will be consumed again by whoever owns the partition next.
             return Err(ServiceError::DeliveryFailed(line));
         }
         tracing::info!("stopping: finishing in-flight work");
+        shared.health.set_phase(Phase::Stopping);
         let deadline = Instant::now() + config.shutdown_timeout;
         let ids: Vec<i32> = shared
             .partitions
@@ -474,7 +486,9 @@ impl Service {
         let config = &self.shared.config;
         let client = config.client_config();
         let mut last = String::new();
+        let mut backoff = Backoff::default();
         loop {
+            let health = &self.shared.health;
             let reason = match topics::check(&client, &config.topics, config.connect_timeout) {
                 Ok(report) if report.ok() => {
                     if !last.is_empty() {
@@ -482,31 +496,61 @@ impl Service {
                     }
                     return true;
                 }
-                Ok(report) => match report.problems().into_iter().next() {
-                    Some(problem) => problem,
-                    None => format!(
-                        "missing topics: {}; create them with: {}",
-                        report.missing().join(", "),
-                        topics::CREATE_COMMAND
-                    ),
-                },
-                Err(e) => format!(
-                    "cannot reach Kafka at {} (waited up to {}s): {e}",
-                    config.bootstrap_servers,
-                    config.connect_timeout.as_secs()
-                ),
+                Ok(report) => {
+                    let reason = match report.problems().into_iter().next() {
+                        Some(problem) => problem,
+                        None => format!(
+                            "missing topics: {}; create them with: {}",
+                            report.missing().join(", "),
+                            topics::CREATE_COMMAND
+                        ),
+                    };
+                    health.set_phase(Phase::WaitingForTopics(reason.clone()));
+                    reason
+                }
+                Err(e) => {
+                    let reason = format!(
+                        "cannot reach Kafka at {} (waited up to {}s): {e}",
+                        config.bootstrap_servers,
+                        config.connect_timeout.as_secs()
+                    );
+                    health.set_phase(Phase::WaitingForBroker(reason.clone()));
+                    reason
+                }
             };
             if reason != last {
-                tracing::error!("{reason}; retrying every 5s");
+                tracing::error!("{reason}; retrying with backoff (1s doubling to 60s)");
                 last = reason;
             }
-            for _ in 0..50 {
+            let wait = backoff.next();
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
                 if self.stop.requested() {
                     return false;
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+}
+
+/// Waits between retries: 1 s doubling to 60 s, each scaled by a random factor in
+/// [0.8, 1.2) so that many instances restarted together do not retry in step.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = Duration::from_secs(1u64 << self.attempt.min(6)).min(Duration::from_secs(60));
+        self.attempt = self.attempt.saturating_add(1);
+        // A fresh std hasher key is random per process and call: jitter without a crate.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(self.attempt);
+        let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        base.mul_f64(0.8 + 0.4 * unit)
     }
 }
 
@@ -1075,5 +1119,20 @@ impl WindowSink for Outputs<'_> {
                     .fetch_add(1, Ordering::Relaxed);
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_with_jitter() {
+        let mut b = Backoff::default();
+        let waits: Vec<f64> = (0..10).map(|_| b.next().as_secs_f64()).collect();
+        let bases = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0];
+        for (w, base) in waits.iter().zip(bases) {
+            assert!(*w >= 0.8 * base && *w < 1.2 * base, "{waits:?}");
+        }
     }
 }

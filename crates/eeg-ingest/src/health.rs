@@ -1,0 +1,283 @@
+//! What the service reports about itself: readiness with its reason, a detailed JSON view,
+//! and Prometheus metrics. Updated by the service as its state changes; read by the HTTP
+//! endpoints. No secret is ever stored here.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use crate::service::Stats;
+
+/// Where the service is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Process up, Kafka not contacted yet.
+    Starting,
+    /// The broker did not answer; the reason names the servers and the error.
+    WaitingForBroker(String),
+    /// The broker answered but topics are missing or wrong; the reason names them.
+    WaitingForTopics(String),
+    /// Subscribed and consuming (partitions may or may not be assigned yet).
+    Consuming,
+    /// Output could not be delivered; the service stops.
+    Failed(String),
+    /// SIGTERM/SIGINT received; finishing in-flight work.
+    Stopping,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    assigned: BTreeSet<i32>,
+    /// The last error seen talking to Kafka, kept after recovery for the detailed view.
+    last_error: Option<String>,
+}
+
+/// Shared health of one service.
+#[derive(Debug)]
+pub struct Health {
+    state: Mutex<State>,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            state: Mutex::new(State {
+                phase: Phase::Starting,
+                assigned: BTreeSet::new(),
+                last_error: None,
+            }),
+        }
+    }
+}
+
+impl Health {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().expect("health lock"))
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.with(|s| {
+            match &phase {
+                Phase::WaitingForBroker(e) | Phase::WaitingForTopics(e) | Phase::Failed(e) => {
+                    s.last_error = Some(e.clone())
+                }
+                _ => {}
+            }
+            s.phase = phase;
+        });
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.with(|s| s.phase.clone())
+    }
+
+    pub fn set_error(&self, error: String) {
+        self.with(|s| s.last_error = Some(error));
+    }
+
+    pub fn assign(&self, partitions: &[i32]) {
+        self.with(|s| s.assigned.extend(partitions));
+    }
+
+    pub fn revoke(&self, partitions: &[i32]) {
+        self.with(|s| {
+            for p in partitions {
+                s.assigned.remove(p);
+            }
+        });
+    }
+
+    /// `Ok` when the service is connected, its topics exist and it is consuming; otherwise
+    /// the reason, in one line.
+    pub fn ready(&self) -> Result<(), String> {
+        match self.phase() {
+            Phase::Consuming => Ok(()),
+            Phase::Starting => Err("starting: Kafka not contacted yet".into()),
+            Phase::WaitingForBroker(r) => Err(format!("broker not reachable: {r}")),
+            Phase::WaitingForTopics(r) => Err(format!("topics not ready: {r}")),
+            Phase::Failed(r) => Err(format!("failed: {r}")),
+            Phase::Stopping => Err("stopping".into()),
+        }
+    }
+
+    /// The detailed view of `/health`, as JSON.
+    pub fn detail(&self, stats: &Stats, version: &str) -> serde_json::Value {
+        let (phase, assigned, last_error) = self.with(|s| {
+            (
+                s.phase.clone(),
+                s.assigned.iter().copied().collect::<Vec<_>>(),
+                s.last_error.clone(),
+            )
+        });
+        let (state, reason) = match &phase {
+            Phase::Starting => ("starting", None),
+            Phase::WaitingForBroker(r) => ("waiting_for_broker", Some(r.clone())),
+            Phase::WaitingForTopics(r) => ("waiting_for_topics", Some(r.clone())),
+            Phase::Consuming => ("consuming", None),
+            Phase::Failed(r) => ("failed", Some(r.clone())),
+            Phase::Stopping => ("stopping", None),
+        };
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "status": if self.ready().is_ok() { "ready" } else { "not_ready" },
+            "version": version,
+            "consumer": {
+                "state": state,
+                "reason": reason,
+                "assigned_partitions": assigned,
+                "consumed": n(&stats.consumed),
+                "rebalances": n(&stats.rebalances),
+            },
+            "broker": {
+                "connected": matches!(phase, Phase::Consuming | Phase::Stopping),
+                "last_error": last_error,
+            },
+            "producer": {
+                "records_published": n(&stats.records_published),
+                "triggers_published": n(&stats.triggers_published),
+                "dead_letters": n(&stats.dead_letters),
+                "delivery_failed": matches!(phase, Phase::Failed(_)),
+            },
+            "sessions": {
+                "active": n(&stats.active_sessions),
+                "started": n(&stats.sessions_started),
+                "evicted": n(&stats.sessions_evicted),
+                "resets": n(&stats.resets),
+                "duplicates_dropped": n(&stats.duplicates),
+                "state_bytes": n(&stats.session_state_bytes),
+            },
+        })
+    }
+}
+
+/// The Prometheus text exposition of `stats` and `health`. Labels stay bounded: no session
+/// or device id ever becomes a label.
+pub fn metrics(stats: &Stats, health: &Health) -> String {
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "eeg_messages_consumed_total",
+        "counter",
+        "Raw messages consumed.",
+        n(&stats.consumed),
+    );
+    metric(
+        "eeg_records_published_total",
+        "counter",
+        "eeg.processed/1 records handed to the producer.",
+        n(&stats.records_published),
+    );
+    metric(
+        "eeg_triggers_published_total",
+        "counter",
+        "analytics.trigger/1 events handed to the producer.",
+        n(&stats.triggers_published),
+    );
+    metric(
+        "eeg_dead_letters_total",
+        "counter",
+        "Raw messages sent to the dead-letter topic.",
+        n(&stats.dead_letters),
+    );
+    metric(
+        "eeg_duplicates_dropped_total",
+        "counter",
+        "Raw messages dropped because their seq was already processed.",
+        n(&stats.duplicates),
+    );
+    metric(
+        "eeg_session_resets_total",
+        "counter",
+        "Session state resets (seq gap, change of rate or channels).",
+        n(&stats.resets),
+    );
+    metric(
+        "eeg_sessions_evicted_total",
+        "counter",
+        "Sessions dropped after being idle.",
+        n(&stats.sessions_evicted),
+    );
+    metric(
+        "eeg_rebalances_total",
+        "counter",
+        "Partition assignments and revocations.",
+        n(&stats.rebalances),
+    );
+    metric(
+        "eeg_active_sessions",
+        "gauge",
+        "Sessions held in memory.",
+        n(&stats.active_sessions),
+    );
+    metric(
+        "eeg_session_state_bytes",
+        "gauge",
+        "Memory held by session state, bytes.",
+        n(&stats.session_state_bytes),
+    );
+    let assigned = health.with(|s| s.assigned.len()) as u64;
+    metric(
+        "eeg_assigned_partitions",
+        "gauge",
+        "Partitions of the raw topic assigned to this instance.",
+        assigned,
+    );
+    metric(
+        "eeg_ready",
+        "gauge",
+        "1 when the service is ready.",
+        u64::from(health.ready().is_ok()),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_phase_and_names_the_reason() {
+        let h = Health::default();
+        assert!(h.ready().unwrap_err().starts_with("starting"));
+        h.set_phase(Phase::WaitingForTopics("missing topics: a, b".into()));
+        assert_eq!(
+            h.ready().unwrap_err(),
+            "topics not ready: missing topics: a, b"
+        );
+        h.set_phase(Phase::Consuming);
+        assert!(h.ready().is_ok());
+        let d = h.detail(&Stats::default(), "1.2.3");
+        assert_eq!(d["status"], "ready");
+        assert_eq!(d["broker"]["last_error"], "missing topics: a, b");
+        h.set_phase(Phase::Stopping);
+        assert!(h.ready().is_err());
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let stats = Stats::default();
+        stats.consumed.store(7, Ordering::Relaxed);
+        let h = Health::default();
+        h.assign(&[0, 2]);
+        let text = metrics(&stats, &h);
+        for line in text.lines() {
+            if line.starts_with('#') {
+                assert!(line.starts_with("# HELP ") || line.starts_with("# TYPE "));
+            } else {
+                let (name, value) = line.split_once(' ').unwrap();
+                assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                value.parse::<u64>().unwrap();
+            }
+        }
+        assert!(text.contains("\neeg_messages_consumed_total 7\n"));
+        assert!(text.contains("\neeg_assigned_partitions 2\n"));
+        assert!(text.contains("\neeg_ready 0\n"));
+    }
+}

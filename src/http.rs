@@ -1,0 +1,125 @@
+//! The service's HTTP endpoints: `/health/live`, `/health/ready`, `/health` and `/metrics`.
+//! They listen before any Kafka connection is tried, so an orchestrator always gets an
+//! answer, and the answer says why the service is not ready.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use eeg_ingest::{Health, Stats};
+
+#[derive(Clone)]
+struct App {
+    health: Arc<Health>,
+    stats: Arc<Stats>,
+}
+
+/// Binds `addr` now (so a taken port is an immediate, clear error) and serves on a thread
+/// of its own. A failure of the server later is logged and shown by readiness.
+pub fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("HTTP_ADDR {addr}: cannot listen: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let app = App {
+        health: Arc::clone(&health),
+        stats,
+    };
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        let router = Router::new()
+                            .route("/health/live", get(live))
+                            .route("/health/ready", get(ready))
+                            .route("/health", get(detail))
+                            .route("/metrics", get(metrics))
+                            .with_state(app);
+                        axum::serve(listener, router).await?;
+                        Ok(())
+                    })
+                });
+            let e = match result {
+                Ok(()) => "the HTTP server stopped".to_string(),
+                Err(e) => format!("the HTTP server failed: {e}"),
+            };
+            tracing::error!("{e}");
+            health.set_error(e);
+        })?;
+    Ok(bound)
+}
+
+async fn live() -> &'static str {
+    "live\n"
+}
+
+async fn ready(State(app): State<App>) -> impl IntoResponse {
+    match app.health.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+async fn detail(State(app): State<App>) -> impl IntoResponse {
+    let body = app.health.detail(&app.stats, env!("CARGO_PKG_VERSION"));
+    let code = if app.health.ready().is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        eeg_ingest::health::metrics(&app.stats, &app.health),
+    )
+}
+
+/// `eeg-pipeline healthcheck`: 0 when the local `/health/ready` answers 200 within 2 s,
+/// 1 otherwise. A plain HTTP/1.0 request, so the container image needs no curl or wget.
+pub fn healthcheck(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let target = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let limit = Duration::from_secs(2);
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&target, limit) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(limit));
+    let _ = s.set_write_timeout(Some(limit));
+    if s.write_all(b"GET /health/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200"
+}
