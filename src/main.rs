@@ -88,17 +88,35 @@ impl std::fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+/// Logs go to standard error. The service (`run`) logs at `info` by default, as JSON lines
+/// when `LOG_FORMAT=json` or when standard output is not a terminal (a container), as text
+/// otherwise or with `LOG_FORMAT=text`; the other commands log warnings as text. `RUST_LOG`
+/// overrides the level.
+fn init_logging(service: bool) {
+    use std::io::IsTerminal;
+    let default = if service { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let json = service
+        && match std::env::var("LOG_FORMAT").as_deref() {
+            Ok("json") => true,
+            Ok("text") => false,
+            _ => !std::io::stdout().is_terminal(),
+        };
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Run(_)));
     let result = match cli.command {
         Command::Process(args) => process::run(&args),
         Command::Run(args) => run::run(&args),

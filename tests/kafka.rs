@@ -162,6 +162,8 @@ impl Service {
             .env("RUST_LOG", "info")
             // Services run side by side: each gets its own health port.
             .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            // The assertions read text lines; JSON logs have a test of their own.
+            .env("LOG_FORMAT", "text")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         t.env(&mut cmd);
@@ -636,6 +638,7 @@ fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it(
     cmd.args(["run", "--kafka", "message.timeout.ms=3000"])
         .args(["--producer-kafka", "bootstrap.servers=127.0.0.1:1"])
         .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "text")
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
@@ -1111,4 +1114,50 @@ fn a_broker_that_appears_later_is_used_without_a_restart() {
     assert_eq!(got.len(), 695, "{log}");
     assert_eq!(ready, Some(200), "{log}");
     assert!(log.contains("topics present; starting"), "{log}");
+}
+
+#[test]
+fn a_containerised_service_logs_json_lines_without_secrets() {
+    let t = Topics::create("json");
+    let port = free_port();
+    let secret = "hunter2-do-not-log";
+    // Standard output is not a terminal here, as in a container: JSON lines by default.
+    let service = Service::start_with(
+        &t,
+        "json",
+        &["--kafka", &format!("sasl.password={secret}")],
+        &[
+            ("LOG_FORMAT", ""),
+            ("HTTP_ADDR", &format!("127.0.0.1:{port}")),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/health/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let health = http_get(port, "/health").unwrap().1;
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(messages.iter().any(|m| m == "starting"), "{log}");
+    assert!(messages.iter().any(|m| m == "stopped cleanly"), "{log}");
+    for (what, text) in [("log", &log), ("/health", &health), ("/metrics", &metrics)] {
+        assert!(!text.contains(secret), "the password is in {what}");
+    }
 }
