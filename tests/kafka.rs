@@ -128,6 +128,29 @@ fn client_at(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// `replay ARGS` running in the background.
+fn spawn_replay(t: &Topics, args: &[&str]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("replay").args(args).arg("--quiet");
+    t.env(&mut cmd);
+    cmd.spawn().unwrap()
+}
+
+/// The trigger events `process --triggers` writes for `input`, one per line.
+fn trigger_lines(input: &Path, t: &Topics) -> Vec<Vec<u8>> {
+    let file = std::env::temp_dir().join(format!("{}-events.jsonl", t.group));
+    process_lines(
+        input,
+        &["--out", "/dev/null", "--triggers", file.to_str().unwrap()],
+    );
+    std::fs::read(&file)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 fn replay(t: &Topics, args: &[&str]) {
     let mut cmd = Command::new(BIN);
     cmd.arg("replay").args(args).arg("--quiet");
@@ -352,22 +375,7 @@ fn the_service_publishes_what_process_computes_and_commits_everything() {
         );
     }
     // The same trigger events as `process --triggers`, keyed by session.
-    let events_file = std::env::temp_dir().join(format!("{}-events.jsonl", t.group));
-    process_lines(
-        &fixture,
-        &[
-            "--out",
-            "/dev/null",
-            "--triggers",
-            events_file.to_str().unwrap(),
-        ],
-    );
-    let want_events: Vec<Vec<u8>> = std::fs::read(&events_file)
-        .unwrap()
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let want_events: Vec<Vec<u8>> = trigger_lines(&fixture, &t).into_iter().collect();
     assert!(!want_events.is_empty());
     let events = consume(&t.triggers, Duration::from_secs(10), |r| {
         r.len() >= want_events.len()
@@ -400,18 +408,7 @@ fn a_killed_service_is_replaced_without_losing_or_changing_a_window() {
     let want = process_lines(&fixture, &[]);
     let first = Service::start(&t, "first");
     // 698 s of signal in about 7 s, so the kill lands mid-stream.
-    let player = {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "replay",
-            fixture.to_str().unwrap(),
-            "--speed",
-            "100",
-            "--quiet",
-        ]);
-        t.env(&mut cmd);
-        cmd.spawn().unwrap()
-    };
+    let player = spawn_replay(&t, &[fixture.to_str().unwrap(), "--speed", "100"]);
     let seen = consume(&t.processed, Duration::from_secs(30), |r| r.len() >= 150);
     assert!(seen.len() >= 150, "{}", first.log());
     first.kill();
@@ -433,22 +430,8 @@ fn a_killed_service_is_replaced_without_losing_or_changing_a_window() {
         "the second service restored the session from its snapshot:\n{log}"
     );
     // Trigger events too: each one once or more, every copy identical, none missing.
-    let events_file = std::env::temp_dir().join(format!("{}-events.jsonl", t.group));
-    process_lines(
-        &fixture,
-        &[
-            "--out",
-            "/dev/null",
-            "--triggers",
-            events_file.to_str().unwrap(),
-        ],
-    );
-    let want_events: std::collections::BTreeSet<Vec<u8>> = std::fs::read(&events_file)
-        .unwrap()
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let want_events: std::collections::BTreeSet<Vec<u8>> =
+        trigger_lines(&fixture, &t).into_iter().collect();
     let got_events: std::collections::BTreeSet<Vec<u8>> =
         consume(&t.triggers, Duration::from_secs(10), |r| {
             r.iter()
@@ -567,19 +550,17 @@ fn partitions_moving_between_instances_lose_and_change_nothing() {
         })
         .collect();
     let a = Service::start(&t, "a");
-    let player = {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "replay",
+    let copies = COPIES.to_string();
+    let player = spawn_replay(
+        &t,
+        &[
             fixture.to_str().unwrap(),
             "--speed",
             "60",
-            "--quiet",
-        ])
-        .args(["--sessions", &COPIES.to_string()]);
-        t.env(&mut cmd);
-        cmd.spawn().unwrap()
-    };
+            "--sessions",
+            &copies,
+        ],
+    );
     let total = COPIES * base.len();
     consume(&t.processed, Duration::from_secs(30), |r| {
         r.len() >= total / 5
