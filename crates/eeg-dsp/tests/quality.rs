@@ -89,3 +89,68 @@ fn indices_use_only_good_channels() {
     let (_, none) = last_quality(&[vec![0.0; 2000]]);
     assert_eq!(none.engagement, None);
 }
+
+/// `railed` and `flatline` of every window equal a direct count over the window's raw
+/// samples, for channels clipped at several levels around the 5 % threshold, fed in
+/// chunks that cross blocks and pieces.
+#[test]
+fn railed_matches_a_direct_count_over_each_window() {
+    let config = ProcessingConfig::default();
+    let (l, h) = (1000usize, 250usize);
+    let n = 3000;
+    // Clip levels chosen so the share of samples at the extremes falls on both sides of 5 %.
+    let clips = [1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9];
+    let rows: Vec<Vec<f64>> = clips
+        .iter()
+        .enumerate()
+        .map(|(c, &clip)| {
+            (0..n)
+                .map(|i| {
+                    let x = (2.0 * PI * (7.0 + c as f64) * i as f64 / FS).sin()
+                        + 0.3 * (2.0 * PI * 1.3 * i as f64 / FS).sin();
+                    (40.0 * x.clamp(-1.3 * clip, 1.3 * clip)).round() / 4.0
+                })
+                .collect()
+        })
+        .collect();
+    let nch = rows.len();
+    let mut interleaved = Vec::with_capacity(n * nch);
+    for i in 0..n {
+        interleaved.extend(rows.iter().map(|r| r[i]));
+    }
+    let mut p = SessionProcessor::new(&config, FS, nch, 0).unwrap();
+    let mut got: Vec<Vec<(bool, bool)>> = Vec::new();
+    let mut at = 0;
+    for chunk in [7usize, 300, 1, 999, 64].iter().cycle() {
+        if at == n {
+            break;
+        }
+        let k = (*chunk).min(n - at);
+        p.push_interleaved(&interleaved[at * nch..(at + k) * nch], &mut |w: &Window<'_>| {
+            got.push(
+                (0..nch)
+                    .map(|c| (w.quality(c).railed, w.quality(c).flatline))
+                    .collect(),
+            )
+        })
+        .unwrap();
+        at += k;
+    }
+    assert_eq!(got.len(), (n - l) / h + 1);
+    let mut railed_seen = [false, false];
+    for (k, window) in got.iter().enumerate() {
+        for (c, &(railed, flatline)) in window.iter().enumerate() {
+            let x = &rows[c][k * h..k * h + l];
+            let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let at_extremes = x.iter().filter(|&&v| v == lo || v == hi).count();
+            let want_flat = hi - lo < config.quality.flatline_ptp_uv;
+            let want_railed =
+                !want_flat && at_extremes as f64 >= config.quality.railed_fraction * l as f64;
+            assert_eq!(flatline, want_flat, "window {k} channel {c}");
+            assert_eq!(railed, want_railed, "window {k} channel {c}: {at_extremes} at extremes");
+            railed_seen[usize::from(railed)] = true;
+        }
+    }
+    assert_eq!(railed_seen, [true, true], "both outcomes occur");
+}
