@@ -997,14 +997,23 @@ fn a_consuming_service_is_ready_and_its_metrics_move_with_traffic() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = http_get(port, "/metrics").unwrap();
-        // Every sample line is a name and an integer.
+        // Every sample line is a series and a number.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, v) = line.split_once(' ').unwrap();
-            assert!(name.starts_with("eeg_"), "{line}");
-            v.parse::<u64>().unwrap();
+            let (series, v) = line.rsplit_once(' ').unwrap();
+            assert!(series.starts_with("eeg_"), "{line}");
+            v.parse::<f64>().unwrap();
         }
-        if value(&text, "eeg_records_published_total") >= 695 {
+        // Lag comes with librdkafka's statistics, every 5 s.
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("eeg_consumer_lag{partition=\""))
+            .collect();
+        if value(&text, "eeg_records_published_total") >= 695
+            && lags.len() == 3
+            && lags.iter().all(|l| l.ends_with(" 0"))
+        {
             assert_eq!(value(&text, "eeg_messages_consumed_total"), 2792);
+            assert_eq!(value(&text, "eeg_processing_seconds_count"), 2792);
             assert_eq!(value(&text, "eeg_active_sessions"), 1);
             break;
         }

@@ -126,7 +126,9 @@ fn railed_matches_a_direct_count_over_each_window() {
             break;
         }
         let k = (*chunk).min(n - at);
-        p.push_interleaved(&interleaved[at * nch..(at + k) * nch], &mut |w: &Window<'_>| {
+        p.push_interleaved(&interleaved[at * nch..(at + k) * nch], &mut |w: &Window<
+            '_,
+        >| {
             got.push(
                 (0..nch)
                     .map(|c| (w.quality(c).railed, w.quality(c).flatline))
@@ -148,7 +150,10 @@ fn railed_matches_a_direct_count_over_each_window() {
             let want_railed =
                 !want_flat && at_extremes as f64 >= config.quality.railed_fraction * l as f64;
             assert_eq!(flatline, want_flat, "window {k} channel {c}");
-            assert_eq!(railed, want_railed, "window {k} channel {c}: {at_extremes} at extremes");
+            assert_eq!(
+                railed, want_railed,
+                "window {k} channel {c}: {at_extremes} at extremes"
+            );
             railed_seen[usize::from(railed)] = true;
         }
     }

@@ -2,7 +2,7 @@
 //! and Prometheus metrics. Updated by the service as its state changes; read by the HTTP
 //! endpoints. No secret is ever stored here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -30,6 +30,8 @@ pub enum Phase {
 struct State {
     phase: Phase,
     assigned: BTreeSet<i32>,
+    /// Messages on the broker not yet consumed, per assigned partition of the raw topic.
+    lag: BTreeMap<i32, i64>,
     /// The last error seen talking to Kafka, kept after recovery for the detailed view.
     last_error: Option<String>,
 }
@@ -46,6 +48,7 @@ impl Default for Health {
             state: Mutex::new(State {
                 phase: Phase::Starting,
                 assigned: BTreeSet::new(),
+                lag: BTreeMap::new(),
                 last_error: None,
             }),
         }
@@ -85,6 +88,16 @@ impl Health {
         self.with(|s| {
             for p in partitions {
                 s.assigned.remove(p);
+                s.lag.remove(p);
+            }
+        });
+    }
+
+    /// Records the consumer lag of `partition` (ignored unless it is assigned).
+    pub fn set_lag(&self, partition: i32, lag: i64) {
+        self.with(|s| {
+            if s.assigned.contains(&partition) {
+                s.lag.insert(partition, lag.max(0));
             }
         });
     }
@@ -104,11 +117,15 @@ impl Health {
 
     /// The detailed view of `/health`, as JSON.
     pub fn detail(&self, stats: &Stats, version: &str) -> serde_json::Value {
-        let (phase, assigned, last_error) = self.with(|s| {
+        let (phase, assigned, last_error, lag) = self.with(|s| {
             (
                 s.phase.clone(),
                 s.assigned.iter().copied().collect::<Vec<_>>(),
                 s.last_error.clone(),
+                s.lag
+                    .iter()
+                    .map(|(p, l)| serde_json::json!({"partition": p, "lag": l}))
+                    .collect::<Vec<_>>(),
             )
         });
         let (state, reason) = match &phase {
@@ -127,6 +144,7 @@ impl Health {
                 "state": state,
                 "reason": reason,
                 "assigned_partitions": assigned,
+                "lag": lag,
                 "consumed": n(&stats.consumed),
                 "rebalances": n(&stats.rebalances),
             },
@@ -222,7 +240,24 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         "Memory held by session state, bytes.",
         n(&stats.session_state_bytes),
     );
-    let assigned = health.with(|s| s.assigned.len()) as u64;
+    let (assigned, lag) = health.with(|s| (s.assigned.len() as u64, s.lag.clone()));
+    let _ = writeln!(
+        out,
+        "# HELP eeg_consumer_lag Messages of the raw topic on the broker not consumed yet.\n# TYPE eeg_consumer_lag gauge"
+    );
+    for (p, l) in &lag {
+        let _ = writeln!(out, "eeg_consumer_lag{{partition=\"{p}\"}} {l}");
+    }
+    stats.latency.write(
+        &mut out,
+        "eeg_processing_seconds",
+        "Time to decode, process and hand over the output of one raw message.",
+    );
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
     metric(
         "eeg_assigned_partitions",
         "gauge",
@@ -264,20 +299,35 @@ mod tests {
     fn metrics_are_prometheus_text() {
         let stats = Stats::default();
         stats.consumed.store(7, Ordering::Relaxed);
+        stats.latency.observe(std::time::Duration::from_micros(70));
+        stats.latency.observe(std::time::Duration::from_millis(3));
         let h = Health::default();
         h.assign(&[0, 2]);
+        h.set_lag(2, 41);
+        h.set_lag(1, 5); // not assigned: ignored
         let text = metrics(&stats, &h);
         for line in text.lines() {
             if line.starts_with('#') {
                 assert!(line.starts_with("# HELP ") || line.starts_with("# TYPE "));
             } else {
-                let (name, value) = line.split_once(' ').unwrap();
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let name = series.split('{').next().unwrap();
                 assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-                value.parse::<u64>().unwrap();
+                value.parse::<f64>().unwrap();
             }
         }
         assert!(text.contains("\neeg_messages_consumed_total 7\n"));
         assert!(text.contains("\neeg_assigned_partitions 2\n"));
         assert!(text.contains("\neeg_ready 0\n"));
+        assert!(text.contains("\neeg_consumer_lag{partition=\"2\"} 41\n"));
+        assert!(!text.contains("partition=\"1\""));
+        // Cumulative buckets: 70 µs falls in le=0.0001, 3 ms in le=0.005.
+        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.00005\"} 0\n"));
+        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.0025\"} 1\n"));
+        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("\neeg_processing_seconds_count 2\n"));
+        assert!(text.contains("\neeg_processing_seconds_sum 0.00307\n"));
     }
 }

@@ -130,6 +130,58 @@ pub struct Stats {
     pub session_state_bytes: AtomicU64,
     pub rebalances: AtomicU64,
     pub commits: AtomicU64,
+    /// Time to process one raw message in its partition's worker.
+    pub latency: Histogram,
+}
+
+/// Upper bounds of the latency buckets, µs.
+const LATENCY_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
+/// A Prometheus-style histogram of durations, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative), the last one for everything above the largest bound.
+    counts: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes the histogram in the Prometheus text format (cumulative buckets, seconds).
+    pub fn write(&self, out: &mut String, name: &str, help: &str) {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut total = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            match LATENCY_BUCKETS_US.get(i) {
+                Some(b) => {
+                    let le = *b as f64 / 1e6;
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+                }
+            }
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +262,31 @@ impl std::fmt::Debug for Shared {
 
 struct Rebalancing(Arc<Shared>);
 
-impl ClientContext for Rebalancing {}
+impl ClientContext for Rebalancing {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.record_lag(&statistics);
+    }
+}
+
+impl Rebalancing {
+    /// librdkafka's statistics (every `statistics.interval.ms`) carry each partition's
+    /// high watermark and the application's position: their difference is the lag.
+    fn record_lag(&self, statistics: &rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.0.config.topics.raw) else {
+            return;
+        };
+        for (&id, p) in &topic.partitions {
+            // Before the first message the position is the committed offset, or the start
+            // of the log (`auto.offset.reset=earliest`).
+            let position = [p.app_offset, p.committed_offset, p.lo_offset]
+                .into_iter()
+                .find(|&o| o >= 0);
+            if let (true, Some(position)) = (id >= 0 && p.hi_offset >= 0, position) {
+                self.0.health.set_lag(id, p.hi_offset - position);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Rebalancing {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -406,6 +482,8 @@ impl Service {
         let shared = self.shared;
         let config = &shared.config;
         let mut client = config.client_config();
+        // Lag comes from librdkafka's statistics.
+        client.set("statistics.interval.ms", "5000");
         // librdkafka prefetches up to 64 MiB by default; a quarter of that keeps a small
         // task's memory in bounds and is still many seconds of EEG. Overridable.
         client.set("queued.max.messages.kbytes", "16384");
@@ -944,6 +1022,7 @@ impl PartitionWorker {
     }
 
     fn handle(&mut self, m: Inbound) {
+        let started = Instant::now();
         let pending = Pending::new(m.offset, None);
         self.tracker.push(Arc::clone(&pending));
         if let Err(reason) = self.process(&m, &pending) {
@@ -954,6 +1033,7 @@ impl PartitionWorker {
         self.dirty = true;
         // The worker's own hold: from here on only deliveries settle the message.
         pending.release();
+        self.shared.stats.latency.observe(started.elapsed());
     }
 
     /// Runs one message through its session; `Err` is the one-line reason it is a dead
