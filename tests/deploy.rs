@@ -1,0 +1,182 @@
+//! The deployment files, checked without a container engine: the local stack's listeners,
+//! health checks and start order, and the image's health check and user.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn compose() -> Yaml {
+    let text = std::fs::read_to_string(root().join("deploy/local/compose.yaml")).unwrap();
+    YamlLoader::load_from_str(&text).unwrap().remove(0)
+}
+
+fn service<'a>(c: &'a Yaml, name: &str) -> &'a Yaml {
+    let s = &c["services"][name];
+    assert!(!s.is_badvalue(), "no service '{name}'");
+    s
+}
+
+fn env(s: &Yaml, key: &str) -> String {
+    match &s["environment"][key] {
+        Yaml::String(v) => v.clone(),
+        Yaml::Integer(v) => v.to_string(),
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+/// `NAME://host:port,...` as name → (host, port).
+fn listeners(value: &str) -> BTreeMap<String, (String, u16)> {
+    value
+        .split(',')
+        .map(|l| {
+            let (name, addr) = l.split_once("://").unwrap();
+            let (host, port) = addr.rsplit_once(':').unwrap();
+            (name.to_string(), (host.to_string(), port.parse().unwrap()))
+        })
+        .collect()
+}
+
+/// `depends_on` of a service as name → condition.
+fn depends(s: &Yaml) -> BTreeMap<String, String> {
+    s["depends_on"]
+        .as_hash()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap().to_string(),
+                        v["condition"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn kafka_runs_in_kraft_mode_without_zookeeper() {
+    let c = compose();
+    let services = c["services"].as_hash().unwrap();
+    assert!(
+        services
+            .keys()
+            .all(|k| !k.as_str().unwrap().contains("zookeeper"))
+    );
+    let kafka = service(&c, "kafka");
+    assert!(env(kafka, "KAFKA_PROCESS_ROLES").contains("broker"));
+    assert!(env(kafka, "KAFKA_PROCESS_ROLES").contains("controller"));
+    assert!(
+        kafka["environment"]["KAFKA_ZOOKEEPER_CONNECT"].is_badvalue(),
+        "no ZooKeeper"
+    );
+    assert_eq!(env(kafka, "KAFKA_AUTO_CREATE_TOPICS_ENABLE"), "false");
+}
+
+#[test]
+fn each_listener_is_advertised_where_its_clients_reach_it() {
+    let c = compose();
+    let kafka = service(&c, "kafka");
+    let bound = listeners(&env(kafka, "KAFKA_LISTENERS"));
+    let advertised = listeners(&env(kafka, "KAFKA_ADVERTISED_LISTENERS"));
+    // Containers use kafka:9092, the host localhost:29092 (the pair the field notes found
+    // reversed).
+    assert_eq!(advertised["PLAINTEXT"], ("kafka".to_string(), 9092));
+    assert_eq!(
+        advertised["PLAINTEXT_HOST"],
+        ("localhost".to_string(), 29092)
+    );
+    for (name, (_, port)) in &advertised {
+        assert_eq!(
+            bound[name].1, *port,
+            "{name} is advertised on the port it listens on"
+        );
+    }
+    let ports: Vec<&str> = kafka["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        ["29092:29092"],
+        "only the host listener is published"
+    );
+    let map = env(kafka, "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP");
+    for name in bound.keys() {
+        assert!(map.contains(&format!("{name}:")), "{name} has a protocol");
+    }
+    let controller = env(kafka, "KAFKA_CONTROLLER_LISTENER_NAMES");
+    assert!(bound.contains_key(&controller) && !advertised.contains_key(&controller));
+    // Every service of the pipeline connects through the container listener.
+    for name in ["topics", "pipeline", "replay"] {
+        assert_eq!(
+            env(service(&c, name), "KAFKA_BOOTSTRAP_SERVERS"),
+            "kafka:9092",
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn services_start_in_order_behind_health_checks() {
+    let c = compose();
+    let kafka = service(&c, "kafka");
+    assert!(
+        kafka["healthcheck"]["test"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().contains("kafka:9092")),
+        "Kafka's health check talks to the broker"
+    );
+    let topics = service(&c, "topics");
+    assert_eq!(topics["command"][0].as_str(), Some("topics"));
+    assert_eq!(topics["command"][1].as_str(), Some("create"));
+    assert_eq!(depends(topics)["kafka"], "service_healthy");
+    assert_eq!(topics["restart"].as_str(), Some("no"));
+
+    let pipeline = service(&c, "pipeline");
+    let d = depends(pipeline);
+    assert_eq!(d["kafka"], "service_healthy");
+    assert_eq!(d["topics"], "service_completed_successfully");
+    let test: Vec<&str> = pipeline["healthcheck"]["test"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(test, ["CMD", "eeg-pipeline", "healthcheck"]);
+
+    let replay = service(&c, "replay");
+    let d = depends(replay);
+    assert_eq!(d["topics"], "service_completed_successfully");
+    assert_eq!(d["pipeline"], "service_healthy");
+    let fixture = replay["command"][1].as_str().unwrap();
+    let name = fixture.rsplit('/').next().unwrap();
+    assert!(root().join("fixtures").join(name).exists(), "{fixture}");
+}
+
+#[test]
+fn the_image_checks_its_own_health_and_runs_unprivileged() {
+    let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let joined = lines.join("\n");
+    assert!(joined.contains("CMD [\"eeg-pipeline\", \"healthcheck\"]"));
+    assert!(!joined.contains("curl") && !joined.contains("wget"));
+    let runtime = joined.rsplit("\nFROM ").next().unwrap();
+    let user = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime stage sets a user");
+    assert_ne!(user.trim(), "root");
+    assert_ne!(user.trim(), "0");
+    assert!(runtime.contains("ca-certificates"));
+}
