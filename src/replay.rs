@@ -160,7 +160,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("compression.type", "lz4");
-    for (k, v) in &args.kafka.properties {
+    for (k, v) in args.kafka.properties()? {
         client.set(k, v);
     }
     let producer: ThreadedProducer<Deliveries> =

@@ -18,17 +18,72 @@ pub struct KafkaArgs {
     /// Extra librdkafka property for both clients, as KEY=VALUE (repeatable).
     #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
+    /// PLAINTEXT, SSL, SASL_SSL (or SASL_PLAINTEXT, for local brokers only).
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "PLAINTEXT",
+          value_parser = ["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"])]
+    pub security_protocol: String,
+    /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (with the username and password below).
+    #[arg(long, env = "KAFKA_SASL_MECHANISM",
+          value_parser = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// Never logged or reported.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+    /// CA bundle to verify the brokers' certificates (default: the system's).
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<String>,
 }
 
 impl KafkaArgs {
+    /// The librdkafka properties of the security settings, then the `--kafka` ones.
+    pub fn properties(&self) -> Result<Vec<(String, String)>, BadInput> {
+        let mut p = vec![(
+            "security.protocol".to_string(),
+            self.security_protocol.to_lowercase(),
+        )];
+        let sasl = self.security_protocol.starts_with("SASL_");
+        match (&self.sasl_mechanism, sasl) {
+            (Some(m), true) => {
+                p.push(("sasl.mechanism".into(), m.clone()));
+                let (Some(user), Some(password)) = (&self.sasl_username, &self.sasl_password)
+                else {
+                    return Err(BadInput(format!(
+                        "KAFKA_SASL_MECHANISM={m} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                    )));
+                };
+                p.push(("sasl.username".into(), user.clone()));
+                p.push(("sasl.password".into(), password.clone()));
+            }
+            (None, true) => {
+                return Err(BadInput(format!(
+                    "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_MECHANISM",
+                    self.security_protocol
+                )));
+            }
+            (Some(m), false) => {
+                return Err(BadInput(format!(
+                    "KAFKA_SASL_MECHANISM={m} needs KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+                )));
+            }
+            (None, false) => {}
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            p.push(("ssl.ca.location".into(), ca.clone()));
+        }
+        p.extend(self.properties.iter().cloned());
+        Ok(p)
+    }
+
     /// Client settings for an admin or consumer client.
-    pub fn client_config(&self) -> rdkafka::ClientConfig {
+    pub fn client_config(&self) -> Result<rdkafka::ClientConfig, BadInput> {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
-        for (k, v) in &self.properties {
+        for (k, v) in self.properties()? {
             c.set(k, v);
         }
-        c
+        Ok(c)
     }
 }
 
@@ -130,11 +185,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.connect_timeout = Duration::from_secs(args.connect_timeout_s);
     config.partition_queue = args.partition_queue as usize;
     config.partition_buffer_bytes = (args.partition_buffer_kib as usize) << 10;
-    config.kafka = args.kafka.properties.clone();
+    config.kafka = args.kafka.properties()?;
     config.consumer_kafka = args.consumer_properties.clone();
     config.producer_kafka = args.producer_properties.clone();
     tracing::info!(
         bootstrap_servers = %config.bootstrap_servers,
+        security_protocol = %args.kafka.security_protocol,
+        sasl_mechanism = args.kafka.sasl_mechanism.as_deref().unwrap_or("none"),
         group_id = %config.group_id,
         raw = %config.topics.raw,
         processed = %config.topics.processed,

@@ -41,7 +41,7 @@ pub enum TopicsAction {
 }
 
 pub fn run(args: &TopicsArgs) -> anyhow::Result<()> {
-    let client = args.kafka.client_config();
+    let client = args.kafka.client_config()?;
     let names = args.topics.topics();
     let timeout = Duration::from_secs(args.timeout_s.max(1));
     let servers = &args.kafka.bootstrap_servers;

@@ -1151,3 +1151,97 @@ fn a_containerised_service_logs_json_lines_without_secrets() {
         assert!(!text.contains(secret), "the password is in {what}");
     }
 }
+
+/// A private tansu broker on `port`, its data in `dir`, optionally requiring SASL.
+fn private_broker(dir: &Path, port: u16, authentication: bool) -> Child {
+    let tansu = String::from_utf8(
+        Command::new(root().join("scripts/broker"))
+            .arg("install")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new(&tansu);
+    cmd.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ])
+    .args(["--storage-engine", "sqlite://tansu.db"])
+    .current_dir(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if authentication {
+        cmd.arg("--authentication");
+    }
+    let child = cmd.spawn().unwrap();
+    let up = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < up, "the broker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn scram_credentials_are_used_and_a_wrong_password_is_named_not_hung() {
+    let dir = std::env::temp_dir().join(format!("eeg-scram-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    // The user is made while the broker is open, then it restarts requiring SASL.
+    let mut open = private_broker(&dir, port, false);
+    let tansu_user = Command::new(
+        String::from_utf8(
+            Command::new(root().join("scripts/broker"))
+                .arg("install")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    )
+    .args(["user", "create", "eeg", "correct-horse", "--broker"])
+    .arg(format!("tcp://127.0.0.1:{port}"))
+    .status()
+    .unwrap();
+    assert!(tansu_user.success());
+    open.kill().unwrap();
+    open.wait().unwrap();
+    let mut broker = private_broker(&dir, port, true);
+    let topics = |password: &str, action: &str| {
+        Command::new(BIN)
+            .args(["topics", action, "--timeout-s", "3"])
+            .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{port}"))
+            .env("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+            .env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+            .env("KAFKA_SASL_USERNAME", "eeg")
+            .env("KAFKA_SASL_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let created = topics("correct-horse", "create");
+    let checked = topics("correct-horse", "check");
+    let started = Instant::now();
+    let wrong = topics("battery-staple", "check");
+    let took = started.elapsed();
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(created.status.success(), "{}", text(&created));
+    assert!(checked.status.success(), "{}", text(&checked));
+    assert_eq!(wrong.status.code(), Some(1));
+    let err = text(&wrong);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("authentication failed"), "{err}");
+    assert!(!err.contains("battery-staple") && !err.contains("correct-horse"));
+}

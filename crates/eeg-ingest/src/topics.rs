@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 
@@ -94,14 +96,50 @@ pub fn check(
     topics: &Topics,
     timeout: Duration,
 ) -> Result<TopicReport, String> {
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(|e| format!("kafka client: {e}"))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, timeout)
-        .map_err(|e| format!("metadata: {e}"))?;
-    Ok(status_from(&metadata, topics))
+    // A consumer handle (never subscribed) rather than an admin client: its error events can
+    // be polled, and they say why a broker did not answer (refused, authentication, TLS).
+    let probe: BaseConsumer<Errors> = client
+        .create_with_context(Errors::default())
+        .map_err(|e| format!("kafka client: {e}"))?;
+    match probe.fetch_metadata(None, timeout) {
+        Ok(metadata) => Ok(status_from(&metadata, topics)),
+        Err(e) => {
+            let _ = probe.poll(Duration::from_millis(100));
+            let cause = probe.context().first.lock().expect("errors lock").take();
+            Err(match cause {
+                Some(cause) => format!("{cause} (metadata: {e})"),
+                None => format!("metadata: {e}"),
+            })
+        }
+    }
 }
+
+/// Keeps the first error librdkafka reports, the most telling one.
+#[derive(Debug, Default)]
+struct Errors {
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for Errors {
+    // librdkafka's own lines repeat what `error` keeps; the caller reports it once.
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!("librdkafka: {fac}: {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut first = self.first.lock().expect("errors lock");
+        if first.is_none() {
+            *first = Some(match error.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::Authentication) => {
+                    format!("authentication failed: {reason}")
+                }
+                _ => reason.to_string(),
+            });
+        }
+    }
+}
+
+impl ConsumerContext for Errors {}
 
 /// What [`create`] did with one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
