@@ -10,29 +10,35 @@ use crate::BadInput;
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(
+        global = true,
         long,
         env = "KAFKA_BOOTSTRAP_SERVERS",
         default_value = "localhost:9092"
     )]
     pub bootstrap_servers: String,
     /// Extra librdkafka property for both clients, as KEY=VALUE (repeatable).
-    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
+    #[arg(global = true, long = "kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
     /// PLAINTEXT, SSL, SASL_SSL (or SASL_PLAINTEXT, for local brokers only).
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "PLAINTEXT",
+    #[arg(global = true, long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "PLAINTEXT",
           value_parser = ["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"])]
     pub security_protocol: String,
     /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (with the username and password below).
-    #[arg(long, env = "KAFKA_SASL_MECHANISM",
+    #[arg(global = true, long, env = "KAFKA_SASL_MECHANISM",
           value_parser = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])]
     pub sasl_mechanism: Option<String>,
-    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    #[arg(global = true, long, env = "KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
     /// Never logged or reported.
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    #[arg(
+        global = true,
+        long,
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
     pub sasl_password: Option<String>,
     /// CA bundle to verify the brokers' certificates (default: the system's).
-    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    #[arg(global = true, long, env = "KAFKA_SSL_CA_LOCATION")]
     pub ssl_ca_location: Option<String>,
 }
 
@@ -97,20 +103,41 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 /// Topic names, overridable for shared clusters and tests.
 #[derive(Debug, clap::Args)]
 pub struct TopicArgs {
-    #[arg(long, env = "EEG_RAW_TOPIC", default_value = "eeg.raw.data")]
+    #[arg(
+        global = true,
+        long,
+        env = "EEG_RAW_TOPIC",
+        default_value = "eeg.raw.data"
+    )]
     pub raw_topic: String,
     #[arg(
+        global = true,
         long,
         env = "EEG_PROCESSED_TOPIC",
         default_value = "eeg.processed.data"
     )]
     pub processed_topic: String,
-    #[arg(long, env = "EEG_TRIGGERS_TOPIC", default_value = "analytics.triggers")]
+    #[arg(
+        global = true,
+        long,
+        env = "EEG_TRIGGERS_TOPIC",
+        default_value = "analytics.triggers"
+    )]
     pub triggers_topic: String,
-    #[arg(long, env = "EEG_DLQ_TOPIC", default_value = "eeg.raw.data.dlq")]
+    #[arg(
+        global = true,
+        long,
+        env = "EEG_DLQ_TOPIC",
+        default_value = "eeg.raw.data.dlq"
+    )]
     pub dlq_topic: String,
     /// Compacted topic of session snapshots, partitioned like the raw topic.
-    #[arg(long, env = "EEG_STATE_TOPIC", default_value = "eeg.session.state")]
+    #[arg(
+        global = true,
+        long,
+        env = "EEG_STATE_TOPIC",
+        default_value = "eeg.session.state"
+    )]
     pub state_topic: String,
 }
 
