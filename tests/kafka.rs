@@ -1231,6 +1231,32 @@ fn scram_credentials_are_used_and_a_wrong_password_is_named_not_hung() {
     let started = Instant::now();
     let wrong = topics("battery-staple", "check");
     let took = started.elapsed();
+    // The service with the wrong password: not ready, saying why, retrying, stoppable.
+    let t = Topics::named("scram", &format!("127.0.0.1:{port}"));
+    let health = free_port();
+    let service = Service::start_with(
+        &t,
+        "scram",
+        &["--connect-timeout-s", "2"],
+        &[
+            ("HTTP_ADDR", &format!("127.0.0.1:{health}")),
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_SASL_USERNAME", "eeg"),
+            ("KAFKA_SASL_PASSWORD", "battery-staple"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reason = loop {
+        if let Some((503, body)) = http_get(health, "/health/ready")
+            && body.contains("authentication failed")
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (status, service_log) = service.stop();
     broker.kill().unwrap();
     broker.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -1244,4 +1270,6 @@ fn scram_credentials_are_used_and_a_wrong_password_is_named_not_hung() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("authentication failed"), "{err}");
     assert!(!err.contains("battery-staple") && !err.contains("correct-horse"));
+    assert!(status.success(), "{service_log}");
+    assert!(!reason.contains("battery-staple") && !service_log.contains("battery-staple"));
 }
