@@ -1054,38 +1054,9 @@ fn a_broker_that_appears_later_is_used_without_a_restart() {
     assert_eq!(http_get(health, "/health/ready").unwrap().0, 503);
 
     // Now a broker comes up on that address (a private one, so stopping it is ours to do).
-    let tansu = String::from_utf8(
-        Command::new(root().join("scripts/broker"))
-            .arg("install")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
     let dir = std::env::temp_dir().join(format!("{}-broker", t.group));
     std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("tcp://{address}");
-    let mut broker = Command::new(&tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < up, "the broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut broker = private_broker(&dir, port, false);
     let mut create = Command::new(BIN);
     create.args(["topics", "create"]);
     t.env(&mut create);
@@ -1152,18 +1123,23 @@ fn a_containerised_service_logs_json_lines_without_secrets() {
     }
 }
 
+/// The tansu binary `scripts/broker` uses (installing it when missing).
+fn tansu_binary() -> String {
+    let out = Command::new(root().join("scripts/broker"))
+        .arg("install")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A private tansu broker on `port`, its data in `dir`, optionally requiring SASL.
 fn private_broker(dir: &Path, port: u16, authentication: bool) -> Child {
-    let tansu = String::from_utf8(
-        Command::new(root().join("scripts/broker"))
-            .arg("install")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
+    let tansu = tansu_binary();
     let url = format!("tcp://127.0.0.1:{port}");
     let mut cmd = Command::new(&tansu);
     cmd.args([
@@ -1196,21 +1172,11 @@ fn scram_credentials_are_used_and_a_wrong_password_is_named_not_hung() {
     let port = free_port();
     // The user is made while the broker is open, then it restarts requiring SASL.
     let mut open = private_broker(&dir, port, false);
-    let tansu_user = Command::new(
-        String::from_utf8(
-            Command::new(root().join("scripts/broker"))
-                .arg("install")
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim(),
-    )
-    .args(["user", "create", "eeg", "correct-horse", "--broker"])
-    .arg(format!("tcp://127.0.0.1:{port}"))
-    .status()
-    .unwrap();
+    let tansu_user = Command::new(tansu_binary())
+        .args(["user", "create", "eeg", "correct-horse", "--broker"])
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .status()
+        .unwrap();
     assert!(tansu_user.success());
     open.kill().unwrap();
     open.wait().unwrap();
