@@ -26,7 +26,9 @@ fn root() -> PathBuf {
 
 /// The broker's address; starts the local one when none is given.
 fn bootstrap() -> String {
-    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+        && !b.is_empty()
+    {
         return b;
     }
     static START: std::sync::Once = std::sync::Once::new();

@@ -26,6 +26,27 @@ pub enum Phase {
     Stopping,
 }
 
+impl Phase {
+    /// The state's name in `/health`.
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::WaitingForBroker(_) => "waiting_for_broker",
+            Phase::WaitingForTopics(_) => "waiting_for_topics",
+            Phase::Consuming => "consuming",
+            Phase::Failed(_) => "failed",
+            Phase::Stopping => "stopping",
+        }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Phase::WaitingForBroker(r) | Phase::WaitingForTopics(r) | Phase::Failed(r) => Some(r),
+            Phase::Starting | Phase::Consuming | Phase::Stopping => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     phase: Phase,
@@ -62,11 +83,8 @@ impl Health {
 
     pub fn set_phase(&self, phase: Phase) {
         self.with(|s| {
-            match &phase {
-                Phase::WaitingForBroker(e) | Phase::WaitingForTopics(e) | Phase::Failed(e) => {
-                    s.last_error = Some(e.clone())
-                }
-                _ => {}
+            if let Some(e) = phase.reason() {
+                s.last_error = Some(e.to_string());
             }
             s.phase = phase;
         });
@@ -128,21 +146,14 @@ impl Health {
                     .collect::<Vec<_>>(),
             )
         });
-        let (state, reason) = match &phase {
-            Phase::Starting => ("starting", None),
-            Phase::WaitingForBroker(r) => ("waiting_for_broker", Some(r.clone())),
-            Phase::WaitingForTopics(r) => ("waiting_for_topics", Some(r.clone())),
-            Phase::Consuming => ("consuming", None),
-            Phase::Failed(r) => ("failed", Some(r.clone())),
-            Phase::Stopping => ("stopping", None),
-        };
         let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
-            "status": if self.ready().is_ok() { "ready" } else { "not_ready" },
+            // From the same snapshot as the rest, not a second look at the phase.
+            "status": if phase == Phase::Consuming { "ready" } else { "not_ready" },
             "version": version,
             "consumer": {
-                "state": state,
-                "reason": reason,
+                "state": phase.name(),
+                "reason": phase.reason(),
                 "assigned_partitions": assigned,
                 "lag": lag,
                 "consumed": n(&stats.consumed),

@@ -129,7 +129,6 @@ pub struct Stats {
     /// snapshots are taken.
     pub session_state_bytes: AtomicU64,
     pub rebalances: AtomicU64,
-    pub commits: AtomicU64,
     /// Time to process one raw message in its partition's worker.
     pub latency: Histogram,
 }
@@ -405,7 +404,6 @@ impl Shared {
             consumer.commit(&tpl, CommitMode::Sync).inspect_err(|e| {
                 tracing::warn!("committing released partitions failed: {e}");
             })?;
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -509,7 +507,7 @@ impl Service {
         );
         let mut failure = None;
         while !self.stop.requested() {
-            if let Some(line) = delivery_failure(&shared) {
+            if let Some(line) = shared.producer.failure() {
                 failure = Some(line);
                 break;
             }
@@ -548,7 +546,7 @@ impl Service {
         consumer.unsubscribe();
         let left = deadline.saturating_duration_since(Instant::now());
         shared.producer.flush(left)?;
-        if let Some(line) = delivery_failure(&shared) {
+        if let Some(line) = shared.producer.failure() {
             return Err(ServiceError::DeliveryFailed(line));
         }
         tracing::info!("stopped cleanly");
@@ -630,10 +628,6 @@ impl Backoff {
         let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
         base.mul_f64(0.8 + 0.4 * unit)
     }
-}
-
-fn delivery_failure(shared: &Shared) -> Option<String> {
-    shared.producer.failure()
 }
 
 fn log_consumer_error(e: &KafkaError) {
