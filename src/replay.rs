@@ -69,9 +69,19 @@ fn parse_speed(s: &str) -> Result<Speed, String> {
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
+    auth: eeg_kafka::Auth,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.oauth_token()
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -163,8 +173,10 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     for (k, v) in args.kafka.properties()? {
         client.set(k, v);
     }
-    let producer: ThreadedProducer<Deliveries> =
-        client.create_with_context(Deliveries::default())?;
+    let producer: ThreadedProducer<Deliveries> = client.create_with_context(Deliveries {
+        auth: args.kafka.auth()?,
+        ..Deliveries::default()
+    })?;
     let progress = crate::process::progress_bar(&args.input, args.quiet);
     let mut player = Player {
         producer,

@@ -23,9 +23,10 @@ pub struct KafkaArgs {
     #[arg(global = true, long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "PLAINTEXT",
           value_parser = ["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"])]
     pub security_protocol: String,
+    /// AWS_MSK_IAM (tokens signed with the AWS credentials of the task, in AWS_REGION), or
     /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (with the username and password below).
     #[arg(global = true, long, env = "KAFKA_SASL_MECHANISM",
-          value_parser = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])]
+          value_parser = ["AWS_MSK_IAM", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])]
     pub sasl_mechanism: Option<String>,
     #[arg(global = true, long, env = "KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
@@ -40,6 +41,9 @@ pub struct KafkaArgs {
     /// CA bundle to verify the brokers' certificates (default: the system's).
     #[arg(global = true, long, env = "KAFKA_SSL_CA_LOCATION")]
     pub ssl_ca_location: Option<String>,
+    /// The MSK cluster's region, for AWS_MSK_IAM (ECS sets it in every task).
+    #[arg(global = true, long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
 }
 
 impl KafkaArgs {
@@ -51,6 +55,10 @@ impl KafkaArgs {
         )];
         let sasl = self.security_protocol.starts_with("SASL_");
         match (&self.sasl_mechanism, sasl) {
+            (Some(m), true) if m == "AWS_MSK_IAM" => {
+                p.push(("sasl.mechanism".into(), "OAUTHBEARER".into()));
+                self.iam_region()?;
+            }
             (Some(m), true) => {
                 p.push(("sasl.mechanism".into(), m.clone()));
                 let (Some(user), Some(password)) = (&self.sasl_username, &self.sasl_password)
@@ -82,6 +90,24 @@ impl KafkaArgs {
         Ok(p)
     }
 
+    /// The token source every client shares: MSK IAM signing for AWS_MSK_IAM, else none.
+    /// Call once per process; nothing is fetched until a client asks for a token.
+    pub fn auth(&self) -> Result<eeg_kafka::Auth, BadInput> {
+        if self.sasl_mechanism.as_deref() != Some("AWS_MSK_IAM") {
+            return Ok(eeg_kafka::Auth::properties_only());
+        }
+        msk_iam(self.iam_region()?)
+    }
+
+    fn iam_region(&self) -> Result<&str, BadInput> {
+        match self.aws_region.as_deref() {
+            Some(r) if !r.is_empty() => Ok(r),
+            _ => Err(BadInput(
+                "KAFKA_SASL_MECHANISM=AWS_MSK_IAM needs AWS_REGION (the cluster's region)".into(),
+            )),
+        }
+    }
+
     /// Client settings for an admin or consumer client.
     pub fn client_config(&self) -> Result<rdkafka::ClientConfig, BadInput> {
         let mut c = rdkafka::ClientConfig::new();
@@ -91,6 +117,25 @@ impl KafkaArgs {
         }
         Ok(c)
     }
+}
+
+#[cfg(feature = "msk-iam")]
+fn msk_iam(region: &str) -> Result<eeg_kafka::Auth, BadInput> {
+    /// A signature waits this long for AWS credentials before the token refresh fails
+    /// (librdkafka then retries it).
+    const SIGNING_TIMEOUT: Duration = Duration::from_secs(10);
+    let signer = eeg_kafka::msk_iam::MskIam::from_default_chain(region, SIGNING_TIMEOUT)
+        .map_err(BadInput)?;
+    Ok(eeg_kafka::Auth::with_tokens(std::sync::Arc::new(signer)))
+}
+
+#[cfg(not(feature = "msk-iam"))]
+fn msk_iam(_region: &str) -> Result<eeg_kafka::Auth, BadInput> {
+    Err(BadInput(
+        "KAFKA_SASL_MECHANISM=AWS_MSK_IAM: this build has no MSK IAM support \
+         (rebuild with the msk-iam feature)"
+            .into(),
+    ))
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -213,12 +258,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.partition_queue = args.partition_queue as usize;
     config.partition_buffer_bytes = (args.partition_buffer_kib as usize) << 10;
     config.kafka = args.kafka.properties()?;
+    config.auth = args.kafka.auth()?;
     config.consumer_kafka = args.consumer_properties.clone();
     config.producer_kafka = args.producer_properties.clone();
     tracing::info!(
         bootstrap_servers = %config.bootstrap_servers,
         security_protocol = %args.kafka.security_protocol,
         sasl_mechanism = args.kafka.sasl_mechanism.as_deref().unwrap_or("none"),
+        auth = ?config.auth,
         group_id = %config.group_id,
         raw = %config.topics.raw,
         processed = %config.topics.processed,

@@ -42,6 +42,7 @@ pub enum TopicsAction {
 
 pub fn run(args: &TopicsArgs) -> anyhow::Result<()> {
     let client = args.kafka.client_config()?;
+    let auth = args.kafka.auth()?;
     let names = args.topics.topics();
     let timeout = Duration::from_secs(args.timeout_s.max(1));
     let servers = &args.kafka.bootstrap_servers;
@@ -53,7 +54,7 @@ pub fn run(args: &TopicsArgs) -> anyhow::Result<()> {
     };
     match &args.action {
         TopicsAction::Check => {
-            let report = topics::check(&client, &names, timeout).map_err(unreachable)?;
+            let report = topics::check(&client, &auth, &names, timeout).map_err(unreachable)?;
             for t in &report.topics {
                 let what = match (t.partitions, t.compacted) {
                     (Some(p), _) => format!("{p} partitions"),
@@ -82,6 +83,7 @@ pub fn run(args: &TopicsArgs) -> anyhow::Result<()> {
         } => {
             let done = topics::create(
                 &client,
+                &auth,
                 &names,
                 *partitions as usize,
                 *replication_factor,

@@ -749,3 +749,41 @@ fn default_trigger_rules_fire_on_engagement() {
         }
     }
 }
+
+fn eeg_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
+        .args(args)
+        .env_remove("AWS_REGION")
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn security_settings_that_cannot_work_are_bad_input_naming_the_setting() {
+    let sasl = ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL");
+    // Unroutable: the settings must be refused before any connection is tried.
+    let servers = ("KAFKA_BOOTSTRAP_SERVERS", "192.0.2.1:9098");
+    for command in [&["topics", "check"][..], &["run"][..]] {
+        let o = eeg_with_env(command, &[servers, sasl]);
+        assert_bad_input(&o, &["KAFKA_SASL_MECHANISM"]);
+        let o = eeg_with_env(
+            command,
+            &[servers, sasl, ("KAFKA_SASL_MECHANISM", "AWS_MSK_IAM")],
+        );
+        assert_bad_input(&o, &["AWS_MSK_IAM", "AWS_REGION"]);
+        let o = eeg_with_env(command, &[servers, ("KAFKA_SASL_MECHANISM", "AWS_MSK_IAM")]);
+        assert_bad_input(&o, &["AWS_MSK_IAM", "SASL_SSL"]);
+        let o = eeg_with_env(
+            command,
+            &[
+                servers,
+                sasl,
+                ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("KAFKA_SASL_USERNAME", "eeg"),
+            ],
+        );
+        assert_bad_input(&o, &["KAFKA_SASL_PASSWORD"]);
+    }
+}

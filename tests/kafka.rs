@@ -1241,3 +1241,57 @@ fn scram_credentials_are_used_and_a_wrong_password_is_named_not_hung() {
     assert!(status.success(), "{service_log}");
     assert!(!reason.contains("battery-staple") && !service_log.contains("battery-staple"));
 }
+
+#[test]
+fn msk_iam_tokens_are_signed_with_the_tasks_credentials_which_never_show() {
+    // No MSK here: the broker refuses OAUTHBEARER, which proves the client got as far as
+    // presenting a signed token; the signature itself is checked offline in eeg-kafka.
+    let t = Topics::named("iam", &bootstrap());
+    let port = free_port();
+    let secret = "wJalrXUtnFEMI-K7MDENG-do-not-log";
+    let service = Service::start_with(
+        &t,
+        "iam",
+        &["--connect-timeout-s", "2"],
+        &[
+            ("HTTP_ADDR", &format!("127.0.0.1:{port}")),
+            ("RUST_LOG", "info"),
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("KAFKA_SASL_MECHANISM", "AWS_MSK_IAM"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            // Nothing else of the machine's AWS setup may take part.
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reason = loop {
+        if let Some((503, body)) = http_get(port, "/health/ready")
+            && body.contains("authentication failed")
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let health = http_get(port, "/health").unwrap().1;
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    assert!(reason.contains("OAUTHBEARER"), "{reason}");
+    assert_eq!(
+        log.matches("signed the first MSK IAM token").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.contains("cannot make a SASL/OAUTHBEARER token"),
+        "{log}"
+    );
+    for (what, text) in [("log", &log), ("/health", &health), ("/metrics", &metrics)] {
+        assert!(!text.contains(secret), "the secret key is in {what}");
+    }
+}

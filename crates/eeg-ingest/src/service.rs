@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -21,6 +21,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
 use eeg_dsp::{Checkpoint, ProcessingConfig, SessionProcessor, Window, WindowSink};
+use eeg_kafka::Auth;
 use eeg_publish::{Out, Pending, Publisher, TriggerConfig, TriggerEngine, TriggerState};
 use eeg_schema::{Limits, ProcessedRecord, SessionMeta, encode_processed};
 
@@ -77,6 +78,8 @@ pub struct ServiceConfig {
     pub triggers: TriggerConfig,
     /// Further librdkafka properties for both clients (security settings, timeouts).
     pub kafka: Vec<(String, String)>,
+    /// Tokens for SASL/OAUTHBEARER (MSK IAM), shared by every client of the service.
+    pub auth: Auth,
     /// Further librdkafka properties for the consumer only (e.g. `session.timeout.ms`).
     pub consumer_kafka: Vec<(String, String)>,
     /// Further librdkafka properties for the producer only (e.g. `linger.ms`).
@@ -98,6 +101,7 @@ impl ServiceConfig {
             snapshot_interval: Duration::from_secs(1),
             triggers: TriggerConfig::default(),
             kafka: Vec::new(),
+            auth: Auth::default(),
             consumer_kafka: Vec::new(),
             producer_kafka: Vec::new(),
         }
@@ -262,6 +266,15 @@ impl std::fmt::Debug for Shared {
 struct Rebalancing(Arc<Shared>);
 
 impl ClientContext for Rebalancing {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.0.config.auth.oauth_token()
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.record_lag(&statistics);
     }
@@ -444,7 +457,7 @@ impl Service {
         for (k, v) in &config.producer_kafka {
             client.set(k, v);
         }
-        let producer = Publisher::new(&client)?;
+        let producer = Publisher::new(&client, &config.auth)?;
         let triggers = TriggerEngine::new(config.triggers.rules.clone())?;
         Ok(Service {
             shared: Arc::new(Shared {
@@ -565,7 +578,12 @@ impl Service {
         let mut backoff = Backoff::default();
         loop {
             let health = &self.shared.health;
-            let reason = match topics::check(&client, &config.topics, config.connect_timeout) {
+            let reason = match topics::check(
+                &client,
+                &config.auth,
+                &config.topics,
+                config.connect_timeout,
+            ) {
                 Ok(report) if report.ok() => {
                     if !last.is_empty() {
                         tracing::info!("topics present; starting");
@@ -857,6 +875,7 @@ impl PartitionWorker {
         let config = &self.shared.config;
         let snapshots = match state::read_partition(
             &config.client_config(),
+            &config.auth,
             &config.topics.state,
             self.partition,
             config.shutdown_timeout,

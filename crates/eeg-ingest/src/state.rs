@@ -18,6 +18,7 @@ use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 
 use eeg_dsp::Checkpoint;
+use eeg_kafka::{Auth, AuthContext};
 use eeg_publish::TriggerState;
 
 pub const SCHEMA: &str = "eeg.session.state/1";
@@ -63,18 +64,22 @@ impl Snapshot {
 /// whether or not the broker has compacted the topic yet.
 pub fn read_partition(
     client: &ClientConfig,
+    auth: &Auth,
     topic: &str,
     partition: i32,
     timeout: Duration,
 ) -> Result<HashMap<String, Snapshot>, String> {
     let deadline = Instant::now() + timeout;
-    let consumer: BaseConsumer = client
+    let consumer: BaseConsumer<AuthContext> = client
         .clone()
         .set("group.id", "eeg-pipeline-state-restore")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(AuthContext(auth.clone()))
         .map_err(|e| format!("state reader: {e}"))?;
+    auth.prime(|d| {
+        let _ = consumer.poll(d);
+    });
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, timeout)
         .map_err(|e| format!("{topic} partition {partition}: watermarks: {e}"))?;

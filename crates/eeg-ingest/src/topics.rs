@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use eeg_kafka::{Auth, AuthContext};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -93,14 +94,21 @@ fn status_from(metadata: &Metadata, topics: &Topics) -> TopicReport {
 /// Asks the broker which of the service's topics exist, within `timeout`.
 pub fn check(
     client: &ClientConfig,
+    auth: &Auth,
     topics: &Topics,
     timeout: Duration,
 ) -> Result<TopicReport, String> {
     // A consumer handle (never subscribed) rather than an admin client: its error events can
     // be polled, and they say why a broker did not answer (refused, authentication, TLS).
     let probe: BaseConsumer<Errors> = client
-        .create_with_context(Errors::default())
+        .create_with_context(Errors {
+            auth: auth.clone(),
+            ..Errors::default()
+        })
         .map_err(|e| format!("kafka client: {e}"))?;
+    auth.prime(|d| {
+        let _ = probe.poll(d);
+    });
     match probe.fetch_metadata(None, timeout) {
         Ok(metadata) => Ok(status_from(&metadata, topics)),
         Err(e) => {
@@ -118,9 +126,19 @@ pub fn check(
 #[derive(Debug, Default)]
 struct Errors {
     first: std::sync::Mutex<Option<String>>,
+    auth: Auth,
 }
 
 impl ClientContext for Errors {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.oauth_token()
+    }
+
     // librdkafka's own lines repeat what `error` keeps; the caller reports it once.
     fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         tracing::debug!("librdkafka: {fac}: {message}");
@@ -154,12 +172,13 @@ pub enum Created {
 /// two places at once, is harmless.
 pub fn create(
     client: &ClientConfig,
+    auth: &Auth,
     topics: &Topics,
     partitions: usize,
     replication: i32,
     timeout: Duration,
 ) -> Result<Vec<(String, Created)>, String> {
-    let before = check(client, topics, timeout)?;
+    let before = check(client, auth, topics, timeout)?;
     let raw_partitions = before
         .topics
         .iter()
@@ -204,8 +223,11 @@ pub fn create(
     if new.is_empty() {
         return Ok(out);
     }
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(|e| format!("kafka client: {e}"))?;
+    let admin: AdminClient<AuthContext> = client
+        .create_with_context(AuthContext(auth.clone()))
+        .map_err(|e| format!("kafka client: {e}"))?;
+    // rdkafka's admin client serves no token refreshes; one token outlives this call.
+    auth.set_token_now(admin.inner())?;
     let opts = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
+use eeg_kafka::Auth;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
@@ -63,6 +64,7 @@ impl Pending {
 struct Deliveries {
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
+    auth: Auth,
 }
 
 impl Deliveries {
@@ -80,7 +82,16 @@ impl Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.oauth_token()
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Arc<Pending>;
@@ -124,7 +135,7 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// A producer from `client` (bootstrap servers, security) with idempotence and
     /// `acks=all` on; no network round trip happens here.
-    pub fn new(client: &ClientConfig) -> KafkaResult<Publisher> {
+    pub fn new(client: &ClientConfig, auth: &Auth) -> KafkaResult<Publisher> {
         // Defaults first, so `client` can change them; idempotence and acks=all are what
         // the delivery promise rests on and are not overridable.
         let mut c = ClientConfig::new();
@@ -135,7 +146,10 @@ impl Publisher {
         let producer = c
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .create_with_context(Deliveries::default())?;
+            .create_with_context(Deliveries {
+                auth: auth.clone(),
+                ..Deliveries::default()
+            })?;
         Ok(Publisher {
             producer: Arc::new(producer),
         })
