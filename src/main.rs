@@ -112,6 +112,19 @@ fn init_logging(service: bool) {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
+    if service {
+        // A panic is a bug; in a container its report must be a log line like any other
+        // (the service itself turns a task's panic into a failure it reports and acts on).
+        std::panic::set_hook(Box::new(|info| {
+            let thread = std::thread::current();
+            tracing::error!(
+                thread = thread.name().unwrap_or("unnamed"),
+                at = %info.location().map_or("unknown".into(), |l| l.to_string()),
+                "panic: {}",
+                info.payload_as_str().unwrap_or("no message")
+            );
+        }));
+    }
 }
 
 fn main() -> ExitCode {
@@ -119,7 +132,10 @@ fn main() -> ExitCode {
     init_logging(matches!(cli.command, Command::Run(_)));
     let result = match cli.command {
         Command::Process(args) => process::run(&args),
-        Command::Run(args) => run::run(&args),
+        Command::Run(args) => {
+            eeg_ingest::failpoints_from_env();
+            run::run(&args)
+        }
         Command::Replay(args) => replay::run(&args),
         Command::Topics(args) => topics::run(&args),
         Command::Healthcheck { http_addr } => {

@@ -1295,3 +1295,93 @@ fn msk_iam_tokens_are_signed_with_the_tasks_credentials_which_never_show() {
         assert!(!text.contains(secret), "the secret key is in {what}");
     }
 }
+
+/// Fails the partition worker on its 41st message, in this process and in the binary.
+const WORKER_FAULT: &str = "40*off->panic(injected fault)";
+
+#[test]
+fn a_failing_background_task_is_logged_shown_in_health_and_loses_nothing() {
+    let t = Topics::create("fault");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let want = process_lines(&fixture, &[]);
+    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+
+    // In this process, to read health after the failure: the service stops with an error
+    // (it does not hang, and the panic does not escape), and health says what failed.
+    fail::cfg("partition-worker-message", WORKER_FAULT).unwrap();
+    let mut config = eeg_ingest::ServiceConfig::new(&t.bootstrap, &t.group);
+    config.topics = eeg_ingest::Topics {
+        raw: t.raw.clone(),
+        processed: t.processed.clone(),
+        triggers: t.triggers.clone(),
+        dlq: t.dlq.clone(),
+        state: t.state.clone(),
+    };
+    let service = eeg_ingest::Service::new(config).unwrap();
+    let (health, stats) = (service.health(), service.stats());
+    let result = std::thread::spawn(move || service.run())
+        .join()
+        .expect("the service returns instead of panicking");
+    fail::remove("partition-worker-message");
+    let err = result.expect_err("a failed task ends the service with an error");
+    assert!(
+        matches!(&err, eeg_ingest::ServiceError::TaskFailed(line)
+            if line.contains("worker failed: injected fault")),
+        "{err}"
+    );
+    let reason = health.ready().unwrap_err();
+    assert!(reason.starts_with("failed: partition "), "{reason}");
+    assert!(reason.contains("worker failed: injected fault"), "{reason}");
+    let detail = health.detail(&stats, "test");
+    assert_eq!(detail["consumer"]["state"], "failed", "{detail}");
+    assert_eq!(detail["status"], "not_ready", "{detail}");
+
+    // The binary: the same failure is one error line naming the task, then exit 1, the
+    // code an orchestrator restarts on.
+    let mut faulty = Service::start_with(
+        &t,
+        "faulty",
+        &[],
+        &[(
+            "FAILPOINTS",
+            &format!("partition-worker-message={WORKER_FAULT}"),
+        )],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = faulty.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            faulty.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = faulty.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("worker failed: injected fault; stopping"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(
+        failed[0].contains("ERROR") && failed[0].contains("partition "),
+        "{log}"
+    );
+
+    // Nothing was committed past the failed work: a healthy service publishes every
+    // window, each copy identical to `process`.
+    let healthy = Service::start(&t, "healthy");
+    let got = consume(&t.processed, Duration::from_secs(90), |r| {
+        by_window(r).len() >= want.len()
+    });
+    let (status, log) = healthy.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    let windows = by_window(&got);
+    assert_eq!(windows.len(), want.len(), "{log}");
+    for (k, w) in windows.values().zip(&want) {
+        assert_eq!(String::from_utf8_lossy(k), String::from_utf8_lossy(w));
+    }
+}

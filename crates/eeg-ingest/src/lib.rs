@@ -11,3 +11,10 @@ pub mod topics;
 pub use health::{Health, Phase};
 pub use service::{Service, ServiceConfig, ServiceError, Stats, StopHandle, Topics};
 pub use sessions::{Admission, ResetReason, Session, Sessions, StartError};
+
+/// Reads `FAILPOINTS` from the environment when failpoints are compiled in (tests only);
+/// does nothing otherwise. Call once at the start of the process.
+pub fn failpoints_from_env() {
+    #[cfg(feature = "failpoints")]
+    std::mem::forget(fail::FailScenario::setup());
+}

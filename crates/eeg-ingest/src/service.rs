@@ -195,6 +195,8 @@ pub enum ServiceError {
     DeliveryFailed(String),
     #[error("partition worker for {0} stopped unexpectedly")]
     WorkerDied(i32),
+    #[error("{0}; stopped without committing past its unfinished work")]
+    TaskFailed(String),
     #[error("trigger rules: {0}")]
     Triggers(#[from] eeg_publish::TriggerConfigError),
 }
@@ -255,6 +257,8 @@ struct Shared {
     producer: Publisher,
     stats: Arc<Stats>,
     partitions: Mutex<HashMap<i32, Partition>>,
+    /// The first background task that failed, as its log line.
+    failed_task: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -340,7 +344,33 @@ fn revoke_budget() -> Duration {
     Duration::from_secs(10)
 }
 
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "a panic without a message"
+    }
+}
+
 impl Shared {
+    /// A background task died: logged once, shown by `/health`, and the polling thread
+    /// stops the service (exit 1) without committing past the task's unfinished work.
+    fn task_failed(&self, line: String) {
+        tracing::error!("{line}; stopping");
+        self.health.set_phase(Phase::Failed(line.clone()));
+        self.failed_task
+            .lock()
+            .expect("failed task lock")
+            .get_or_insert(line);
+    }
+
+    fn failed_task(&self) -> Option<String> {
+        self.failed_task.lock().expect("failed task lock").clone()
+    }
+
     fn start_partition(self: &Arc<Self>, id: i32) {
         let mut parts = self.partitions.lock().expect("partitions lock");
         if parts.contains_key(&id) {
@@ -353,7 +383,18 @@ impl Shared {
             let tracker = Arc::clone(&tracker);
             std::thread::Builder::new()
                 .name(format!("partition-{id}"))
-                .spawn(move || PartitionWorker::new(shared, id, tracker).run(rx))
+                .spawn(move || {
+                    let worker = PartitionWorker::new(Arc::clone(&shared), id, tracker);
+                    // `rx` outlives the unwinding, so the polling thread sees the failure
+                    // recorded before it sees a closed queue.
+                    let run = std::panic::AssertUnwindSafe(|| worker.run(&rx));
+                    if let Err(panic) = std::panic::catch_unwind(run) {
+                        shared.task_failed(format!(
+                            "partition {id} worker failed: {}",
+                            panic_message(panic.as_ref())
+                        ));
+                    }
+                })
                 .expect("spawning a partition worker")
         };
         parts.insert(
@@ -467,6 +508,7 @@ impl Service {
                 producer,
                 stats: Arc::new(Stats::default()),
                 partitions: Mutex::new(HashMap::new()),
+                failed_task: Mutex::new(None),
             }),
             stop: StopHandle::default(),
         })
@@ -487,6 +529,18 @@ impl Service {
     /// Consumes until [`StopHandle::stop`] is called (then drains, commits and returns
     /// `Ok`) or an output is lost (then returns the error without committing past it).
     pub fn run(self) -> Result<(), ServiceError> {
+        let health = self.health();
+        let result = self.consume();
+        // Whatever ended the service, health says so until the process exits.
+        if let Err(e) = &result
+            && !matches!(health.phase(), Phase::Failed(_))
+        {
+            health.set_phase(Phase::Failed(e.to_string()));
+        }
+        result
+    }
+
+    fn consume(self) -> Result<(), ServiceError> {
         if !self.wait_for_topics() {
             return Ok(());
         }
@@ -519,13 +573,18 @@ impl Service {
             config.bootstrap_servers
         );
         let mut failure = None;
+        let mut task_failure = None;
         while !self.stop.requested() {
             if let Some(line) = shared.producer.failure() {
                 failure = Some(line);
                 break;
             }
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
+            if let Some(line) = shared.failed_task() {
+                task_failure = Some(line);
+                break;
+            }
+            let step = match consumer.poll(Duration::from_millis(100)) {
+                None => Ok(()),
                 Some(Ok(m)) => {
                     shared.stats.consumed.fetch_add(1, Ordering::Relaxed);
                     let inbound = Inbound {
@@ -533,11 +592,25 @@ impl Service {
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().unwrap_or_default().to_vec(),
                     };
-                    shared.hand_over(&consumer, m.partition(), inbound)?;
+                    shared.hand_over(&consumer, m.partition(), inbound)
                 }
-                Some(Err(e)) => log_consumer_error(&e),
+                Some(Err(e)) => {
+                    log_consumer_error(&e);
+                    Ok(())
+                }
+            };
+            match step.and_then(|()| shared.housekeeping(&consumer)) {
+                Ok(()) => {}
+                // A worker that failed closes its queue after recording why.
+                Err(ServiceError::WorkerDied(id)) => {
+                    task_failure =
+                        Some(shared.failed_task().unwrap_or_else(|| {
+                            format!("partition {id} worker stopped unexpectedly")
+                        }));
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            shared.housekeeping(&consumer)?;
         }
         if let Some(line) = failure {
             shared.health.set_phase(Phase::Failed(line.clone()));
@@ -545,8 +618,12 @@ impl Service {
             // will be consumed again by whoever owns the partition next.
             return Err(ServiceError::DeliveryFailed(line));
         }
-        tracing::info!("stopping: finishing in-flight work");
-        shared.health.set_phase(Phase::Stopping);
+        // After a task failure the other partitions are released as in a stop (their
+        // acknowledged work committed), and health keeps saying what failed.
+        if task_failure.is_none() {
+            tracing::info!("stopping: finishing in-flight work");
+            shared.health.set_phase(Phase::Stopping);
+        }
         let deadline = Instant::now() + config.shutdown_timeout;
         let ids: Vec<i32> = shared
             .partitions
@@ -561,6 +638,9 @@ impl Service {
         shared.producer.flush(left)?;
         if let Some(line) = shared.producer.failure() {
             return Err(ServiceError::DeliveryFailed(line));
+        }
+        if let Some(line) = task_failure {
+            return Err(ServiceError::TaskFailed(line));
         }
         tracing::info!("stopped cleanly");
         Ok(())
@@ -810,7 +890,7 @@ impl PartitionWorker {
         self.started.elapsed().as_secs()
     }
 
-    fn run(mut self, rx: Receiver<Inbound>) {
+    fn run(mut self, rx: &Receiver<Inbound>) {
         self.restore();
         let interval = self.shared.config.snapshot_interval;
         let mut last_snapshot = Instant::now();
@@ -1035,6 +1115,8 @@ impl PartitionWorker {
     }
 
     fn handle(&mut self, m: Inbound) {
+        // Where tests inject a failure of this task (compiled in with `failpoints` only).
+        fail::fail_point!("partition-worker-message");
         let started = Instant::now();
         let pending = Pending::new(m.offset, None);
         self.tracker.push(Arc::clone(&pending));
