@@ -1,5 +1,6 @@
-//! The deployment files, checked without a container engine: the local stack's listeners,
-//! health checks and start order, and the image's health check and user.
+//! The deployment and CI files, checked without a container engine: the local stack's
+//! listeners, health checks and start order, the image's health check and user, and the
+//! GitHub workflow against `.ci/run`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -179,4 +180,41 @@ fn the_image_checks_its_own_health_and_runs_unprivileged() {
     assert_ne!(user.trim(), "root");
     assert_ne!(user.trim(), "0");
     assert!(runtime.contains("ca-certificates"));
+}
+
+#[test]
+fn the_github_workflow_runs_what_ci_runs() {
+    let text = std::fs::read_to_string(root().join(".github/workflows/ci.yml")).unwrap();
+    let workflow = YamlLoader::load_from_str(&text).unwrap().remove(0);
+    let steps = workflow["jobs"]["ci"]["steps"].as_vec().expect("steps");
+    let commands: String = steps
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    for wanted in [
+        "cargo fmt --all -- --check",
+        "cargo clippy --workspace --all-targets --locked -- -D warnings",
+        "cargo clippy --locked --no-default-features --bin eeg-pipeline -- -D warnings",
+        "scripts/broker install",
+        "cargo test --workspace --release --locked",
+        "cargo bench --workspace --no-run --locked",
+        "valgrind",
+        "scripts/perf-gate",
+        "--self-check",
+    ] {
+        assert!(ci.contains(wanted), ".ci/run lacks '{wanted}'");
+        assert!(commands.contains(wanted), "the workflow lacks '{wanted}'");
+    }
+    // The toolchain is the project's.
+    let toolchain = steps
+        .iter()
+        .find_map(|s| s["with"]["toolchain"].as_str())
+        .expect("a pinned toolchain");
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(&format!("rust-version = \"{toolchain}\"")),
+        "toolchain {toolchain}"
+    );
 }
