@@ -8,19 +8,8 @@ use eeg_dsp::welch::{BandBins, SegmentPsd};
 use eeg_dsp::{FilterBank, Kernel, ProcessingConfig, SessionProcessor, Window};
 use std::hint::black_box;
 
-const FS: f64 = 256.0;
-
-/// Deterministic EEG-like test signal, interleaved.
-fn signal(nch: usize, frames: usize) -> Vec<f64> {
-    (0..frames * nch)
-        .map(|i| {
-            let (t, c) = ((i / nch) as f64 / FS, (i % nch) as f64);
-            20.0 * (2.0 * std::f64::consts::PI * (10.0 + c) * t).sin()
-                + 5.0 * (2.0 * std::f64::consts::PI * 50.0 * t).sin()
-                + 100.0 * c
-        })
-        .collect()
-}
+mod support;
+use support::{FS, signal};
 
 fn filter_bank(c: &mut Criterion) {
     let plan = ProcessingConfig::default()

@@ -11,11 +11,12 @@ use std::io::Cursor;
 
 use eeg_dsp::welch::{BandBins, SegmentPsd};
 use eeg_dsp::{FilterBank, Kernel, OwnedWindow, Plan, ProcessingConfig, SessionProcessor, Window};
-use eeg_edf::{EdfReader, Record, StartTime, WriteFormat, WriteSignal, WriteSpec, write_edf};
+use eeg_edf::{EdfReader, Record, WriteSpec, write_edf};
 use eeg_schema::{Limits, ProcessedRecord, RawBatch, SessionMeta, decode_raw, encode_processed};
 use gungraun::{library_benchmark, library_benchmark_group, main};
 
-const FS: f64 = 256.0;
+mod support;
+use support::{FS, signal};
 const CHANNELS: usize = 8;
 /// One `eeg.raw/1` batch of 8 channels × 32 samples (fixtures/gate/).
 const RAW: &[u8] = include_bytes!("../fixtures/gate/raw_8ch_32.json");
@@ -24,18 +25,6 @@ fn plan() -> Plan {
     ProcessingConfig::default()
         .plan(FS)
         .expect("default config is valid")
-}
-
-/// Deterministic EEG-like signal, interleaved: alpha and line noise over channel offsets.
-fn signal(nch: usize, frames: usize) -> Vec<f64> {
-    (0..frames * nch)
-        .map(|i| {
-            let (t, c) = ((i / nch) as f64 / FS, (i % nch) as f64);
-            20.0 * (2.0 * std::f64::consts::PI * (10.0 + c) * t).sin()
-                + 5.0 * (2.0 * std::f64::consts::PI * 50.0 * t).sin()
-                + 100.0 * c
-        })
-        .collect()
 }
 
 fn filter_setup(kernel: Kernel) -> (FilterBank, Vec<f64>) {
@@ -191,35 +180,7 @@ fn session((mut p, meta, mut out): (SessionProcessor, SessionMeta, Vec<u8>)) -> 
 
 /// A 64-channel, 256 Hz EDF of two one-second records, in memory.
 fn edf_setup(nch: usize) -> (EdfReader<Cursor<Vec<u8>>>, Record) {
-    let spec = WriteSpec {
-        format: WriteFormat::Edf,
-        patient: "X X X X".into(),
-        recording: "Startdate 01-JAN-2025 X X gate".into(),
-        start: StartTime {
-            year: 2025,
-            month: 1,
-            day: 1,
-            hour: 0,
-            minute: 0,
-            second: 0,
-            nanosecond: 0,
-        },
-        record_duration_s: 1.0,
-        n_records: 2,
-        signals: (0..nch)
-            .map(|c| WriteSignal {
-                label: format!("EEG{c:02}"),
-                transducer: String::new(),
-                physical_dimension: "uV".into(),
-                physical_min: -3276.8,
-                physical_max: 3276.7,
-                digital_min: -32768,
-                digital_max: 32767,
-                prefilter: String::new(),
-                samples_per_record: FS as usize,
-            })
-            .collect(),
-    };
+    let spec = WriteSpec::eeg(nch, FS as usize, 2);
     let bytes = write_edf(Vec::new(), "gate", &spec, |record, signals| {
         for (c, s) in signals.iter_mut().enumerate() {
             for (i, v) in s.iter_mut().enumerate() {

@@ -6,7 +6,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eeg_dsp::{ProcessingConfig, SessionProcessor, Window};
-use eeg_edf::{EdfReader, Record, StartTime, WriteFormat, WriteSignal, WriteSpec, write_edf};
+use eeg_edf::{EdfReader, Record, WriteSpec, write_edf};
 use eeg_schema::{Limits, ProcessedRecord, SessionMeta, decode_raw, encode_processed};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -21,35 +21,7 @@ fn edf_file(channels: usize, minutes: u64) -> PathBuf {
     if path.exists() {
         return path;
     }
-    let spec = WriteSpec {
-        format: WriteFormat::Edf,
-        patient: "X X X X".into(),
-        recording: "Startdate 01-JAN-2025 X X bench".into(),
-        start: StartTime {
-            year: 2025,
-            month: 1,
-            day: 1,
-            hour: 0,
-            minute: 0,
-            second: 0,
-            nanosecond: 0,
-        },
-        record_duration_s: 1.0,
-        n_records: minutes * 60,
-        signals: (0..channels)
-            .map(|c| WriteSignal {
-                label: format!("EEG{c:02}"),
-                transducer: String::new(),
-                physical_dimension: "uV".into(),
-                physical_min: -3276.8,
-                physical_max: 3276.7,
-                digital_min: -32768,
-                digital_max: 32767,
-                prefilter: String::new(),
-                samples_per_record: FS,
-            })
-            .collect(),
-    };
+    let spec = WriteSpec::eeg(channels, FS, minutes * 60);
     let tmp = path.with_extension("partial");
     let file = std::io::BufWriter::new(std::fs::File::create(&tmp).expect("create"));
     write_edf(file, "bench", &spec, |record, signals| {

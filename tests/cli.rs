@@ -557,40 +557,12 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 #[cfg(target_os = "linux")]
 #[test]
 fn memory_stays_flat_on_a_long_recording() {
-    use eeg_edf::{StartTime, WriteFormat, WriteSignal, WriteSpec, write_edf};
+    use eeg_edf::{WriteSpec, write_edf};
     use std::process::Stdio;
     // 64 channels x 20 minutes at 256 Hz: 39 MB of EDF, 157 MB as f64 samples.
     let dir = scratch("flat_memory");
     let path = dir.join("long.edf");
-    let spec = WriteSpec {
-        format: WriteFormat::Edf,
-        patient: "X X X X".into(),
-        recording: "Startdate 01-JAN-2025 X X test".into(),
-        start: StartTime {
-            year: 2025,
-            month: 1,
-            day: 1,
-            hour: 0,
-            minute: 0,
-            second: 0,
-            nanosecond: 0,
-        },
-        record_duration_s: 1.0,
-        n_records: 1200,
-        signals: (0..64)
-            .map(|c| WriteSignal {
-                label: format!("EEG{c:02}"),
-                transducer: String::new(),
-                physical_dimension: "uV".into(),
-                physical_min: -3276.8,
-                physical_max: 3276.7,
-                digital_min: -32768,
-                digital_max: 32767,
-                prefilter: String::new(),
-                samples_per_record: 256,
-            })
-            .collect(),
-    };
+    let spec = WriteSpec::eeg(64, 256, 1200);
     let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
     write_edf(file, "long.edf", &spec, |record, signals| {
         for (c, s) in signals.iter_mut().enumerate() {

@@ -1125,6 +1125,21 @@ fn a_containerised_service_logs_json_lines_without_secrets() {
     }
 }
 
+/// Waits (15 s at most) until `/health/ready` answers 503 with a body containing `needle`;
+/// returns the body.
+fn not_ready_because(port: u16, needle: &str, service: &Service) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((503, body)) = http_get(port, "/health/ready")
+            && body.contains(needle)
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The tansu binary `scripts/broker` uses (installing it when missing).
 fn tansu_binary() -> String {
     let out = Command::new(root().join("scripts/broker"))
@@ -1214,16 +1229,7 @@ fn scram_credentials_are_used_and_a_wrong_password_is_named_not_hung() {
             ("KAFKA_SASL_PASSWORD", "battery-staple"),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let reason = loop {
-        if let Some((503, body)) = http_get(health, "/health/ready")
-            && body.contains("authentication failed")
-        {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "{}", service.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let reason = not_ready_because(health, "authentication failed", &service);
     let (status, service_log) = service.stop();
     broker.kill().unwrap();
     broker.wait().unwrap();
@@ -1267,16 +1273,7 @@ fn msk_iam_tokens_are_signed_with_the_tasks_credentials_which_never_show() {
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let reason = loop {
-        if let Some((503, body)) = http_get(port, "/health/ready")
-            && body.contains("authentication failed")
-        {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "{}", service.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let reason = not_ready_because(port, "authentication failed", &service);
     let health = http_get(port, "/health").unwrap().1;
     let metrics = http_get(port, "/metrics").unwrap().1;
     let (status, log) = service.stop();

@@ -70,6 +70,43 @@ pub struct WriteSpec {
     pub signals: Vec<WriteSignal>,
 }
 
+impl WriteSpec {
+    /// A plain 16-bit EDF of `channels` EEG signals (`EEG00`, `EEG01`, ...) at `rate_hz`,
+    /// in µV over ±3276.8 µV (0.1 µV steps), one-second records from 2025-01-01 00:00:00:
+    /// the layout of the synthetic recordings the tests and benchmarks write.
+    pub fn eeg(channels: usize, rate_hz: usize, n_records: u64) -> WriteSpec {
+        WriteSpec {
+            format: WriteFormat::Edf,
+            patient: "X X X X".into(),
+            recording: "Startdate 01-JAN-2025 X X synthetic".into(),
+            start: StartTime {
+                year: 2025,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0,
+                nanosecond: 0,
+            },
+            record_duration_s: 1.0,
+            n_records,
+            signals: (0..channels)
+                .map(|c| WriteSignal {
+                    label: format!("EEG{c:02}"),
+                    transducer: String::new(),
+                    physical_dimension: "uV".into(),
+                    physical_min: -3276.8,
+                    physical_max: 3276.7,
+                    digital_min: -32768,
+                    digital_max: 32767,
+                    prefilter: String::new(),
+                    samples_per_record: rate_hz,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Quantiser {
     len: usize,
