@@ -374,16 +374,20 @@ impl BlockStats {
                     .zip(lo.iter_mut())
                     .zip(hi.iter_mut())
                 {
-                    *l = l.min(*x);
-                    *h = h.max(*x);
+                    // Compare-and-select, not `f64::min`: samples are finite (validated on
+                    // input), and this form compiles to one min/max instruction per vector.
+                    *l = if *x < *l { *x } else { *l };
+                    *h = if *x > *h { *x } else { *h };
                 }
             }
-            let mut lo_n = [0u32; 64];
-            let mut hi_n = [0u32; 64];
+            // 64-bit counters, as wide as the samples they are compared with: the loop then
+            // vectorises without narrowing the comparison masks.
+            let mut lo_n = [0u64; 64];
+            let mut hi_n = [0u64; 64];
             for frame in raw.chunks_exact(nch) {
                 for (c, x) in frame[c0..c0 + w].iter().enumerate() {
-                    lo_n[c] += u32::from(*x == lo[c]);
-                    hi_n[c] += u32::from(*x == hi[c]);
+                    lo_n[c] += u64::from(*x == lo[c]);
+                    hi_n[c] += u64::from(*x == hi[c]);
                 }
             }
             for c in 0..w {
@@ -393,14 +397,15 @@ impl BlockStats {
                     self.rmin_n[b] = 0;
                 }
                 if lo[c] == self.rmin[b] {
-                    self.rmin_n[b] += lo_n[c];
+                    // A piece holds at most PIECE_VALUES samples.
+                    self.rmin_n[b] += lo_n[c] as u32;
                 }
                 if hi[c] > self.rmax[b] {
                     self.rmax[b] = hi[c];
                     self.rmax_n[b] = 0;
                 }
                 if hi[c] == self.rmax[b] {
-                    self.rmax_n[b] += hi_n[c];
+                    self.rmax_n[b] += hi_n[c] as u32;
                 }
             }
         }

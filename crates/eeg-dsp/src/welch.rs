@@ -114,7 +114,10 @@ impl SegmentPsd {
 #[derive(Debug, Clone)]
 pub struct BandBins {
     ranges: Vec<(usize, usize)>,
-    freqs: Vec<f64>,
+    /// `half_steps[j] = (f[j] - f[j - 1]) / 2` (0 at `j = 0`): the trapezoid's weights
+    /// with its division done once. Halving is exact in binary floating point, so the
+    /// integrals are bit-for-bit those of [`trapezoid`].
+    half_steps: Vec<f64>,
 }
 
 impl BandBins {
@@ -129,10 +132,16 @@ impl BandBins {
                 (first, end.max(first))
             })
             .collect();
-        BandBins {
-            ranges,
-            freqs: freqs.to_vec(),
-        }
+        let half_steps = (0..freqs.len())
+            .map(|j| {
+                if j == 0 {
+                    0.0
+                } else {
+                    (freqs[j] - freqs[j - 1]) / 2.0
+                }
+            })
+            .collect();
+        BandBins { ranges, half_steps }
     }
 
     pub fn len(&self) -> usize {
@@ -147,7 +156,7 @@ impl BandBins {
     /// band into `out`.
     pub fn integrate(&self, psd: &[f64], out: &mut [f64]) {
         for (o, &(a, b)) in out.iter_mut().zip(&self.ranges) {
-            *o = trapezoid(&psd[a..b], &self.freqs[a..b]);
+            *o = trapezoid_weighted(&psd[a..b], &self.half_steps[a..b]);
         }
     }
 }
@@ -169,6 +178,28 @@ pub fn trapezoid(y: &[f64], x: &[f64]) -> f64 {
     }
     for j in i..n {
         acc[0] += (x[j] - x[j - 1]) * (y[j] + y[j - 1]) / 2.0;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// [`trapezoid`] with `h[j] = (x[j] - x[j - 1]) / 2` given: the same operations in the same
+/// order but for the division, so the same result.
+fn trapezoid_weighted(y: &[f64], h: &[f64]) -> f64 {
+    let n = y.len().min(h.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let mut acc = [0.0; 4];
+    let mut i = 1;
+    while i + 4 <= n {
+        for (l, a) in acc.iter_mut().enumerate() {
+            let j = i + l;
+            *a += h[j] * (y[j] + y[j - 1]);
+        }
+        i += 4;
+    }
+    for j in i..n {
+        acc[0] += h[j] * (y[j] + y[j - 1]);
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
@@ -228,6 +259,37 @@ mod tests {
         assert!((total - 50.0).abs() / 50.0 < 1e-3, "{total}");
         let peak = p.iter().cloned().fold(0.0, f64::max);
         assert_eq!(p.iter().position(|&v| v == peak).map(|k| f[k]), Some(10.0));
+    }
+
+    #[test]
+    fn band_integrals_are_bit_for_bit_scipys_trapezoid() {
+        let uniform: Vec<f64> = (0..257).map(|k| k as f64 * 0.5).collect();
+        let uneven: Vec<f64> = (0..257).map(|k| (k as f64).powf(1.3) * 0.37).collect();
+        for freqs in [uniform, uneven] {
+            let psd: Vec<f64> = (0..257)
+                .map(|k| ((k as f64 * 0.731).sin() + 1.1) * 10f64.powi(k % 7 - 3))
+                .collect();
+            let bands = [
+                [1.0, 4.0],
+                [4.0, 8.0],
+                [8.0, 13.0],
+                [13.0, 30.0],
+                [0.0, 300.0],
+            ];
+            let bins = BandBins::new(&freqs, bands);
+            let mut out = [0.0; 5];
+            bins.integrate(&psd, &mut out);
+            for ([lo, hi], got) in bands.iter().zip(out) {
+                let a = freqs.iter().position(|&f| f >= *lo).unwrap();
+                let b = freqs.iter().rposition(|&f| f <= *hi).unwrap() + 1;
+                let want = trapezoid(&psd[a..b], &freqs[a..b]);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "[{lo}, {hi}]: {got} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]
