@@ -4,7 +4,7 @@
 //! only filter or transform.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use eeg_dsp::welch::{BandBins, SegmentPsd};
+use eeg_dsp::welch::SegmentPsd;
 use eeg_dsp::{FilterBank, Kernel, ProcessingConfig, SessionProcessor, Window};
 use std::hint::black_box;
 
@@ -44,13 +44,7 @@ fn band_power(c: &mut Criterion) {
     let nch = 8;
     let window = signal(nch, plan.window_len);
     let mut seg = SegmentPsd::new(plan.nperseg, FS);
-    let bins = BandBins::new(
-        seg.freqs(),
-        plan.bands
-            .iter()
-            .map(|b| [b.lo_hz, b.hi_hz])
-            .chain([plan.bandpass_hz]),
-    );
+    let bins = plan.band_bins(seg.freqs());
     let mut out = vec![0.0; bins.len()];
     let mut g = c.benchmark_group("welch_band_powers_8ch_4s_window");
     g.throughput(Throughput::Elements((nch * plan.window_len) as u64));

@@ -57,13 +57,7 @@ struct WelchInput {
 fn welch_setup(nch: usize) -> WelchInput {
     let plan = plan();
     let seg = SegmentPsd::new(plan.nperseg, FS);
-    let bins = BandBins::new(
-        seg.freqs(),
-        plan.bands
-            .iter()
-            .map(|b| [b.lo_hz, b.hi_hz])
-            .chain([plan.bandpass_hz]),
-    );
+    let bins = plan.band_bins(seg.freqs());
     let out = vec![0.0; bins.len()];
     WelchInput {
         window: signal(nch, plan.window_len),

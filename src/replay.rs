@@ -73,14 +73,7 @@ struct Deliveries {
 }
 
 impl ClientContext for Deliveries {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        self.auth.oauth_token()
-    }
+    eeg_kafka::answer_token_refresh!(|ctx| ctx.auth);
 }
 
 impl ProducerContext for Deliveries {

@@ -157,6 +157,13 @@ impl Plan {
     pub fn cascade(&self) -> Vec<Sos> {
         self.notch.iter().chain(&self.bandpass).copied().collect()
     }
+
+    /// The bins to integrate on the Welch frequencies `freqs`: each band's, then the whole
+    /// pass band's (the total power relative powers divide by).
+    pub fn band_bins(&self, freqs: &[f64]) -> crate::welch::BandBins {
+        let bands = self.bands.iter().map(|b| [b.lo_hz, b.hi_hz]);
+        crate::welch::BandBins::new(freqs, bands.chain([self.bandpass_hz]))
+    }
 }
 
 impl ProcessingConfig {

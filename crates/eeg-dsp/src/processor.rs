@@ -510,13 +510,7 @@ impl SessionProcessor {
         }
         let l = plan.window_len;
         let segment = SegmentPsd::new(plan.nperseg, fs);
-        let bins = BandBins::new(
-            segment.freqs(),
-            plan.bands
-                .iter()
-                .map(|b| [b.lo_hz, b.hi_hz])
-                .chain([plan.bandpass_hz]),
-        );
+        let bins = plan.band_bins(segment.freqs());
         let nb = plan.bands.len();
         let segments_per_window = (l - plan.nperseg / 2) / plan.seg_step;
         let cache = (0..segments_per_window)

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -270,14 +270,7 @@ impl std::fmt::Debug for Shared {
 struct Rebalancing(Arc<Shared>);
 
 impl ClientContext for Rebalancing {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        self.0.config.auth.oauth_token()
-    }
+    eeg_kafka::answer_token_refresh!(|ctx| ctx.0.config.auth);
 
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.record_lag(&statistics);
@@ -602,11 +595,8 @@ impl Service {
             match step.and_then(|()| shared.housekeeping(&consumer)) {
                 Ok(()) => {}
                 // A worker that failed closes its queue after recording why.
-                Err(ServiceError::WorkerDied(id)) => {
-                    task_failure =
-                        Some(shared.failed_task().unwrap_or_else(|| {
-                            format!("partition {id} worker stopped unexpectedly")
-                        }));
+                Err(e @ ServiceError::WorkerDied(_)) => {
+                    task_failure = Some(shared.failed_task().unwrap_or_else(|| e.to_string()));
                     break;
                 }
                 Err(e) => return Err(e),

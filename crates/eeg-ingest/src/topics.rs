@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use eeg_kafka::{Auth, AuthContext};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -130,14 +130,7 @@ struct Errors {
 }
 
 impl ClientContext for Errors {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        self.auth.oauth_token()
-    }
+    eeg_kafka::answer_token_refresh!(|ctx| ctx.auth);
 
     // librdkafka's own lines repeat what `error` keeps; the caller reports it once.
     fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {

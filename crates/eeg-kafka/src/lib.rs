@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::client::{Client, ClientContext, OAuthToken};
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::ConsumerContext;
 
 #[cfg(feature = "msk-iam")]
@@ -115,16 +115,32 @@ impl Auth {
     }
 }
 
+/// The two items of an `impl ClientContext` that answer librdkafka's token refreshes from an
+/// [`Auth`]: `|ctx| ctx.auth` names where the context keeps it. Every client context of the
+/// pipeline uses this, so all of them authenticate the same way.
+#[macro_export]
+macro_rules! answer_token_refresh {
+    (|$ctx:ident| $auth:expr) => {
+        const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+        fn generate_oauth_token(
+            &self,
+            _config: Option<&str>,
+        ) -> Result<$crate::OAuthToken, Box<dyn std::error::Error>> {
+            let $ctx = self;
+            $auth.oauth_token()
+        }
+    };
+}
+
+pub use rdkafka::client::OAuthToken;
+
 /// A client context that only authenticates, for clients with no callbacks of their own.
 #[derive(Debug, Default, Clone)]
 pub struct AuthContext(pub Auth);
 
 impl ClientContext for AuthContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
-        self.0.oauth_token()
-    }
+    answer_token_refresh!(|ctx| ctx.0);
 }
 
 impl ConsumerContext for AuthContext {}

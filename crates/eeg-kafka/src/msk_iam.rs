@@ -19,12 +19,14 @@ use rdkafka::client::OAuthToken;
 
 use crate::TokenSource;
 
-/// How long a presigned token is valid (the signer's `X-Amz-Expires`).
-const TOKEN_VALIDITY: Duration = Duration::from_secs(900);
-/// How much earlier than its real expiry the token is reported to expire. librdkafka refreshes
-/// at 80 % of the reported lifetime, so a 10-minute report renews after 8 minutes and leaves 7
-/// minutes for retries before the broker would see an expired token.
+/// How much earlier than its real expiry (the signer's `X-Amz-Expires`, 900 s) the token is
+/// reported to expire. librdkafka refreshes at 80 % of the reported lifetime, so a 10-minute
+/// report renews after 8 minutes and leaves 7 minutes for retries before the broker would
+/// see an expired token.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+/// The shortest lifetime reported, for a token signed with a clock already past most of its
+/// validity: librdkafka then asks again within a minute.
+const MIN_REPORTED: Duration = Duration::from_secs(60);
 
 /// Signs MSK IAM tokens. Built once per process and shared by all its clients.
 pub struct MskIam {
@@ -161,13 +163,16 @@ fn reported_lifetime_ms(expiry_ms: i64) -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let early = expiry_ms - EXPIRY_MARGIN.as_millis() as i64;
-    early.max(now_ms + (TOKEN_VALIDITY - EXPIRY_MARGIN).as_millis() as i64 / 10)
+    early.max(now_ms + MIN_REPORTED.as_millis() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use aws_credential_types::Credentials;
+
+    /// How long a presigned token is valid (the signer's `X-Amz-Expires`).
+    const TOKEN_VALIDITY: Duration = Duration::from_secs(900);
     use base64::Engine;
 
     const KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use eeg_kafka::Auth;
-use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
@@ -83,14 +83,7 @@ impl Deliveries {
 }
 
 impl ClientContext for Deliveries {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        self.auth.oauth_token()
-    }
+    eeg_kafka::answer_token_refresh!(|ctx| ctx.auth);
 }
 
 impl ProducerContext for Deliveries {
