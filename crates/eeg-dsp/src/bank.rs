@@ -181,30 +181,209 @@ impl FilterBank {
         }
     }
 
-    /// Filters `input` into `output` and writes the output of the first section into `tap`
-    /// (all interleaved, the same length), in one pass. The numbers are exactly those of
-    /// [`FilterBank::process`]; the session processor taps the notch this way to measure
-    /// how much mains it removes.
-    pub fn process_tapped(&mut self, input: &[f64], output: &mut [f64], tap: &mut [f64]) {
+    /// Filters `input` into `output` (interleaved, the same length) and updates each
+    /// channel's running statistics on the way, in the one pass over the data: the numbers
+    /// are exactly those of [`FilterBank::process`] and of the statistics computed sample
+    /// by sample. With `tap_first`, [`ChannelStats::removed_sumsq`] accumulates what the
+    /// first section takes out of the input (the session processor's notch, to measure line
+    /// noise); otherwise it is left alone.
+    pub fn process_measured(
+        &mut self,
+        input: &[f64],
+        output: &mut [f64],
+        stats: &mut ChannelStats,
+        tap_first: bool,
+    ) {
         let nch = self.n_channels;
-        if nch == 0 || self.coefs.is_empty() {
+        if nch == 0 || self.coefs.is_empty() || stats.len() != nch {
             return;
         }
-        let len = input.len().min(output.len()).min(tap.len());
+        let len = input.len().min(output.len());
         let len = len - len % nch;
-        let (input, output, tap) = (&input[..len], &mut output[..len], &mut tap[..len]);
-        match self.kernel {
+        let (input, output) = (&input[..len], &mut output[..len]);
+        let (coefs, state) = (&self.coefs, &mut self.state);
+        match (self.kernel, tap_first) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `with_kernel` only keeps a SIMD kernel after checking the CPU has it.
-            Kernel::Avx512 => unsafe {
-                run_tapped_avx512(&self.coefs, &mut self.state, input, output, tap, nch)
+            (Kernel::Avx512, true) => unsafe {
+                run_measured_avx512::<true>(coefs, state, input, output, stats, nch)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Kernel::Avx2 => unsafe {
-                run_tapped_avx2(&self.coefs, &mut self.state, input, output, tap, nch)
+            (Kernel::Avx512, false) => unsafe {
+                run_measured_avx512::<false>(coefs, state, input, output, stats, nch)
             },
-            _ => run_tapped(&self.coefs, &mut self.state, input, output, tap, nch),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            (Kernel::Avx2, true) => unsafe {
+                run_measured_avx2::<true>(coefs, state, input, output, stats, nch)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            (Kernel::Avx2, false) => unsafe {
+                run_measured_avx2::<false>(coefs, state, input, output, stats, nch)
+            },
+            (_, true) => run_measured::<true>(coefs, state, input, output, stats, nch),
+            (_, false) => run_measured::<false>(coefs, state, input, output, stats, nch),
+        }
+    }
+}
+
+/// Running statistics per channel (struct of arrays, one entry per channel), as
+/// [`FilterBank::process_measured`] keeps them. Counts are kept in f64, the samples' own
+/// width, so that the kernels update them with the same vector compares and selects as
+/// the extremes (exact up to 2^53 samples).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStats {
+    pub in_min: Vec<f64>,
+    pub in_max: Vec<f64>,
+    /// Input samples equal to `in_min` / `in_max`.
+    pub in_min_n: Vec<f64>,
+    pub in_max_n: Vec<f64>,
+    /// Sum of squares of the input minus the first section's output (with `tap_first`).
+    pub removed_sumsq: Vec<f64>,
+    pub out_min: Vec<f64>,
+    pub out_max: Vec<f64>,
+    pub out_sumsq: Vec<f64>,
+}
+
+impl ChannelStats {
+    /// Cleared statistics of `n_channels` channels.
+    pub fn new(n_channels: usize) -> ChannelStats {
+        let mut s = ChannelStats {
+            in_min: vec![0.0; n_channels],
+            in_max: vec![0.0; n_channels],
+            in_min_n: vec![0.0; n_channels],
+            in_max_n: vec![0.0; n_channels],
+            removed_sumsq: vec![0.0; n_channels],
+            out_min: vec![0.0; n_channels],
+            out_max: vec![0.0; n_channels],
+            out_sumsq: vec![0.0; n_channels],
+        };
+        s.clear();
+        s
+    }
+
+    /// As if no sample had been seen: extremes at ±∞, counts and sums zero.
+    pub fn clear(&mut self) {
+        self.in_min.fill(f64::INFINITY);
+        self.in_max.fill(f64::NEG_INFINITY);
+        self.in_min_n.fill(0.0);
+        self.in_max_n.fill(0.0);
+        self.removed_sumsq.fill(0.0);
+        self.out_min.fill(f64::INFINITY);
+        self.out_max.fill(f64::NEG_INFINITY);
+        self.out_sumsq.fill(0.0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.in_min.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.in_min.is_empty()
+    }
+}
+
+/// One group's statistics in registers, one lane per channel.
+struct LaneStats {
+    in_min: [f64; LANES],
+    in_max: [f64; LANES],
+    in_min_n: [f64; LANES],
+    in_max_n: [f64; LANES],
+    removed_sumsq: [f64; LANES],
+    out_min: [f64; LANES],
+    out_max: [f64; LANES],
+    out_sumsq: [f64; LANES],
+}
+
+impl LaneStats {
+    /// Lanes `c0..c0 + width` of `s`; unused lanes get the cleared values.
+    #[inline(always)]
+    fn load(s: &ChannelStats, c0: usize, width: usize) -> LaneStats {
+        let lanes = |v: &[f64], fill: f64| {
+            let mut a = [fill; LANES];
+            a[..width].copy_from_slice(&v[c0..c0 + width]);
+            a
+        };
+        LaneStats {
+            in_min: lanes(&s.in_min, f64::INFINITY),
+            in_max: lanes(&s.in_max, f64::NEG_INFINITY),
+            in_min_n: lanes(&s.in_min_n, 0.0),
+            in_max_n: lanes(&s.in_max_n, 0.0),
+            removed_sumsq: lanes(&s.removed_sumsq, 0.0),
+            out_min: lanes(&s.out_min, f64::INFINITY),
+            out_max: lanes(&s.out_max, f64::NEG_INFINITY),
+            out_sumsq: lanes(&s.out_sumsq, 0.0),
+        }
+    }
+
+    #[inline(always)]
+    fn store(&self, s: &mut ChannelStats, c0: usize, width: usize) {
+        let r = c0..c0 + width;
+        s.in_min[r.clone()].copy_from_slice(&self.in_min[..width]);
+        s.in_max[r.clone()].copy_from_slice(&self.in_max[..width]);
+        s.in_min_n[r.clone()].copy_from_slice(&self.in_min_n[..width]);
+        s.in_max_n[r.clone()].copy_from_slice(&self.in_max_n[..width]);
+        s.removed_sumsq[r.clone()].copy_from_slice(&self.removed_sumsq[..width]);
+        s.out_min[r.clone()].copy_from_slice(&self.out_min[..width]);
+        s.out_max[r.clone()].copy_from_slice(&self.out_max[..width]);
+        s.out_sumsq[r].copy_from_slice(&self.out_sumsq[..width]);
+    }
+
+    /// One input frame: a new minimum restarts its count, an equal value adds to it. The
+    /// result is the extreme and the number of samples equal to it, in one pass.
+    /// Compare-and-select rather than `f64::min`: samples are finite (validated on input),
+    /// and this form is one compare and one blend per vector.
+    #[inline(always)]
+    // One index over several lane arrays, as in `cascade`: the lanes stay visibly aligned.
+    #[allow(clippy::needless_range_loop)]
+    fn input(&mut self, x: &[f64; LANES]) {
+        for l in 0..LANES {
+            let (lt, eq) = (x[l] < self.in_min[l], x[l] == self.in_min[l]);
+            self.in_min_n[l] = if lt {
+                1.0
+            } else if eq {
+                self.in_min_n[l] + 1.0
+            } else {
+                self.in_min_n[l]
+            };
+            self.in_min[l] = if lt { x[l] } else { self.in_min[l] };
+            let (gt, eq) = (x[l] > self.in_max[l], x[l] == self.in_max[l]);
+            self.in_max_n[l] = if gt {
+                1.0
+            } else if eq {
+                self.in_max_n[l] + 1.0
+            } else {
+                self.in_max_n[l]
+            };
+            self.in_max[l] = if gt { x[l] } else { self.in_max[l] };
+        }
+    }
+
+    #[inline(always)]
+    fn removed(&mut self, x: &[f64; LANES], kept: &[f64; LANES]) {
+        for l in 0..LANES {
+            let d = x[l] - kept[l];
+            self.removed_sumsq[l] += d * d;
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    fn output(&mut self, y: &[f64; LANES]) {
+        for l in 0..LANES {
+            self.out_min[l] = if y[l] < self.out_min[l] {
+                y[l]
+            } else {
+                self.out_min[l]
+            };
+            self.out_max[l] = if y[l] > self.out_max[l] {
+                y[l]
+            } else {
+                self.out_max[l]
+            };
+            self.out_sumsq[l] += y[l] * y[l];
         }
     }
 }
@@ -253,66 +432,89 @@ type State = [[f64; LANES]; 2];
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_tapped_avx2(
+unsafe fn run_measured_avx2<const TAP: bool>(
     coefs: &[Coefs],
     state: &mut [State],
     input: &[f64],
     output: &mut [f64],
-    tap: &mut [f64],
+    stats: &mut ChannelStats,
     nch: usize,
 ) {
-    run_tapped(coefs, state, input, output, tap, nch)
+    run_measured::<TAP>(coefs, state, input, output, stats, nch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn run_tapped_avx512(
+unsafe fn run_measured_avx512<const TAP: bool>(
     coefs: &[Coefs],
     state: &mut [State],
     input: &[f64],
     output: &mut [f64],
-    tap: &mut [f64],
+    stats: &mut ChannelStats,
     nch: usize,
 ) {
-    run_tapped(coefs, state, input, output, tap, nch)
+    run_measured::<TAP>(coefs, state, input, output, stats, nch)
 }
 
+/// The cascade with the statistics, group by group: a group's filter state and statistics
+/// stay in registers for the whole block of frames. The statistics' extra operations fill
+/// slots the filter's serial dependency chain leaves idle.
 #[inline(always)]
-fn run_tapped(
+fn run_measured<const TAP: bool>(
     coefs: &[Coefs],
     state: &mut [State],
     input: &[f64],
     output: &mut [f64],
-    tap: &mut [f64],
+    stats: &mut ChannelStats,
     nch: usize,
 ) {
     let n_sections = coefs.len();
+    let tapped = usize::from(TAP);
     for (g, group_state) in state.chunks_exact_mut(n_sections).enumerate() {
         let c0 = g * LANES;
         let width = (nch - c0).min(LANES);
-        let (first, rest) = group_state.split_at_mut(1);
-        let frames = input
-            .chunks_exact(nch)
-            .zip(output.chunks_exact_mut(nch))
-            .zip(tap.chunks_exact_mut(nch));
+        let (first, rest) = group_state.split_at_mut(tapped);
+        let mut acc = LaneStats::load(stats, c0, width);
+        let frames = input.chunks_exact(nch).zip(output.chunks_exact_mut(nch));
         if width == LANES {
-            for ((x, y), t) in frames {
+            for (x, y) in frames {
                 let x: [f64; LANES] = x[c0..c0 + LANES].try_into().unwrap_or([0.0; LANES]);
-                let notched = cascade(&coefs[..1], first, x);
-                t[c0..c0 + LANES].copy_from_slice(&notched);
-                y[c0..c0 + LANES].copy_from_slice(&cascade(&coefs[1..], rest, notched));
+                let out = measured_step::<TAP>(coefs, first, rest, &mut acc, x);
+                y[c0..c0 + LANES].copy_from_slice(&out);
             }
         } else {
-            for ((x, y), t) in frames {
+            // The last, partial group: the unused lanes are zeros, never stored.
+            for (x, y) in frames {
                 let mut lanes = [0.0; LANES];
                 lanes[..width].copy_from_slice(&x[c0..c0 + width]);
-                let notched = cascade(&coefs[..1], first, lanes);
-                t[c0..c0 + width].copy_from_slice(&notched[..width]);
-                let out = cascade(&coefs[1..], rest, notched);
+                let out = measured_step::<TAP>(coefs, first, rest, &mut acc, lanes);
                 y[c0..c0 + width].copy_from_slice(&out[..width]);
             }
         }
+        acc.store(stats, c0, width);
     }
+}
+
+/// One frame of one group through the cascade, with its statistics. (A function rather
+/// than a closure: closures do not take on their caller's target features.)
+#[inline(always)]
+fn measured_step<const TAP: bool>(
+    coefs: &[Coefs],
+    first: &mut [State],
+    rest: &mut [State],
+    acc: &mut LaneStats,
+    x: [f64; LANES],
+) -> [f64; LANES] {
+    acc.input(&x);
+    let y = if TAP {
+        let kept = cascade(&coefs[..1], first, x);
+        acc.removed(&x, &kept);
+        cascade(&coefs[1..], rest, kept)
+    } else {
+        cascade(coefs, rest, x)
+    };
+    acc.output(&y);
+    y
 }
 
 /// One sample of all sections for one group of channels.
@@ -378,23 +580,56 @@ mod tests {
         }
     }
 
+    /// The statistics by their definitions, one channel at a time, sample by sample.
+    fn plain_stats(x: &[f64], y: &[f64], kept: Option<&[f64]>, nch: usize) -> ChannelStats {
+        let mut s = ChannelStats::new(nch);
+        for c in 0..nch {
+            let column = |v: &[f64]| v.iter().skip(c).step_by(nch).copied().collect::<Vec<_>>();
+            let (xs, ys) = (column(x), column(y));
+            s.in_min[c] = xs.iter().copied().fold(f64::INFINITY, f64::min);
+            s.in_max[c] = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            s.in_min_n[c] = xs.iter().filter(|v| **v == s.in_min[c]).count() as f64;
+            s.in_max_n[c] = xs.iter().filter(|v| **v == s.in_max[c]).count() as f64;
+            if let Some(kept) = kept {
+                for (a, b) in xs.iter().zip(column(kept)) {
+                    s.removed_sumsq[c] += (a - b) * (a - b);
+                }
+            }
+            s.out_min[c] = ys.iter().copied().fold(f64::INFINITY, f64::min);
+            s.out_max[c] = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for v in &ys {
+                s.out_sumsq[c] += v * v;
+            }
+        }
+        s
+    }
+
     #[test]
-    fn tapped_filtering_equals_in_place_filtering() {
+    fn measured_filtering_equals_filtering_and_the_plain_statistics() {
         for nch in [1, 8, 13] {
-            let x = signal(nch, 500);
+            // Quantised like EDF samples, so extremes repeat and their counts matter.
+            let x: Vec<f64> = signal(nch, 500).iter().map(|v| (v / 8.0).round()).collect();
             let chain = default_chain(250.0);
             let mut want = x.clone();
             FilterBank::new(&chain, nch).process(&mut want);
-            let mut notched = x.clone();
-            FilterBank::new(&chain[..1], nch).process(&mut notched);
-            for k in [Kernel::Scalar, Kernel::detect()] {
-                let mut bank = FilterBank::with_kernel(&chain, nch, k);
-                let (mut y, mut t) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-                // Two calls: the state must carry over as in `process`.
-                bank.process_tapped(&x[..200 * nch], &mut y[..200 * nch], &mut t[..200 * nch]);
-                bank.process_tapped(&x[200 * nch..], &mut y[200 * nch..], &mut t[200 * nch..]);
-                assert_eq!(y, want, "{k:?}, {nch} channels");
-                assert_eq!(t, notched, "{k:?}, {nch} channels");
+            let mut kept = x.clone();
+            FilterBank::new(&chain[..1], nch).process(&mut kept);
+            for k in [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512] {
+                for tap in [true, false] {
+                    let mut bank = FilterBank::with_kernel(&chain, nch, k);
+                    let mut y = vec![0.0; x.len()];
+                    let mut stats = ChannelStats::new(nch);
+                    // Two calls: the state and the statistics carry over.
+                    let (x0, x1) = x.split_at(200 * nch);
+                    let (y0, y1) = y.split_at_mut(200 * nch);
+                    bank.process_measured(x0, y0, &mut stats, tap);
+                    bank.process_measured(x1, y1, &mut stats, tap);
+                    let what = format!("{k:?}, tap {tap}, {nch} channels");
+                    assert_eq!(y, want, "{what}");
+                    let tapped = tap.then_some(&kept[..]);
+                    assert_eq!(stats, plain_stats(&x, &want, tapped, nch), "{what}");
+                    assert!(stats.in_max_n.iter().any(|n| *n > 1.0), "{what}");
+                }
             }
         }
     }

@@ -9,7 +9,7 @@
 //! section order matters: a cascade of the same sections in a different order has the same
 //! transfer function but rounds differently, and the references we test against are SciPy's.
 
-use realfft::num_complex::Complex64 as C;
+use rustfft::num_complex::Complex64 as C;
 use std::f64::consts::PI;
 
 /// One second-order section `[b0, b1, b2, a0, a1, a2]`, SciPy's `sos` row layout, with

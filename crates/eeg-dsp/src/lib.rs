@@ -22,6 +22,7 @@
 pub mod bank;
 pub mod config;
 pub mod design;
+mod layout;
 pub mod processor;
 pub mod welch;
 

@@ -15,8 +15,9 @@
 //! [`SessionProcessor::push_interleaved`] allocates: all buffers are sized when the session is
 //! created.
 
-use crate::bank::{FilterBank, Kernel};
+use crate::bank::{ChannelStats, FilterBank, Kernel};
 use crate::config::{Band, ConfigError, Plan, ProcessingConfig};
+use crate::layout;
 use crate::welch::{BandBins, SegmentPsd};
 
 /// Signal quality of one channel over one window.
@@ -315,128 +316,6 @@ struct SegmentEntry {
     power: Vec<f64>,
 }
 
-/// Signal statistics of one block of samples, per channel (struct of arrays).
-#[derive(Debug, Clone)]
-struct BlockStats {
-    fmin: Vec<f64>,
-    fmax: Vec<f64>,
-    fsumsq: Vec<f64>,
-    rmin: Vec<f64>,
-    rmax: Vec<f64>,
-    /// Raw samples equal to `rmin` / `rmax`.
-    rmin_n: Vec<u32>,
-    rmax_n: Vec<u32>,
-    /// Sum of squares of raw minus notched.
-    line_sumsq: Vec<f64>,
-}
-
-impl BlockStats {
-    fn new(nch: usize) -> BlockStats {
-        let mut b = BlockStats {
-            fmin: vec![0.0; nch],
-            fmax: vec![0.0; nch],
-            fsumsq: vec![0.0; nch],
-            rmin: vec![0.0; nch],
-            rmax: vec![0.0; nch],
-            rmin_n: vec![0; nch],
-            rmax_n: vec![0; nch],
-            line_sumsq: vec![0.0; nch],
-        };
-        b.clear();
-        b
-    }
-
-    fn clear(&mut self) {
-        self.fmin.fill(f64::INFINITY);
-        self.fmax.fill(f64::NEG_INFINITY);
-        self.fsumsq.fill(0.0);
-        self.rmin.fill(f64::INFINITY);
-        self.rmax.fill(f64::NEG_INFINITY);
-        self.rmin_n.fill(0);
-        self.rmax_n.fill(0);
-        self.line_sumsq.fill(0.0);
-    }
-
-    fn add_raw(&mut self, raw: &[f64]) {
-        let nch = self.rmin.len();
-        // Two passes that vectorise across channels: the piece's extremes, then how many
-        // samples sit at them; then merge into the block.
-        let mut lo = [f64::INFINITY; 64];
-        let mut hi = [f64::NEG_INFINITY; 64];
-        for c0 in (0..nch).step_by(64) {
-            let w = (nch - c0).min(64);
-            let (lo, hi) = (&mut lo[..w], &mut hi[..w]);
-            lo.fill(f64::INFINITY);
-            hi.fill(f64::NEG_INFINITY);
-            for frame in raw.chunks_exact(nch) {
-                for ((x, l), h) in frame[c0..c0 + w]
-                    .iter()
-                    .zip(lo.iter_mut())
-                    .zip(hi.iter_mut())
-                {
-                    // Compare-and-select, not `f64::min`: samples are finite (validated on
-                    // input), and this form compiles to one min/max instruction per vector.
-                    *l = if *x < *l { *x } else { *l };
-                    *h = if *x > *h { *x } else { *h };
-                }
-            }
-            // 64-bit counters, as wide as the samples they are compared with: the loop then
-            // vectorises without narrowing the comparison masks.
-            let mut lo_n = [0u64; 64];
-            let mut hi_n = [0u64; 64];
-            for frame in raw.chunks_exact(nch) {
-                for (c, x) in frame[c0..c0 + w].iter().enumerate() {
-                    lo_n[c] += u64::from(*x == lo[c]);
-                    hi_n[c] += u64::from(*x == hi[c]);
-                }
-            }
-            for c in 0..w {
-                let b = c0 + c;
-                if lo[c] < self.rmin[b] {
-                    self.rmin[b] = lo[c];
-                    self.rmin_n[b] = 0;
-                }
-                if lo[c] == self.rmin[b] {
-                    // A piece holds at most PIECE_VALUES samples.
-                    self.rmin_n[b] += lo_n[c] as u32;
-                }
-                if hi[c] > self.rmax[b] {
-                    self.rmax[b] = hi[c];
-                    self.rmax_n[b] = 0;
-                }
-                if hi[c] == self.rmax[b] {
-                    self.rmax_n[b] += hi_n[c] as u32;
-                }
-            }
-        }
-    }
-
-    fn add_line(&mut self, raw: &[f64], notched: &[f64]) {
-        let nch = self.line_sumsq.len();
-        for (r, n) in raw.chunks_exact(nch).zip(notched.chunks_exact(nch)) {
-            for ((acc, x), y) in self.line_sumsq.iter_mut().zip(r).zip(n) {
-                let d = x - y;
-                *acc += d * d;
-            }
-        }
-    }
-
-    fn add_filtered(&mut self, filtered: &[f64]) {
-        let nch = self.fmin.len();
-        for frame in filtered.chunks_exact(nch) {
-            let lanes = frame
-                .iter()
-                .zip(self.fmin.iter_mut().zip(self.fmax.iter_mut()))
-                .zip(self.fsumsq.iter_mut());
-            for ((&y, (lo, hi)), sq) in lanes {
-                *lo = if y < *lo { y } else { *lo };
-                *hi = if y > *hi { y } else { *hi };
-                *sq += y * y;
-            }
-        }
-    }
-}
-
 /// Values (frames × channels) handled per piece: 16 KiB of f64, so that the several passes
 /// over a piece (statistics, notch, band-pass, ring copy) run from the L1 cache.
 const PIECE_VALUES: usize = 2048;
@@ -462,11 +341,12 @@ pub struct SessionProcessor {
     settle_samples: u64,
     /// Block length `gcd(L, H)` and a ring of the blocks of one window.
     block_len: usize,
-    blocks: Vec<BlockStats>,
-    /// Interleaved work buffers: the piece being filtered and a copy of its raw samples.
+    /// Signal statistics of each block: raw extremes and their counts, what the notch
+    /// removes, filtered extremes and power.
+    blocks: Vec<ChannelStats>,
+    /// Interleaved work buffers: the piece being filtered and its filtered samples.
     scratch: Vec<f64>,
     filtered: Vec<f64>,
-    notched: Vec<f64>,
     segment: SegmentPsd,
     bins: BandBins,
     segments_per_window: usize,
@@ -509,8 +389,9 @@ impl SessionProcessor {
             });
         }
         let l = plan.window_len;
-        let segment = SegmentPsd::new(plan.nperseg, fs);
+        let mut segment = SegmentPsd::new(plan.nperseg, fs);
         let bins = plan.band_bins(segment.freqs());
+        segment.limit_bins(bins.bins_used());
         let nb = plan.bands.len();
         let segments_per_window = (l - plan.nperseg / 2) / plan.seg_step;
         let cache = (0..segments_per_window)
@@ -530,10 +411,9 @@ impl SessionProcessor {
             t0_ms,
             settle_samples: settle_samples(&plan),
             block_len,
-            blocks: vec![BlockStats::new(n_channels); l / block_len],
+            blocks: vec![ChannelStats::new(n_channels); l / block_len],
             scratch: vec![0.0; piece],
             filtered: vec![0.0; piece],
-            notched: vec![0.0; piece],
             segment,
             bins,
             segments_per_window,
@@ -641,13 +521,12 @@ impl SessionProcessor {
         let vecs = self.ring.capacity()
             + self.scratch.capacity()
             + self.filtered.capacity()
-            + self.notched.capacity()
             + self.band_power.capacity()
             + self.relative_power.capacity()
             + self.total_power.capacity()
             + self.sums.capacity()
             + self.cache.iter().map(|e| e.power.capacity()).sum::<usize>();
-        let blocks = self.blocks.len() * self.n_channels * (6 * f + 2 * 4);
+        let blocks = self.blocks.len() * self.n_channels * 8 * f;
         vecs * f
             + blocks
             + self.quality.capacity() * std::mem::size_of::<Quality>()
@@ -687,15 +566,10 @@ impl SessionProcessor {
                 per_channel,
             });
         }
+        let kernel = self.bank.kernel();
         self.push_with(per_channel, sink, |frame0, frames, dst| {
-            // `dst` is small enough to stay in L1, so its strided writes are cheap; each row
-            // is read sequentially.
-            for (c, row) in data.chunks_exact(per_channel).enumerate() {
-                let column = dst[c..].iter_mut().step_by(nch);
-                for (d, v) in column.zip(&row[frame0..frame0 + frames]) {
-                    *d = *v;
-                }
-            }
+            let row = |c: usize| &data[c * per_channel + frame0..c * per_channel + frame0 + frames];
+            rows_to_frames(kernel, nch, row, dst);
         });
         Ok(())
     }
@@ -716,13 +590,9 @@ impl SessionProcessor {
                 per_channel,
             });
         }
+        let kernel = self.bank.kernel();
         self.push_with(per_channel, sink, |frame0, frames, dst| {
-            for (c, row) in rows.iter().enumerate() {
-                let column = dst[c..].iter_mut().step_by(nch);
-                for (d, v) in column.zip(&row[frame0..frame0 + frames]) {
-                    *d = *v;
-                }
-            }
+            rows_to_frames(kernel, nch, |c| &rows[c][frame0..frame0 + frames], dst);
         });
         Ok(())
     }
@@ -756,6 +626,46 @@ impl SessionProcessor {
         sink: &mut impl WindowSink,
         load: impl Fn(usize, usize, &mut [f64]),
     ) {
+        match self.bank.kernel() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the bank only keeps a SIMD kernel after checking the CPU has it.
+            Kernel::Avx512 => unsafe { self.push_with_avx512(frames, sink, load) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe { self.push_with_avx2(frames, sink, load) },
+            _ => self.push_with_body(frames, sink, load),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn push_with_avx512(
+        &mut self,
+        frames: usize,
+        sink: &mut impl WindowSink,
+        load: impl Fn(usize, usize, &mut [f64]),
+    ) {
+        self.push_with_body(frames, sink, load)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn push_with_avx2(
+        &mut self,
+        frames: usize,
+        sink: &mut impl WindowSink,
+        load: impl Fn(usize, usize, &mut [f64]),
+    ) {
+        self.push_with_body(frames, sink, load)
+    }
+
+    #[inline(always)]
+    fn push_with_body(
+        &mut self,
+        frames: usize,
+        sink: &mut impl WindowSink,
+        load: impl Fn(usize, usize, &mut [f64]),
+    ) {
         let nch = self.n_channels;
         let l = self.plan.window_len as u64;
         let g = self.block_len as u64;
@@ -772,19 +682,18 @@ impl SessionProcessor {
             }
             let raw = &mut self.scratch[..n * nch];
             load(done, n, raw);
-            block.add_raw(raw);
             let filtered = &mut self.filtered[..n * nch];
-            if self.plan.notch.is_some() {
-                // One pass through the cascade that also keeps the notch's output.
-                let notched = &mut self.notched[..n * nch];
-                self.bank.process_tapped(raw, filtered, notched);
-                block.add_line(raw, notched);
-            } else {
-                filtered.copy_from_slice(raw);
-                self.bank.process(filtered);
-            }
-            block.add_filtered(filtered);
-            copy_into_ring(&mut self.ring, filtered, (self.pos % l) as usize, nch);
+            // One pass through the cascade that also updates the block's statistics; with a
+            // notch (the first section) it measures what the notch removes.
+            self.bank
+                .process_measured(raw, filtered, block, self.plan.notch.is_some());
+            copy_into_ring(
+                self.bank.kernel(),
+                &mut self.ring,
+                filtered,
+                (self.pos % l) as usize,
+                nch,
+            );
             self.pos += n as u64;
             done += n;
             if self.pos == self.since_start * self.plan.hop as u64 + l {
@@ -793,6 +702,7 @@ impl SessionProcessor {
         }
     }
 
+    #[inline(always)]
     fn complete_window(&mut self, sink: &mut impl WindowSink) {
         let start = self.since_start * self.plan.hop as u64;
         self.window_quality(start);
@@ -879,6 +789,7 @@ impl SessionProcessor {
     }
 
     /// Combines the blocks of the window starting at `start` into per-channel quality.
+    #[inline(always)]
     fn window_quality(&mut self, start: u64) {
         let q = &self.plan.quality;
         let l = self.plan.window_len;
@@ -890,31 +801,31 @@ impl SessionProcessor {
             let (mut fsumsq, mut line) = (0.0, 0.0);
             let mut rmin = f64::INFINITY;
             let mut rmax = f64::NEG_INFINITY;
-            let (mut rmin_n, mut rmax_n) = (0u64, 0u64);
+            let (mut rmin_n, mut rmax_n) = (0.0, 0.0);
             for i in 0..n_blocks {
                 let b = &self.blocks[(first + i) % n_blocks];
-                fmin = fmin.min(b.fmin[c]);
-                fmax = fmax.max(b.fmax[c]);
-                fsumsq += b.fsumsq[c];
-                line += b.line_sumsq[c];
-                if b.rmin[c] < rmin {
-                    rmin = b.rmin[c];
-                    rmin_n = 0;
+                fmin = fmin.min(b.out_min[c]);
+                fmax = fmax.max(b.out_max[c]);
+                fsumsq += b.out_sumsq[c];
+                line += b.removed_sumsq[c];
+                if b.in_min[c] < rmin {
+                    rmin = b.in_min[c];
+                    rmin_n = 0.0;
                 }
-                if b.rmin[c] == rmin {
-                    rmin_n += u64::from(b.rmin_n[c]);
+                if b.in_min[c] == rmin {
+                    rmin_n += b.in_min_n[c];
                 }
-                if b.rmax[c] > rmax {
-                    rmax = b.rmax[c];
-                    rmax_n = 0;
+                if b.in_max[c] > rmax {
+                    rmax = b.in_max[c];
+                    rmax_n = 0.0;
                 }
-                if b.rmax[c] == rmax {
-                    rmax_n += u64::from(b.rmax_n[c]);
+                if b.in_max[c] == rmax {
+                    rmax_n += b.in_max_n[c];
                 }
             }
             let flatline = rmax - rmin < q.flatline_ptp_uv;
             // A flat channel sits at its min and max everywhere; that is reported as flat.
-            let railed = !flatline && (rmin_n + rmax_n) as f64 >= q.railed_fraction * l as f64;
+            let railed = !flatline && rmin_n + rmax_n >= q.railed_fraction * l as f64;
             let ptp_uv = fmax - fmin;
             let artifact = ptp_uv > q.artifact_ptp_uv;
             let line_noise_ratio = if fsumsq > 0.0 { line / fsumsq } else { 0.0 };
@@ -932,15 +843,66 @@ impl SessionProcessor {
     }
 }
 
+/// Writes the rows `row(0)..row(nch)`, each as long, into `dst` as interleaved frames.
+#[inline(always)]
+fn rows_to_frames<'a>(
+    kernel: Kernel,
+    nch: usize,
+    row: impl Fn(usize) -> &'a [f64],
+    dst: &mut [f64],
+) {
+    let quads = nch / 4 * 4;
+    for c in (0..quads).step_by(4) {
+        let rows = [row(c), row(c + 1), row(c + 2), row(c + 3)];
+        layout::rows_to_lanes(kernel, rows, &mut dst[c..], nch);
+    }
+    for c in quads..nch {
+        for (d, v) in dst[c..].iter_mut().step_by(nch).zip(row(c)) {
+            *d = *v;
+        }
+    }
+}
+
 /// Writes interleaved frames into a channel-major ring (one row of `cap` samples per
 /// channel) at position `at`, wrapping around. Transposing here, once per sample, lets every
 /// Welch segment read a contiguous row.
-fn copy_into_ring(ring: &mut [f64], frames: &[f64], at: usize, nch: usize) {
+#[inline(always)]
+fn copy_into_ring(kernel: Kernel, ring: &mut [f64], frames: &[f64], at: usize, nch: usize) {
     let cap = ring.len() / nch;
     let n = frames.len() / nch;
     let first = n.min(cap - at);
-    for (c, row) in ring.chunks_exact_mut(cap).enumerate() {
-        let column = frames[c..].iter().step_by(nch);
+    let mut rows = ring.chunks_exact_mut(cap);
+    let mut c = 0;
+    while c + 4 <= nch {
+        let (Some(a), Some(b), Some(d), Some(e)) =
+            (rows.next(), rows.next(), rows.next(), rows.next())
+        else {
+            break;
+        };
+        let (a0, a1) = a.split_at_mut(at);
+        let (b0, b1) = b.split_at_mut(at);
+        let (d0, d1) = d.split_at_mut(at);
+        let (e0, e1) = e.split_at_mut(at);
+        let head = [
+            &mut a1[..first],
+            &mut b1[..first],
+            &mut d1[..first],
+            &mut e1[..first],
+        ];
+        layout::lanes_to_rows(kernel, &frames[c..], nch, head);
+        if n > first {
+            let tail = [
+                &mut a0[..n - first],
+                &mut b0[..n - first],
+                &mut d0[..n - first],
+                &mut e0[..n - first],
+            ];
+            layout::lanes_to_rows(kernel, &frames[first * nch + c..], nch, tail);
+        }
+        c += 4;
+    }
+    for (k, row) in rows.enumerate() {
+        let column = frames[c + k..].iter().step_by(nch);
         for (dst, src) in row[at..at + first].iter_mut().zip(column.clone()) {
             *dst = *src;
         }
@@ -950,6 +912,7 @@ fn copy_into_ring(ring: &mut [f64], frames: &[f64], at: usize, nch: usize) {
     }
 }
 
+#[inline(always)]
 fn indices(bands: &[Band], band_power: &[f64], quality: &[Quality]) -> Indices {
     let nb = bands.len();
     let find = |name: &str| bands.iter().position(|b| b.name == name);

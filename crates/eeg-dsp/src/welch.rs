@@ -12,22 +12,32 @@
 //! - band power integrates the PSD with the trapezoid rule over the bins with
 //!   `lo <= f <= hi` (both edges inclusive), in µV².
 
-use realfft::num_complex::Complex64;
-use realfft::{RealFftPlanner, RealToComplex};
+use rustfft::num_complex::Complex64;
+use rustfft::{Fft, FftPlanner};
 use std::f64::consts::PI;
 use std::sync::Arc;
 
 /// The FFT plan, window and scratch of one segment length. Planned once; computing a segment
 /// does not allocate.
+///
+/// A real FFT of even length `N` is one complex FFT of length `N / 2` (even samples as real
+/// parts, odd samples as imaginary parts) and a last butterfly per bin that separates the
+/// two halves. That last step is done only for the bins asked for
+/// ([`SegmentPsd::limit_bins`]): band powers need the bins up to the band-pass edge, a third
+/// of them with the defaults. Odd lengths take a complex FFT of length `N`.
 #[derive(Clone)]
 pub struct SegmentPsd {
-    fft: Arc<dyn RealToComplex<f64>>,
+    fft: Arc<dyn Fft<f64>>,
     window: Vec<f64>,
     scale: f64,
     input: Vec<f64>,
-    spectrum: Vec<Complex64>,
+    buffer: Vec<Complex64>,
     scratch: Vec<Complex64>,
+    /// `exp(-2πik/N)` for the bins below `N / 2` (even `N` only).
+    twiddles: Vec<Complex64>,
     psd: Vec<f64>,
+    /// Bins computed: `psd[..n_bins]`.
+    n_bins: usize,
     freqs: Vec<f64>,
 }
 
@@ -35,6 +45,7 @@ impl std::fmt::Debug for SegmentPsd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SegmentPsd")
             .field("nperseg", &self.window.len())
+            .field("n_bins", &self.n_bins)
             .finish_non_exhaustive()
     }
 }
@@ -49,12 +60,14 @@ impl SegmentPsd {
             + self.psd.capacity()
             + self.freqs.capacity())
             * f
-            + (self.spectrum.capacity() + self.scratch.capacity()) * c
+            + (self.buffer.capacity() + self.scratch.capacity() + self.twiddles.capacity()) * c
     }
 
     /// Plans a segment of `nperseg >= 2` samples at `fs` Hz.
     pub fn new(nperseg: usize, fs: f64) -> SegmentPsd {
-        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(nperseg);
+        let even = nperseg.is_multiple_of(2);
+        let len = if even { nperseg / 2 } else { nperseg };
+        let fft = FftPlanner::<f64>::new().plan_fft_forward(len);
         // Periodic Hann: the symmetric window of nperseg + 1 points without its last point.
         let window: Vec<f64> = (0..nperseg)
             .map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / nperseg as f64).cos())
@@ -62,11 +75,20 @@ impl SegmentPsd {
         let scale = 1.0 / (fs * window.iter().map(|w| w * w).sum::<f64>());
         let bin = 1.0 / (nperseg as f64 * (1.0 / fs));
         let n_bins = nperseg / 2 + 1;
+        let twiddles = if even {
+            (0..len)
+                .map(|k| Complex64::from_polar(1.0, -2.0 * PI * k as f64 / nperseg as f64))
+                .collect()
+        } else {
+            Vec::new()
+        };
         SegmentPsd {
             input: vec![0.0; nperseg],
-            spectrum: fft.make_output_vec(),
-            scratch: fft.make_scratch_vec(),
+            buffer: vec![Complex64::default(); len],
+            scratch: vec![Complex64::default(); fft.get_inplace_scratch_len()],
+            twiddles,
             psd: vec![0.0; n_bins],
+            n_bins,
             freqs: (0..n_bins).map(|k| k as f64 * bin).collect(),
             fft,
             window,
@@ -78,35 +100,65 @@ impl SegmentPsd {
         self.window.len()
     }
 
-    /// Bin frequencies in Hz.
+    /// Bin frequencies in Hz (all of them, whatever [`SegmentPsd::limit_bins`] says).
     pub fn freqs(&self) -> &[f64] {
         &self.freqs
     }
 
-    /// The PSD of one segment. `fill` writes the segment's `nperseg` samples into the slice it
-    /// is given (e.g. gathered from a ring buffer), which avoids a copy.
+    /// Computes only the first `n` bins from now on (at least one, at most all). Each bin's
+    /// value is the same whatever the limit.
+    pub fn limit_bins(&mut self, n: usize) {
+        self.n_bins = n.clamp(1, self.freqs.len());
+    }
+
+    /// The PSD of one segment, the bins up to the limit. `fill` writes the segment's
+    /// `nperseg` samples into the slice it is given (e.g. gathered from a ring buffer).
+    #[inline(always)]
     pub fn compute(&mut self, fill: impl FnOnce(&mut [f64])) -> &[f64] {
         fill(&mut self.input);
-        let n = self.input.len() as f64;
-        let mean = sum(&self.input) / n;
-        for (x, w) in self.input.iter_mut().zip(&self.window) {
-            *x = (*x - mean) * w;
-        }
-        // Lengths match by construction, the only error realfft reports.
-        let _ =
+        let n = self.input.len();
+        let mean = sum(&self.input) / n as f64;
+        let scale2 = self.scale * 2.0;
+        if self.twiddles.is_empty() {
+            for ((z, x), w) in self.buffer.iter_mut().zip(&self.input).zip(&self.window) {
+                *z = Complex64::new((*x - mean) * w, 0.0);
+            }
             self.fft
-                .process_with_scratch(&mut self.input, &mut self.spectrum, &mut self.scratch);
-        for (p, x) in self.psd.iter_mut().zip(&self.spectrum) {
-            *p = (x.re * x.re + x.im * x.im) * self.scale * 2.0;
+                .process_with_scratch(&mut self.buffer, &mut self.scratch);
+            for (p, x) in self.psd[..self.n_bins].iter_mut().zip(&self.buffer) {
+                *p = (x.re * x.re + x.im * x.im) * scale2;
+            }
+            // DC has no mirror image: not doubled.
+            self.psd[0] /= 2.0;
+            return &self.psd[..self.n_bins];
         }
-        // DC, and Nyquist for an even length, have no mirror image: not doubled.
-        self.psd[0] /= 2.0;
-        if self.window.len().is_multiple_of(2)
-            && let Some(last) = self.psd.last_mut()
-        {
-            *last /= 2.0;
+
+        let pairs = self.input.chunks_exact(2).zip(self.window.chunks_exact(2));
+        for (z, (x, w)) in self.buffer.iter_mut().zip(pairs) {
+            *z = Complex64::new((x[0] - mean) * w[0], (x[1] - mean) * w[1]);
         }
-        &self.psd
+        self.fft
+            .process_with_scratch(&mut self.buffer, &mut self.scratch);
+        // With Z the transform of z[m] = x[2m] + i·x[2m+1] (M = N/2 points), the even and
+        // odd samples' transforms are E = (Z[k] + conj Z[M-k]) / 2 and
+        // O = (Z[k] - conj Z[M-k]) / 2i, and X[k] = E + exp(-2πik/N)·O.
+        let m = self.buffer.len();
+        let z = &self.buffer;
+        let dc = z[0].re + z[0].im;
+        // DC and Nyquist have no mirror image: not doubled.
+        self.psd[0] = dc * dc * self.scale;
+        for k in 1..self.n_bins.min(m) {
+            let (a, b) = (z[k], z[m - k].conj());
+            let e = (a + b) * 0.5;
+            let d = (a - b) * 0.5;
+            let x = e + self.twiddles[k] * Complex64::new(d.im, -d.re);
+            self.psd[k] = (x.re * x.re + x.im * x.im) * scale2;
+        }
+        if self.n_bins > m {
+            let nyquist = z[0].re - z[0].im;
+            self.psd[m] = nyquist * nyquist * self.scale;
+        }
+        &self.psd[..self.n_bins]
     }
 }
 
@@ -152,8 +204,14 @@ impl BandBins {
         self.ranges.is_empty()
     }
 
+    /// Bins `0..n` cover every band: those [`BandBins::integrate`] reads.
+    pub fn bins_used(&self) -> usize {
+        self.ranges.iter().map(|&(_, end)| end).max().unwrap_or(0)
+    }
+
     /// Writes the trapezoid integral of `psd` (on the frequencies given to `new`) over each
     /// band into `out`.
+    #[inline(always)]
     pub fn integrate(&self, psd: &[f64], out: &mut [f64]) {
         for (o, &(a, b)) in out.iter_mut().zip(&self.ranges) {
             *o = trapezoid_weighted(&psd[a..b], &self.half_steps[a..b]);
@@ -167,6 +225,7 @@ pub fn trapezoid(y: &[f64], x: &[f64]) -> f64 {
 }
 
 /// [`trapezoid`] with `h[j] = (x[j] - x[j - 1]) / 2` computed once.
+#[inline(always)]
 fn trapezoid_weighted(y: &[f64], h: &[f64]) -> f64 {
     trapezoid_by(&y[..y.len().min(h.len())], |j| h[j])
 }
@@ -197,10 +256,10 @@ fn trapezoid_by(y: &[f64], half_step: impl Fn(usize) -> f64) -> f64 {
 
 /// A sum with independent accumulators: a plain fold is one long chain of dependent
 /// additions, four times slower. NumPy also sums with several accumulators (pairwise).
+#[inline(always)]
 fn sum(xs: &[f64]) -> f64 {
     let mut acc = [0.0; 4];
-    let chunks = xs.chunks_exact(4);
-    let rest = chunks.remainder();
+    let (chunks, rest) = xs.as_chunks::<4>();
     for c in chunks {
         for l in 0..4 {
             acc[l] += c[l];
@@ -250,6 +309,60 @@ mod tests {
         assert!((total - 50.0).abs() / 50.0 < 1e-3, "{total}");
         let peak = p.iter().cloned().fold(0.0, f64::max);
         assert_eq!(p.iter().position(|&v| v == peak).map(|k| f[k]), Some(10.0));
+    }
+
+    /// The periodogram by the textbook DFT, O(N²): detrend, window, `|X_k|²`, scale.
+    fn naive_psd(x: &[f64], fs: f64) -> Vec<f64> {
+        let n = x.len();
+        let w: Vec<f64> = (0..n)
+            .map(|j| 0.5 - 0.5 * (2.0 * PI * j as f64 / n as f64).cos())
+            .collect();
+        let mean = x.iter().sum::<f64>() / n as f64;
+        let scale = 1.0 / (fs * w.iter().map(|v| v * v).sum::<f64>());
+        (0..=n / 2)
+            .map(|k| {
+                let (mut re, mut im) = (0.0, 0.0);
+                for j in 0..n {
+                    let a = -2.0 * PI * (k * j % n) as f64 / n as f64;
+                    re += (x[j] - mean) * w[j] * a.cos();
+                    im += (x[j] - mean) * w[j] * a.sin();
+                }
+                let p = (re * re + im * im) * scale;
+                let mirrored = k != 0 && 2 * k != n;
+                if mirrored { 2.0 * p } else { p }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segment_psd_equals_the_textbook_periodogram_for_even_and_odd_lengths() {
+        for n in [2, 3, 8, 15, 64, 101, 250, 512] {
+            let x: Vec<f64> = (0..n)
+                .map(|j| 20.0 * (0.37 * j as f64).sin() + (j % 7) as f64 - 40.0)
+                .collect();
+            let want = naive_psd(&x, 100.0);
+            let mut seg = SegmentPsd::new(n, 100.0);
+            let got = seg.compute(|buf| buf.copy_from_slice(&x)).to_vec();
+            assert_eq!(got.len(), want.len());
+            let peak = want.iter().cloned().fold(0.0, f64::max);
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-10 * peak, "n {n} bin {k}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn limiting_the_bins_changes_no_bin() {
+        for n in [512, 501] {
+            let x: Vec<f64> = (0..n).map(|j| (0.11 * (j * j) as f64).cos()).collect();
+            let mut seg = SegmentPsd::new(n, 256.0);
+            let all = seg.compute(|buf| buf.copy_from_slice(&x)).to_vec();
+            for limit in [1, 2, 91, n / 2, n / 2 + 1] {
+                seg.limit_bins(limit);
+                let some = seg.compute(|buf| buf.copy_from_slice(&x));
+                assert_eq!(some, &all[..limit], "n {n}, limit {limit}");
+            }
+        }
     }
 
     #[test]
