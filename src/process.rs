@@ -41,11 +41,11 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     let input = args.input.as_path();
     let kind = detect(input)?;
     let (out, sink) = Output::create(&args.out)?;
-    let writer = Writer::start(sink);
+    let mut writer = Writer::start(sink);
     let progress = progress_bar(input, args.quiet);
     let result = match kind {
-        Kind::Edf => process_edf(args, &config, &writer, triggers.as_mut(), &progress),
-        Kind::Jsonl => process_jsonl(args, &config, &writer, triggers.as_mut(), &progress),
+        Kind::Edf => process_edf(args, &config, &mut writer, triggers.as_mut(), &progress),
+        Kind::Jsonl => process_jsonl(args, &config, &mut writer, triggers.as_mut(), &progress),
     };
     progress.finish_and_clear();
     // The writer's own error (e.g. a full disk) explains a failed run best.
@@ -180,29 +180,42 @@ impl Output {
 }
 
 /// Encodes and writes records on a thread of its own, so that JSON encoding (a large share
-/// of the work for many channels) overlaps the signal processing. Windows travel as
+/// of the work for many channels) overlaps the signal processing. Windows travel in batches
+/// of [`BATCH`] (one wake-up of the output thread per batch, not per window), as
 /// [`OwnedWindow`]s that come back to be reused, so the steady state allocates nothing; the
 /// channel is bounded, so a slow output slows the input instead of buffering without bound.
 struct Writer {
-    tx: Option<SyncSender<(Arc<output::SessionMeta>, OwnedWindow)>>,
-    recycled: Receiver<OwnedWindow>,
+    tx: Option<SyncSender<Batch>>,
+    recycled: Receiver<Batch>,
+    /// The batch being filled, and windows ready for reuse.
+    pending: Batch,
+    spare: Vec<OwnedWindow>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+type Batch = Vec<(Arc<output::SessionMeta>, OwnedWindow)>;
+
+/// Windows handed to the output thread at once.
+const BATCH: usize = 16;
+
 impl Writer {
     fn start(mut out: Box<dyn Write + Send>) -> Writer {
-        let (tx, rx) = sync_channel::<(Arc<output::SessionMeta>, OwnedWindow)>(256);
+        let (tx, rx) = sync_channel::<Batch>(256 / BATCH);
         let (back, recycled) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
                 let mut buf = Vec::with_capacity(1 << 16);
-                for (meta, window) in rx {
+                for batch in rx {
+                    // One write per batch: a batch of large records goes past the buffer
+                    // of `out` instead of being copied into it.
                     buf.clear();
-                    output::encode_window(&meta, &window.view(), &mut buf);
-                    buf.push(b'\n');
+                    for (meta, window) in &batch {
+                        output::encode_window(meta, &window.view(), &mut buf);
+                        buf.push(b'\n');
+                    }
+                    let _ = back.send(batch);
                     out.write_all(&buf)?;
-                    let _ = back.send(window);
                 }
                 out.flush()
             });
@@ -211,12 +224,43 @@ impl Writer {
         Writer {
             tx: Some(tx),
             recycled,
+            pending: Vec::with_capacity(BATCH),
+            spare: Vec::new(),
             thread: Some(thread),
         }
     }
 
+    /// Queues a window; `false` when the output thread has stopped (on an error, which
+    /// [`Writer::finish`] reports).
+    fn push(&mut self, meta: &Arc<output::SessionMeta>, w: &Window<'_>) -> bool {
+        if self.spare.is_empty()
+            && let Ok(mut batch) = self.recycled.try_recv()
+        {
+            self.spare.extend(batch.drain(..).map(|(_, w)| w));
+            if self.pending.is_empty() {
+                self.pending = batch;
+            }
+        }
+        let mut owned = self.spare.pop().unwrap_or_default();
+        owned.copy_from(w);
+        self.pending.push((Arc::clone(meta), owned));
+        self.pending.len() < BATCH || self.send()
+    }
+
+    /// Hands the pending batch to the output thread.
+    fn send(&mut self) -> bool {
+        let Some(tx) = &self.tx else {
+            return false;
+        };
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+        tx.send(batch).is_ok()
+    }
+
     /// Waits for every record to be written.
     fn finish(mut self) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            self.send();
+        }
         self.tx = None;
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result.context("writing output"),
@@ -272,7 +316,7 @@ impl TriggerOut {
 /// rules, hands the window over.
 struct RecordSink<'a> {
     meta: &'a Arc<output::SessionMeta>,
-    writer: &'a Writer,
+    writer: &'a mut Writer,
     summary: &'a mut Summary,
     triggers: Option<&'a mut TriggerOut>,
     closed: bool,
@@ -285,14 +329,7 @@ impl eeg_dsp::WindowSink for RecordSink<'_> {
             self.summary.trigger_events +=
                 t.evaluate(self.meta, &mut self.summary.trigger_state, w);
         }
-        let Some(tx) = &self.writer.tx else {
-            return;
-        };
-        let mut owned = self.writer.recycled.try_recv().unwrap_or_default();
-        owned.copy_from(w);
-        // A send fails only when the output thread stopped on an error, which `finish`
-        // reports.
-        if tx.send((Arc::clone(self.meta), owned)).is_err() {
+        if !self.writer.push(self.meta, w) {
             self.closed = true;
         }
     }
@@ -393,15 +430,21 @@ struct Engine {
     /// The signals this thread processes; the workers take the rest, in order.
     local_signals: Vec<usize>,
     workers: Vec<Worker>,
-    /// This thread's windows of the blocks whose worker results have not been joined yet.
-    /// The workers run up to [`LAG`] blocks behind, so no thread waits for another's
-    /// wake-up on every block.
+    /// Records not yet handed to the workers: they get [`RECORDS_PER_JOB`] at a time, so
+    /// threads wake each other once per job rather than once per record.
+    batch: Vec<Arc<eeg_edf::Record>>,
+    /// This thread's windows of the jobs whose worker results have not been joined yet.
+    /// The workers run up to [`LAG`] jobs behind, so no thread waits for another's
+    /// wake-up on every job.
     pending: std::collections::VecDeque<Vec<OwnedWindow>>,
     joined: OwnedWindow,
 }
 
-/// Blocks a worker may lag behind this thread.
+/// Jobs a worker may lag behind this thread.
 const LAG: usize = 2;
+
+/// Data records per job.
+const RECORDS_PER_JOB: usize = 4;
 
 struct Worker {
     jobs: SyncSender<Job>,
@@ -409,8 +452,8 @@ struct Worker {
 }
 
 enum Job {
-    /// A data record, shared rather than copied; the worker reads its own signals.
-    Record(Arc<eeg_edf::Record>),
+    /// Data records in order, shared rather than copied; the worker reads its own signals.
+    Records(Vec<Arc<eeg_edf::Record>>),
     Reset(i64),
 }
 
@@ -426,8 +469,8 @@ impl Engine {
         let n_channels = signals.len();
         let parts = threads.min(n_channels / MIN_CHANNELS_PER_PART).max(1);
         // This thread also reads and decodes the file and joins the parts, so it takes a
-        // smaller share: weight 3 against 5 for each worker (measured best for two parts).
-        let weight = |k: usize| if k == 0 { 0 } else { 3 + 5 * (k - 1) };
+        // smaller share: weight 1 against 2 for each worker (measured best for two parts).
+        let weight = |k: usize| if k == 0 { 0 } else { 1 + 2 * (k - 1) };
         let total = weight(parts);
         let bounds: Vec<usize> = (0..=parts)
             .map(|k| weight(k) * n_channels / total)
@@ -444,16 +487,19 @@ impl Engine {
                 .spawn(move || {
                     for job in job_rx {
                         match job {
-                            Job::Record(record) => {
+                            Job::Records(records) => {
                                 let mut windows = Vec::new();
-                                let rows: Vec<&[f64]> =
-                                    mine.iter().map(|&s| record.signal(s)).collect();
-                                // The shape is right by construction.
-                                let _ = p.push_rows(&rows, &mut |w: &Window<'_>| {
-                                    windows.push(OwnedWindow::from(w))
-                                });
+                                let mut rows: Vec<&[f64]> = Vec::with_capacity(mine.len());
+                                for record in &records {
+                                    rows.clear();
+                                    rows.extend(mine.iter().map(|&s| record.signal(s)));
+                                    // The shape is right by construction.
+                                    let _ = p.push_rows(&rows, &mut |w: &Window<'_>| {
+                                        windows.push(OwnedWindow::from(w))
+                                    });
+                                }
                                 drop(rows);
-                                drop(record);
+                                drop(records);
                                 if done_tx.send(windows).is_err() {
                                     break;
                                 }
@@ -469,6 +515,7 @@ impl Engine {
             local,
             local_signals: signals[..bounds[1]].to_vec(),
             workers,
+            batch: Vec::with_capacity(RECORDS_PER_JOB),
             pending: std::collections::VecDeque::new(),
             joined: OwnedWindow::default(),
         })
@@ -478,11 +525,14 @@ impl Engine {
         self.local.plan()
     }
 
-    fn reset(&mut self, t0_ms: i64) {
+    /// Restarts every channel's signal state; the records before are processed first.
+    fn reset(&mut self, t0_ms: i64, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+        self.dispatch(sink)?;
         self.local.reset(t0_ms);
         for w in &self.workers {
             let _ = w.jobs.send(Job::Reset(t0_ms));
         }
+        Ok(())
     }
 
     fn push_record(
@@ -490,23 +540,43 @@ impl Engine {
         record: &Arc<eeg_edf::Record>,
         sink: &mut RecordSink<'_>,
     ) -> anyhow::Result<()> {
-        let rows: Vec<&[f64]> = self
-            .local_signals
-            .iter()
-            .map(|&s| record.signal(s))
-            .collect();
         if self.workers.is_empty() {
+            let rows: Vec<&[f64]> = self
+                .local_signals
+                .iter()
+                .map(|&s| record.signal(s))
+                .collect();
             self.local.push_rows(&rows, sink)?;
+            return Ok(());
+        }
+        self.batch.push(Arc::clone(record));
+        if self.batch.len() == RECORDS_PER_JOB {
+            self.dispatch(sink)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batched records to the workers, processes this thread's channels of them,
+    /// and joins the results of jobs more than [`LAG`] behind.
+    fn dispatch(&mut self, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+        if self.batch.is_empty() {
             return Ok(());
         }
         for w in &mut self.workers {
             w.jobs
-                .send(Job::Record(Arc::clone(record)))
+                .send(Job::Records(self.batch.clone()))
                 .map_err(|_| anyhow::anyhow!("a processing thread stopped"))?;
         }
         let mut mine = Vec::new();
-        self.local
-            .push_rows(&rows, &mut |w: &Window<'_>| mine.push(OwnedWindow::from(w)))?;
+        let mut rows: Vec<&[f64]> = Vec::with_capacity(self.local_signals.len());
+        for record in &self.batch {
+            rows.clear();
+            rows.extend(self.local_signals.iter().map(|&s| record.signal(s)));
+            self.local
+                .push_rows(&rows, &mut |w: &Window<'_>| mine.push(OwnedWindow::from(w)))?;
+        }
+        drop(rows);
+        self.batch.clear();
         self.pending.push_back(mine);
         while self.pending.len() > LAG {
             self.join_oldest(sink)?;
@@ -514,8 +584,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Joins and emits the windows of every block still in flight.
+    /// Joins and emits the windows of every record still in flight.
     fn finish(&mut self, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+        self.dispatch(sink)?;
         while !self.pending.is_empty() {
             self.join_oldest(sink)?;
         }
@@ -552,7 +623,7 @@ impl Engine {
 fn process_edf(
     args: &ProcessArgs,
     config: &ProcessingConfig,
-    writer: &Writer,
+    writer: &mut Writer,
     mut triggers: Option<&mut TriggerOut>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
@@ -634,7 +705,15 @@ fn process_edf(
                 record.index()
             );
             for g in &mut sessions {
-                g.engine.reset(t0 + (onset * 1000.0).round() as i64);
+                let mut sink = RecordSink {
+                    meta: &g.meta,
+                    writer,
+                    summary: &mut g.summary,
+                    triggers: triggers.as_deref_mut(),
+                    closed: false,
+                };
+                g.engine
+                    .reset(t0 + (onset * 1000.0).round() as i64, &mut sink)?;
                 g.summary.resets += 1;
                 g.summary.trigger_state.reset();
             }
@@ -671,7 +750,7 @@ fn process_edf(
 fn process_jsonl(
     args: &ProcessArgs,
     config: &ProcessingConfig,
-    writer: &Writer,
+    writer: &mut Writer,
     mut triggers: Option<&mut TriggerOut>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {

@@ -440,6 +440,86 @@ fn splitting_a_session_across_threads_changes_no_number() {
     assert_eq!(one.stdout, three.stdout);
 }
 
+/// An EDF+D file of `channels` signals at 128 Hz (1 s records) and an annotation signal
+/// whose time-keeping puts records from `gap_at` on `gap_s` seconds later.
+fn edf_plus_d(path: &Path, channels: usize, n_records: usize, gap_at: usize, gap_s: usize) {
+    let ns = channels + 1;
+    let (rate, tal_samples) = (128usize, 32usize);
+    let field = |v: &str, w: usize| format!("{v:<w$}");
+    let mut h = String::new();
+    h += &field("0", 8);
+    h += &field("X X X X", 80);
+    h += &field("Startdate 01-JAN-2024 X X X", 80);
+    h += "01.01.2412.00.00";
+    h += &field(&(256 * (ns + 1)).to_string(), 8);
+    h += &field("EDF+D", 44);
+    h += &field(&n_records.to_string(), 8);
+    h += &field("1", 8);
+    h += &field(&ns.to_string(), 4);
+    // Per-signal fields, each for every signal in turn: label, transducer, dimension,
+    // physical min/max, digital min/max, prefilter, samples per record.
+    for (k, width) in [16, 80, 8, 8, 8, 8, 8, 80, 8].into_iter().enumerate() {
+        for i in 0..ns {
+            let value = match (k, i < channels) {
+                (0, true) => format!("EEG C{i}"),
+                (0, false) => "EDF Annotations".into(),
+                (2, true) => "uV".into(),
+                (3, true) => "-3276.8".into(),
+                (3, false) => "-1".into(),
+                (4, true) => "3276.7".into(),
+                (4, false) => "1".into(),
+                (5, _) => "-32768".into(),
+                (6, _) => "32767".into(),
+                (8, true) => rate.to_string(),
+                (8, false) => tal_samples.to_string(),
+                _ => String::new(),
+            };
+            h += &field(&value, width);
+        }
+    }
+    h += &" ".repeat(32 * ns);
+    let mut bytes = h.into_bytes();
+    for k in 0..n_records {
+        for c in 0..channels {
+            for n in 0..rate {
+                let t = (k * rate + n) as f64 / rate as f64;
+                let uv = 40.0 * (2.0 * std::f64::consts::PI * (6.0 + c as f64) * t).sin()
+                    + 10.0 * (c as f64 + 1.0);
+                bytes.extend(((uv * 10.0).round() as i16).to_le_bytes());
+            }
+        }
+        let onset = if k < gap_at { k } else { k + gap_s };
+        let mut tal = format!("+{onset}\x14\x14\0").into_bytes();
+        tal.resize(2 * tal_samples, 0);
+        bytes.extend(tal);
+    }
+    std::fs::write(path, bytes).expect("write EDF+D");
+}
+
+#[test]
+fn a_gap_restarts_every_part_of_a_split_session_at_the_same_record() {
+    // 9 channels split across threads; the gap falls inside a batch of records handed to
+    // the other threads, so the records before it must be processed before the restart.
+    let dir = scratch("split_gap");
+    let path = dir.join("gap.edf");
+    edf_plus_d(&path, 9, 40, 13, 5);
+    let file = path.to_str().expect("utf8");
+    let one = eeg(&["process", file, "--threads", "1"]);
+    let two = eeg(&["process", file, "--threads", "2"]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert!(stderr(&two).contains("data record 13"), "{}", stderr(&two));
+    let recs = records(&two);
+    // 13 s then 27 s of signal: 10 + 24 windows of 4 s every 1 s.
+    assert_eq!(recs.len(), 34);
+    assert_eq!(recs[9]["settling"], false);
+    assert_eq!(recs[10]["settling"], true, "filters restart after the gap");
+    let t0 = recs[0]["start_ms"].as_i64().expect("ms");
+    assert_eq!(recs[10]["start_ms"].as_i64(), Some(t0 + 18_000));
+    assert_eq!(recs[10]["channels"].as_array().map(Vec::len), Some(9));
+    assert_eq!(one.stdout, two.stdout);
+}
+
 /// `n` eeg.raw/1 lines of one 2-channel session at 100 Hz, 50 samples each, seq from 0.
 fn raw_lines(session: &str, n: u64) -> Vec<String> {
     (0..n)
