@@ -653,6 +653,23 @@ fn process_edf(
         meta: Arc<output::SessionMeta>,
         summary: Summary,
     }
+    impl Group {
+        /// The engine, and a sink for the windows it emits.
+        fn split<'a>(
+            &'a mut self,
+            writer: &'a mut Writer,
+            triggers: Option<&'a mut TriggerOut>,
+        ) -> (&'a mut Engine, RecordSink<'a>) {
+            let sink = RecordSink {
+                meta: &self.meta,
+                writer,
+                summary: &mut self.summary,
+                triggers,
+                closed: false,
+            };
+            (&mut self.engine, sink)
+        }
+    }
     let mut sessions = Vec::new();
     for g in groups {
         let rate = g.rate;
@@ -705,29 +722,16 @@ fn process_edf(
                 record.index()
             );
             for g in &mut sessions {
-                let mut sink = RecordSink {
-                    meta: &g.meta,
-                    writer,
-                    summary: &mut g.summary,
-                    triggers: triggers.as_deref_mut(),
-                    closed: false,
-                };
-                g.engine
-                    .reset(t0 + (onset * 1000.0).round() as i64, &mut sink)?;
+                let (engine, mut sink) = g.split(writer, triggers.as_deref_mut());
+                engine.reset(t0 + (onset * 1000.0).round() as i64, &mut sink)?;
                 g.summary.resets += 1;
                 g.summary.trigger_state.reset();
             }
         }
         expected_onset = Some(onset + duration);
         for g in &mut sessions {
-            let mut sink = RecordSink {
-                meta: &g.meta,
-                writer,
-                summary: &mut g.summary,
-                triggers: triggers.as_deref_mut(),
-                closed: false,
-            };
-            g.engine.push_record(&record, &mut sink)?;
+            let (engine, mut sink) = g.split(writer, triggers.as_deref_mut());
+            engine.push_record(&record, &mut sink)?;
             if sink.closed {
                 return Ok(Vec::new());
             }
@@ -735,14 +739,8 @@ fn process_edf(
         records.push(record);
     }
     for g in &mut sessions {
-        let mut sink = RecordSink {
-            meta: &g.meta,
-            writer,
-            summary: &mut g.summary,
-            triggers: triggers.as_deref_mut(),
-            closed: false,
-        };
-        g.engine.finish(&mut sink)?;
+        let (engine, mut sink) = g.split(writer, triggers.as_deref_mut());
+        engine.finish(&mut sink)?;
     }
     Ok(sessions.into_iter().map(|g| g.summary).collect())
 }
