@@ -126,22 +126,49 @@ fn simd_processor_equals_scalar_processor() {
 }
 
 #[test]
-fn channel_major_and_interleaved_input_agree() {
-    let (nch, frames) = (3, 2500);
-    let x = signal(nch, frames, 5);
+fn channel_major_and_row_input_equal_interleaved_input_for_every_kernel() {
+    // Channel counts with and without a remainder after blocks of four channels; chunks
+    // that do not divide a block of four frames. The row layouts are transposed by the
+    // kernel's own code path, which must change no value.
+    let frames = 2500;
     let config = ProcessingConfig::default();
-    let want = run_chunks(&config, nch, &x, &[frames], Kernel::Scalar);
-    let rows: Vec<f64> = (0..nch)
-        .flat_map(|c| x.iter().skip(c).step_by(nch).copied().collect::<Vec<_>>())
-        .collect();
-    let mut p =
-        SessionProcessor::with_kernel(&config, FS, nch, 1_700_000_000_000, Kernel::Scalar).unwrap();
-    let mut got = Vec::new();
-    p.push_channel_major(&rows, frames, &mut |w: &Window<'_>| {
-        got.push(fingerprint(w))
-    })
-    .unwrap();
-    assert_eq!(got, want);
+    let kernels = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512];
+    for nch in [1, 3, 4, 9, 19] {
+        let x = signal(nch, frames, 5);
+        let want = run_chunks(&config, nch, &x, &[frames], Kernel::Scalar);
+        let rows: Vec<Vec<f64>> = (0..nch)
+            .map(|c| x.iter().skip(c).step_by(nch).copied().collect())
+            .collect();
+        let flat: Vec<f64> = rows.concat();
+        for kernel in kernels.into_iter().filter(|k| k.is_supported()) {
+            let what = format!("{nch} channels, {kernel:?}");
+            let new = || {
+                SessionProcessor::with_kernel(&config, FS, nch, 1_700_000_000_000, kernel).unwrap()
+            };
+            let mut got = Vec::new();
+            new()
+                .push_channel_major(&flat, frames, &mut |w: &Window<'_>| {
+                    got.push(fingerprint(w))
+                })
+                .unwrap();
+            assert_eq!(got, want, "push_channel_major, {what}");
+
+            let mut p = new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            for n in [7, 250, 33, 1000].into_iter().cycle() {
+                if at == frames {
+                    break;
+                }
+                let n = n.min(frames - at);
+                let chunk: Vec<&[f64]> = rows.iter().map(|r| &r[at..at + n]).collect();
+                p.push_rows(&chunk, &mut |w: &Window<'_>| got.push(fingerprint(w)))
+                    .unwrap();
+                at += n;
+            }
+            assert_eq!(got, want, "push_rows in chunks, {what}");
+        }
+    }
 }
 
 #[test]
