@@ -187,9 +187,10 @@ impl Output {
 struct Writer {
     tx: Option<SyncSender<Batch>>,
     recycled: Receiver<Batch>,
-    /// The batch being filled, and windows ready for reuse.
+    /// The batch being filled; windows and emptied batches back from the output thread.
     pending: Batch,
     spare: Vec<OwnedWindow>,
+    empty: Vec<Batch>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -226,6 +227,7 @@ impl Writer {
             recycled,
             pending: Vec::with_capacity(BATCH),
             spare: Vec::new(),
+            empty: Vec::new(),
             thread: Some(thread),
         }
     }
@@ -233,13 +235,8 @@ impl Writer {
     /// Queues a window; `false` when the output thread has stopped (on an error, which
     /// [`Writer::finish`] reports).
     fn push(&mut self, meta: &Arc<output::SessionMeta>, w: &Window<'_>) -> bool {
-        if self.spare.is_empty()
-            && let Ok(mut batch) = self.recycled.try_recv()
-        {
-            self.spare.extend(batch.drain(..).map(|(_, w)| w));
-            if self.pending.is_empty() {
-                self.pending = batch;
-            }
+        if self.spare.is_empty() {
+            self.reclaim();
         }
         let mut owned = self.spare.pop().unwrap_or_default();
         owned.copy_from(w);
@@ -247,13 +244,28 @@ impl Writer {
         self.pending.len() < BATCH || self.send()
     }
 
+    /// Takes back what the output thread has written: its windows to be filled again, its
+    /// vector to be the next batch.
+    fn reclaim(&mut self) {
+        while let Ok(mut batch) = self.recycled.try_recv() {
+            self.spare.extend(batch.drain(..).map(|(_, w)| w));
+            self.empty.push(batch);
+        }
+    }
+
     /// Hands the pending batch to the output thread.
     fn send(&mut self) -> bool {
+        if self.empty.is_empty() {
+            self.reclaim();
+        }
         let Some(tx) = &self.tx else {
             return false;
         };
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
-        tx.send(batch).is_ok()
+        let next = self
+            .empty
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
+        tx.send(std::mem::replace(&mut self.pending, next)).is_ok()
     }
 
     /// Waits for every record to be written.
@@ -489,16 +501,15 @@ impl Engine {
                         match job {
                             Job::Records(records) => {
                                 let mut windows = Vec::new();
-                                let mut rows: Vec<&[f64]> = Vec::with_capacity(mine.len());
                                 for record in &records {
-                                    rows.clear();
-                                    rows.extend(mine.iter().map(|&s| record.signal(s)));
                                     // The shape is right by construction.
-                                    let _ = p.push_rows(&rows, &mut |w: &Window<'_>| {
-                                        windows.push(OwnedWindow::from(w))
-                                    });
+                                    let _ = push_signals(
+                                        &mut p,
+                                        &mine,
+                                        record,
+                                        &mut |w: &Window<'_>| windows.push(OwnedWindow::from(w)),
+                                    );
                                 }
-                                drop(rows);
                                 drop(records);
                                 if done_tx.send(windows).is_err() {
                                     break;
@@ -541,12 +552,7 @@ impl Engine {
         sink: &mut RecordSink<'_>,
     ) -> anyhow::Result<()> {
         if self.workers.is_empty() {
-            let rows: Vec<&[f64]> = self
-                .local_signals
-                .iter()
-                .map(|&s| record.signal(s))
-                .collect();
-            self.local.push_rows(&rows, sink)?;
+            push_signals(&mut self.local, &self.local_signals, record, sink)?;
             return Ok(());
         }
         self.batch.push(Arc::clone(record));
@@ -568,14 +574,14 @@ impl Engine {
                 .map_err(|_| anyhow::anyhow!("a processing thread stopped"))?;
         }
         let mut mine = Vec::new();
-        let mut rows: Vec<&[f64]> = Vec::with_capacity(self.local_signals.len());
         for record in &self.batch {
-            rows.clear();
-            rows.extend(self.local_signals.iter().map(|&s| record.signal(s)));
-            self.local
-                .push_rows(&rows, &mut |w: &Window<'_>| mine.push(OwnedWindow::from(w)))?;
+            push_signals(
+                &mut self.local,
+                &self.local_signals,
+                record,
+                &mut |w: &Window<'_>| mine.push(OwnedWindow::from(w)),
+            )?;
         }
-        drop(rows);
         self.batch.clear();
         self.pending.push_back(mine);
         while self.pending.len() > LAG {
@@ -618,6 +624,17 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Pushes the given signals of one data record through a processor, in that order.
+fn push_signals(
+    p: &mut SessionProcessor,
+    signals: &[usize],
+    record: &eeg_edf::Record,
+    sink: &mut impl eeg_dsp::WindowSink,
+) -> Result<(), eeg_dsp::ShapeError> {
+    let rows: Vec<&[f64]> = signals.iter().map(|&s| record.signal(s)).collect();
+    p.push_rows(&rows, sink)
 }
 
 fn process_edf(

@@ -187,6 +187,9 @@ impl FilterBank {
     /// by sample. With `tap_first`, [`ChannelStats::removed_sumsq`] accumulates what the
     /// first section takes out of the input (the session processor's notch, to measure line
     /// noise); otherwise it is left alone.
+    ///
+    /// # Panics
+    /// If `stats` is not for this bank's number of channels.
     pub fn process_measured(
         &mut self,
         input: &[f64],
@@ -195,36 +198,39 @@ impl FilterBank {
         tap_first: bool,
     ) {
         let nch = self.n_channels;
-        if nch == 0 || self.coefs.is_empty() || stats.len() != nch {
+        assert_eq!(stats.len(), nch, "statistics for another channel count");
+        if nch == 0 || self.coefs.is_empty() {
             return;
         }
         let len = input.len().min(output.len());
         let len = len - len % nch;
         let (input, output) = (&input[..len], &mut output[..len]);
-        let (coefs, state) = (&self.coefs, &mut self.state);
-        match (self.kernel, tap_first) {
+        if tap_first {
+            self.measured::<true>(input, output, stats);
+        } else {
+            self.measured::<false>(input, output, stats);
+        }
+    }
+
+    fn measured<const TAP: bool>(
+        &mut self,
+        input: &[f64],
+        output: &mut [f64],
+        stats: &mut ChannelStats,
+    ) {
+        let (coefs, state, nch) = (&self.coefs, &mut self.state, self.n_channels);
+        match self.kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `with_kernel` only keeps a SIMD kernel after checking the CPU has it.
-            (Kernel::Avx512, true) => unsafe {
-                run_measured_avx512::<true>(coefs, state, input, output, stats, nch)
+            Kernel::Avx512 => unsafe {
+                run_measured_avx512::<TAP>(coefs, state, input, output, stats, nch)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            (Kernel::Avx512, false) => unsafe {
-                run_measured_avx512::<false>(coefs, state, input, output, stats, nch)
+            Kernel::Avx2 => unsafe {
+                run_measured_avx2::<TAP>(coefs, state, input, output, stats, nch)
             },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            (Kernel::Avx2, true) => unsafe {
-                run_measured_avx2::<true>(coefs, state, input, output, stats, nch)
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            (Kernel::Avx2, false) => unsafe {
-                run_measured_avx2::<false>(coefs, state, input, output, stats, nch)
-            },
-            (_, true) => run_measured::<true>(coefs, state, input, output, stats, nch),
-            (_, false) => run_measured::<false>(coefs, state, input, output, stats, nch),
+            _ => run_measured::<TAP>(coefs, state, input, output, stats, nch),
         }
     }
 }

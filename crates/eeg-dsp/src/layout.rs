@@ -10,10 +10,59 @@
 
 use crate::Kernel;
 
+/// Writes `nch` rows of equal length, `row(0)..row(nch)`, into `dst` as interleaved frames
+/// (`dst[t * nch + c] = row(c)[t]`).
+#[inline(always)]
+pub(crate) fn rows_to_frames<'a>(
+    kernel: Kernel,
+    nch: usize,
+    row: impl Fn(usize) -> &'a [f64],
+    dst: &mut [f64],
+) {
+    let mut c = 0;
+    while c + 4 <= nch {
+        let rows = [row(c), row(c + 1), row(c + 2), row(c + 3)];
+        rows_to_lanes(kernel, rows, &mut dst[c..], nch);
+        c += 4;
+    }
+    for c in c..nch {
+        for (d, v) in dst[c..].iter_mut().step_by(nch).zip(row(c)) {
+            *d = *v;
+        }
+    }
+}
+
+/// Writes interleaved frames of `nch` channels into `rows`, one per channel
+/// (`rows[c][t] = frames[t * nch + c]`), as many frames as the rows are long.
+#[inline(always)]
+pub(crate) fn frames_to_rows<'a>(
+    kernel: Kernel,
+    frames: &[f64],
+    nch: usize,
+    rows: impl IntoIterator<Item = &'a mut [f64]>,
+) {
+    let mut rows = rows.into_iter();
+    let mut c = 0;
+    while c + 4 <= nch {
+        let (Some(a), Some(b), Some(d), Some(e)) =
+            (rows.next(), rows.next(), rows.next(), rows.next())
+        else {
+            return;
+        };
+        lanes_to_rows(kernel, &frames[c..], nch, [a, b, d, e]);
+        c += 4;
+    }
+    for (c, row) in (c..nch).zip(rows) {
+        for (d, v) in row.iter_mut().zip(frames[c..].iter().step_by(nch)) {
+            *d = *v;
+        }
+    }
+}
+
 /// `dst[t * stride + k] = rows[k][t]` for `k < 4` and `t < len`: four rows into four lanes
 /// of `len` interleaved frames. `dst` must hold `(len - 1) * stride + 4` values.
 #[inline(always)]
-pub(crate) fn rows_to_lanes(kernel: Kernel, rows: [&[f64]; 4], dst: &mut [f64], stride: usize) {
+fn rows_to_lanes(kernel: Kernel, rows: [&[f64]; 4], dst: &mut [f64], stride: usize) {
     let len = rows.iter().map(|r| r.len()).min().unwrap_or(0);
     if len == 0 {
         return;
@@ -31,7 +80,7 @@ pub(crate) fn rows_to_lanes(kernel: Kernel, rows: [&[f64]; 4], dst: &mut [f64], 
 /// `rows[k][t] = src[t * stride + k]` for `k < 4` and `t < len`: four lanes of `len`
 /// interleaved frames into four rows. `src` must hold `(len - 1) * stride + 4` values.
 #[inline(always)]
-pub(crate) fn lanes_to_rows(kernel: Kernel, src: &[f64], stride: usize, rows: [&mut [f64]; 4]) {
+fn lanes_to_rows(kernel: Kernel, src: &[f64], stride: usize, rows: [&mut [f64]; 4]) {
     let len = rows.iter().map(|r| r.len()).min().unwrap_or(0);
     if len == 0 {
         return;
@@ -159,35 +208,48 @@ mod tests {
     }
 
     #[test]
-    fn rows_become_lanes_and_lanes_rows_for_every_length_and_kernel() {
+    fn rows_become_frames_and_frames_rows_for_every_shape_and_kernel() {
         for kernel in kernels() {
-            for len in [1, 3, 4, 5, 8, 31, 32, 33] {
-                for stride in [4, 6, 64] {
-                    let rows: Vec<Vec<f64>> = (0..4)
-                        .map(|k| (0..len).map(|t| (k * 1000 + t) as f64).collect())
+            for nch in [1, 3, 4, 5, 8, 9, 64] {
+                for len in [1, 3, 4, 5, 31, 32, 33] {
+                    let rows: Vec<Vec<f64>> = (0..nch)
+                        .map(|c| (0..len).map(|t| (c * 1000 + t) as f64).collect())
                         .collect();
-                    let mut frames = vec![-1.0; (len - 1) * stride + 4];
-                    rows_to_lanes(
-                        kernel,
-                        [&rows[0], &rows[1], &rows[2], &rows[3]],
-                        &mut frames,
-                        stride,
-                    );
+                    let mut frames = vec![-1.0; len * nch];
+                    rows_to_frames(kernel, nch, |c| &rows[c], &mut frames);
                     for t in 0..len {
-                        for k in 0..4 {
-                            assert_eq!(frames[t * stride + k], (k * 1000 + t) as f64);
-                        }
-                        // Values between the lanes stay untouched.
-                        for gap in 4..stride.min(frames.len() - t * stride) {
-                            assert_eq!(frames[t * stride + gap], -1.0, "{kernel:?}");
+                        for c in 0..nch {
+                            assert_eq!(frames[t * nch + c], (c * 1000 + t) as f64, "{kernel:?}");
                         }
                     }
-                    let mut back = vec![vec![0.0; len]; 4];
-                    let [a, b, c, d] = &mut back[..] else {
-                        unreachable!()
+                    let mut back = vec![vec![0.0; len]; nch];
+                    frames_to_rows(kernel, &frames, nch, back.iter_mut().map(Vec::as_mut_slice));
+                    assert_eq!(back, rows, "{kernel:?}, {nch} channels, {len} frames");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_leave_the_values_between_them_untouched() {
+        for kernel in kernels() {
+            for len in [1, 4, 5, 33] {
+                let rows: Vec<Vec<f64>> = (0..4).map(|k| vec![k as f64; len]).collect();
+                let stride = 6;
+                let mut frames = vec![-1.0; (len - 1) * stride + 4];
+                rows_to_lanes(
+                    kernel,
+                    [&rows[0], &rows[1], &rows[2], &rows[3]],
+                    &mut frames,
+                    stride,
+                );
+                for (i, v) in frames.iter().enumerate() {
+                    let want = if i % stride < 4 {
+                        (i % stride) as f64
+                    } else {
+                        -1.0
                     };
-                    lanes_to_rows(kernel, &frames, stride, [a, b, c, d]);
-                    assert_eq!(back, rows, "{kernel:?}, len {len}, stride {stride}");
+                    assert_eq!(*v, want, "{kernel:?}, {len} frames, value {i}");
                 }
             }
         }

@@ -316,8 +316,8 @@ struct SegmentEntry {
     power: Vec<f64>,
 }
 
-/// Values (frames × channels) handled per piece: 16 KiB of f64, so that the several passes
-/// over a piece (statistics, notch, band-pass, ring copy) run from the L1 cache.
+/// Values (frames × channels) handled per piece: 16 KiB of f64, so that the passes over a
+/// piece (layout change, filter with statistics, ring copy) run from the L1 cache.
 const PIECE_VALUES: usize = 2048;
 
 /// Settling ends when the cascade's step response stays below this fraction of the step.
@@ -569,7 +569,7 @@ impl SessionProcessor {
         let kernel = self.bank.kernel();
         self.push_with(per_channel, sink, |frame0, frames, dst| {
             let row = |c: usize| &data[c * per_channel + frame0..c * per_channel + frame0 + frames];
-            rows_to_frames(kernel, nch, row, dst);
+            layout::rows_to_frames(kernel, nch, row, dst);
         });
         Ok(())
     }
@@ -592,7 +592,7 @@ impl SessionProcessor {
         }
         let kernel = self.bank.kernel();
         self.push_with(per_channel, sink, |frame0, frames, dst| {
-            rows_to_frames(kernel, nch, |c| &rows[c][frame0..frame0 + frames], dst);
+            layout::rows_to_frames(kernel, nch, |c| &rows[c][frame0..frame0 + frames], dst);
         });
         Ok(())
     }
@@ -843,26 +843,6 @@ impl SessionProcessor {
     }
 }
 
-/// Writes the rows `row(0)..row(nch)`, each as long, into `dst` as interleaved frames.
-#[inline(always)]
-fn rows_to_frames<'a>(
-    kernel: Kernel,
-    nch: usize,
-    row: impl Fn(usize) -> &'a [f64],
-    dst: &mut [f64],
-) {
-    let quads = nch / 4 * 4;
-    for c in (0..quads).step_by(4) {
-        let rows = [row(c), row(c + 1), row(c + 2), row(c + 3)];
-        layout::rows_to_lanes(kernel, rows, &mut dst[c..], nch);
-    }
-    for c in quads..nch {
-        for (d, v) in dst[c..].iter_mut().step_by(nch).zip(row(c)) {
-            *d = *v;
-        }
-    }
-}
-
 /// Writes interleaved frames into a channel-major ring (one row of `cap` samples per
 /// channel) at position `at`, wrapping around. Transposing here, once per sample, lets every
 /// Welch segment read a contiguous row.
@@ -871,44 +851,12 @@ fn copy_into_ring(kernel: Kernel, ring: &mut [f64], frames: &[f64], at: usize, n
     let cap = ring.len() / nch;
     let n = frames.len() / nch;
     let first = n.min(cap - at);
-    let mut rows = ring.chunks_exact_mut(cap);
-    let mut c = 0;
-    while c + 4 <= nch {
-        let (Some(a), Some(b), Some(d), Some(e)) =
-            (rows.next(), rows.next(), rows.next(), rows.next())
-        else {
-            break;
-        };
-        let (a0, a1) = a.split_at_mut(at);
-        let (b0, b1) = b.split_at_mut(at);
-        let (d0, d1) = d.split_at_mut(at);
-        let (e0, e1) = e.split_at_mut(at);
-        let head = [
-            &mut a1[..first],
-            &mut b1[..first],
-            &mut d1[..first],
-            &mut e1[..first],
-        ];
-        layout::lanes_to_rows(kernel, &frames[c..], nch, head);
-        if n > first {
-            let tail = [
-                &mut a0[..n - first],
-                &mut b0[..n - first],
-                &mut d0[..n - first],
-                &mut e0[..n - first],
-            ];
-            layout::lanes_to_rows(kernel, &frames[first * nch + c..], nch, tail);
-        }
-        c += 4;
-    }
-    for (k, row) in rows.enumerate() {
-        let column = frames[c + k..].iter().step_by(nch);
-        for (dst, src) in row[at..at + first].iter_mut().zip(column.clone()) {
-            *dst = *src;
-        }
-        for (dst, src) in row[..n - first].iter_mut().zip(column.skip(first)) {
-            *dst = *src;
-        }
+    let (head, tail) = frames.split_at(first * nch);
+    let rows = ring.chunks_exact_mut(cap);
+    layout::frames_to_rows(kernel, head, nch, rows.map(|r| &mut r[at..at + first]));
+    if !tail.is_empty() {
+        let rows = ring.chunks_exact_mut(cap);
+        layout::frames_to_rows(kernel, tail, nch, rows.map(|r| &mut r[..n - first]));
     }
 }
 
