@@ -119,6 +119,7 @@ impl SegmentPsd {
         let n = self.input.len();
         let mean = sum(&self.input) / n as f64;
         let scale2 = self.scale * 2.0;
+        // Odd length (no twiddles): one complex FFT of the whole segment.
         if self.twiddles.is_empty() {
             for ((z, x), w) in self.buffer.iter_mut().zip(&self.input).zip(&self.window) {
                 *z = Complex64::new((*x - mean) * w, 0.0);
