@@ -4,7 +4,7 @@
 //! to a default) and checked whole before any input is read.
 
 use eeg_dsp::{Band, ProcessingConfig};
-use eeg_publish::TriggerConfig;
+use eeg_session::TriggerConfig;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -19,7 +19,7 @@ struct File {
     bands: Option<toml::Table>,
     #[serde(default)]
     quality: QualitySection,
-    /// The `[[triggers]]` tables, kept as tables so that eeg_publish reads them and its errors
+    /// The `[[triggers]]` tables, kept as tables so that eeg_session reads them and its errors
     /// name the rule and the key (docs/triggers.md).
     triggers: Option<Vec<toml::Table>>,
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use eeg_dsp::OwnedWindow;
 use eeg_dsp::{ProcessingConfig, SessionProcessor, Window};
 use eeg_edf::EdfReader;
-use eeg_publish::TriggerState;
+use eeg_session::TriggerState;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -25,15 +25,13 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     let config = file.processing;
     let mut triggers = match &args.triggers {
         Some(path) => {
-            let engine = eeg_publish::TriggerEngine::new(file.triggers.rules)
+            let engine = eeg_session::TriggerEngine::new(file.triggers.rules)
                 .map_err(|e| BadInput(e.to_string()))?;
             let (out, sink) = Output::create(path)?;
-            Some(TriggerOut {
+            Some(Triggers {
                 engine,
                 file: out,
                 out: sink,
-                buf: Vec::new(),
-                error: None,
             })
         }
         None => None,
@@ -53,7 +51,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     let summaries = match result.and_then(|s| written.map(|()| s)).and_then(|s| {
         triggers
             .as_mut()
-            .map_or(Ok(()), TriggerOut::flush)
+            .map_or(Ok(()), |t| t.out.flush().context("writing trigger events"))
             .map(|()| s)
     }) {
         Ok(s) => s,
@@ -283,67 +281,85 @@ impl Writer {
 }
 
 /// `--triggers`: the rules and where their events go (one `analytics.trigger/1` per line).
-struct TriggerOut {
-    engine: eeg_publish::TriggerEngine,
+struct Triggers {
+    engine: eeg_session::TriggerEngine,
     file: Output,
     out: Box<dyn Write + Send>,
-    buf: Vec<u8>,
-    /// The first write error; reported when the run ends.
-    error: Option<std::io::Error>,
 }
 
-impl TriggerOut {
-    fn evaluate(
-        &mut self,
-        meta: &output::SessionMeta,
-        state: &mut TriggerState,
-        w: &Window<'_>,
-    ) -> u64 {
-        let (buf, out, error) = (&mut self.buf, &mut self.out, &mut self.error);
-        let mut events = 0;
-        self.engine
-            .evaluate(state, &meta.session_id, &meta.device_id, w, &mut |event| {
-                events += 1;
-                buf.clear();
-                event.encode_into(buf);
-                buf.push(b'\n');
-                if error.is_none()
-                    && let Err(e) = out.write_all(buf)
-                {
-                    *error = Some(e);
-                }
-            });
-        events
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(e) = self.error.take() {
-            return Err(e).context("writing trigger events");
-        }
-        self.out.flush().context("writing trigger events")
-    }
-}
-
-/// The processor's sink for one session: counts for the summary, evaluates the trigger
-/// rules, hands the window over.
-struct RecordSink<'a> {
-    meta: &'a Arc<output::SessionMeta>,
+/// `process`'s end of the fan-out ([`eeg_session::Fanout`]) for one session: each window
+/// counted in the session's summary and handed to the writer thread, each trigger event
+/// written to the `--triggers` file.
+struct FileSink<'a> {
     writer: &'a mut Writer,
     summary: &'a mut Summary,
-    triggers: Option<&'a mut TriggerOut>,
-    closed: bool,
+    events: Option<&'a mut (dyn Write + Send)>,
 }
 
-impl eeg_dsp::WindowSink for RecordSink<'_> {
-    fn window(&mut self, w: &Window<'_>) {
-        self.summary.add(w);
-        if let Some(t) = self.triggers.as_deref_mut() {
-            self.summary.trigger_events +=
-                t.evaluate(self.meta, &mut self.summary.trigger_state, w);
+/// Why a [`FileSink`] stopped.
+#[derive(Debug)]
+enum SinkError {
+    /// The writer thread stopped; [`Writer::finish`] says why.
+    WriterStopped,
+    Events(std::io::Error),
+}
+
+impl eeg_session::Sink for FileSink<'_> {
+    type Error = SinkError;
+
+    fn record(
+        &mut self,
+        meta: &Arc<output::SessionMeta>,
+        window: &Window<'_>,
+    ) -> Result<(), SinkError> {
+        self.summary.add(window);
+        if self.writer.push(meta, window) {
+            Ok(())
+        } else {
+            Err(SinkError::WriterStopped)
         }
-        if !self.writer.push(self.meta, w) {
-            self.closed = true;
-        }
+    }
+
+    fn trigger(&mut self, event: &eeg_schema::TriggerEvent<'_>) -> Result<(), SinkError> {
+        self.summary.trigger_events += 1;
+        let Some(out) = self.events.as_deref_mut() else {
+            return Ok(());
+        };
+        // Events are rare (a few per session): a line each.
+        let mut line = event.encode();
+        line.push(b'\n');
+        out.write_all(&line).map_err(SinkError::Events)
+    }
+}
+
+/// Runs `push` with a fan-out of one session's windows into the writer and the trigger
+/// file. `Ok(false)`: the writer stopped, and [`Writer::finish`] reports its error.
+fn fan_out(
+    meta: &Arc<output::SessionMeta>,
+    state: &mut TriggerState,
+    summary: &mut Summary,
+    writer: &mut Writer,
+    triggers: Option<&mut Triggers>,
+    push: impl FnOnce(&mut eeg_session::Fanout<'_, FileSink<'_>>) -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    let (engine, events) = match triggers {
+        Some(t) => (
+            Some(&t.engine),
+            Some(&mut *t.out as &mut (dyn Write + Send)),
+        ),
+        None => (None, None),
+    };
+    let mut sink = FileSink {
+        writer,
+        summary,
+        events,
+    };
+    let mut fanout = eeg_session::Fanout::new(meta, engine.map(|e| (e, state)), &mut sink);
+    push(&mut fanout)?;
+    match fanout.finish() {
+        Ok(_) => Ok(true),
+        Err(SinkError::WriterStopped) => Ok(false),
+        Err(SinkError::Events(e)) => Err(e).context("writing trigger events"),
     }
 }
 
@@ -361,8 +377,6 @@ pub struct Summary {
     resets: u64,
     duplicates: u64,
     trigger_events: u64,
-    /// The session's trigger rules' state (with `--triggers`).
-    trigger_state: TriggerState,
 }
 
 impl Summary {
@@ -537,7 +551,7 @@ impl Engine {
     }
 
     /// Restarts every channel's signal state; the records before are processed first.
-    fn reset(&mut self, t0_ms: i64, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+    fn reset(&mut self, t0_ms: i64, sink: &mut impl eeg_dsp::WindowSink) -> anyhow::Result<()> {
         self.dispatch(sink)?;
         self.local.reset(t0_ms);
         for w in &self.workers {
@@ -549,7 +563,7 @@ impl Engine {
     fn push_record(
         &mut self,
         record: &Arc<eeg_edf::Record>,
-        sink: &mut RecordSink<'_>,
+        sink: &mut impl eeg_dsp::WindowSink,
     ) -> anyhow::Result<()> {
         if self.workers.is_empty() {
             push_signals(&mut self.local, &self.local_signals, record, sink)?;
@@ -564,7 +578,7 @@ impl Engine {
 
     /// Hands the batched records to the workers, processes this thread's channels of them,
     /// and joins the results of jobs more than [`LAG`] behind.
-    fn dispatch(&mut self, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+    fn dispatch(&mut self, sink: &mut impl eeg_dsp::WindowSink) -> anyhow::Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -591,7 +605,7 @@ impl Engine {
     }
 
     /// Joins and emits the windows of every record still in flight.
-    fn finish(&mut self, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+    fn finish(&mut self, sink: &mut impl eeg_dsp::WindowSink) -> anyhow::Result<()> {
         self.dispatch(sink)?;
         while !self.pending.is_empty() {
             self.join_oldest(sink)?;
@@ -599,7 +613,7 @@ impl Engine {
         Ok(())
     }
 
-    fn join_oldest(&mut self, sink: &mut RecordSink<'_>) -> anyhow::Result<()> {
+    fn join_oldest(&mut self, sink: &mut impl eeg_dsp::WindowSink) -> anyhow::Result<()> {
         let Some(mine) = self.pending.pop_front() else {
             return Ok(());
         };
@@ -641,7 +655,7 @@ fn process_edf(
     args: &ProcessArgs,
     config: &ProcessingConfig,
     writer: &mut Writer,
-    mut triggers: Option<&mut TriggerOut>,
+    mut triggers: Option<&mut Triggers>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
     let path = &args.input;
@@ -669,22 +683,30 @@ fn process_edf(
         engine: Engine,
         meta: Arc<output::SessionMeta>,
         summary: Summary,
+        /// The session's trigger rules' state (with `--triggers`).
+        triggers: TriggerState,
     }
     impl Group {
-        /// The engine, and a sink for the windows it emits.
-        fn split<'a>(
-            &'a mut self,
-            writer: &'a mut Writer,
-            triggers: Option<&'a mut TriggerOut>,
-        ) -> (&'a mut Engine, RecordSink<'a>) {
-            let sink = RecordSink {
-                meta: &self.meta,
+        /// Runs `f` on the engine with a fan-out of its windows; `Ok(false)` when the
+        /// writer stopped.
+        fn fan_out(
+            &mut self,
+            writer: &mut Writer,
+            triggers: Option<&mut Triggers>,
+            f: impl FnOnce(
+                &mut Engine,
+                &mut eeg_session::Fanout<'_, FileSink<'_>>,
+            ) -> anyhow::Result<()>,
+        ) -> anyhow::Result<bool> {
+            let engine = &mut self.engine;
+            fan_out(
+                &self.meta,
+                &mut self.triggers,
+                &mut self.summary,
                 writer,
-                summary: &mut self.summary,
                 triggers,
-                closed: false,
-            };
-            (&mut self.engine, sink)
+                |sink| f(engine, sink),
+            )
         }
     }
     let mut sessions = Vec::new();
@@ -705,6 +727,7 @@ fn process_edf(
                 g.labels,
             )),
             engine,
+            triggers: TriggerState::default(),
         });
     }
 
@@ -739,25 +762,29 @@ fn process_edf(
                 record.index()
             );
             for g in &mut sessions {
-                let (engine, mut sink) = g.split(writer, triggers.as_deref_mut());
-                engine.reset(t0 + (onset * 1000.0).round() as i64, &mut sink)?;
+                let t0 = t0 + (onset * 1000.0).round() as i64;
+                if !g.fan_out(writer, triggers.as_deref_mut(), |e, sink| e.reset(t0, sink))? {
+                    return Ok(Vec::new());
+                }
                 g.summary.resets += 1;
-                g.summary.trigger_state.reset();
+                g.triggers.reset();
             }
         }
         expected_onset = Some(onset + duration);
         for g in &mut sessions {
-            let (engine, mut sink) = g.split(writer, triggers.as_deref_mut());
-            engine.push_record(&record, &mut sink)?;
-            if sink.closed {
+            let pushed = g.fan_out(writer, triggers.as_deref_mut(), |e, sink| {
+                e.push_record(&record, sink)
+            })?;
+            if !pushed {
                 return Ok(Vec::new());
             }
         }
         records.push(record);
     }
     for g in &mut sessions {
-        let (engine, mut sink) = g.split(writer, triggers.as_deref_mut());
-        engine.finish(&mut sink)?;
+        if !g.fan_out(writer, triggers.as_deref_mut(), |e, sink| e.finish(sink))? {
+            return Ok(Vec::new());
+        }
     }
     Ok(sessions.into_iter().map(|g| g.summary).collect())
 }
@@ -766,7 +793,7 @@ fn process_jsonl(
     args: &ProcessArgs,
     config: &ProcessingConfig,
     writer: &mut Writer,
-    mut triggers: Option<&mut TriggerOut>,
+    mut triggers: Option<&mut Triggers>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
     let name = if args.input == Path::new("-") {
@@ -786,7 +813,12 @@ fn process_jsonl(
     let mut line = Vec::new();
     let mut line_no = 0u64;
 
-    let mut sessions: eeg_ingest::Sessions<Summary> = eeg_ingest::Sessions::new(config.clone());
+    /// What the JSONL path keeps beside each session.
+    struct Kept {
+        summary: Summary,
+        triggers: TriggerState,
+    }
+    let mut sessions: eeg_session::Sessions<Kept> = eeg_session::Sessions::new(config.clone());
     let mut order: Vec<String> = Vec::new();
     loop {
         line.clear();
@@ -813,54 +845,57 @@ fn process_jsonl(
         let batch = eeg_schema::decode_raw(text, &limits)
             .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
         let (admission, session) = sessions
-            .admit(&batch, line_no, |b| {
-                Summary::new(
+            .admit(&batch, line_no as i64, |b| Kept {
+                summary: Summary::new(
                     &b.session_id,
                     b.sample_rate_hz,
                     b.channels.len(),
                     &config.bands,
-                )
+                ),
+                triggers: TriggerState::default(),
             })
             .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
         let Some(session) = session else {
             if let Some(s) = sessions.get_mut(&batch.session_id) {
-                s.extra.duplicates += 1;
+                s.extra.summary.duplicates += 1;
             }
             continue;
         };
         match admission {
-            eeg_ingest::Admission::New => order.push(batch.session_id.clone()),
-            eeg_ingest::Admission::Reset(ref reason) => {
+            eeg_session::Admission::New => order.push(batch.session_id.clone()),
+            eeg_session::Admission::Reset(ref reason) => {
                 tracing::warn!(
                     "{name}: line {line_no}: session '{}': {reason}; state reset",
                     batch.session_id
                 );
-                session.extra.resets += 1;
-                session.extra.trigger_state.reset();
+                session.extra.summary.resets += 1;
+                session.extra.triggers.reset();
             }
             _ => {}
         }
         if matches!(
             admission,
-            eeg_ingest::Admission::New
-                | eeg_ingest::Admission::Reset(eeg_ingest::ResetReason::ShapeChanged)
+            eeg_session::Admission::New
+                | eeg_session::Admission::Reset(eeg_session::ResetReason::ShapeChanged)
         ) {
             for w in &session.processor.plan().warnings {
                 tracing::warn!("{name}: session '{}': {w}", batch.session_id);
             }
         }
-        let mut sink = RecordSink {
-            meta: &session.meta,
+        let processor = &mut session.processor;
+        let pushed = fan_out(
+            &session.meta,
+            &mut session.extra.triggers,
+            &mut session.extra.summary,
             writer,
-            summary: &mut session.extra,
-            triggers: triggers.as_deref_mut(),
-            closed: false,
-        };
-        session
-            .processor
-            .push_channel_major(batch.samples(), batch.samples_per_channel(), &mut sink)
-            .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
-        if sink.closed {
+            triggers.as_deref_mut(),
+            |sink| {
+                processor
+                    .push_channel_major(batch.samples(), batch.samples_per_channel(), sink)
+                    .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")).into())
+            },
+        )?;
+        if !pushed {
             return Ok(Vec::new());
         }
     }
@@ -869,7 +904,7 @@ fn process_jsonl(
     }
     Ok(order
         .into_iter()
-        .filter_map(|id| sessions.remove(&id).map(|s| s.extra))
+        .filter_map(|id| sessions.remove(&id).map(|s| s.extra.summary))
         .collect())
 }
 

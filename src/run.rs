@@ -335,21 +335,13 @@ fn wait_for_signals(stop: eeg_ingest::StopHandle) {
     });
 }
 
-/// One log line with every counter of the service.
+/// One log line with every counter and gauge of the service (`name=value`, in the order of
+/// the one list `/metrics` is made from).
 fn log_stats(what: &str, stats: &eeg_ingest::Stats) {
-    let s = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        consumed = s(&stats.consumed),
-        published = s(&stats.records_published),
-        triggers = s(&stats.triggers_published),
-        dead_letters = s(&stats.dead_letters),
-        duplicates = s(&stats.duplicates),
-        resets = s(&stats.resets),
-        sessions_started = s(&stats.sessions_started),
-        sessions_evicted = s(&stats.sessions_evicted),
-        active_sessions = s(&stats.active_sessions),
-        session_state_bytes = s(&stats.session_state_bytes),
-        rebalances = s(&stats.rebalances),
-        "{what}"
-    );
+    use std::fmt::Write as _;
+    let mut line = String::from(what);
+    stats.each(|f| {
+        let _ = write!(line, " {}={}", f.name, f.value);
+    });
+    tracing::info!("{line}");
 }

@@ -790,7 +790,25 @@ fn idle_sessions_are_evicted_and_their_snapshot_deleted() {
     );
     let want = process_lines(&fixture, &[]).len();
     consume(&t.processed, Duration::from_secs(60), |r| r.len() >= want);
-    // The session's last snapshot, then its tombstone once it has been idle for 2 s.
+    // Time is the messages' own: the session is idle once a message of its partition comes
+    // more than 2 s after its last one. A message that is not eeg.raw/1 will do (it is
+    // dead-lettered and starts no session).
+    std::thread::sleep(Duration::from_millis(2500));
+    let partition = end_offsets(&t.raw)
+        .iter()
+        .position(|&e| e > 0)
+        .expect("the session's partition") as i32;
+    let producer: BaseProducer = client().create().unwrap();
+    producer
+        .send(
+            BaseRecord::to(&t.raw)
+                .partition(partition)
+                .key("later")
+                .payload("not eeg.raw/1"),
+        )
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    // The session's last snapshot, then its tombstone.
     let state = consume(&t.state, Duration::from_secs(20), |r| {
         r.last().is_some_and(|x| x.payload.is_empty())
     });

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 
 use crate::service::Stats;
 
@@ -146,7 +145,7 @@ impl Health {
                     .collect::<Vec<_>>(),
             )
         });
-        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let n = |name: &str| stats.get(name);
         serde_json::json!({
             // From the same snapshot as the rest, not a second look at the phase.
             "status": if phase == Phase::Consuming { "ready" } else { "not_ready" },
@@ -156,26 +155,26 @@ impl Health {
                 "reason": phase.reason(),
                 "assigned_partitions": assigned,
                 "lag": lag,
-                "consumed": n(&stats.consumed),
-                "rebalances": n(&stats.rebalances),
+                "consumed": n("messages_consumed"),
+                "rebalances": n("rebalances"),
             },
             "broker": {
                 "connected": matches!(phase, Phase::Consuming | Phase::Stopping),
                 "last_error": last_error,
             },
             "producer": {
-                "records_published": n(&stats.records_published),
-                "triggers_published": n(&stats.triggers_published),
-                "dead_letters": n(&stats.dead_letters),
+                "records_published": n("records_published"),
+                "triggers_published": n("triggers_published"),
+                "dead_letters": n("dead_letters"),
                 "delivery_failed": matches!(phase, Phase::Failed(_)),
             },
             "sessions": {
-                "active": n(&stats.active_sessions),
-                "started": n(&stats.sessions_started),
-                "evicted": n(&stats.sessions_evicted),
-                "resets": n(&stats.resets),
-                "duplicates_dropped": n(&stats.duplicates),
-                "state_bytes": n(&stats.session_state_bytes),
+                "active": n("active_sessions"),
+                "started": n("sessions_started"),
+                "evicted": n("sessions_evicted"),
+                "resets": n("session_resets"),
+                "duplicates_dropped": n("duplicates_dropped"),
+                "state_bytes": n("session_state_bytes"),
             },
         })
     }
@@ -184,73 +183,17 @@ impl Health {
 /// The Prometheus text exposition of `stats` and `health`. Labels stay bounded: no session
 /// or device id ever becomes a label.
 pub fn metrics(stats: &Stats, health: &Health) -> String {
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}");
+    // Every counter and gauge of the one list: `eeg_<name>_total` or `eeg_<name>`.
+    stats.each(|f| {
+        let (name, kind) = match f.kind {
+            eeg_session::MetricKind::Counter => (format!("eeg_{}_total", f.name), "counter"),
+            eeg_session::MetricKind::Gauge => (format!("eeg_{}", f.name), "gauge"),
+        };
+        let _ = writeln!(out, "# HELP {name} {}", f.help);
         let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
-    };
-    metric(
-        "eeg_messages_consumed_total",
-        "counter",
-        "Raw messages consumed.",
-        n(&stats.consumed),
-    );
-    metric(
-        "eeg_records_published_total",
-        "counter",
-        "eeg.processed/1 records handed to the producer.",
-        n(&stats.records_published),
-    );
-    metric(
-        "eeg_triggers_published_total",
-        "counter",
-        "analytics.trigger/1 events handed to the producer.",
-        n(&stats.triggers_published),
-    );
-    metric(
-        "eeg_dead_letters_total",
-        "counter",
-        "Raw messages sent to the dead-letter topic.",
-        n(&stats.dead_letters),
-    );
-    metric(
-        "eeg_duplicates_dropped_total",
-        "counter",
-        "Raw messages dropped because their seq was already processed.",
-        n(&stats.duplicates),
-    );
-    metric(
-        "eeg_session_resets_total",
-        "counter",
-        "Session state resets (seq gap, change of rate or channels).",
-        n(&stats.resets),
-    );
-    metric(
-        "eeg_sessions_evicted_total",
-        "counter",
-        "Sessions dropped after being idle.",
-        n(&stats.sessions_evicted),
-    );
-    metric(
-        "eeg_rebalances_total",
-        "counter",
-        "Partition assignments and revocations.",
-        n(&stats.rebalances),
-    );
-    metric(
-        "eeg_active_sessions",
-        "gauge",
-        "Sessions held in memory.",
-        n(&stats.active_sessions),
-    );
-    metric(
-        "eeg_session_state_bytes",
-        "gauge",
-        "Memory held by session state, bytes.",
-        n(&stats.session_state_bytes),
-    );
+        let _ = writeln!(out, "{name} {}", f.value);
+    });
     let (assigned, lag) = health.with(|s| (s.assigned.len() as u64, s.lag.clone()));
     let _ = writeln!(
         out,
@@ -287,6 +230,7 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn readiness_follows_the_phase_and_names_the_reason() {
@@ -309,7 +253,10 @@ mod tests {
     #[test]
     fn metrics_are_prometheus_text() {
         let stats = Stats::default();
-        stats.consumed.store(7, Ordering::Relaxed);
+        stats
+            .transport
+            .messages_consumed
+            .store(7, Ordering::Relaxed);
         stats.latency.observe(std::time::Duration::from_micros(70));
         stats.latency.observe(std::time::Duration::from_millis(3));
         let h = Health::default();

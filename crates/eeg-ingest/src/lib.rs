@@ -1,16 +1,18 @@
 //! The Kafka side of eeg-pipeline: consumer-group membership, ordered per-partition
-//! processing of `eeg.raw/1` batches, offsets stored only behind acknowledged output,
-//! dead letters, and the per-session state shared with the offline `process` command.
+//! processing through the session core ([`eeg_session::PartitionCore`]), the idempotent
+//! producer whose acknowledgements move offsets, the session state topic, topic checks and
+//! health. Transport only: what is published, and when an offset may be committed, is
+//! decided in `eeg-session`.
 
 pub mod health;
+pub mod producer;
 pub mod service;
-pub mod sessions;
 pub mod state;
 pub mod topics;
 
 pub use health::{Health, Phase};
+pub use producer::{ProduceError, Publisher, Record};
 pub use service::{Service, ServiceConfig, ServiceError, Stats, StopHandle, Topics};
-pub use sessions::{Admission, ResetReason, Session, Sessions, StartError};
 
 /// Reads `FAILPOINTS` from the environment when failpoints are compiled in (tests only);
 /// does nothing otherwise. Call once at the start of the process.

@@ -1,13 +1,15 @@
-//! The Kafka service: consume `eeg.raw.data` in a consumer group, run every session through
-//! its [`SessionProcessor`](eeg_dsp::SessionProcessor), publish `eeg.processed.data`, and
-//! store a partition's offset only once everything its messages produced is acknowledged.
+//! The Kafka service: consume `eeg.raw.data` in a consumer group, run every partition
+//! through its [`PartitionCore`] (sessions, trigger rules, delivery ledger), publish what it
+//! produces, and commit a partition's offset only where its ledger says so.
 //!
 //! Threads: one polls the consumer (and runs the rebalance callbacks), one worker per
-//! assigned partition does the decoding and DSP in offset order, and librdkafka's producer
-//! thread delivers. Nothing here runs on an async runtime.
+//! assigned partition owns that partition's core and feeds it in offset order, and
+//! librdkafka's producer thread delivers and acknowledges. Nothing here runs on an async
+//! runtime. This file is transport only: what is published and when an offset may be
+//! committed is decided in `eeg-session`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,16 +19,19 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use eeg_dsp::{Checkpoint, ProcessingConfig, SessionProcessor, Window, WindowSink};
+use eeg_dsp::ProcessingConfig;
 use eeg_kafka::Auth;
-use eeg_publish::{Out, Pending, Publisher, TriggerConfig, TriggerEngine, TriggerState};
-use eeg_schema::{Limits, ProcessedRecord, SessionMeta, encode_processed};
+use eeg_schema::Limits;
+use eeg_session::{
+    CoreConfig, Counters, Inbound, Outbox, Outcome, Output, PartitionCore, Ticket, Topic,
+    TriggerConfig, TriggerEngine,
+};
 
 use crate::health::{Health, Phase};
-use crate::sessions::{Admission, Session, Sessions};
+use crate::producer::{ProduceError, Publisher, Record};
 use crate::state;
 use crate::topics;
 
@@ -117,24 +122,46 @@ impl ServiceConfig {
     }
 }
 
+eeg_session::counters! {
+    /// What the transport did.
+    pub struct TransportCounters {
+        /// Raw messages consumed.
+        messages_consumed: Counter,
+        /// Partition assignments and revocations.
+        rebalances: Counter,
+        /// Times a partition was read again from the first offset not received, after the
+        /// consumer skipped offsets.
+        offset_refetches: Counter,
+    }
+}
+
 /// Counters of what the service did, readable while it runs.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub consumed: AtomicU64,
-    pub records_published: AtomicU64,
-    pub triggers_published: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub resets: AtomicU64,
-    pub sessions_started: AtomicU64,
-    pub sessions_evicted: AtomicU64,
-    pub active_sessions: AtomicU64,
-    /// Heap memory of all sessions' state (processors and checkpoints), bytes; updated as
-    /// snapshots are taken.
-    pub session_state_bytes: AtomicU64,
-    pub rebalances: AtomicU64,
+    pub transport: TransportCounters,
+    /// The partition cores' counters (records, triggers, dead letters, sessions...).
+    pub core: Arc<Counters>,
     /// Time to process one raw message in its partition's worker.
     pub latency: Histogram,
+}
+
+impl Stats {
+    /// Every counter and gauge, transport first: the one list log lines and metrics use.
+    pub fn each(&self, mut f: impl FnMut(eeg_session::Figure)) {
+        self.transport.each(&mut f);
+        self.core.each(&mut f);
+    }
+
+    /// The value of the figure called `name`, 0 for an unknown name.
+    pub fn get(&self, name: &str) -> u64 {
+        let mut v = 0;
+        self.each(|f| {
+            if f.name == name {
+                v = f.value;
+            }
+        });
+        v
+    }
 }
 
 /// Upper bounds of the latency buckets, µs.
@@ -198,53 +225,104 @@ pub enum ServiceError {
     #[error("{0}; stopped without committing past its unfinished work")]
     TaskFailed(String),
     #[error("trigger rules: {0}")]
-    Triggers(#[from] eeg_publish::TriggerConfigError),
+    Triggers(#[from] eeg_session::TriggerConfigError),
 }
 
-/// Messages of one partition in offset order, from handed to a worker to acknowledged.
-#[derive(Debug, Default)]
-struct Tracker {
-    queue: Mutex<VecDeque<Arc<Pending>>>,
-}
-
-impl Tracker {
-    fn push(&self, p: Arc<Pending>) {
-        self.queue.lock().expect("tracker lock").push_back(p);
-    }
-
-    /// The offset to commit: that of the last snapshot set which, with everything handed
-    /// over before it, is acknowledged. `None` when no new one completed.
-    fn frontier(&self) -> Option<i64> {
-        let mut q = self.queue.lock().expect("tracker lock");
-        let mut next = None;
-        while q.front().is_some_and(|p| p.settled()) {
-            if let Some(c) = q.pop_front().and_then(|p| p.commit()) {
-                next = Some(c);
-            }
-        }
-        next
-    }
-}
-
-/// A message handed from the polling thread to a partition worker.
+/// What the polling thread hands a partition's worker.
 #[derive(Debug)]
-struct Inbound {
+enum ToWorker {
+    Message(OwnedInbound),
+    /// The partition was sought back: what follows starts at the offset asked for.
+    Sought,
+}
+
+/// A raw message, copied out of librdkafka's buffer.
+#[derive(Debug)]
+struct OwnedInbound {
     offset: i64,
+    timestamp_ms: Option<i64>,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
+}
+
+/// What a worker and the polling thread share about one partition.
+#[derive(Debug)]
+struct Link {
+    /// The offset the worker's ledger made safe to commit; -1 before any.
+    commit: AtomicI64,
+    /// An offset the worker asks the partition to be read from again; -1 for none.
+    seek: AtomicI64,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link {
+            commit: AtomicI64::new(-1),
+            seek: AtomicI64::new(-1),
+        }
+    }
+
+    fn commit(&self) -> Option<i64> {
+        let c = self.commit.load(Ordering::Acquire);
+        (c >= 0).then_some(c)
+    }
+}
+
+/// Keeps a partition's messages consecutive as they come from the consumer: every offset
+/// is handed over once, in order. A message past the next expected offset means the
+/// consumer skipped some (it happens after pausing and resuming a partition, whatever the
+/// client library or broker does with the paused position): the partition is read again
+/// from the expected offset, once. If the same offsets are missing after that, they do not
+/// exist on the broker (deleted, or transaction markers) and the gap is accepted.
+#[derive(Debug, Default)]
+struct OffsetGuard {
+    expected: Option<i64>,
+    /// The expected offset of the last read-again, so one gap is read again only once.
+    refetched: Option<i64>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    /// Hand the message over.
+    Take,
+    /// Already handed over: drop it.
+    Repeat,
+    /// Offsets were skipped: drop it and read again from this offset.
+    Refetch(i64),
+}
+
+impl OffsetGuard {
+    fn check(&mut self, offset: i64) -> Check {
+        match self.expected {
+            Some(e) if offset < e => return Check::Repeat,
+            Some(e) if offset > e && self.refetched != Some(e) => {
+                self.refetched = Some(e);
+                return Check::Refetch(e);
+            }
+            _ => {}
+        }
+        self.expected = Some(offset + 1);
+        Check::Take
+    }
+
+    /// The partition will be read from `offset` next.
+    fn restart_at(&mut self, offset: i64) {
+        self.expected = Some(offset);
+        self.refetched = None;
+    }
 }
 
 /// The polling thread's handle on one partition.
 #[derive(Debug)]
 struct Partition {
-    tx: Option<SyncSender<Inbound>>,
-    /// Messages that arrived while the worker's queue was full (at most about one more
-    /// queue's worth: then the partition is paused until they are handed over).
-    /// until they are handed over.
-    overflow: VecDeque<Inbound>,
+    tx: Option<SyncSender<ToWorker>>,
+    /// Messages that arrived while the worker's queue was full (at most about
+    /// `partition_buffer_bytes`: then the partition is paused until they are handed over).
+    overflow: VecDeque<OwnedInbound>,
     overflow_bytes: usize,
     paused: bool,
-    tracker: Arc<Tracker>,
+    guard: OffsetGuard,
+    link: Arc<Link>,
     worker: Option<JoinHandle<()>>,
     stored: Option<i64>,
 }
@@ -253,7 +331,7 @@ struct Partition {
 struct Shared {
     health: Arc<Health>,
     config: ServiceConfig,
-    triggers: TriggerEngine,
+    triggers: Arc<TriggerEngine>,
     producer: Publisher,
     stats: Arc<Stats>,
     partitions: Mutex<HashMap<i32, Partition>>,
@@ -303,12 +381,15 @@ impl ConsumerContext for Rebalancing {
             let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!("partitions {ids:?} revoked; finishing their in-flight work");
             self.0.health.revoke(&ids);
-            self.0.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+            self.0
+                .stats
+                .transport
+                .rebalances
+                .fetch_add(1, Ordering::Relaxed);
             // Rebalance callbacks run inside `poll`, before librdkafka releases the
             // partitions: finishing and committing here means the next owner starts
             // exactly after the last acknowledged output.
-            let deadline = Instant::now() + self.0.config.shutdown_timeout.min(revoke_budget());
-            let _ = self.0.release(consumer, &ids, deadline);
+            let _ = self.0.release(consumer, &ids);
         }
     }
 
@@ -319,7 +400,11 @@ impl ConsumerContext for Rebalancing {
                 self.0.health.assign(&ids);
                 if !ids.is_empty() {
                     tracing::info!("partitions {ids:?} assigned");
-                    self.0.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                    self.0
+                        .stats
+                        .transport
+                        .rebalances
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 for id in ids {
                     self.0.start_partition(id);
@@ -364,23 +449,37 @@ impl Shared {
         self.failed_task.lock().expect("failed task lock").clone()
     }
 
+    fn core_config(&self, partition: i32) -> CoreConfig {
+        let c = &self.config;
+        CoreConfig {
+            processing: c.processing.clone(),
+            triggers: Arc::clone(&self.triggers),
+            session_idle_ms: c.session_idle.as_millis().min(u128::from(u64::MAX)) as u64,
+            limits: Limits::default(),
+            source_topic: c.topics.raw.clone(),
+            partition,
+            max_output_bytes: self.producer.max_message_bytes(),
+        }
+    }
+
     fn start_partition(self: &Arc<Self>, id: i32) {
         let mut parts = self.partitions.lock().expect("partitions lock");
         if parts.contains_key(&id) {
             return;
         }
         let (tx, rx) = sync_channel(self.config.partition_queue);
-        let tracker = Arc::new(Tracker::default());
+        let link = Arc::new(Link::new());
         let worker = {
             let shared = Arc::clone(self);
-            let tracker = Arc::clone(&tracker);
+            let link = Arc::clone(&link);
             std::thread::Builder::new()
                 .name(format!("partition-{id}"))
                 .spawn(move || {
-                    let worker = PartitionWorker::new(Arc::clone(&shared), id, tracker);
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        PartitionWorker::start(Arc::clone(&shared), id, link).run(&rx)
+                    });
                     // `rx` outlives the unwinding, so the polling thread sees the failure
                     // recorded before it sees a closed queue.
-                    let run = std::panic::AssertUnwindSafe(|| worker.run(&rx));
                     if let Err(panic) = std::panic::catch_unwind(run) {
                         shared.task_failed(format!(
                             "partition {id} worker failed: {}",
@@ -397,21 +496,18 @@ impl Shared {
                 overflow: VecDeque::new(),
                 overflow_bytes: 0,
                 paused: false,
-                tracker,
+                guard: OffsetGuard::default(),
+                link,
                 worker: Some(worker),
                 stored: None,
             },
         );
     }
 
-    /// Finishes the queued work of `ids`, waits (until `deadline`) for its outputs to be
-    /// acknowledged, commits their offsets and forgets them.
-    fn release(
-        &self,
-        consumer: &BaseConsumer<Rebalancing>,
-        ids: &[i32],
-        deadline: Instant,
-    ) -> Result<(), KafkaError> {
+    /// Lets the workers of `ids` finish what they were handed, write their last snapshots
+    /// and wait (within their budget) for the broker's acknowledgements, then commits what
+    /// their ledgers reached and forgets the partitions.
+    fn release(&self, consumer: &BaseConsumer<Rebalancing>, ids: &[i32]) -> Result<(), KafkaError> {
         let mut gone = Vec::new();
         {
             let mut parts = self.partitions.lock().expect("partitions lock");
@@ -422,7 +518,6 @@ impl Shared {
                     // next owner.
                     p.tx = None;
                     p.overflow.clear();
-                    p.overflow_bytes = 0;
                     gone.push((*id, p));
                 }
             }
@@ -432,18 +527,12 @@ impl Shared {
                 let _ = w.join();
             }
         }
-        while Instant::now() < deadline
-            && !self.producer.failed()
-            && gone.iter().any(|(_, p)| !queue_settled(&p.tracker))
-        {
-            std::thread::sleep(Duration::from_millis(5));
+        if self.producer.failed() {
+            return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
         for (id, p) in &gone {
-            if self.producer.failed() {
-                break;
-            }
-            if let Some(next) = p.tracker.frontier().or(p.stored) {
+            if let Some(next) = p.link.commit() {
                 tpl.add_partition_offset(&self.config.topics.raw, *id, Offset::Offset(next))?;
             }
         }
@@ -454,14 +543,6 @@ impl Shared {
         }
         Ok(())
     }
-}
-
-fn queue_settled(t: &Tracker) -> bool {
-    t.queue
-        .lock()
-        .expect("tracker lock")
-        .iter()
-        .all(|p| p.settled())
 }
 
 /// Handle to ask a running service to stop.
@@ -492,7 +573,7 @@ impl Service {
             client.set(k, v);
         }
         let producer = Publisher::new(&client, &config.auth)?;
-        let triggers = TriggerEngine::new(config.triggers.rules.clone())?;
+        let triggers = Arc::new(TriggerEngine::new(config.triggers.rules.clone())?);
         Ok(Service {
             shared: Arc::new(Shared {
                 health: Arc::new(Health::default()),
@@ -579,9 +660,14 @@ impl Service {
             let step = match consumer.poll(Duration::from_millis(100)) {
                 None => Ok(()),
                 Some(Ok(m)) => {
-                    shared.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    let inbound = Inbound {
+                    shared
+                        .stats
+                        .transport
+                        .messages_consumed
+                        .fetch_add(1, Ordering::Relaxed);
+                    let inbound = OwnedInbound {
                         offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().unwrap_or_default().to_vec(),
                     };
@@ -622,7 +708,7 @@ impl Service {
             .keys()
             .copied()
             .collect();
-        shared.release(&consumer, &ids, deadline)?;
+        shared.release(&consumer, &ids)?;
         consumer.unsubscribe();
         let left = deadline.saturating_duration_since(Instant::now());
         shared.producer.flush(left)?;
@@ -728,18 +814,35 @@ impl Shared {
         &self,
         consumer: &BaseConsumer<Rebalancing>,
         id: i32,
-        inbound: Inbound,
+        inbound: OwnedInbound,
     ) -> Result<(), ServiceError> {
         let mut parts = self.partitions.lock().expect("partitions lock");
         let Some(p) = parts.get_mut(&id) else {
             // A message of a partition already released: its next owner reads it again.
             return Ok(());
         };
+        match p.guard.check(inbound.offset) {
+            Check::Take => {}
+            Check::Repeat => return Ok(()),
+            Check::Refetch(from) => {
+                tracing::warn!(
+                    "partition {id}: the consumer skipped from offset {from} to {}; reading again from {from}",
+                    inbound.offset
+                );
+                self.stats
+                    .transport
+                    .offset_refetches
+                    .fetch_add(1, Ordering::Relaxed);
+                self.seek(consumer, id, from)?;
+                return Ok(());
+            }
+        }
         let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
         let inbound = if p.overflow.is_empty() {
-            match tx.try_send(inbound) {
+            match tx.try_send(ToWorker::Message(inbound)) {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Full(inbound)) => inbound,
+                Err(TrySendError::Full(ToWorker::Message(inbound))) => inbound,
+                Err(TrySendError::Full(ToWorker::Sought)) => return Ok(()),
                 Err(TrySendError::Disconnected(_)) => return Err(ServiceError::WorkerDied(id)),
             }
         } else {
@@ -758,21 +861,51 @@ impl Shared {
         Ok(())
     }
 
-    /// Hands over overflow, resumes partitions that caught up, and stores the offsets of
-    /// messages whose outputs are all acknowledged.
+    /// Reads partition `id` again from `offset`. Synchronous, so that nothing fetched
+    /// before it is returned after it.
+    fn seek(
+        &self,
+        consumer: &BaseConsumer<Rebalancing>,
+        id: i32,
+        offset: i64,
+    ) -> Result<(), ServiceError> {
+        consumer.seek(
+            &self.config.topics.raw,
+            id,
+            Offset::Offset(offset),
+            self.config.connect_timeout,
+        )?;
+        Ok(())
+    }
+
+    /// Hands over overflow, resumes partitions that caught up, carries out the workers'
+    /// requests to read again, and stores the offsets their ledgers reached.
     fn housekeeping(&self, consumer: &BaseConsumer<Rebalancing>) -> Result<(), ServiceError> {
         let mut parts = self.partitions.lock().expect("partitions lock");
         let mut store = TopicPartitionList::new();
         for (&id, p) in parts.iter_mut() {
             let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
+            let seek = p.link.seek.swap(-1, Ordering::AcqRel);
+            if seek >= 0 {
+                // A restore that must start before the committed offset: what was held
+                // comes again, after the marker that tells the worker the seek is done.
+                p.overflow.clear();
+                p.overflow_bytes = 0;
+                self.seek(consumer, id, seek)?;
+                p.guard.restart_at(seek);
+                if tx.send(ToWorker::Sought).is_err() {
+                    return Err(ServiceError::WorkerDied(id));
+                }
+            }
             while let Some(m) = p.overflow.pop_front() {
                 let n = m.payload.len();
-                match tx.try_send(m) {
+                match tx.try_send(ToWorker::Message(m)) {
                     Ok(()) => p.overflow_bytes -= n,
-                    Err(TrySendError::Full(m)) => {
+                    Err(TrySendError::Full(ToWorker::Message(m))) => {
                         p.overflow.push_front(m);
                         break;
                     }
+                    Err(TrySendError::Full(ToWorker::Sought)) => unreachable!("sent as messages"),
                     Err(TrySendError::Disconnected(_)) => return Err(ServiceError::WorkerDied(id)),
                 }
             }
@@ -781,9 +914,16 @@ impl Shared {
                 tpl.add_partition(&self.config.topics.raw, id);
                 consumer.resume(&tpl)?;
                 p.paused = false;
+                // Where the consumer goes on after a resume is not to be trusted (it can
+                // skip offsets): say where.
+                if let Some(next) = p.guard.expected {
+                    self.seek(consumer, id, next)?;
+                }
                 tracing::debug!("partition {id} resumed");
             }
-            if let Some(next) = p.tracker.frontier() {
+            if let Some(next) = p.link.commit()
+                && p.stored != Some(next)
+            {
                 p.stored = Some(next);
                 store.add_partition_offset(&self.config.topics.raw, id, Offset::Offset(next))?;
             }
@@ -801,489 +941,217 @@ impl Shared {
     }
 }
 
-/// A checkpoint taken just before one of the session's messages.
-#[derive(Debug)]
-struct Entry {
-    offset: i64,
-    seq: u64,
-    checkpoint: Checkpoint,
+/// The producer as a partition's core sees it: outputs to their topics, snapshots to this
+/// partition's number on the state topic.
+struct KafkaOutbox<'a> {
+    producer: &'a Publisher,
+    topics: &'a Topics,
+    partition: i32,
 }
 
-/// What the worker keeps beside each session's processor to snapshot it.
-#[derive(Debug)]
-struct Tracked {
-    /// Checkpoints from the session's boundary (the first message still needed by an
-    /// unpublished window) to its last message.
-    entries: VecDeque<Entry>,
-    /// A restored session's boundary until its boundary message is processed again.
-    restored_at: Option<i64>,
-    /// `(next_seq, next window)` of the last snapshot saved, to skip unchanged ones.
-    saved: Option<(u64, u64)>,
-    triggers: TriggerState,
-}
+impl Outbox for KafkaOutbox<'_> {
+    type Error = ProduceError;
 
-impl Tracked {
-    fn new(triggers: TriggerState) -> Tracked {
-        Tracked {
-            entries: VecDeque::new(),
-            restored_at: None,
-            saved: None,
-            triggers,
-        }
-    }
-
-    fn boundary_offset(&self) -> Option<i64> {
-        self.entries.front().map(|e| e.offset).or(self.restored_at)
+    fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), ProduceError> {
+        let (topic, partition) = match out.topic {
+            Topic::Processed => (&self.topics.processed, None),
+            Topic::Triggers => (&self.topics.triggers, None),
+            Topic::DeadLetter => (&self.topics.dlq, None),
+            // The raw message's partition number, not key hashing: the upstream producer's
+            // partitioner is not ours to know, and restoring reads by partition.
+            Topic::State => (&self.topics.state, Some(self.partition)),
+        };
+        self.producer.send(
+            &Record {
+                topic,
+                partition,
+                key: out.key,
+                payload: out.payload,
+                headers: out.headers,
+            },
+            ticket,
+        )
     }
 }
 
-/// Decodes, processes and publishes one partition's messages in offset order.
+/// Feeds one partition's messages to its core in offset order and publishes what the core's
+/// ledger makes safe to commit.
 struct PartitionWorker {
     shared: Arc<Shared>,
     partition: i32,
-    tracker: Arc<Tracker>,
-    sessions: Sessions<Tracked>,
-    limits: Limits,
-    started: Instant,
-    buf: Vec<u8>,
-    /// Last message processed, and whether any was since the last snapshot set.
-    last_offset: Option<i64>,
-    dirty: bool,
-    /// Sessions evicted since the last snapshot set; their snapshots are deleted.
-    evicted: Vec<String>,
-    /// Checkpoint buffers to reuse.
-    spare: Vec<Checkpoint>,
-    /// This partition's share of [`Stats::session_state_bytes`].
-    state_bytes: u64,
+    link: Arc<Link>,
+    core: PartitionCore,
+    /// Waiting for the marker of a seek it asked for; messages before it are dropped.
+    awaiting_seek: bool,
 }
 
 impl PartitionWorker {
-    fn new(shared: Arc<Shared>, partition: i32, tracker: Arc<Tracker>) -> PartitionWorker {
-        let sessions = Sessions::new(shared.config.processing.clone());
-        PartitionWorker {
-            shared,
-            partition,
-            tracker,
-            sessions,
-            limits: Limits::default(),
-            started: Instant::now(),
-            buf: Vec::new(),
-            last_offset: None,
-            dirty: false,
-            evicted: Vec::new(),
-            spare: Vec::new(),
-            state_bytes: 0,
-        }
-    }
-
-    fn now_s(&self) -> u64 {
-        self.started.elapsed().as_secs()
-    }
-
-    fn run(mut self, rx: &Receiver<Inbound>) {
-        self.restore();
-        let interval = self.shared.config.snapshot_interval;
-        let mut last_snapshot = Instant::now();
-        let mut last_sweep = 0;
-        loop {
-            match rx.recv_timeout(interval.min(Duration::from_secs(1))) {
-                Ok(m) => self.handle(m),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            let now = self.now_s();
-            if now != last_sweep {
-                last_sweep = now;
-                self.evict_idle(now);
-            }
-            if last_snapshot.elapsed() >= interval {
-                last_snapshot = Instant::now();
-                self.snapshot();
-                self.report_state_bytes(false);
-            }
-        }
-        // Released (revoked or stopping): save where every session stands, so the offset
-        // committed now lets the next owner carry on exactly.
-        self.snapshot();
-        self.report_state_bytes(true);
-        let n = self.sessions.len() as u64;
-        self.shared
-            .stats
-            .active_sessions
-            .fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// Updates this partition's share of the session memory gauge (to zero when `gone`).
-    fn report_state_bytes(&mut self, gone: bool) {
-        let now = if gone {
-            0
-        } else {
-            self.sessions
-                .iter()
-                .map(|(id, s)| {
-                    let checkpoints: usize = s
-                        .extra
-                        .entries
-                        .iter()
-                        .map(|e| e.checkpoint.filter.capacity() * 8 + std::mem::size_of::<Entry>())
-                        .sum();
-                    (s.processor.state_bytes() + checkpoints + id.capacity()) as u64
-                })
-                .sum()
-        };
-        let gauge = &self.shared.stats.session_state_bytes;
-        if now >= self.state_bytes {
-            gauge.fetch_add(now - self.state_bytes, Ordering::Relaxed);
-        } else {
-            gauge.fetch_sub(self.state_bytes - now, Ordering::Relaxed);
-        }
-        self.state_bytes = now;
-    }
-
-    /// Loads this partition's session snapshots before any of its messages is processed.
-    fn restore(&mut self) {
-        let config = &self.shared.config;
-        let snapshots = match state::read_partition(
+    /// Restores the partition's sessions from their snapshots, before any of its messages
+    /// is processed.
+    fn start(shared: Arc<Shared>, partition: i32, link: Arc<Link>) -> PartitionWorker {
+        let config = &shared.config;
+        let core_config = shared.core_config(partition);
+        let counters = Arc::clone(&shared.stats.core);
+        let saved = state::read_partition(
             &config.client_config(),
             &config.auth,
+            &config.group_id,
+            &config.topics.raw,
             &config.topics.state,
-            self.partition,
+            partition,
             config.shutdown_timeout,
-        ) {
-            Ok(s) => s,
+        );
+        let mut awaiting_seek = false;
+        let core = match saved {
+            Ok(saved) => {
+                let committed = saved.committed;
+                let (core, report) = PartitionCore::restore(
+                    core_config,
+                    counters,
+                    saved.records.into_values(),
+                    committed,
+                );
+                for (id, e) in &report.unfit {
+                    tracing::warn!(
+                        "partition {partition}: snapshot of session '{id}' does not fit the current config ({e}); the session restarts"
+                    );
+                }
+                if report.sessions > 0 {
+                    tracing::info!(
+                        "partition {partition}: {} session(s) restored",
+                        report.sessions
+                    );
+                }
+                if let (Some(start), Some(c)) = (report.start, committed)
+                    && start < c
+                {
+                    tracing::info!(
+                        "partition {partition}: a restored session needs offset {start}, before the committed {c}; reading from there"
+                    );
+                    link.seek.store(start, Ordering::Release);
+                    awaiting_seek = true;
+                }
+                core
+            }
             Err(e) => {
                 // Without its snapshots the partition's sessions restart (settling) from
                 // the committed offset: output goes on, a few windows differ.
-                tracing::error!(
-                    "partition {}: session snapshots not restored: {e}",
-                    self.partition
-                );
-                return;
+                tracing::error!("partition {partition}: session snapshots not restored: {e}");
+                PartitionCore::new(core_config, counters)
             }
         };
-        let mut restored = 0;
-        for (id, snap) in snapshots {
-            match SessionProcessor::restore(
-                self.sessions.config(),
-                snap.sample_rate_hz,
-                snap.channels.len(),
-                &snap.checkpoint,
-            ) {
-                Ok(processor) => {
-                    let key = (snap.next_seq, snap.checkpoint.next_window);
-                    self.sessions.insert(
-                        id,
-                        Session {
-                            processor,
-                            meta: Arc::new(SessionMeta {
-                                session_id: snap.session_id,
-                                device_id: snap.device_id,
-                                user_id: snap.user_id,
-                                sample_rate_hz: snap.sample_rate_hz,
-                                channels: snap.channels,
-                            }),
-                            next_seq: snap.next_seq,
-                            last_seen: self.now_s(),
-                            extra: Tracked {
-                                entries: VecDeque::new(),
-                                restored_at: Some(snap.source_offset),
-                                saved: Some(key),
-                                triggers: snap
-                                    .triggers
-                                    .unwrap_or_else(|| self.shared.triggers.new_state()),
-                            },
-                        },
-                    );
-                    restored += 1;
-                }
-                Err(e) => tracing::warn!(
-                    "partition {}: snapshot of session '{id}' does not fit the current config ({e}); the session restarts",
-                    self.partition
-                ),
-            }
+        PartitionWorker {
+            shared,
+            partition,
+            link,
+            core,
+            awaiting_seek,
         }
-        self.shared
-            .stats
-            .active_sessions
-            .fetch_add(restored, Ordering::Relaxed);
-        if restored > 0 {
-            tracing::info!(
-                "partition {}: {restored} session(s) restored",
-                self.partition
+    }
+
+    fn run(mut self, rx: &Receiver<ToWorker>) {
+        let interval = self.shared.config.snapshot_interval;
+        let mut last_checkpoint = Instant::now();
+        loop {
+            // Acknowledgements arrive without a message to wake the worker: look often
+            // while some are awaited.
+            let wait = if self.core.ledger().is_empty() {
+                interval.min(Duration::from_secs(1))
+            } else {
+                Duration::from_millis(20)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(ToWorker::Message(m)) if !self.awaiting_seek => self.handle(&m),
+                Ok(ToWorker::Message(_)) => {}
+                Ok(ToWorker::Sought) => self.awaiting_seek = false,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_checkpoint.elapsed() >= interval {
+                last_checkpoint = Instant::now();
+                self.core.checkpoint();
+            }
+            self.advance();
+        }
+        // Released (revoked or stopping): save where every session stands and wait for the
+        // broker, so the offset committed now lets the next owner carry on exactly.
+        self.core.checkpoint();
+        let deadline = Instant::now() + self.shared.config.shutdown_timeout.min(revoke_budget());
+        while !self.core.ledger().is_empty()
+            && !self.core.ledger().failed()
+            && Instant::now() < deadline
+        {
+            self.advance();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.advance();
+        let ledger = self.core.ledger();
+        if !ledger.is_empty() {
+            tracing::warn!(
+                "partition {}: released with output of offset {:?} not acknowledged{}; the next owner reads from the last commit",
+                self.partition,
+                ledger.oldest_unsettled(),
+                if ledger.failed() {
+                    " (delivery failed)"
+                } else {
+                    ""
+                }
             );
         }
+        self.core.release();
     }
 
-    fn evict_idle(&mut self, now: u64) {
-        let idle = self.shared.config.session_idle.as_secs();
-        let Some(cutoff) = now.checked_sub(idle) else {
-            return;
-        };
-        let gone = self.sessions.evict_idle(cutoff);
-        if !gone.is_empty() {
-            let stats = &self.shared.stats;
-            stats
-                .sessions_evicted
-                .fetch_add(gone.len() as u64, Ordering::Relaxed);
-            stats
-                .active_sessions
-                .fetch_sub(gone.len() as u64, Ordering::Relaxed);
-            self.evicted.extend(gone.into_iter().map(|(id, _)| id));
-            self.dirty = true;
-        }
-    }
-
-    /// Saves the snapshot of every session whose boundary moved, deletes those of evicted
-    /// sessions, and queues the partition's new commit offset behind them: the earliest
-    /// boundary of any session, or past the last message when no session needs anything.
-    fn snapshot(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        let Some(last) = self.last_offset else {
-            return;
-        };
-        self.dirty = false;
-        let commit = self
-            .sessions
-            .iter()
-            .filter_map(|(_, s)| s.extra.boundary_offset())
-            .min()
-            .unwrap_or(last + 1)
-            .min(last + 1);
-        let pending = Pending::new(last, Some(commit));
-        self.tracker.push(Arc::clone(&pending));
-        let config = &self.shared.config;
-        for id in self.evicted.drain(..) {
-            // A tombstone: restoring drops the session.
-            let out = Out {
-                topic: &config.topics.state,
-                partition: Some(self.partition),
-                key: Some(id.as_bytes()),
-                payload: None,
-                headers: None,
-            };
-            self.shared.producer.send(out, &pending);
-        }
-        for (id, s) in self.sessions.iter_mut() {
-            let Some(front) = s.extra.entries.front() else {
-                continue;
-            };
-            let next_window = s.processor.windows_since_start();
-            let key = (front.seq, next_window);
-            if s.extra.saved == Some(key) {
-                continue;
-            }
-            let mut checkpoint = front.checkpoint.clone();
-            checkpoint.next_window = next_window;
-            let snap = state::Snapshot {
-                schema: state::SCHEMA.into(),
-                session_id: id.clone(),
-                device_id: s.meta.device_id.clone(),
-                user_id: s.meta.user_id.clone(),
-                sample_rate_hz: s.meta.sample_rate_hz,
-                channels: s.meta.channels.clone(),
-                next_seq: front.seq,
-                source_offset: front.offset,
-                checkpoint,
-                triggers: Some(s.extra.triggers.clone()),
-            };
-            let bytes = snap.encode();
-            // The raw message's partition number, not key hashing: the upstream producer's
-            // partitioner is not ours to know, and restoring reads by partition.
-            let out = Out {
-                topic: &config.topics.state,
-                partition: Some(self.partition),
-                key: Some(id.as_bytes()),
-                payload: Some(&bytes),
-                headers: None,
-            };
-            self.shared.producer.send(out, &pending);
-            s.extra.saved = Some(key);
-        }
-        pending.release();
-    }
-
-    fn handle(&mut self, m: Inbound) {
+    fn handle(&mut self, m: &OwnedInbound) {
         // Where tests inject a failure of this task (compiled in with `failpoints` only).
         fail::fail_point!("partition-worker-message");
         let started = Instant::now();
-        let pending = Pending::new(m.offset, None);
-        self.tracker.push(Arc::clone(&pending));
-        if let Err(reason) = self.process(&m, &pending) {
-            self.dead_letter(&m, &reason, &pending);
+        let inbound = Inbound {
+            offset: m.offset,
+            timestamp_ms: m.timestamp_ms,
+            key: m.key.as_deref(),
+            payload: &m.payload,
+        };
+        let mut outbox = KafkaOutbox {
+            producer: &self.shared.producer,
+            topics: &self.shared.config.topics,
+            partition: self.partition,
+        };
+        // An `Err` means an output was refused: the producer logged it and is marked
+        // failed, and the polling thread stops the service without committing past it.
+        if let Ok(handled) = self.core.handle(&inbound, &mut outbox) {
+            if let Some((expected, got)) = handled.gap {
+                tracing::warn!(
+                    "partition {}: offsets {expected} to {} are not on the broker (deleted, or transaction markers)",
+                    self.partition,
+                    got - 1
+                );
+            }
+            match handled.outcome {
+                Outcome::Processed {
+                    reset: Some(reason),
+                    ..
+                } => tracing::debug!("partition {}: session reset: {reason}", self.partition),
+                Outcome::DeadLetter(reason) => tracing::debug!(
+                    "dead letter: {} partition {} offset {}: {reason}",
+                    self.shared.config.topics.raw,
+                    self.partition,
+                    m.offset
+                ),
+                _ => {}
+            }
         }
-        // A message fetched again (e.g. after a resume) must not move the commit back.
-        self.last_offset = self.last_offset.max(Some(m.offset));
-        self.dirty = true;
-        // The worker's own hold: from here on only deliveries settle the message.
-        pending.release();
         self.shared.stats.latency.observe(started.elapsed());
     }
 
-    /// Runs one message through its session; `Err` is the one-line reason it is a dead
-    /// letter.
-    fn process(&mut self, m: &Inbound, pending: &Arc<Pending>) -> Result<(), String> {
-        let batch = eeg_schema::decode_raw(&m.payload, &self.limits).map_err(|e| e.to_string())?;
-        let now = self.now_s();
-        let (admission, session) = self
-            .sessions
-            .admit(&batch, now, |_| {
-                Tracked::new(self.shared.triggers.new_state())
-            })
-            .map_err(|e| e.to_string())?;
-        let stats = &self.shared.stats;
-        match &admission {
-            Admission::Duplicate => {
-                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            Admission::New => {
-                stats.sessions_started.fetch_add(1, Ordering::Relaxed);
-                stats.active_sessions.fetch_add(1, Ordering::Relaxed);
-            }
-            Admission::Reset(reason) => {
-                stats.resets.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("session '{}' reset: {reason}", batch.session_id);
-            }
-            Admission::Continues => {}
-        }
-        let session = session.expect("admitted");
-        let tracked = &mut session.extra;
-        if matches!(admission, Admission::Reset(_)) {
-            // Positions restart at zero: older checkpoints belong to the old stream.
-            self.spare
-                .extend(tracked.entries.drain(..).map(|e| e.checkpoint));
-            tracked.triggers.reset();
-        }
-        // Taken after admission, so a message that reset the session is re-run from the
-        // reset state, where it is admitted as the next in order.
-        let mut checkpoint = self.spare.pop().unwrap_or_default();
-        session.processor.checkpoint_into(&mut checkpoint);
-        tracked.entries.push_back(Entry {
-            offset: m.offset,
-            seq: batch.seq,
-            checkpoint,
-        });
-        tracked.restored_at = None;
-        let mut sink = Outputs {
-            shared: &self.shared,
-            meta: &session.meta,
-            triggers: &mut session.extra.triggers,
-            pending,
-            buf: &mut self.buf,
+    fn advance(&mut self) {
+        let mut outbox = KafkaOutbox {
+            producer: &self.shared.producer,
+            topics: &self.shared.config.topics,
+            partition: self.partition,
         };
-        session
-            .processor
-            .push_channel_major(batch.samples(), batch.samples_per_channel(), &mut sink)
-            .map_err(|e| e.to_string())?;
-        // Keep checkpoints from the one whose message holds the next window's first sample.
-        let next = session.processor.next_window_start();
-        let entries = &mut session.extra.entries;
-        while entries.len() > 1 && entries[1].checkpoint.position <= next {
-            if let Some(e) = entries.pop_front() {
-                self.spare.push(e.checkpoint);
-            }
+        if let Ok(Some(commit)) = self.core.advance(&mut outbox) {
+            self.link.commit.store(commit, Ordering::Release);
         }
-        Ok(())
-    }
-
-    fn dead_letter(&mut self, m: &Inbound, reason: &str, pending: &Arc<Pending>) {
-        let config = &self.shared.config;
-        let partition = self.partition.to_string();
-        let offset = m.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "error",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "source.topic",
-                value: Some(&config.topics.raw),
-            })
-            .insert(Header {
-                key: "source.partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "source.offset",
-                value: Some(&offset),
-            });
-        tracing::debug!(
-            "dead letter: {} partition {} offset {}: {reason}",
-            config.topics.raw,
-            self.partition,
-            m.offset
-        );
-        let out = Out {
-            topic: &config.topics.dlq,
-            partition: None,
-            key: m.key.as_deref(),
-            payload: Some(&m.payload),
-            headers: Some(headers),
-        };
-        self.shared.producer.send(out, pending);
-        self.shared
-            .stats
-            .dead_letters
-            .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Publishes each completed window as an `eeg.processed/1` record keyed by session.
-struct Outputs<'a> {
-    shared: &'a Shared,
-    meta: &'a SessionMeta,
-    triggers: &'a mut TriggerState,
-    pending: &'a Arc<Pending>,
-    buf: &'a mut Vec<u8>,
-}
-
-impl WindowSink for Outputs<'_> {
-    fn window(&mut self, w: &Window<'_>) {
-        self.buf.clear();
-        encode_processed(
-            &ProcessedRecord {
-                meta: self.meta,
-                window: w,
-            },
-            self.buf,
-        );
-        let out = Out {
-            topic: &self.shared.config.topics.processed,
-            partition: None,
-            key: Some(self.meta.session_id.as_bytes()),
-            payload: Some(self.buf),
-            headers: None,
-        };
-        self.shared.producer.send(out, self.pending);
-        self.shared
-            .stats
-            .records_published
-            .fetch_add(1, Ordering::Relaxed);
-        let (shared, pending, buf) = (self.shared, self.pending, &mut *self.buf);
-        shared.triggers.evaluate(
-            self.triggers,
-            &self.meta.session_id,
-            &self.meta.device_id,
-            w,
-            &mut |event| {
-                buf.clear();
-                event.encode_into(buf);
-                let out = Out {
-                    topic: &shared.config.topics.triggers,
-                    partition: None,
-                    key: Some(event.session_id.as_bytes()),
-                    payload: Some(buf),
-                    headers: None,
-                };
-                shared.producer.send(out, pending);
-                shared
-                    .stats
-                    .triggers_published
-                    .fetch_add(1, Ordering::Relaxed);
-            },
-        );
     }
 }
 
@@ -1299,5 +1167,39 @@ mod tests {
         for (w, base) in waits.iter().zip(bases) {
             assert!(*w >= 0.8 * base && *w < 1.2 * base, "{waits:?}");
         }
+    }
+
+    #[test]
+    fn the_guard_hands_every_offset_over_once_in_order() {
+        let mut g = OffsetGuard::default();
+        assert_eq!(g.check(10), Check::Take);
+        assert_eq!(g.check(11), Check::Take);
+        assert_eq!(g.check(11), Check::Repeat);
+        // The consumer skipped 12 and 13: read again from 12, once.
+        assert_eq!(g.check(14), Check::Refetch(12));
+        assert_eq!(g.check(12), Check::Take);
+        assert_eq!(g.check(13), Check::Take);
+        assert_eq!(g.check(14), Check::Take);
+    }
+
+    #[test]
+    fn offsets_missing_after_reading_again_are_a_real_gap() {
+        let mut g = OffsetGuard::default();
+        assert_eq!(g.check(3), Check::Take);
+        assert_eq!(g.check(7), Check::Refetch(4));
+        // Read again from 4, the broker's next offset is still 7: accepted.
+        assert_eq!(g.check(7), Check::Take);
+        assert_eq!(g.check(8), Check::Take);
+        // A later gap is read again once more.
+        assert_eq!(g.check(10), Check::Refetch(9));
+    }
+
+    #[test]
+    fn a_restart_sets_the_next_offset() {
+        let mut g = OffsetGuard::default();
+        assert_eq!(g.check(100), Check::Take);
+        g.restart_at(40);
+        assert_eq!(g.check(101), Check::Refetch(40));
+        assert_eq!(g.check(40), Check::Take);
     }
 }

@@ -1,4 +1,5 @@
-//! Wire formats of eeg-pipeline: `eeg.raw/1` batches in, `eeg.processed/1` records out.
+//! Wire formats of eeg-pipeline: `eeg.raw/1` batches in, `eeg.processed/1` records and
+//! `analytics.trigger/1` events out (the latter in [`TriggerEvent`]).
 //!
 //! Both are UTF-8 JSON objects, one per message (Kafka record or JSONL line). The `schema`
 //! field names the format and its version; a reader rejects any other value, and rejects
@@ -76,6 +77,7 @@
 mod error;
 mod processed;
 mod raw;
+mod trigger;
 
 pub use eeg_dsp::{Indices, Quality};
 pub use error::SchemaError;
@@ -85,6 +87,10 @@ pub use processed::{
     encode_processed,
 };
 pub use raw::{Limits, MAX_CHANNEL_NAME_BYTES, MAX_ID_BYTES, RawBatch, RawBatchParts, decode_raw};
+pub use trigger::{
+    DecodeError as TriggerDecodeError, EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord,
+    decode_trigger,
+};
 
 /// The `schema` value of a raw batch.
 pub const RAW_SCHEMA: &str = "eeg.raw/1";

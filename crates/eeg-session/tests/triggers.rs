@@ -1,10 +1,8 @@
 //! The trigger engine against its contract (docs/triggers.md).
 
 use eeg_dsp::{Band, Indices, ProcessingConfig, Quality, SessionProcessor, Window};
-use eeg_publish::{
-    EventState, Metric, Op, Rule, TRIGGER_SCHEMA, TriggerConfig, TriggerEngine, TriggerEvent,
-    TriggerRecord, TriggerState, decode_trigger, default_rules,
-};
+use eeg_schema::{EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord, decode_trigger};
+use eeg_session::{Metric, Op, Rule, TriggerConfig, TriggerEngine, TriggerState, default_rules};
 use proptest::prelude::*;
 
 const HOP_MS: i64 = 1000;

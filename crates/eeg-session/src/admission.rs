@@ -1,8 +1,9 @@
-//! Session state: one [`SessionProcessor`] per `session_id`, fed in `seq` order.
+//! Session admission: one [`SessionProcessor`] per `session_id`, fed in `seq` order.
 //!
 //! The same table serves the offline `process` command (raw JSONL files) and the Kafka
 //! service, so a session replayed from a file and the same session consumed from a topic
-//! produce the same records.
+//! produce the same records. Duplicates (a `seq` already processed) are dropped; a gap in
+//! `seq` or a change of sample rate or channels resets the session's signal state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub struct Session<T> {
     /// The `seq` expected next.
     pub next_seq: u64,
     /// Caller's clock reading of the last admitted batch, for idle eviction.
-    pub last_seen: u64,
+    pub last_seen: i64,
     pub extra: T,
 }
 
@@ -144,7 +145,7 @@ impl<T> Sessions<T> {
     pub fn admit(
         &mut self,
         batch: &RawBatch,
-        now: u64,
+        now: i64,
         extra: impl FnOnce(&RawBatch) -> T,
     ) -> Result<(Admission, Option<&mut Session<T>>), StartError> {
         let admission = match self.map.get(&batch.session_id) {
@@ -198,7 +199,7 @@ impl<T> Sessions<T> {
     }
 
     /// Removes and returns the sessions last seen before `cutoff`.
-    pub fn evict_idle(&mut self, cutoff: u64) -> Vec<(String, Session<T>)> {
+    pub fn evict_idle(&mut self, cutoff: i64) -> Vec<(String, Session<T>)> {
         let idle: Vec<String> = self
             .map
             .iter()

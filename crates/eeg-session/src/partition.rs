@@ -1,0 +1,872 @@
+//! One partition of the raw topic as the service sees it, with no IO: messages in offset
+//! order go in, records, trigger events, dead letters and session snapshots come out through
+//! an [`Outbox`], and the [`Ledger`] says which offset may be committed.
+//!
+//! The Kafka service wraps one [`PartitionCore`] per assigned partition; the deterministic
+//! simulation in `tests/sim.rs` drives the same code through crashes, rebalances and late or
+//! failed acknowledgements.
+//!
+//! # Idle sessions and time
+//! A session is evicted when a message of the partition carries a timestamp more than
+//! `session_idle` after the session's last message. The clock is the messages' own
+//! timestamps (Kafka's), not the wall clock of the instance, so whoever processes the
+//! partition, and however often it restarts, evicts at the same message and publishes the
+//! same records. A partition that receives nothing keeps its sessions until its next message.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sha2::{Digest, Sha256};
+
+use eeg_dsp::{Checkpoint, ProcessingConfig, RestoreError, SessionProcessor, Window};
+use eeg_schema::{Limits, ProcessedRecord, SessionMeta, TriggerEvent, encode_processed};
+
+use crate::Counters;
+use crate::admission::{Admission, ResetReason, Session, Sessions};
+use crate::fanout::{Fanout, Produced, Sink};
+use crate::ledger::{Ledger, StateWrite, Ticket};
+use crate::snapshot::{
+    NEXT_SEQ_HEADER, POSITION_HEADER, SCHEMA, Snapshot, StateRecord, StateValue,
+};
+use crate::triggers::{TriggerEngine, TriggerState};
+
+/// What a partition's core needs to know.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub processing: ProcessingConfig,
+    pub triggers: Arc<TriggerEngine>,
+    /// A session whose last message is older than this (in message time) is evicted.
+    pub session_idle_ms: u64,
+    pub limits: Limits,
+    /// The raw topic's name and this partition's number, for dead letters' headers.
+    pub source_topic: String,
+    pub partition: i32,
+    /// Largest output the producer takes (its `message.max.bytes`): a dead letter that would
+    /// not fit carries a prefix of the message instead of all of it.
+    pub max_output_bytes: usize,
+}
+
+/// Where an output goes; the transport maps these to topics and partitions (`State` to this
+/// partition's number on the state topic, the others by key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Processed,
+    Triggers,
+    DeadLetter,
+    State,
+}
+
+/// One output. `payload: None` is a tombstone.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub topic: Topic,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// The producer as the core sees it.
+pub trait Outbox {
+    type Error;
+
+    /// Hands one output to the producer. Its acknowledgement must reach `ticket`
+    /// ([`Ticket::ack`]), or its failure ([`Ticket::fail`]); an `Err` here means it was not
+    /// taken at all.
+    fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), Self::Error>;
+}
+
+/// A raw message, as fetched.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub offset: i64,
+    /// The message's Kafka timestamp, ms.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Processed in its session (possibly after a reset of the session's state).
+    Processed {
+        produced: Produced,
+        reset: Option<ResetReason>,
+        new_session: bool,
+    },
+    /// A `seq` its session had already processed.
+    Duplicate,
+    /// Sent to the dead-letter topic for this reason.
+    DeadLetter(String),
+    /// At or below an offset this core already handled (a fetch that went back); ignored.
+    Repeat,
+    /// Below the committed offset and needed by no restored session: already accounted for.
+    AccountedFor,
+}
+
+/// The result of [`PartitionCore::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    pub outcome: Outcome,
+    /// Offsets skipped before this message: `(expected, got)`. Kafka's offsets of a
+    /// partition are consecutive unless records were deleted or are transaction markers; a
+    /// gap the transport did not cause itself is worth a warning.
+    pub gap: Option<(i64, i64)>,
+}
+
+/// A checkpoint taken just before one of the session's messages.
+#[derive(Debug)]
+struct Entry {
+    offset: i64,
+    seq: u64,
+    checkpoint: Checkpoint,
+}
+
+/// What the core keeps beside each session's processor.
+#[derive(Debug)]
+struct Tracked {
+    /// Checkpoints from the session's boundary (the first message still needed by an
+    /// unpublished window) to its last message.
+    entries: VecDeque<Entry>,
+    /// A restored session's boundary until its boundary message is processed again.
+    restored_at: Option<i64>,
+    /// `(next_seq, next window)` of the last snapshot queued, to skip unchanged ones.
+    saved: Option<(u64, u64)>,
+    triggers: TriggerState,
+}
+
+impl Tracked {
+    fn new(triggers: TriggerState) -> Tracked {
+        Tracked {
+            entries: VecDeque::new(),
+            restored_at: None,
+            saved: None,
+            triggers,
+        }
+    }
+
+    fn boundary_offset(&self) -> Option<i64> {
+        self.entries.front().map(|e| e.offset).or(self.restored_at)
+    }
+}
+
+/// A session evicted before a restore: its messages read again up to `position` are
+/// accounted for below `next_seq`.
+#[derive(Debug, Clone, Copy)]
+struct Evicted {
+    next_seq: u64,
+    position: i64,
+}
+
+/// What [`PartitionCore::restore`] found.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Sessions carried on from their snapshots.
+    pub sessions: usize,
+    /// Sessions known to be evicted.
+    pub evicted: usize,
+    /// Snapshots that do not fit the current processing config: those sessions restart.
+    pub unfit: Vec<(String, RestoreError)>,
+    /// Where reading must start: the committed offset, or an earlier restored session's
+    /// boundary when a snapshot older than the commit had to be used. `None`: from the start
+    /// of the partition (nothing committed).
+    pub start: Option<i64>,
+}
+
+/// One partition's sessions, their outputs and their delivery ledger.
+#[derive(Debug)]
+pub struct PartitionCore {
+    config: CoreConfig,
+    counters: Arc<Counters>,
+    sessions: Sessions<Tracked>,
+    ledger: Ledger,
+    /// The next offset expected, once a message was handled.
+    next_offset: Option<i64>,
+    /// Offsets below this were committed before a restore that had to start earlier: only
+    /// sessions already in the table need them.
+    replay_below: Option<i64>,
+    evicted_before: HashMap<String, Evicted>,
+    /// Message time of the last message with a timestamp.
+    now_ms: i64,
+    /// No session expires before this message time.
+    next_expiry_ms: i64,
+    /// Last message handled, and whether any was since the last checkpoint.
+    last_offset: Option<i64>,
+    dirty: bool,
+    /// Sessions evicted since the last checkpoint, with the `seq` they expected next.
+    evicted: Vec<(String, u64)>,
+    /// Checkpoint buffers to reuse.
+    spare: Vec<Checkpoint>,
+    buf: Vec<u8>,
+    /// This partition's share of the `session_state_bytes` gauge.
+    state_bytes: u64,
+}
+
+impl PartitionCore {
+    /// A core for a partition with no saved state.
+    pub fn new(config: CoreConfig, counters: Arc<Counters>) -> PartitionCore {
+        PartitionCore {
+            sessions: Sessions::new(config.processing.clone()),
+            config,
+            counters,
+            ledger: Ledger::new(),
+            next_offset: None,
+            replay_below: None,
+            evicted_before: HashMap::new(),
+            now_ms: 0,
+            next_expiry_ms: i64::MAX,
+            last_offset: None,
+            dirty: false,
+            evicted: Vec::new(),
+            spare: Vec::new(),
+            buf: Vec::new(),
+            state_bytes: 0,
+        }
+    }
+
+    /// A core that carries on from the partition's state records (one per session, as
+    /// [`crate::StateReader`] keeps them) and its committed offset.
+    pub fn restore(
+        config: CoreConfig,
+        counters: Arc<Counters>,
+        records: impl IntoIterator<Item = StateRecord>,
+        committed: Option<i64>,
+    ) -> (PartitionCore, Restored) {
+        let mut core = PartitionCore::new(config, counters);
+        let mut report = Restored {
+            start: committed,
+            ..Restored::default()
+        };
+        for record in records {
+            let snap = match record.value {
+                StateValue::Evicted { next_seq } => {
+                    if let Some(position) = record.position {
+                        core.evicted_before
+                            .insert(record.session_id, Evicted { next_seq, position });
+                        report.evicted += 1;
+                    }
+                    continue;
+                }
+                StateValue::Snapshot(s) => *s,
+            };
+            let processor = match SessionProcessor::restore(
+                &core.config.processing,
+                snap.sample_rate_hz,
+                snap.channels.len(),
+                &snap.checkpoint,
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.unfit.push((record.session_id, e));
+                    continue;
+                }
+            };
+            let triggers = snap
+                .triggers
+                .unwrap_or_else(|| core.config.triggers.new_state());
+            let key = (snap.next_seq, snap.checkpoint.next_window);
+            let meta = Arc::new(SessionMeta {
+                session_id: snap.session_id,
+                device_id: snap.device_id,
+                user_id: snap.user_id,
+                sample_rate_hz: snap.sample_rate_hz,
+                channels: snap.channels,
+            });
+            report.start = report.start.map(|c| c.min(snap.source_offset));
+            core.sessions.insert(
+                record.session_id,
+                Session {
+                    processor,
+                    meta,
+                    next_seq: snap.next_seq,
+                    // Unknown for snapshots written before it was recorded: kept until the
+                    // session's next message.
+                    last_seen: snap.last_seen_ms.unwrap_or(i64::MAX),
+                    extra: Tracked {
+                        entries: VecDeque::new(),
+                        restored_at: Some(snap.source_offset),
+                        saved: Some(key),
+                        triggers,
+                    },
+                },
+            );
+            report.sessions += 1;
+        }
+        if report.start < committed {
+            core.replay_below = committed;
+        }
+        core.refresh_expiry();
+        let n = core.sessions.len() as u64;
+        core.counters
+            .active_sessions
+            .fetch_add(n, Ordering::Relaxed);
+        core.counters
+            .sessions_restored
+            .fetch_add(n, Ordering::Relaxed);
+        (core, report)
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The restored or current state of a session, as a snapshot would record it now (for
+    /// tests and diagnostics): its boundary checkpoint, next `seq` and trigger state.
+    pub fn session_state(&self, session_id: &str) -> Option<(u64, Checkpoint, TriggerState)> {
+        let s = self.sessions.get(session_id)?;
+        let (seq, mut checkpoint) = match s.extra.entries.front() {
+            Some(e) => (e.seq, e.checkpoint.clone()),
+            None => {
+                let mut c = Checkpoint::default();
+                s.processor.checkpoint_into(&mut c);
+                (s.next_seq, c)
+            }
+        };
+        checkpoint.next_window = s.processor.windows_since_start();
+        Some((seq, checkpoint, s.extra.triggers.clone()))
+    }
+
+    /// Handles the next message of the partition. `Err` only when the outbox refused an
+    /// output: that output is lost, the ledger never commits past it, and the caller stops.
+    pub fn handle<O: Outbox>(
+        &mut self,
+        m: &Inbound<'_>,
+        outbox: &mut O,
+    ) -> Result<Handled, O::Error> {
+        let gap = match self.next_offset {
+            Some(next) if m.offset < next => {
+                return Ok(Handled {
+                    outcome: Outcome::Repeat,
+                    gap: None,
+                });
+            }
+            Some(next) if m.offset > next => {
+                self.counters.offset_gaps.fetch_add(1, Ordering::Relaxed);
+                Some((next, m.offset))
+            }
+            _ => None,
+        };
+        self.next_offset = Some(m.offset + 1);
+        if let Some(t) = m.timestamp_ms {
+            self.now_ms = t;
+        }
+        self.evict_expired();
+        let ticket = self.ledger.input(m.offset);
+        let outcome = self.process(m, &ticket, outbox);
+        Ledger::close(&ticket);
+        // A message read again below the commit does not move this core's position.
+        self.last_offset = self.last_offset.max(Some(m.offset));
+        self.dirty = true;
+        self.evicted_before.retain(|_, e| e.position > m.offset);
+        Ok(Handled {
+            outcome: outcome?,
+            gap,
+        })
+    }
+
+    fn process<O: Outbox>(
+        &mut self,
+        m: &Inbound<'_>,
+        ticket: &Arc<Ticket>,
+        outbox: &mut O,
+    ) -> Result<Outcome, O::Error> {
+        let replaying = self.replay_below.is_some_and(|c| m.offset < c);
+        let batch = match eeg_schema::decode_raw(m.payload, &self.config.limits) {
+            Ok(b) => b,
+            Err(_) if replaying => return Ok(Outcome::AccountedFor),
+            Err(e) => return self.dead_letter(m, &e.to_string(), ticket, outbox),
+        };
+        let known = self.sessions.get(&batch.session_id).is_some();
+        if replaying && !known {
+            return Ok(Outcome::AccountedFor);
+        }
+        if !known
+            && let Some(e) = self.evicted_before.get(&batch.session_id)
+            && m.offset <= e.position
+            && batch.seq < e.next_seq
+        {
+            self.counters
+                .duplicates_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::Duplicate);
+        }
+        let engine = Arc::clone(&self.config.triggers);
+        let now = self.now_ms;
+        let admitted = self
+            .sessions
+            .admit(&batch, now, |_| Tracked::new(engine.new_state()));
+        let (admission, session) = match admitted {
+            Ok(a) => a,
+            Err(_) if replaying => return Ok(Outcome::AccountedFor),
+            Err(e) => return self.dead_letter(m, &e.to_string(), ticket, outbox),
+        };
+        let c = &self.counters;
+        let Some(session) = session else {
+            c.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::Duplicate);
+        };
+        let mut reset = None;
+        let mut new_session = false;
+        match admission {
+            Admission::New => {
+                new_session = true;
+                c.sessions_started.fetch_add(1, Ordering::Relaxed);
+                c.active_sessions.fetch_add(1, Ordering::Relaxed);
+            }
+            Admission::Reset(reason) => {
+                c.session_resets.fetch_add(1, Ordering::Relaxed);
+                // Positions restart at zero: older checkpoints belong to the old stream.
+                self.spare
+                    .extend(session.extra.entries.drain(..).map(|e| e.checkpoint));
+                session.extra.triggers.reset();
+                reset = Some(reason);
+            }
+            Admission::Continues | Admission::Duplicate => {}
+        }
+        self.next_expiry_ms = self
+            .next_expiry_ms
+            .min(now.saturating_add_unsigned(self.config.session_idle_ms));
+        // Taken after admission, so a message that reset the session is re-run from the
+        // reset state, where it is admitted as the next in order.
+        let mut checkpoint = self.spare.pop().unwrap_or_default();
+        session.processor.checkpoint_into(&mut checkpoint);
+        session.extra.entries.push_back(Entry {
+            offset: m.offset,
+            seq: batch.seq,
+            checkpoint,
+        });
+        session.extra.restored_at = None;
+        let mut sink = OutboxSink {
+            outbox,
+            ticket,
+            buf: &mut self.buf,
+        };
+        let mut fanout = Fanout::new(
+            &session.meta,
+            Some((&engine, &mut session.extra.triggers)),
+            &mut sink,
+        );
+        let pushed = session.processor.push_channel_major(
+            batch.samples(),
+            batch.samples_per_channel(),
+            &mut fanout,
+        );
+        let produced = fanout.finish()?;
+        // Keep checkpoints from the one whose message holds the next window's first sample.
+        let next = session.processor.next_window_start();
+        let entries = &mut session.extra.entries;
+        while entries.len() > 1 && entries[1].checkpoint.position <= next {
+            if let Some(e) = entries.pop_front() {
+                self.spare.push(e.checkpoint);
+            }
+        }
+        c.records_published
+            .fetch_add(produced.records, Ordering::Relaxed);
+        c.triggers_published
+            .fetch_add(produced.events, Ordering::Relaxed);
+        if let Err(e) = pushed {
+            // Cannot happen for a validated batch (its rows match its channels); if it did,
+            // the message is a dead letter rather than a stop.
+            return self.dead_letter(m, &e.to_string(), ticket, outbox);
+        }
+        Ok(Outcome::Processed {
+            produced,
+            reset,
+            new_session,
+        })
+    }
+
+    /// Evicts the sessions idle for longer than the limit at the current message time.
+    fn evict_expired(&mut self) {
+        if self.now_ms < self.next_expiry_ms {
+            return;
+        }
+        let Some(cutoff) = self
+            .now_ms
+            .checked_sub_unsigned(self.config.session_idle_ms)
+        else {
+            return;
+        };
+        let gone = self.sessions.evict_idle(cutoff);
+        if !gone.is_empty() {
+            let c = &self.counters;
+            c.sessions_evicted
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+            c.active_sessions
+                .fetch_sub(gone.len() as u64, Ordering::Relaxed);
+            for (id, s) in gone {
+                self.spare
+                    .extend(s.extra.entries.into_iter().map(|e| e.checkpoint));
+                self.evicted.push((id, s.next_seq));
+            }
+            self.dirty = true;
+        }
+        self.refresh_expiry();
+    }
+
+    fn refresh_expiry(&mut self) {
+        let idle = self.config.session_idle_ms;
+        self.next_expiry_ms = self
+            .sessions
+            .iter()
+            .map(|(_, s)| s.last_seen.saturating_add_unsigned(idle))
+            .min()
+            .unwrap_or(i64::MAX);
+    }
+
+    fn dead_letter<O: Outbox>(
+        &mut self,
+        m: &Inbound<'_>,
+        reason: &str,
+        ticket: &Arc<Ticket>,
+        outbox: &mut O,
+    ) -> Result<Outcome, O::Error> {
+        let partition = self.config.partition.to_string();
+        let offset = m.offset.to_string();
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("source.topic", self.config.source_topic.as_bytes()),
+            ("source.partition", partition.as_bytes()),
+            ("source.offset", offset.as_bytes()),
+        ];
+        let fixed: usize = headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+            + m.key.map_or(0, <[u8]>::len);
+        let budget = self
+            .config
+            .max_output_bytes
+            .saturating_sub(fixed + DEAD_LETTER_OVERHEAD + reason.len());
+        let (payload, error, length, hash);
+        if m.payload.len() <= budget {
+            payload = m.payload;
+            error = reason.to_string();
+        } else {
+            payload = &m.payload[..budget];
+            error = format!(
+                "{reason}; copy cut to its first {budget} of {} bytes",
+                m.payload.len()
+            );
+            length = m.payload.len().to_string();
+            hash = hex(&Sha256::digest(m.payload));
+            headers.push(("original.length", length.as_bytes()));
+            headers.push(("original.sha256", hash.as_bytes()));
+            headers.push(("truncated", b"true"));
+            self.counters
+                .dead_letters_cut
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        headers.insert(0, ("error", error.as_bytes()));
+        let out = Output {
+            topic: Topic::DeadLetter,
+            key: m.key,
+            payload: Some(payload),
+            headers: &headers,
+        };
+        send(outbox, &out, ticket)?;
+        self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome::DeadLetter(error))
+    }
+
+    /// Queues a checkpoint: a snapshot of every session whose boundary moved, tombstones for
+    /// evicted sessions, and the partition's new commit offset behind them (the earliest
+    /// boundary of any session, or past the last message when no session needs anything).
+    /// Nothing is sent before every output queued earlier is acknowledged; see
+    /// [`PartitionCore::advance`].
+    pub fn checkpoint(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let Some(last) = self.last_offset else {
+            return;
+        };
+        self.dirty = false;
+        let commit = self
+            .sessions
+            .iter()
+            .filter_map(|(_, s)| s.extra.boundary_offset())
+            .min()
+            .unwrap_or(last + 1)
+            .min(last + 1);
+        let mut writes = Vec::new();
+        for (id, next_seq) in self.evicted.drain(..) {
+            // Back in the table since: its snapshot below says more.
+            if self.sessions.get(&id).is_none() {
+                writes.push(StateWrite {
+                    session_id: id,
+                    payload: None,
+                    position: last,
+                    next_seq,
+                });
+            }
+        }
+        let mut state_bytes = 0;
+        for (id, s) in self.sessions.iter_mut() {
+            state_bytes += s.processor.state_bytes()
+                + id.capacity()
+                + s.extra
+                    .entries
+                    .iter()
+                    .map(|e| e.checkpoint.filter.capacity() * 8 + std::mem::size_of::<Entry>())
+                    .sum::<usize>();
+            let Some(front) = s.extra.entries.front() else {
+                continue;
+            };
+            let next_window = s.processor.windows_since_start();
+            let key = (front.seq, next_window);
+            if s.extra.saved == Some(key) {
+                continue;
+            }
+            let mut checkpoint = front.checkpoint.clone();
+            checkpoint.next_window = next_window;
+            let snap = Snapshot {
+                schema: SCHEMA.into(),
+                session_id: id.clone(),
+                device_id: s.meta.device_id.clone(),
+                user_id: s.meta.user_id.clone(),
+                sample_rate_hz: s.meta.sample_rate_hz,
+                channels: s.meta.channels.clone(),
+                next_seq: front.seq,
+                source_offset: front.offset,
+                position: Some(last),
+                last_seen_ms: Some(s.last_seen),
+                checkpoint,
+                triggers: Some(s.extra.triggers.clone()),
+            };
+            writes.push(StateWrite {
+                session_id: id.clone(),
+                payload: Some(snap.encode()),
+                position: last,
+                next_seq: front.seq,
+            });
+            s.extra.saved = Some(key);
+        }
+        self.report_state_bytes(state_bytes as u64);
+        self.ledger.checkpoint(commit, writes);
+    }
+
+    /// Sends the snapshots of checkpoints whose predecessors are all acknowledged and
+    /// returns the new commit offset, when one was reached.
+    pub fn advance<O: Outbox>(&mut self, outbox: &mut O) -> Result<Option<i64>, O::Error> {
+        self.ledger.advance(|w, ticket| {
+            let position = w.position.to_string();
+            let next_seq = w.next_seq.to_string();
+            let tombstone_headers: [(&str, &[u8]); 2] = [
+                (POSITION_HEADER, position.as_bytes()),
+                (NEXT_SEQ_HEADER, next_seq.as_bytes()),
+            ];
+            let out = Output {
+                topic: Topic::State,
+                key: Some(w.session_id.as_bytes()),
+                payload: w.payload.as_deref(),
+                headers: if w.payload.is_none() {
+                    &tombstone_headers
+                } else {
+                    &[]
+                },
+            };
+            send(outbox, &out, ticket)
+        })
+    }
+
+    /// The partition is released: its sessions leave this core (the gauges say so).
+    pub fn release(&mut self) {
+        self.report_state_bytes(0);
+        let n = self.sessions.len() as u64;
+        self.counters
+            .active_sessions
+            .fetch_sub(n, Ordering::Relaxed);
+        self.sessions = Sessions::new(self.config.processing.clone());
+    }
+
+    fn report_state_bytes(&mut self, now: u64) {
+        let gauge = &self.counters.session_state_bytes;
+        if now >= self.state_bytes {
+            gauge.fetch_add(now - self.state_bytes, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(self.state_bytes - now, Ordering::Relaxed);
+        }
+        self.state_bytes = now;
+    }
+}
+
+/// Room left in a dead letter for the record's framing and the header names' overhead.
+const DEAD_LETTER_OVERHEAD: usize = 1024;
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Counts the output on `ticket`, then hands it over; a refused output fails the ticket.
+fn send<O: Outbox>(outbox: &mut O, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), O::Error> {
+    ticket.expect_one();
+    outbox.send(out, ticket).inspect_err(|_| ticket.fail())
+}
+
+/// The fan-out's sink in the service: each record and event encoded and sent on behalf of the
+/// message being processed.
+struct OutboxSink<'a, O: Outbox> {
+    outbox: &'a mut O,
+    ticket: &'a Arc<Ticket>,
+    buf: &'a mut Vec<u8>,
+}
+
+impl<O: Outbox> Sink for OutboxSink<'_, O> {
+    type Error = O::Error;
+
+    fn record(&mut self, meta: &Arc<SessionMeta>, window: &Window<'_>) -> Result<(), O::Error> {
+        self.buf.clear();
+        encode_processed(&ProcessedRecord { meta, window }, self.buf);
+        let out = Output {
+            topic: Topic::Processed,
+            key: Some(meta.session_id.as_bytes()),
+            payload: Some(self.buf),
+            headers: &[],
+        };
+        send(self.outbox, &out, self.ticket)
+    }
+
+    fn trigger(&mut self, event: &TriggerEvent<'_>) -> Result<(), O::Error> {
+        self.buf.clear();
+        event.encode_into(self.buf);
+        let out = Output {
+            topic: Topic::Triggers,
+            key: Some(event.session_id.as_bytes()),
+            payload: Some(self.buf),
+            headers: &[],
+        };
+        send(self.outbox, &out, self.ticket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Headers = Vec<(String, Vec<u8>)>;
+
+    /// Keeps what is sent, acknowledged at once.
+    #[derive(Default)]
+    struct Kept(Vec<(Topic, Vec<u8>, Headers)>);
+
+    impl Outbox for Kept {
+        type Error = String;
+
+        fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), String> {
+            let size = out.payload.map_or(0, <[u8]>::len)
+                + out.key.map_or(0, <[u8]>::len)
+                + out
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
+            if size > 1_000_000 {
+                return Err(format!("{size} bytes"));
+            }
+            self.0.push((
+                out.topic,
+                out.payload.unwrap_or_default().to_vec(),
+                out.headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect(),
+            ));
+            ticket.ack();
+            Ok(())
+        }
+    }
+
+    fn core() -> PartitionCore {
+        let config = CoreConfig {
+            processing: ProcessingConfig::default(),
+            triggers: Arc::new(TriggerEngine::new(crate::default_rules()).unwrap()),
+            session_idle_ms: 300_000,
+            limits: Limits::default(),
+            source_topic: "raw".into(),
+            partition: 2,
+            max_output_bytes: 1_000_000,
+        };
+        PartitionCore::new(config, Arc::new(Counters::default()))
+    }
+
+    fn header<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+        h.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn poison_of_any_size_is_dead_lettered_whole_or_as_a_marked_prefix() {
+        let mut c = core();
+        let mut out = Kept::default();
+        for (offset, size) in [(7, 100usize), (8, 2 << 20), (9, 8 << 20), (10, 20 << 20)] {
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let m = Inbound {
+                offset,
+                timestamp_ms: Some(1),
+                key: Some(b"k"),
+                payload: &payload,
+            };
+            let handled = c.handle(&m, &mut out).expect("never refused");
+            assert!(matches!(handled.outcome, Outcome::DeadLetter(_)));
+            let (topic, copy, headers) = out.0.last().unwrap();
+            assert_eq!(*topic, Topic::DeadLetter);
+            assert_eq!(header(headers, "source.topic"), Some("raw"));
+            assert_eq!(header(headers, "source.partition"), Some("2"));
+            assert_eq!(
+                header(headers, "source.offset"),
+                Some(offset.to_string().as_str())
+            );
+            if size == 100 {
+                assert_eq!(*copy, payload);
+                assert_eq!(header(headers, "truncated"), None);
+            } else {
+                assert!(payload.starts_with(copy) && copy.len() > 900_000);
+                assert_eq!(header(headers, "truncated"), Some("true"));
+                assert_eq!(
+                    header(headers, "original.length"),
+                    Some(size.to_string().as_str())
+                );
+                let hash = hex(&Sha256::digest(&payload));
+                assert_eq!(header(headers, "original.sha256"), Some(hash.as_str()));
+                let error = header(headers, "error").unwrap();
+                assert!(error.contains("cut to its first"), "{error}");
+            }
+        }
+        assert_eq!(c.counters.dead_letters.load(Ordering::Relaxed), 4);
+        assert_eq!(c.counters.dead_letters_cut.load(Ordering::Relaxed), 3);
+        // Everything is accounted for: the partition commits past the poison.
+        c.checkpoint();
+        assert_eq!(c.advance(&mut out), Ok(Some(11)));
+    }
+
+    #[test]
+    fn offsets_read_again_are_ignored_and_gaps_reported() {
+        let mut c = core();
+        let mut out = Kept::default();
+        let m = |offset| Inbound {
+            offset,
+            timestamp_ms: None,
+            key: None,
+            payload: b"x",
+        };
+        assert_eq!(c.handle(&m(3), &mut out).unwrap().gap, None);
+        assert_eq!(c.handle(&m(3), &mut out).unwrap().outcome, Outcome::Repeat);
+        assert_eq!(c.handle(&m(6), &mut out).unwrap().gap, Some((4, 6)));
+        assert_eq!(c.counters.offset_gaps.load(Ordering::Relaxed), 1);
+    }
+}
