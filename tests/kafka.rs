@@ -610,6 +610,67 @@ fn partitions_moving_between_instances_lose_and_change_nothing() {
 }
 
 #[test]
+fn poison_of_any_size_is_dead_lettered_cut_and_no_instance_exits() {
+    let t = Topics::create("big");
+    // The upstream producer may send what the broker takes. Just over the producer's limit
+    // of 1,000,000 bytes, twice that, and over the 4 MiB limit of eeg.raw/1. (Larger ones
+    // are cut the same way, see eeg-session's tests; tansu 0.6.0 does not serve a record
+    // of 6 MB or more to any consumer, so they cannot be shown here.)
+    let producer: BaseProducer = client()
+        .set("message.max.bytes", "30000000")
+        .create()
+        .unwrap();
+    let sizes = [1_000_500usize, 2_000_000, 4_500_000];
+    let mut bodies = Vec::new();
+    for (k, &size) in sizes.iter().enumerate() {
+        // Not eeg.raw/1 (and over its 4 MiB limit from 8 MB on): a dead letter.
+        let mut body = format!("{{\"schema\": \"eeg.raw/1\", \"pad{k}\": \"").into_bytes();
+        body.resize(size, b'a' + k as u8);
+        producer
+            .send(
+                BaseRecord::to(&t.raw)
+                    .partition(k as i32 % PARTITIONS)
+                    .key(format!("big-{k}").as_str())
+                    .payload(&body[..]),
+            )
+            .unwrap();
+        bodies.push(body);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    drop(producer);
+    // A group of three, one partition each.
+    let services: Vec<Service> = ["x", "y", "z"]
+        .iter()
+        .map(|n| Service::start(&t, n))
+        .collect();
+    let dead = consume(&t.dlq, Duration::from_secs(90), |r| r.len() >= sizes.len());
+    assert_eq!(dead.len(), sizes.len());
+    for (k, body) in bodies.iter().enumerate() {
+        let d = dead
+            .iter()
+            .find(|d| d.key.as_deref() == Some(format!("big-{k}").as_bytes()))
+            .unwrap_or_else(|| panic!("message of {} bytes not dead-lettered", body.len()));
+        assert_eq!(d.headers["truncated"], "true");
+        assert_eq!(d.headers["original.length"], body.len().to_string());
+        assert_eq!(d.headers["original.sha256"].len(), 64);
+        assert!(
+            d.headers["error"].contains("cut to its first"),
+            "{:?}",
+            d.headers
+        );
+        assert!(!d.payload.is_empty() && d.payload.len() < 1_000_000);
+        assert!(body.starts_with(&d.payload), "the copy is a prefix");
+        assert_eq!(d.headers["source.topic"], t.raw);
+    }
+    // Every instance is still there and stops cleanly, with the dead letters committed.
+    for s in services {
+        let (status, log) = s.stop();
+        assert!(status.success(), "exit {status}:\n{log}");
+    }
+    assert_eq!(committed(&t), end_offsets(&t.raw));
+}
+
+#[test]
 fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it() {
     let t = Topics::create("lost");
     let fixture = root().join("fixtures/test_subsecond.edf");
