@@ -296,6 +296,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             })?;
     }
     let result = service.run();
+    // Counts of repeated client errors not reported yet.
+    eeg_kafka::client_log::flush();
     log_stats("totals", &stats);
     Ok(result?)
 }

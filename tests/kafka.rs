@@ -1382,3 +1382,54 @@ fn a_failing_background_task_is_logged_shown_in_health_and_loses_nothing() {
         assert_eq!(String::from_utf8_lossy(k), String::from_utf8_lossy(w));
     }
 }
+
+/// Lines of `log` that report a broker failing: librdkafka's, the consumer's and the
+/// service's own, summaries of repeats included.
+fn failure_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            [
+                "refused",
+                "brokers are down",
+                "AllBrokersDown",
+                "BrokerTransportFailure",
+                "Disconnected",
+                "cannot reach",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect()
+}
+
+#[test]
+fn an_unreachable_broker_is_logged_once_per_reason_not_per_retry() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let t = Topics::named("unreachable", &address);
+    let service = Service::start_with(&t, "unreachable", &["--connect-timeout-s", "1"], &[]);
+    // librdkafka retries many times a second, each client on its own, and the service
+    // checks the topics again after 1, 2 and 4 s.
+    std::thread::sleep(Duration::from_secs(8));
+    let during = service.log();
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    let lines = failure_lines(&during);
+    assert!(
+        lines.len() <= 3,
+        "{} lines about the failure:\n{during}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Connection refused") && l.contains(&address)),
+        "the cause and the address are said:\n{during}"
+    );
+    // The repeats were counted, and the counts reported at exit.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Connection refused") && l.contains("(repeated ")),
+        "{log}"
+    );
+}

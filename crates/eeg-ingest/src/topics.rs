@@ -130,7 +130,7 @@ struct Errors {
 }
 
 impl ClientContext for Errors {
-    eeg_kafka::answer_token_refresh!(|ctx| ctx.auth);
+    eeg_kafka::answer_token_refresh!(only | ctx | ctx.auth);
 
     // librdkafka's own lines repeat what `error` keeps; the caller reports it once.
     fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -140,11 +140,14 @@ impl ClientContext for Errors {
     fn error(&self, error: KafkaError, reason: &str) {
         let mut first = self.first.lock().expect("errors lock");
         if first.is_none() {
+            // Without timings and the like, so that the same failure at the next retry reads
+            // the same and is not logged again as a new reason.
+            let reason = eeg_kafka::client_log::steady(reason);
             *first = Some(match error.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::Authentication) => {
                     format!("authentication failed: {reason}")
                 }
-                _ => reason.to_string(),
+                _ => reason,
             });
         }
     }
