@@ -1433,3 +1433,63 @@ fn an_unreachable_broker_is_logged_once_per_reason_not_per_retry() {
         "{log}"
     );
 }
+
+#[test]
+fn replay_names_an_unreachable_broker_within_the_connect_timeout() {
+    let port = free_port();
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let started = Instant::now();
+    let o = Command::new(BIN)
+        .arg("replay")
+        .arg(&fixture)
+        .args(["--speed", "max", "--connect-timeout-s", "2"])
+        .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(4), "{took:?}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("error: cannot reach Kafka at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(lines[0].contains("Connection refused"), "{err}");
+}
+
+#[test]
+fn replay_reports_bad_input_alone_without_the_messages_it_purges() {
+    let t = Topics::create("replay-bad");
+    let line = |seq: u64| {
+        let row: Vec<String> = (0..32).map(|i| format!("{}.5", (seq + i) % 7)).collect();
+        format!(
+            "{{\"schema\":\"eeg.raw/1\",\"session_id\":\"bad\",\"device_id\":\"d\",\"seq\":{seq},\"start_ms\":{},\"sample_rate_hz\":128.0,\"channels\":[\"A\"],\"samples\":[[{}]]}}",
+            1_000_000 + seq * 250,
+            row.join(",")
+        )
+    };
+    // Many good messages (still queued in the producer when the bad line is read), then one
+    // that is not a raw batch.
+    let mut text: Vec<String> = (0..500).map(line).collect();
+    text.push("{\"schema\":\"eeg.raw/1\",\"session_id\":\"bad\"}".into());
+    let input = std::env::temp_dir().join(format!("{}-bad.jsonl", t.group));
+    std::fs::write(&input, text.join("\n")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("replay")
+        .arg(&input)
+        .args(["--speed", "max", "--quiet"]);
+    t.env(&mut cmd);
+    let o = cmd.output().unwrap();
+    let _ = std::fs::remove_file(&input);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        !err.contains("PurgeQueue") && !err.contains("Purged"),
+        "{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("line 501"), "{err}");
+}

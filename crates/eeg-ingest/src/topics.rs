@@ -98,6 +98,27 @@ pub fn check(
     topics: &Topics,
     timeout: Duration,
 ) -> Result<TopicReport, String> {
+    metadata(client, auth, timeout).map(|m| status_from(&m, topics))
+}
+
+/// The partition count of `topic` (`None` when it does not exist), asked of the broker
+/// within `timeout`; the error says why the broker did not answer.
+pub fn partitions(
+    client: &ClientConfig,
+    auth: &Auth,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<usize>, String> {
+    let metadata = metadata(client, auth, timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len()))
+}
+
+/// The cluster's metadata within `timeout`, or why the broker did not answer.
+fn metadata(client: &ClientConfig, auth: &Auth, timeout: Duration) -> Result<Metadata, String> {
     // A consumer handle (never subscribed) rather than an admin client: its error events can
     // be polled, and they say why a broker did not answer (refused, authentication, TLS).
     let probe: BaseConsumer<Errors> = client
@@ -109,17 +130,14 @@ pub fn check(
     auth.prime(|d| {
         let _ = probe.poll(d);
     });
-    match probe.fetch_metadata(None, timeout) {
-        Ok(metadata) => Ok(status_from(&metadata, topics)),
-        Err(e) => {
-            let _ = probe.poll(Duration::from_millis(100));
-            let cause = probe.context().first.lock().expect("errors lock").take();
-            Err(match cause {
-                Some(cause) => format!("{cause} (metadata: {e})"),
-                None => format!("metadata: {e}"),
-            })
+    probe.fetch_metadata(None, timeout).map_err(|e| {
+        let _ = probe.poll(Duration::from_millis(100));
+        let cause = probe.context().first.lock().expect("errors lock").take();
+        match cause {
+            Some(cause) => format!("{cause} (metadata: {e})"),
+            None => format!("metadata: {e}"),
         }
-    }
+    })
 }
 
 /// Keeps the first error librdkafka reports, the most telling one.
