@@ -156,16 +156,14 @@ impl Dedup {
     }
 
     /// Every broker is down (librdkafka's `AllBrokersDown`, or statistics with no broker
-    /// up). Returns the reason when this is news.
-    pub fn all_down(&mut self, now: Instant, detail: &str) -> Option<String> {
-        if self.down_since.is_some() {
-            return None;
-        }
-        self.down_since = Some(now);
-        Some(match &self.last_failure {
+    /// up): the reason, for the observer. Said every time, not only the first: the observer
+    /// may have seen a broker up meanwhile (e.g. in statistics taken before the outage).
+    pub fn all_down(&mut self, now: Instant, detail: &str) -> String {
+        self.down_since.get_or_insert(now);
+        match &self.last_failure {
             Some(cause) => format!("all brokers down: {cause}"),
             None => format!("all brokers down: {detail}"),
-        })
+        }
     }
 
     /// A broker connection is up. When the brokers were down, returns how long, and the
@@ -255,7 +253,7 @@ pub fn error(error: &KafkaError, reason: &str) {
         let mut d = dedup();
         let lines = d.note(now, Level::Error, &key(reason), &text);
         let down = if code == Some(RDKafkaErrorCode::AllBrokersDown) {
-            d.all_down(now, &cause)
+            Some(d.all_down(now, &cause))
         } else {
             d.failure(&cause);
             None
@@ -266,8 +264,7 @@ pub fn error(error: &KafkaError, reason: &str) {
     if let Some(observer) = observer() {
         match down {
             Some(reason) => observer.broker_down(&reason),
-            None if code != Some(RDKafkaErrorCode::AllBrokersDown) => observer.broker_error(&cause),
-            None => {}
+            None => observer.broker_error(&cause),
         }
     }
 }
@@ -295,21 +292,21 @@ pub fn statistics(raw: &[u8]) -> Option<rdkafka::Statistics> {
     }
     let any_up = stats.brokers.values().any(|b| b.state == "UP");
     let now = Instant::now();
-    let mut d = dedup();
+    // The observer is told every time: it may have been told otherwise meanwhile.
     if any_up {
-        if let Some((after, lines)) = d.up(now) {
-            drop(d);
+        let recovered = dedup().up(now);
+        if let Some((after, lines)) = recovered {
             emit(lines);
             tracing::info!(
                 "a Kafka broker connection is up again after {} s without one",
                 after.as_secs()
             );
-            if let Some(observer) = observer() {
-                observer.broker_up();
-            }
         }
-    } else if let Some(reason) = d.all_down(now, "no broker connection is up") {
-        drop(d);
+        if let Some(observer) = observer() {
+            observer.broker_up();
+        }
+    } else {
+        let reason = dedup().all_down(now, "no broker connection is up");
         if let Some(observer) = observer() {
             observer.broker_down(&reason);
         }
@@ -548,17 +545,17 @@ mod tests {
     }
 
     #[test]
-    fn all_brokers_down_is_news_once_and_names_the_last_connection_failure() {
+    fn all_brokers_down_names_the_last_connection_failure_and_dates_the_outage() {
         let t0 = Instant::now();
         let mut d = Dedup::default();
         d.failure("127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused");
+        let want = "all brokers down: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused";
+        assert_eq!(d.all_down(t0, "1/1 brokers are down"), want);
+        // Said again each time; the outage started at the first.
         assert_eq!(
-            d.all_down(t0, "1/1 brokers are down").as_deref(),
-            Some(
-                "all brokers down: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
-            )
+            d.all_down(t0 + Duration::from_secs(5), "0/1 brokers are down"),
+            want
         );
-        assert_eq!(d.all_down(t0, "1/1 brokers are down"), None);
         d.note(t0, Level::Error, "k", "refused");
         d.note(t0 + Duration::from_secs(1), Level::Error, "k", "refused");
         let (after, lines) = d.up(t0 + Duration::from_secs(20)).unwrap();
@@ -573,8 +570,8 @@ mod tests {
         assert!(d.up(t0 + Duration::from_secs(21)).is_none());
         // Without a known cause, the detail says what was seen.
         assert_eq!(
-            d.all_down(t0, "no broker connection is up").as_deref(),
-            Some("all brokers down: no broker connection is up")
+            d.all_down(t0, "no broker connection is up"),
+            "all brokers down: no broker connection is up"
         );
     }
 }
