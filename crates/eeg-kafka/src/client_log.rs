@@ -53,7 +53,8 @@ pub struct Dedup {
     seen: HashMap<String, Seen>,
     /// When every broker went down, while they are.
     down_since: Option<Instant>,
-    /// The last connection error, the most telling reason when all brokers are down.
+    /// The last connection error (transport, name resolution, TLS, authentication), the
+    /// most telling reason when all brokers are down.
     last_failure: Option<String>,
 }
 
@@ -252,11 +253,19 @@ pub fn error(error: &KafkaError, reason: &str) {
     let (lines, down) = {
         let mut d = dedup();
         let lines = d.note(now, Level::Error, &key(reason), &text);
-        let down = if code == Some(RDKafkaErrorCode::AllBrokersDown) {
-            Some(d.all_down(now, &cause))
-        } else {
-            d.failure(&cause);
-            None
+        let down = match code {
+            Some(RDKafkaErrorCode::AllBrokersDown) => Some(d.all_down(now, &cause)),
+            // Why a broker could not be used: the cause an outage is reported with.
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::Authentication,
+            ) => {
+                d.failure(&cause);
+                None
+            }
+            _ => None,
         };
         (lines, down)
     };
