@@ -20,7 +20,94 @@ use std::thread::JoinHandle;
 /// Inputs larger than this get a progress bar (when standard error is a terminal).
 const PROGRESS_MIN_BYTES: u64 = 16 << 20;
 
+/// Refuses outputs that would overwrite the input or each other, before anything is created:
+/// `--out` or `--triggers` naming the input file (by any path: a symlink, a hard link), or both
+/// naming one file. Files are compared by identity (device and inode), not by path. Standard
+/// output and devices (`/dev/null`) are never refused.
+fn check_outputs(args: &ProcessArgs) -> Result<(), BadInput> {
+    use std::os::unix::fs::MetadataExt;
+    /// The identity of an existing regular file; `None` for anything else (a device, a pipe,
+    /// standard output, a file not there yet, which cannot be the input).
+    fn identity(meta: std::io::Result<std::fs::Metadata>) -> Option<(u64, u64)> {
+        meta.ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev(), m.ino()))
+    }
+    /// Where a path will land: its directory resolved (symlinks, `..`) and its name, so two
+    /// spellings of one output not created yet compare equal.
+    fn resolved(path: &Path) -> PathBuf {
+        if let Ok(p) = path.canonicalize() {
+            return p;
+        }
+        let parent = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        match (parent.canonicalize(), path.file_name()) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => path.to_path_buf(),
+        }
+    }
+    let stdio = |p: &Path| p == Path::new("-");
+    let input = if stdio(&args.input) {
+        // Standard input redirected from a file (`< rec.jsonl`) is that file.
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        identity(
+            stdin
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .and_then(|f| f.metadata()),
+        )
+    } else {
+        identity(std::fs::metadata(&args.input))
+    };
+    let outputs = [
+        ("--out", Some(&args.out)),
+        ("--triggers", args.triggers.as_ref()),
+    ];
+    for (flag, path) in outputs {
+        let Some(path) = path.filter(|p| !stdio(p)) else {
+            continue;
+        };
+        if input.is_some() && identity(std::fs::metadata(path)) == input {
+            return Err(BadInput(format!(
+                "{flag} {}: is the input file {}; write the output to another file",
+                path.display(),
+                args.input.display()
+            )));
+        }
+    }
+    if let Some(triggers) = args.triggers.as_ref().filter(|p| !stdio(p))
+        && !stdio(&args.out)
+    {
+        let (out_id, triggers_id) = (
+            identity(std::fs::metadata(&args.out)),
+            identity(std::fs::metadata(triggers)),
+        );
+        let same = match (out_id, triggers_id) {
+            (Some(a), Some(b)) => a == b,
+            // Not there yet (or not a regular file, when both are absent): the same place.
+            (None, None) => {
+                !std::fs::metadata(&args.out).is_ok_and(|m| !m.is_file())
+                    && resolved(&args.out) == resolved(triggers)
+            }
+            _ => false,
+        };
+        if same {
+            return Err(BadInput(format!(
+                "--triggers {}: is the same file as --out {}; the events and the records need a file each",
+                triggers.display(),
+                args.out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
+    check_outputs(args)?;
     let file = config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
     let config = file.processing;
     let mut triggers = match &args.triggers {

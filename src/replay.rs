@@ -2,8 +2,8 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -44,6 +44,11 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Seconds to wait for the broker's answer before giving up (checked before anything
+    /// is sent).
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,6 +74,9 @@ fn parse_speed(s: &str) -> Result<Speed, String> {
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
+    /// Set when the replay is given up: the messages still queued are purged on purpose,
+    /// and their failures are no news.
+    abandoned: AtomicBool,
     auth: eeg_kafka::Auth,
 }
 
@@ -82,7 +90,9 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
             Err((e, _)) => {
-                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0
+                    && !self.abandoned.load(Ordering::Relaxed)
+                {
                     tracing::error!("delivery failed: {e}");
                 }
                 0
@@ -154,9 +164,47 @@ impl Player {
     }
 }
 
+/// The input, opened and its header read, before any connection is made: a file that
+/// cannot be replayed is reported as such, not as a broker problem.
+enum Source {
+    Jsonl(File),
+    Edf {
+        reader: Box<eeg_edf::EdfReader<BufReader<File>>>,
+        groups: Vec<crate::process::SessionGroup>,
+    },
+}
+
+impl Source {
+    fn open(name: &str, args: &ReplayArgs) -> anyhow::Result<Source> {
+        Ok(match crate::process::detect(&args.input)? {
+            crate::process::Kind::Jsonl => Source::Jsonl(
+                File::open(&args.input)
+                    .map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
+            ),
+            crate::process::Kind::Edf => {
+                let reader =
+                    eeg_edf::EdfReader::open(&args.input).map_err(|e| BadInput(e.to_string()))?;
+                let groups = crate::process::session_groups(
+                    name,
+                    &args.input,
+                    reader.header(),
+                    args.channels.as_deref(),
+                    args.session_id.as_deref(),
+                )?;
+                Source::Edf {
+                    reader: Box::new(reader),
+                    groups,
+                }
+            }
+        })
+    }
+}
+
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let name = args.input.display().to_string();
-    let kind = crate::process::detect(&args.input)?;
+    let source = Source::open(&name, args)?;
+    let auth = args.kafka.auth()?;
+    check_broker(args, &auth)?;
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &args.kafka.bootstrap_servers)
@@ -167,7 +215,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         client.set(k, v);
     }
     let producer: ThreadedProducer<Deliveries> = client.create_with_context(Deliveries {
-        auth: args.kafka.auth()?,
+        auth,
         ..Deliveries::default()
     })?;
     let progress = crate::process::progress_bar(&args.input, args.quiet);
@@ -181,14 +229,29 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         messages: 0,
         samples: 0,
     };
-    match kind {
-        crate::process::Kind::Jsonl => replay_jsonl(&name, &args.input, &mut player, &progress)?,
-        crate::process::Kind::Edf => replay_edf(&name, args, &mut player, &progress)?,
-    }
+    let played = match source {
+        Source::Jsonl(file) => replay_jsonl(&name, file, &mut player, &progress),
+        Source::Edf { reader, groups } => replay_edf(*reader, groups, args, &mut player, &progress),
+    };
     progress.finish_and_clear();
     // Everything handed to the producer must be delivered before the command reports success.
-    player.producer.flush(Duration::from_secs(60))?;
+    let flushed = played.and_then(|()| {
+        player.producer.flush(Duration::from_secs(60)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot deliver to {} at {} within 60 s: {e}",
+                args.topic,
+                args.kafka.bootstrap_servers
+            )
+        })
+    });
     let ctx = player.producer.context();
+    if let Err(e) = flushed {
+        // What is still queued is dropped with the producer: those failures are this error's.
+        ctx.abandoned.store(true, Ordering::Relaxed);
+        eeg_kafka::client_log::flush();
+        return Err(e);
+    }
+    eeg_kafka::client_log::flush();
     let failed = ctx.failed.load(Ordering::Relaxed);
     anyhow::ensure!(failed == 0, "{failed} message(s) could not be delivered");
     let elapsed = player.started.elapsed().as_secs_f64();
@@ -205,13 +268,33 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks the broker for the topic, within the connect timeout, before anything is sent: an
+/// unreachable broker or a missing topic is one line, not a minute of retries.
+fn check_broker(args: &ReplayArgs, auth: &eeg_kafka::Auth) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.connect_timeout_s);
+    let client = args.kafka.client_config()?;
+    match eeg_ingest::topics::partitions(&client, auth, &args.topic, timeout) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => anyhow::bail!(
+            "topic {} does not exist at {}; create it with: {}",
+            args.topic,
+            args.kafka.bootstrap_servers,
+            eeg_ingest::topics::CREATE_COMMAND
+        ),
+        Err(e) => anyhow::bail!(
+            "cannot reach Kafka at {} (waited up to {}s): {e}",
+            args.kafka.bootstrap_servers,
+            timeout.as_secs()
+        ),
+    }
+}
+
 fn replay_jsonl(
     name: &str,
-    path: &Path,
+    file: File,
     player: &mut Player,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
-    let file = File::open(path).map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?;
     let limits = Limits::default();
     let mut first_ms = None;
     for (i, line) in BufReader::new(file).lines().enumerate() {
@@ -275,20 +358,13 @@ impl Stream {
 }
 
 fn replay_edf(
-    name: &str,
+    mut reader: eeg_edf::EdfReader<BufReader<File>>,
+    groups: Vec<crate::process::SessionGroup>,
     args: &ReplayArgs,
     player: &mut Player,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
-    let mut reader = eeg_edf::EdfReader::open(&args.input).map_err(|e| BadInput(e.to_string()))?;
     let header = reader.header().clone();
-    let groups = crate::process::session_groups(
-        name,
-        &args.input,
-        &header,
-        args.channels.as_deref(),
-        args.session_id.as_deref(),
-    )?;
     let t0 = header.start_unix_ms();
     let duration = header.record_duration_s;
     let mut streams: Vec<Stream> = groups

@@ -275,6 +275,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "starting"
     );
     let service = eeg_ingest::Service::new(config)?;
+    // Every client's "all brokers down" and reconnection reach /health and /metrics.
+    eeg_kafka::client_log::observe(service.health());
     // Before any Kafka call: the endpoints answer (and say why not ready) from the start.
     let bound = crate::http::serve(args.http_addr, service.health(), service.stats())?;
     tracing::info!("health and metrics on http://{bound}");
@@ -296,6 +298,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             })?;
     }
     let result = service.run();
+    // Counts of repeated client errors not reported yet.
+    eeg_kafka::client_log::flush();
     log_stats("totals", &stats);
     Ok(result?)
 }

@@ -839,3 +839,119 @@ fn security_settings_that_cannot_work_are_bad_input_naming_the_setting() {
         assert_bad_input(&o, &["KAFKA_SASL_PASSWORD"]);
     }
 }
+
+/// Runs `process` on `input` with `args` after it and checks that it is refused as bad
+/// input naming `flag` and `path`, leaving every file in `dir` as it was, byte for byte
+/// (the input among them), and creating none.
+#[cfg(unix)]
+fn assert_refused(dir: &Path, input: &Path, args: &[&str], flag: &str, path: &str) {
+    let snapshot = || {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+            .expect("scratch dir")
+            .map(|e| {
+                let p = e.expect("entry").path();
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                (p, bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let mut all = vec!["process", input.to_str().expect("utf8")];
+    all.extend_from_slice(args);
+    let o = eeg(&all);
+    assert_bad_input(&o, &[flag, path]);
+    assert!(o.stdout.is_empty());
+    assert!(before == snapshot(), "files in {} changed", dir.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn outputs_that_would_overwrite_the_input_are_refused() {
+    let dir = scratch("out_is_input");
+    let edf = dir.join("rec.edf");
+    std::fs::copy(fixture("test_subsecond.edf"), &edf).expect("copy");
+    let recording = std::fs::read(&edf).expect("read");
+    let edf_s = edf.to_str().expect("utf8");
+
+    // The same path, another spelling of it, a symlink and a hard link to it.
+    assert_refused(&dir, &edf, &["--out", edf_s], "--out", edf_s);
+    let dotted = format!("{}/./rec.edf", dir.display());
+    assert_refused(&dir, &edf, &["--out", &dotted], "--out", &dotted);
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&edf, &link).expect("symlink");
+    let link_s = link.to_str().expect("utf8");
+    assert_refused(&dir, &edf, &["--out", link_s], "--out", link_s);
+    let hard = dir.join("hard.jsonl");
+    std::fs::hard_link(&edf, &hard).expect("hard link");
+    let hard_s = hard.to_str().expect("utf8");
+    assert_refused(&dir, &edf, &["--out", hard_s], "--out", hard_s);
+    assert_refused(&dir, &edf, &["--triggers", hard_s], "--triggers", hard_s);
+    // The input named through the link, the output by its own name.
+    assert_refused(&dir, &link, &["--triggers", edf_s], "--triggers", edf_s);
+    assert_eq!(std::fs::read(&edf).expect("read"), recording);
+
+    // JSONL input, and standard input redirected from the file named by --out.
+    let jsonl = dir.join("stream.jsonl");
+    let text = raw_lines("s", 12).join("\n");
+    std::fs::write(&jsonl, &text).expect("write");
+    let jsonl_s = jsonl.to_str().expect("utf8");
+    assert_refused(&dir, &jsonl, &["--out", jsonl_s], "--out", jsonl_s);
+    let o = Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
+        .args(["process", "-", "--out", jsonl_s])
+        .stdin(std::fs::File::open(&jsonl).expect("open"))
+        .output()
+        .expect("runs");
+    assert_bad_input(&o, &["--out", jsonl_s]);
+    assert_eq!(std::fs::read_to_string(&jsonl).expect("read"), text);
+}
+
+#[cfg(unix)]
+#[test]
+fn out_and_triggers_must_be_different_files() {
+    let dir = scratch("out_is_triggers");
+    let input = dir.join("rec.edf");
+    std::fs::copy(fixture("test_subsecond.edf"), &input).expect("copy");
+    // Neither exists yet: the same name, or two spellings of it.
+    let both = dir.join("both.jsonl");
+    let both_s = both.to_str().expect("utf8");
+    let args = ["--out", both_s, "--triggers", both_s];
+    assert_refused(&dir, &input, &args, "--triggers", both_s);
+    let other = format!("{}/../{}/both.jsonl", dir.display(), "out_is_triggers");
+    let args = ["--out", both_s, "--triggers", &other];
+    assert_refused(&dir, &input, &args, "--triggers", &other);
+    // Both exist: compared as files, through a symlink too.
+    std::fs::write(&both, "keep\n").expect("write");
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&both, &link).expect("symlink");
+    let link_s = link.to_str().expect("utf8");
+    let args = ["--out", both_s, "--triggers", link_s];
+    assert_refused(&dir, &input, &args, "--triggers", link_s);
+    assert_eq!(std::fs::read_to_string(&both).expect("read"), "keep\n");
+
+    // Devices and standard output are not files that could be overwritten.
+    let o = eeg(&[
+        "process",
+        input.to_str().expect("utf8"),
+        "--out",
+        "/dev/null",
+        "--triggers",
+        "/dev/null",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let events = dir.join("events.jsonl");
+    let o = eeg(&[
+        "process",
+        input.to_str().expect("utf8"),
+        "--out",
+        "-",
+        "--triggers",
+        events.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(records(&o).len(), 695);
+    assert!(events.exists());
+}

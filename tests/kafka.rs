@@ -1461,3 +1461,211 @@ fn a_failing_background_task_is_logged_shown_in_health_and_loses_nothing() {
         assert_eq!(String::from_utf8_lossy(k), String::from_utf8_lossy(w));
     }
 }
+
+/// Lines of `log` that report a broker failing: librdkafka's, the consumer's and the
+/// service's own, summaries of repeats included.
+fn failure_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            [
+                "refused",
+                "brokers are down",
+                "AllBrokersDown",
+                "BrokerTransportFailure",
+                "Disconnected",
+                "cannot reach",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect()
+}
+
+#[test]
+fn an_unreachable_broker_is_logged_once_per_reason_not_per_retry() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let t = Topics::named("unreachable", &address);
+    let service = Service::start_with(&t, "unreachable", &["--connect-timeout-s", "1"], &[]);
+    // librdkafka retries many times a second, each client on its own, and the service
+    // checks the topics again after 1, 2 and 4 s.
+    std::thread::sleep(Duration::from_secs(8));
+    let during = service.log();
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    let lines = failure_lines(&during);
+    assert!(
+        lines.len() <= 3,
+        "{} lines about the failure:\n{during}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Connection refused") && l.contains(&address)),
+        "the cause and the address are said:\n{during}"
+    );
+    // The repeats were counted, and the counts reported at exit.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Connection refused") && l.contains("(repeated ")),
+        "{log}"
+    );
+}
+
+#[test]
+fn replay_names_an_unreachable_broker_within_the_connect_timeout() {
+    let port = free_port();
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let started = Instant::now();
+    let o = Command::new(BIN)
+        .arg("replay")
+        .arg(&fixture)
+        .args(["--speed", "max", "--connect-timeout-s", "2"])
+        .env("KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(4), "{took:?}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("error: cannot reach Kafka at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(lines[0].contains("Connection refused"), "{err}");
+}
+
+#[test]
+fn replay_reports_bad_input_alone_without_the_messages_it_purges() {
+    let t = Topics::create("replay-bad");
+    let line = |seq: u64| {
+        let row: Vec<String> = (0..32).map(|i| format!("{}.5", (seq + i) % 7)).collect();
+        format!(
+            "{{\"schema\":\"eeg.raw/1\",\"session_id\":\"bad\",\"device_id\":\"d\",\"seq\":{seq},\"start_ms\":{},\"sample_rate_hz\":128.0,\"channels\":[\"A\"],\"samples\":[[{}]]}}",
+            1_000_000 + seq * 250,
+            row.join(",")
+        )
+    };
+    // Many good messages (still queued in the producer when the bad line is read), then one
+    // that is not a raw batch.
+    let mut text: Vec<String> = (0..500).map(line).collect();
+    text.push("{\"schema\":\"eeg.raw/1\",\"session_id\":\"bad\"}".into());
+    let input = std::env::temp_dir().join(format!("{}-bad.jsonl", t.group));
+    std::fs::write(&input, text.join("\n")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("replay")
+        .arg(&input)
+        .args(["--speed", "max", "--quiet"]);
+    t.env(&mut cmd);
+    let o = cmd.output().unwrap();
+    let _ = std::fs::remove_file(&input);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        !err.contains("PurgeQueue") && !err.contains("Purged"),
+        "{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("line 501"), "{err}");
+}
+
+/// `/health` as JSON (null until the endpoint answers).
+fn health_detail(port: u16) -> serde_json::Value {
+    http_get(port, "/health").map_or(serde_json::Value::Null, |(_, body)| {
+        serde_json::from_str(&body).unwrap()
+    })
+}
+
+#[test]
+fn a_broker_outage_shows_in_health_while_the_service_stays_ready() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let t = Topics::named("outage", &address);
+    let dir = std::env::temp_dir().join(format!("{}-broker", t.group));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut broker = private_broker(&dir, port, false);
+    t.make();
+    let health = free_port();
+    let service = Service::start_with(
+        &t,
+        "outage",
+        &["--connect-timeout-s", "1"],
+        &[("HTTP_ADDR", &format!("127.0.0.1:{health}"))],
+    );
+    let wait_for = |what: &str, secs: u64, done: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = health_detail(health);
+            if done(&d) {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "{what}: {d}\n{}", service.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let connected = |d: &serde_json::Value| d["broker"]["connected"] == true;
+    wait_for("ready", 30, &|d| d["status"] == "ready" && connected(d));
+
+    let before = service.log().len();
+    let killed = Instant::now();
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let down = wait_for("the outage shows", 30, &|d| !connected(d));
+    assert_eq!(down["status"], "ready", "{down}");
+    assert_eq!(
+        http_get(health, "/health/ready").map(|r| r.0),
+        Some(200),
+        "a broker outage does not make the service unready"
+    );
+    let reason = down["broker"]["down_reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("all brokers down: "), "{down}");
+    assert!(down["broker"]["down_since_ms"].as_u64().is_some(), "{down}");
+    assert!(down["broker"]["last_error"].is_string(), "{down}");
+    let metrics = http_get(health, "/metrics").unwrap().1;
+    assert!(metrics.contains("\neeg_broker_connected 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("\neeg_broker_outages_total 1\n"),
+        "{metrics}"
+    );
+    // Down for a while: every client keeps failing, many times a second; the log says
+    // each reason once (a disconnect, a refused connection, all brokers down, and the
+    // consumer's poll errors).
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(killed.elapsed()));
+    let still = health_detail(health);
+    assert_eq!(still["broker"]["connected"], false, "{still}");
+    let log = service.log();
+    let during = failure_lines(&log[before.min(log.len())..]);
+    assert!(
+        during.len() <= 8,
+        "{} lines about the outage:\n{}",
+        during.len(),
+        during.join("\n")
+    );
+
+    let mut broker = private_broker(&dir, port, false);
+    let up = wait_for("the broker is back", 40, &|d| connected(d));
+    let metrics = http_get(health, "/metrics").unwrap().1;
+    let (status, log) = service.stop();
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        up["broker"]["down_since_ms"],
+        serde_json::Value::Null,
+        "{up}"
+    );
+    assert_eq!(up["broker"]["down_reason"], serde_json::Value::Null, "{up}");
+    assert!(metrics.contains("\neeg_broker_connected 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\neeg_broker_down_seconds 0\n"),
+        "{metrics}"
+    );
+    assert!(log.contains("connection is up again"), "{log}");
+    // The repeats were counted.
+    assert!(log.contains(" (repeated "), "{log}");
+}

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::service::Stats;
 
@@ -54,6 +55,27 @@ struct State {
     lag: BTreeMap<i32, i64>,
     /// The last error seen talking to Kafka, kept after recovery for the detailed view.
     last_error: Option<String>,
+    /// When it happened, Unix ms.
+    last_error_at_ms: Option<u64>,
+    /// While no broker can be reached: since when and why.
+    outage: Option<Outage>,
+    /// Outages since the start.
+    outages: u64,
+}
+
+/// A time when no broker could be reached. The service stays ready meanwhile (see
+/// [`Health::ready`]); `/health` and `/metrics` show it.
+#[derive(Debug, Clone)]
+struct Outage {
+    since: Instant,
+    since_ms: u64,
+    reason: String,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Shared health of one service.
@@ -70,6 +92,9 @@ impl Default for Health {
                 assigned: BTreeSet::new(),
                 lag: BTreeMap::new(),
                 last_error: None,
+                last_error_at_ms: None,
+                outage: None,
+                outages: 0,
             }),
         }
     }
@@ -84,6 +109,11 @@ impl Health {
         self.with(|s| {
             if let Some(e) = phase.reason() {
                 s.last_error = Some(e.to_string());
+                s.last_error_at_ms = Some(unix_ms());
+            }
+            // Consuming starts right after the broker answered the topic check.
+            if phase == Phase::Consuming {
+                s.outage = None;
             }
             s.phase = phase;
         });
@@ -94,7 +124,16 @@ impl Health {
     }
 
     pub fn set_error(&self, error: String) {
-        self.with(|s| s.last_error = Some(error));
+        self.with(|s| {
+            s.last_error = Some(error);
+            s.last_error_at_ms = Some(unix_ms());
+        });
+    }
+
+    /// Whether a broker can be reached, as far as the service knows: consuming, and no
+    /// client has reported all brokers down since a broker was last seen up.
+    fn connected(s: &State) -> bool {
+        matches!(s.phase, Phase::Consuming | Phase::Stopping) && s.outage.is_none()
     }
 
     pub fn assign(&self, partitions: &[i32]) {
@@ -120,7 +159,9 @@ impl Health {
     }
 
     /// `Ok` when the service is connected, its topics exist and it is consuming; otherwise
-    /// the reason, in one line.
+    /// the reason, in one line. A broker outage while consuming does not make the service
+    /// unready: librdkafka reconnects by itself, the committed offsets and snapshots are safe,
+    /// and a replaced container would meet the same outage; `/health` and `/metrics` show it.
     pub fn ready(&self) -> Result<(), String> {
         match self.phase() {
             Phase::Consuming => Ok(()),
@@ -134,15 +175,18 @@ impl Health {
 
     /// The detailed view of `/health`, as JSON.
     pub fn detail(&self, stats: &Stats, version: &str) -> serde_json::Value {
-        let (phase, assigned, last_error, lag) = self.with(|s| {
+        let (phase, assigned, last_error, lag, connected, outage, outages) = self.with(|s| {
             (
                 s.phase.clone(),
                 s.assigned.iter().copied().collect::<Vec<_>>(),
-                s.last_error.clone(),
+                (s.last_error.clone(), s.last_error_at_ms),
                 s.lag
                     .iter()
                     .map(|(p, l)| serde_json::json!({"partition": p, "lag": l}))
                     .collect::<Vec<_>>(),
+                Health::connected(s),
+                s.outage.clone(),
+                s.outages,
             )
         });
         let n = |name: &str| stats.get(name);
@@ -159,8 +203,14 @@ impl Health {
                 "rebalances": n("rebalances"),
             },
             "broker": {
-                "connected": matches!(phase, Phase::Consuming | Phase::Stopping),
-                "last_error": last_error,
+                "connected": connected,
+                // While no broker can be reached: since when (Unix ms), for how long, why.
+                "down_since_ms": outage.as_ref().map(|o| o.since_ms),
+                "down_for_s": outage.as_ref().map(|o| o.since.elapsed().as_secs()),
+                "down_reason": outage.as_ref().map(|o| o.reason.as_str()),
+                "outages": outages,
+                "last_error": last_error.0,
+                "last_error_at_ms": last_error.1,
             },
             "producer": {
                 "records_published": n("records_published"),
@@ -194,7 +244,15 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {}", f.value);
     });
-    let (assigned, lag) = health.with(|s| (s.assigned.len() as u64, s.lag.clone()));
+    let (assigned, lag, connected, down_s, outages) = health.with(|s| {
+        (
+            s.assigned.len() as u64,
+            s.lag.clone(),
+            Health::connected(s),
+            s.outage.as_ref().map_or(0, |o| o.since.elapsed().as_secs()),
+            s.outages,
+        )
+    });
     let _ = writeln!(
         out,
         "# HELP eeg_consumer_lag Messages of the raw topic on the broker not consumed yet.\n# TYPE eeg_consumer_lag gauge"
@@ -224,7 +282,52 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         "1 when the service is ready.",
         u64::from(health.ready().is_ok()),
     );
+    metric(
+        "eeg_broker_connected",
+        "gauge",
+        "1 when consuming with a broker reachable; 0 while starting or in a broker outage.",
+        u64::from(connected),
+    );
+    metric(
+        "eeg_broker_down_seconds",
+        "gauge",
+        "Seconds since every broker became unreachable; 0 when one is reachable.",
+        down_s,
+    );
+    metric(
+        "eeg_broker_outages_total",
+        "counter",
+        "Times every broker became unreachable.",
+        outages,
+    );
     out
+}
+
+/// Broker outages as librdkafka reports them, from any client of the process.
+impl eeg_kafka::client_log::BrokerObserver for Health {
+    fn broker_down(&self, reason: &str) {
+        self.with(|s| {
+            let now = unix_ms();
+            if s.outage.is_none() {
+                s.outages += 1;
+                s.outage = Some(Outage {
+                    since: Instant::now(),
+                    since_ms: now,
+                    reason: reason.to_string(),
+                });
+            }
+            s.last_error = Some(reason.to_string());
+            s.last_error_at_ms = Some(now);
+        });
+    }
+
+    fn broker_up(&self) {
+        self.with(|s| s.outage = None);
+    }
+
+    fn broker_error(&self, reason: &str) {
+        self.set_error(reason.to_string());
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +351,57 @@ mod tests {
         assert_eq!(d["broker"]["last_error"], "missing topics: a, b");
         h.set_phase(Phase::Stopping);
         assert!(h.ready().is_err());
+    }
+
+    #[test]
+    fn a_broker_outage_shows_but_leaves_the_service_ready() {
+        use eeg_kafka::client_log::BrokerObserver;
+        let h = Health::default();
+        let stats = Stats::default();
+        h.broker_down(
+            "all brokers down: b:9092/1: Connect to ipv4#10.0.0.1:9092 failed: Connection refused",
+        );
+        // Before consuming: not connected anyway, and the outage is dated.
+        let d = h.detail(&stats, "v");
+        assert_eq!(d["broker"]["connected"], false);
+        assert!(d["broker"]["down_since_ms"].as_u64().unwrap() > 1_700_000_000_000);
+        h.set_phase(Phase::Consuming);
+        let d = h.detail(&stats, "v");
+        assert_eq!(d["broker"]["connected"], true);
+        assert_eq!(d["broker"]["down_since_ms"], serde_json::Value::Null);
+
+        h.broker_down(
+            "all brokers down: b:9092/1: Connect to ipv4#10.0.0.1:9092 failed: Connection refused",
+        );
+        h.broker_down("all brokers down: later");
+        assert!(h.ready().is_ok());
+        let d = h.detail(&stats, "v");
+        assert_eq!(d["status"], "ready");
+        assert_eq!(d["broker"]["connected"], false);
+        assert!(
+            d["broker"]["down_reason"]
+                .as_str()
+                .unwrap()
+                .contains("Connection refused")
+        );
+        assert_eq!(d["broker"]["last_error"], "all brokers down: later");
+        assert!(d["broker"]["last_error_at_ms"].as_u64().is_some());
+        assert!(d["broker"]["down_for_s"].as_u64().is_some());
+        assert_eq!(d["broker"]["outages"], 2);
+        let text = metrics(&stats, &h);
+        assert!(text.contains("\neeg_broker_connected 0\n"), "{text}");
+        assert!(text.contains("\neeg_broker_outages_total 2\n"), "{text}");
+        assert!(text.contains("\neeg_ready 1\n"), "{text}");
+
+        h.broker_up();
+        let d = h.detail(&stats, "v");
+        assert_eq!(d["broker"]["connected"], true);
+        assert_eq!(d["broker"]["down_since_ms"], serde_json::Value::Null);
+        assert_eq!(d["broker"]["down_reason"], serde_json::Value::Null);
+        assert_eq!(d["broker"]["last_error"], "all brokers down: later");
+        let text = metrics(&stats, &h);
+        assert!(text.contains("\neeg_broker_connected 1\n"), "{text}");
+        assert!(text.contains("\neeg_broker_down_seconds 0\n"), "{text}");
     }
 
     #[test]

@@ -806,7 +806,7 @@ impl Backoff {
 
 fn log_consumer_error(e: &KafkaError) {
     // Transient broker errors are retried by librdkafka; they are worth a line, not a stop.
-    tracing::warn!("consumer: {e}");
+    eeg_kafka::client_log::warn(&format!("consumer: {e}"));
 }
 
 impl Shared {

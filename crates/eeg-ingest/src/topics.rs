@@ -98,6 +98,27 @@ pub fn check(
     topics: &Topics,
     timeout: Duration,
 ) -> Result<TopicReport, String> {
+    metadata(client, auth, timeout).map(|m| status_from(&m, topics))
+}
+
+/// The partition count of `topic` (`None` when it does not exist), asked of the broker
+/// within `timeout`; the error says why the broker did not answer.
+pub fn partitions(
+    client: &ClientConfig,
+    auth: &Auth,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<usize>, String> {
+    let metadata = metadata(client, auth, timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len()))
+}
+
+/// The cluster's metadata within `timeout`, or why the broker did not answer.
+fn metadata(client: &ClientConfig, auth: &Auth, timeout: Duration) -> Result<Metadata, String> {
     // A consumer handle (never subscribed) rather than an admin client: its error events can
     // be polled, and they say why a broker did not answer (refused, authentication, TLS).
     let probe: BaseConsumer<Errors> = client
@@ -109,17 +130,14 @@ pub fn check(
     auth.prime(|d| {
         let _ = probe.poll(d);
     });
-    match probe.fetch_metadata(None, timeout) {
-        Ok(metadata) => Ok(status_from(&metadata, topics)),
-        Err(e) => {
-            let _ = probe.poll(Duration::from_millis(100));
-            let cause = probe.context().first.lock().expect("errors lock").take();
-            Err(match cause {
-                Some(cause) => format!("{cause} (metadata: {e})"),
-                None => format!("metadata: {e}"),
-            })
+    probe.fetch_metadata(None, timeout).map_err(|e| {
+        let _ = probe.poll(Duration::from_millis(100));
+        let cause = probe.context().first.lock().expect("errors lock").take();
+        match cause {
+            Some(cause) => format!("{cause} (metadata: {e})"),
+            None => format!("metadata: {e}"),
         }
-    }
+    })
 }
 
 /// Keeps the first error librdkafka reports, the most telling one.
@@ -130,7 +148,7 @@ struct Errors {
 }
 
 impl ClientContext for Errors {
-    eeg_kafka::answer_token_refresh!(|ctx| ctx.auth);
+    eeg_kafka::answer_token_refresh!(only | ctx | ctx.auth);
 
     // librdkafka's own lines repeat what `error` keeps; the caller reports it once.
     fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -140,11 +158,14 @@ impl ClientContext for Errors {
     fn error(&self, error: KafkaError, reason: &str) {
         let mut first = self.first.lock().expect("errors lock");
         if first.is_none() {
+            // Without timings and the like, so that the same failure at the next retry reads
+            // the same and is not logged again as a new reason.
+            let reason = eeg_kafka::client_log::steady(reason);
             *first = Some(match error.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::Authentication) => {
                     format!("authentication failed: {reason}")
                 }
-                _ => reason.to_string(),
+                _ => reason,
             });
         }
     }

@@ -825,12 +825,10 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
                 index: out.rows,
                 max: max_per_row,
                 at: &mut ctx.at,
+                error: &mut ctx.error,
             };
-            let n = match seq.next_element_seed(row) {
-                Ok(Some(Ok(n))) => n,
-                Ok(Some(Err(problem))) => return Err(ctx.fail(field("samples", problem))),
-                Ok(None) => break,
-                Err(e) => return Err(e),
+            let Some(n) = seq.next_element_seed(row)? else {
+                break;
             };
             if out.rows == 0 {
                 if n == 0 {
@@ -873,23 +871,26 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
     }
 }
 
-/// One row appended to the flat buffer. Yields the row's length, or the problem with it.
+/// One row appended to the flat buffer. Yields the row's length; a row over the limit
+/// records the problem in `error` and fails the parse.
 struct Row<'a> {
     flat: &'a mut Vec<f64>,
     index: usize,
     max: usize,
     at: &'a mut Option<(usize, usize)>,
+    /// [`Ctx::error`].
+    error: &'a mut Option<SchemaError>,
 }
 
 impl<'de> DeserializeSeed<'de> for Row<'_> {
-    type Value = Result<usize, String>;
+    type Value = usize;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for Row<'_> {
-    type Value = Result<usize, String>;
+    type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a row of numbers")
@@ -900,7 +901,7 @@ impl<'de> Visitor<'de> for Row<'_> {
         loop {
             match seq.next_element::<f64>() {
                 Ok(Some(v)) => self.flat.push(v),
-                Ok(None) => return Ok(Ok(n)),
+                Ok(None) => return Ok(n),
                 Err(e) => {
                     *self.at = Some((self.index, n));
                     return Err(e);
@@ -908,10 +909,17 @@ impl<'de> Visitor<'de> for Row<'_> {
             }
             n += 1;
             if n > self.max {
-                return Ok(Err(format!(
-                    "row {} has more than {} values (limit max_samples_per_channel)",
-                    self.index, self.max
-                )));
+                // An error, not a short row: the parser checks that a sequence its visitor
+                // left early has ended, and would report the values still to come as
+                // "trailing characters" instead of the limit.
+                *self.error = Some(field(
+                    "samples",
+                    format!(
+                        "row {} has more than {} values (limit max_samples_per_channel)",
+                        self.index, self.max
+                    ),
+                ));
+                return Err(de::Error::custom("rejected"));
             }
         }
     }

@@ -480,6 +480,59 @@ fn channel_and_sample_counts_are_limited() {
     );
 }
 
+/// A row of `n` zeros as JSON.
+fn zeros(n: usize) -> String {
+    format!("[{}]", vec!["0"; n].join(","))
+}
+
+#[test]
+fn every_over_long_row_gets_the_limit_message() {
+    let limit = Limits::default().max_samples_per_channel;
+    let one_channel = |row: String| {
+        with("channels", "[\"A\"]").replace(
+            "\"samples\": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]",
+            &format!("\"samples\": [{row}]"),
+        )
+    };
+    assert_eq!(
+        decode(&one_channel(zeros(limit)))
+            .unwrap()
+            .samples_per_channel(),
+        limit
+    );
+    let want = format!(
+        "field 'samples': row 0 has more than {limit} values (limit max_samples_per_channel)"
+    );
+    // One past the limit ends the row where the check stops reading; two past, and a row of
+    // a million (2 MB, within the message size limit), leave values after it.
+    for n in [limit + 1, limit + 2, limit + 3, 1_000_000] {
+        let e = decode(&one_channel(zeros(n))).unwrap_err();
+        assert_eq!(e.to_string(), want, "row of {n} values");
+        assert_eq!(e.field(), Some("samples"));
+    }
+    // A later row, too long after a first row of the right length.
+    let two = with("channels", "[\"A\", \"B\"]").replace(
+        "\"samples\": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]",
+        &format!("\"samples\": [{}, {}]", zeros(3), zeros(limit + 2)),
+    );
+    assert_eq!(
+        err(&two),
+        format!(
+            "field 'samples': row 1 has more than {limit} values (limit max_samples_per_channel)"
+        )
+    );
+    // The same with a small limit, in a message that is otherwise the example.
+    let one = Limits {
+        max_samples_per_channel: 1,
+        ..Limits::default()
+    };
+    let three = with("samples", "[[1, 2, 3], [1], [1], [1]]");
+    assert_eq!(
+        decode_raw(three.as_bytes(), &one).unwrap_err().to_string(),
+        "field 'samples': row 0 has more than 1 values (limit max_samples_per_channel)"
+    );
+}
+
 #[test]
 fn errors_name_their_field_programmatically() {
     let e = decode(&with("start_ms", "-5")).unwrap_err();
