@@ -217,7 +217,8 @@ pub struct RunArgs {
     /// Processing config (TOML); every key is optional.
     #[arg(long, env = "EEG_CONFIG", value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
-    /// Sessions without a message for this many seconds are dropped from memory.
+    /// A session is dropped from memory once a message of its partition comes this many
+    /// seconds (Kafka timestamps) after the session's last one.
     #[arg(long, env = "SESSION_IDLE_S", default_value_t = 300)]
     pub session_idle_s: u64,
     /// Seconds allowed after SIGTERM/SIGINT to finish in-flight work, flush and commit
@@ -240,6 +241,11 @@ pub struct RunArgs {
     #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_s: u64,
+    /// A partition of the raw topic with messages and no commit for this many seconds, not
+    /// assigned here, is reported as unconsumed and the service rejoins its group; 0 turns
+    /// the watch off.
+    #[arg(long, env = "EEG_STALL_AFTER_S", default_value_t = 60)]
+    pub stall_after_s: u64,
     /// Seconds between status lines (counters, active sessions, session memory) in the log;
     /// 0 turns them off.
     #[arg(long, env = "EEG_STATUS_INTERVAL_S", default_value_t = 60)]
@@ -257,6 +263,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.connect_timeout = Duration::from_secs(args.connect_timeout_s);
     config.partition_queue = args.partition_queue as usize;
     config.partition_buffer_bytes = (args.partition_buffer_kib as usize) << 10;
+    config.stall_after = Duration::from_secs(args.stall_after_s);
     config.kafka = args.kafka.properties()?;
     config.auth = args.kafka.auth()?;
     config.consumer_kafka = args.consumer_properties.clone();

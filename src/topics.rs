@@ -46,7 +46,7 @@ pub fn run(args: &TopicsArgs) -> anyhow::Result<()> {
     let names = args.topics.topics();
     let timeout = Duration::from_secs(args.timeout_s.max(1));
     let servers = &args.kafka.bootstrap_servers;
-    let unreachable = |e: String| {
+    let unreachable = |e: topics::BrokerError| {
         anyhow::anyhow!(
             "cannot reach Kafka at {servers} (waited up to {}s): {e}",
             timeout.as_secs()

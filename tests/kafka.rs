@@ -17,6 +17,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+#[path = "kafka/chaos.rs"]
+mod chaos;
+
 const BIN: &str = env!("CARGO_BIN_EXE_eeg-pipeline");
 const PARTITIONS: i32 = 3;
 

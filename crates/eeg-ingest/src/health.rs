@@ -61,6 +61,9 @@ struct State {
     outage: Option<Outage>,
     /// Outages since the start.
     outages: u64,
+    /// Partitions of the raw topic with messages and no commit for a while, not assigned
+    /// here: nobody seems to consume them.
+    unconsumed: BTreeSet<i32>,
 }
 
 /// A time when no broker could be reached. The service stays ready meanwhile (see
@@ -95,6 +98,7 @@ impl Default for Health {
                 last_error_at_ms: None,
                 outage: None,
                 outages: 0,
+                unconsumed: BTreeSet::new(),
             }),
         }
     }
@@ -136,6 +140,16 @@ impl Health {
         matches!(s.phase, Phase::Consuming | Phase::Stopping) && s.outage.is_none()
     }
 
+    /// The partitions assigned here.
+    pub fn assigned(&self) -> BTreeSet<i32> {
+        self.with(|s| s.assigned.clone())
+    }
+
+    /// The partitions nobody seems to consume (see [`crate::watchdog`]).
+    pub fn set_unconsumed(&self, partitions: &BTreeSet<i32>) {
+        self.with(|s| s.unconsumed.clone_from(partitions));
+    }
+
     pub fn assign(&self, partitions: &[i32]) {
         self.with(|s| s.assigned.extend(partitions));
     }
@@ -175,20 +189,22 @@ impl Health {
 
     /// The detailed view of `/health`, as JSON.
     pub fn detail(&self, stats: &Stats, version: &str) -> serde_json::Value {
-        let (phase, assigned, last_error, lag, connected, outage, outages) = self.with(|s| {
-            (
-                s.phase.clone(),
-                s.assigned.iter().copied().collect::<Vec<_>>(),
-                (s.last_error.clone(), s.last_error_at_ms),
-                s.lag
-                    .iter()
-                    .map(|(p, l)| serde_json::json!({"partition": p, "lag": l}))
-                    .collect::<Vec<_>>(),
-                Health::connected(s),
-                s.outage.clone(),
-                s.outages,
-            )
-        });
+        let (phase, assigned, last_error, lag, connected, outage, outages, unconsumed) =
+            self.with(|s| {
+                (
+                    s.phase.clone(),
+                    s.assigned.iter().copied().collect::<Vec<_>>(),
+                    (s.last_error.clone(), s.last_error_at_ms),
+                    s.lag
+                        .iter()
+                        .map(|(p, l)| serde_json::json!({"partition": p, "lag": l}))
+                        .collect::<Vec<_>>(),
+                    Health::connected(s),
+                    s.outage.clone(),
+                    s.outages,
+                    s.unconsumed.iter().copied().collect::<Vec<_>>(),
+                )
+            });
         let n = |name: &str| stats.get(name);
         serde_json::json!({
             // From the same snapshot as the rest, not a second look at the phase.
@@ -201,6 +217,10 @@ impl Health {
                 "lag": lag,
                 "consumed": n("messages_consumed"),
                 "rebalances": n("rebalances"),
+                // Partitions with messages and no commit for a while, not assigned here:
+                // nobody in the group seems to consume them.
+                "unconsumed_partitions": unconsumed,
+                "group_rejoins": n("group_rejoins"),
             },
             "broker": {
                 "connected": connected,
@@ -244,13 +264,14 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {}", f.value);
     });
-    let (assigned, lag, connected, down_s, outages) = health.with(|s| {
+    let (assigned, lag, connected, down_s, outages, unconsumed) = health.with(|s| {
         (
             s.assigned.len() as u64,
             s.lag.clone(),
             Health::connected(s),
             s.outage.as_ref().map_or(0, |o| o.since.elapsed().as_secs()),
             s.outages,
+            s.unconsumed.len() as u64,
         )
     });
     let _ = writeln!(
@@ -275,6 +296,12 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         "gauge",
         "Partitions of the raw topic assigned to this instance.",
         assigned,
+    );
+    metric(
+        "eeg_unconsumed_partitions",
+        "gauge",
+        "Partitions of the raw topic with messages and no commit for a while, not assigned here.",
+        unconsumed,
     );
     metric(
         "eeg_ready",

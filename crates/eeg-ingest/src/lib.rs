@@ -9,6 +9,7 @@ pub mod producer;
 pub mod service;
 pub mod state;
 pub mod topics;
+pub mod watchdog;
 
 pub use health::{Health, Phase};
 pub use producer::{ProduceError, Publisher, Record};

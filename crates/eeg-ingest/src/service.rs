@@ -79,6 +79,9 @@ pub struct ServiceConfig {
     pub partition_buffer_bytes: usize,
     /// How often a partition's session snapshots are saved and its offset moved on.
     pub snapshot_interval: Duration,
+    /// A partition with messages and no commit for this long, not assigned here, is
+    /// reported as unconsumed and the service rejoins the group; zero turns the watch off.
+    pub stall_after: Duration,
     /// Trigger rules evaluated on every window; events go to `topics.triggers`.
     pub triggers: TriggerConfig,
     /// Further librdkafka properties for both clients (security settings, timeouts).
@@ -104,6 +107,7 @@ impl ServiceConfig {
             partition_queue: 256,
             partition_buffer_bytes: 8 << 20,
             snapshot_interval: Duration::from_secs(1),
+            stall_after: Duration::from_secs(60),
             triggers: TriggerConfig::default(),
             kafka: Vec::new(),
             auth: Auth::default(),
@@ -112,7 +116,7 @@ impl ServiceConfig {
         }
     }
 
-    fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
         for (k, v) in &self.kafka {
@@ -132,6 +136,8 @@ eeg_session::counters! {
         /// Times a partition was read again from the first offset not received, after the
         /// consumer skipped offsets.
         offset_refetches: Counter,
+        /// Times the service left and rejoined its group because a partition had no consumer.
+        group_rejoins: Counter,
     }
 }
 
@@ -553,8 +559,21 @@ impl StopHandle {
     pub fn stop(&self) {
         self.0.store(true, Ordering::Release);
     }
+
     fn requested(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `d`, or less when a stop is requested meanwhile; true when it was.
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.requested() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
+        self.requested()
     }
 }
 
@@ -640,6 +659,16 @@ impl Service {
             .create_with_context(Rebalancing(Arc::clone(&shared)))?;
         consumer.subscribe(&[&config.topics.raw])?;
         shared.health.set_phase(Phase::Consuming);
+        let rejoin = Arc::new(AtomicBool::new(false));
+        let watchdog = crate::watchdog::spawn(
+            config.clone(),
+            Arc::clone(&shared.health),
+            self.stop.clone(),
+            Arc::clone(&rejoin),
+        );
+        if let Err(e) = &watchdog {
+            tracing::warn!("group watchdog not started: {e}");
+        }
         tracing::info!(
             "consuming {} as group {} from {}",
             config.topics.raw,
@@ -656,6 +685,21 @@ impl Service {
             if let Some(line) = shared.failed_task() {
                 task_failure = Some(line);
                 break;
+            }
+            if rejoin.swap(false, Ordering::AcqRel) {
+                // Leaving and joining again makes the coordinator hand out every partition
+                // anew; this instance's partitions are released (and committed) first.
+                tracing::warn!(
+                    "rejoining group {} so that every partition gets an owner",
+                    config.group_id
+                );
+                shared
+                    .stats
+                    .transport
+                    .group_rejoins
+                    .fetch_add(1, Ordering::Relaxed);
+                consumer.unsubscribe();
+                consumer.subscribe(&[&config.topics.raw])?;
             }
             let step = match consumer.poll(Duration::from_millis(100)) {
                 None => Ok(()),

@@ -14,6 +14,29 @@ use rdkafka::metadata::Metadata;
 
 use crate::service::Topics;
 
+/// Why the broker could not be asked, or refused; callers match on the kind (e.g. to tell an
+/// unreachable broker from wrong credentials), and the display is one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// No answer in time; `cause` is librdkafka's first error (refused, DNS, TLS) when it
+    /// gave one.
+    #[error("{}metadata: {detail}{}", .cause.as_deref().map_or(String::new(), |c| format!("{c} (")), if .cause.is_some() { ")" } else { "" })]
+    Unreachable {
+        cause: Option<String>,
+        detail: String,
+    },
+    /// The broker answered and refused the credentials.
+    #[error("authentication failed: {cause} (metadata: {detail})")]
+    Authentication { cause: String, detail: String },
+    /// The client could not even be made (a bad property, a token that cannot be signed).
+    #[error("kafka client: {0}")]
+    Client(String),
+    /// The broker refused to create a topic.
+    #[error("creating {topic}: {problem}")]
+    Create { topic: String, problem: String },
+}
+
 /// One topic the service needs and what the broker has of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStatus {
@@ -97,7 +120,7 @@ pub fn check(
     auth: &Auth,
     topics: &Topics,
     timeout: Duration,
-) -> Result<TopicReport, String> {
+) -> Result<TopicReport, BrokerError> {
     metadata(client, auth, timeout).map(|m| status_from(&m, topics))
 }
 
@@ -108,7 +131,7 @@ pub fn partitions(
     auth: &Auth,
     topic: &str,
     timeout: Duration,
-) -> Result<Option<usize>, String> {
+) -> Result<Option<usize>, BrokerError> {
     let metadata = metadata(client, auth, timeout)?;
     Ok(metadata
         .topics()
@@ -118,7 +141,11 @@ pub fn partitions(
 }
 
 /// The cluster's metadata within `timeout`, or why the broker did not answer.
-fn metadata(client: &ClientConfig, auth: &Auth, timeout: Duration) -> Result<Metadata, String> {
+fn metadata(
+    client: &ClientConfig,
+    auth: &Auth,
+    timeout: Duration,
+) -> Result<Metadata, BrokerError> {
     // A consumer handle (never subscribed) rather than an admin client: its error events can
     // be polled, and they say why a broker did not answer (refused, authentication, TLS).
     let probe: BaseConsumer<Errors> = client
@@ -126,24 +153,32 @@ fn metadata(client: &ClientConfig, auth: &Auth, timeout: Duration) -> Result<Met
             auth: auth.clone(),
             ..Errors::default()
         })
-        .map_err(|e| format!("kafka client: {e}"))?;
+        .map_err(|e| BrokerError::Client(e.to_string()))?;
     auth.prime(|d| {
         let _ = probe.poll(d);
     });
     probe.fetch_metadata(None, timeout).map_err(|e| {
         let _ = probe.poll(Duration::from_millis(100));
-        let cause = probe.context().first.lock().expect("errors lock").take();
-        match cause {
-            Some(cause) => format!("{cause} (metadata: {e})"),
-            None => format!("metadata: {e}"),
+        let detail = e.to_string();
+        match probe.context().first.lock().expect("errors lock").take() {
+            Some((cause, true)) => BrokerError::Authentication { cause, detail },
+            Some((cause, false)) => BrokerError::Unreachable {
+                cause: Some(cause),
+                detail,
+            },
+            None => BrokerError::Unreachable {
+                cause: None,
+                detail,
+            },
         }
     })
 }
 
-/// Keeps the first error librdkafka reports, the most telling one.
+/// Keeps the first error librdkafka reports, the most telling one, and whether it is an
+/// authentication failure.
 #[derive(Debug, Default)]
 struct Errors {
-    first: std::sync::Mutex<Option<String>>,
+    first: std::sync::Mutex<Option<(String, bool)>>,
     auth: Auth,
 }
 
@@ -161,12 +196,9 @@ impl ClientContext for Errors {
             // Without timings and the like, so that the same failure at the next retry reads
             // the same and is not logged again as a new reason.
             let reason = eeg_kafka::client_log::steady(reason);
-            *first = Some(match error.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::Authentication) => {
-                    format!("authentication failed: {reason}")
-                }
-                _ => reason,
-            });
+            let authentication =
+                error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication);
+            *first = Some((reason, authentication));
         }
     }
 }
@@ -191,7 +223,7 @@ pub fn create(
     partitions: usize,
     replication: i32,
     timeout: Duration,
-) -> Result<Vec<(String, Created)>, String> {
+) -> Result<Vec<(String, Created)>, BrokerError> {
     let before = check(client, auth, topics, timeout)?;
     let raw_partitions = before
         .topics
@@ -239,14 +271,19 @@ pub fn create(
     }
     let admin: AdminClient<AuthContext> = client
         .create_with_context(AuthContext(auth.clone()))
-        .map_err(|e| format!("kafka client: {e}"))?;
+        .map_err(|e| BrokerError::Client(e.to_string()))?;
     // rdkafka's admin client serves no token refreshes; one token outlives this call.
-    auth.set_token_now(admin.inner())?;
+    auth.set_token_now(admin.inner())
+        .map_err(BrokerError::Client)?;
     let opts = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));
-    let results = futures::executor::block_on(admin.create_topics(&new, &opts))
-        .map_err(|e| format!("create topics: {e}"))?;
+    let results = futures::executor::block_on(admin.create_topics(&new, &opts)).map_err(|e| {
+        BrokerError::Create {
+            topic: "topics".into(),
+            problem: e.to_string(),
+        }
+    })?;
     for (r, t) in results.into_iter().zip(&missing) {
         match r {
             Ok(name) => out.push((
@@ -262,7 +299,12 @@ pub fn create(
                     partitions: count(t),
                 },
             )),
-            Err((name, code)) => return Err(format!("creating {name}: {code}")),
+            Err((name, code)) => {
+                return Err(BrokerError::Create {
+                    topic: name,
+                    problem: code.to_string(),
+                });
+            }
         }
     }
     Ok(out)
