@@ -225,12 +225,13 @@ pub struct RunArgs {
     /// (inside ECS's 30 s stop timeout).
     #[arg(long, env = "SHUTDOWN_TIMEOUT_S", default_value_t = 20)]
     pub shutdown_timeout_s: u64,
-    /// Messages queued for each partition's worker.
-    #[arg(long, env = "EEG_PARTITION_QUEUE", default_value_t = 256,
+    /// Messages librdkafka fetches ahead for each partition (its own queue, which the
+    /// partition's worker polls), before it waits for the worker to take some.
+    #[arg(long, env = "EEG_PARTITION_QUEUE", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub partition_queue: u64,
-    /// KiB of messages held per partition beyond its queue before the partition is paused
-    /// until processing catches up.
+    /// KiB of messages librdkafka fetches ahead for each partition, before it waits for the
+    /// partition's worker to take some.
     #[arg(long, env = "EEG_PARTITION_BUFFER_KIB", default_value_t = 8192,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub partition_buffer_kib: u64,

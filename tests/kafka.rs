@@ -416,6 +416,10 @@ fn a_killed_service_is_replaced_without_losing_or_changing_a_window() {
     let player = spawn_replay(&t, &[fixture.to_str().unwrap(), "--speed", "100"]);
     let seen = consume(&t.processed, Duration::from_secs(30), |r| r.len() >= 150);
     assert!(seen.len() >= 150, "{}", first.log());
+    // A snapshot is written once everything before it is acknowledged: wait for one, so
+    // that the second service has one to restore however slow the machine is.
+    let snapshots = consume(&t.state, Duration::from_secs(30), |r| !r.is_empty());
+    assert!(!snapshots.is_empty(), "{}", first.log());
     first.kill();
     let second = Service::start(&t, "second");
     let got = consume(&t.processed, Duration::from_secs(90), |r| {
@@ -815,30 +819,29 @@ fn topic_commands_name_an_unreachable_broker() {
 }
 
 #[test]
-fn a_full_partition_queue_pauses_the_partition_and_loses_nothing() {
-    let t = Topics::create("pause");
+fn a_tiny_partition_queue_loses_nothing() {
+    let t = Topics::create("tiny-queue");
     let fixture = root().join("fixtures/test_subsecond.edf");
     let want = process_lines(&fixture, &[]);
     replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
-    // A queue of 8 messages and 64 KiB held beyond it: the backlog of 2792 messages keeps
-    // the partition pausing.
+    // librdkafka fetches ahead 8 messages or 64 KiB for the partition, then waits for its
+    // worker: the backlog of 2792 messages is fetched over and over in small pieces.
     let service = Service::start_with(
         &t,
-        "pause",
+        "tiny-queue",
         &["--partition-queue", "8", "--partition-buffer-kib", "64"],
-        &[("RUST_LOG", "info,eeg_ingest=debug")],
+        &[],
     );
     let got = consume(&t.processed, Duration::from_secs(60), |r| {
         r.len() >= want.len()
     });
     let (status, log) = service.stop();
     assert!(status.success(), "exit {status}:\n{log}");
-    assert!(log.contains("paused: processing is behind"), "{log}");
-    assert!(log.contains("resumed"), "{log}");
     assert_eq!(got.len(), want.len(), "{log}");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!(g.payload == *w, "record {i} differs:\n{log}");
     }
+    assert!(log.contains("session_resets=0"), "{log}");
 }
 
 #[test]

@@ -263,9 +263,9 @@ variable "shutdown_timeout_s" {
 }
 
 variable "partition_queue" {
-  description = "EEG_PARTITION_QUEUE: messages queued for each partition's worker."
+  description = "EEG_PARTITION_QUEUE: messages fetched ahead for each partition before librdkafka waits for its worker."
   type        = number
-  default     = 256
+  default     = 1000
 
   validation {
     condition     = var.partition_queue >= 1
@@ -274,7 +274,7 @@ variable "partition_queue" {
 }
 
 variable "partition_buffer_kib" {
-  description = "EEG_PARTITION_BUFFER_KIB: KiB held per partition beyond its queue before the partition is paused."
+  description = "EEG_PARTITION_BUFFER_KIB: KiB fetched ahead for each partition before librdkafka waits for its worker."
   type        = number
   default     = 8192
 

@@ -8,16 +8,17 @@
 //! runtime. This file is transport only: what is published and when an offset may be
 //! committed is decided in `eeg-session`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, base_consumer::PartitionQueue,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -71,11 +72,11 @@ pub struct ServiceConfig {
     pub shutdown_timeout: Duration,
     /// Bound on each call that waits for the broker (metadata, topic checks).
     pub connect_timeout: Duration,
-    /// Messages queued for a partition's worker.
+    /// Messages librdkafka fetches ahead for a partition before it waits for the
+    /// partition's worker (`queued.min.messages`, per partition queue).
     pub partition_queue: usize,
-    /// Bytes of messages held for a partition beyond its queue before the partition is
-    /// paused (pausing makes librdkafka drop what it prefetched and fetch it again, so it
-    /// is kept for a worker that is really behind, not for a burst of prefetched data).
+    /// Bytes fetched ahead for a partition before librdkafka waits for its worker
+    /// (`queued.max.messages.kbytes`, per partition queue).
     pub partition_buffer_bytes: usize,
     /// How often a partition's session snapshots are saved and its offset moved on.
     pub snapshot_interval: Duration,
@@ -104,7 +105,7 @@ impl ServiceConfig {
             session_idle: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
-            partition_queue: 256,
+            partition_queue: 1000,
             partition_buffer_bytes: 8 << 20,
             snapshot_interval: Duration::from_secs(1),
             stall_after: Duration::from_secs(60),
@@ -234,37 +235,23 @@ pub enum ServiceError {
     Triggers(#[from] eeg_session::TriggerConfigError),
 }
 
-/// What the polling thread hands a partition's worker.
-#[derive(Debug)]
-enum ToWorker {
-    Message(OwnedInbound),
-    /// The partition was sought back: what follows starts at the offset asked for.
-    Sought,
-}
-
-/// A raw message, copied out of librdkafka's buffer.
-#[derive(Debug)]
-struct OwnedInbound {
-    offset: i64,
-    timestamp_ms: Option<i64>,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-}
+/// The service's consumer.
+type Kafka = BaseConsumer<Rebalancing>;
 
 /// What a worker and the polling thread share about one partition.
 #[derive(Debug)]
 struct Link {
     /// The offset the worker's ledger made safe to commit; -1 before any.
     commit: AtomicI64,
-    /// An offset the worker asks the partition to be read from again; -1 for none.
-    seek: AtomicI64,
+    /// The partition was revoked or the service stops: finish and return.
+    released: AtomicBool,
 }
 
 impl Link {
     fn new() -> Link {
         Link {
             commit: AtomicI64::new(-1),
-            seek: AtomicI64::new(-1),
+            released: AtomicBool::new(false),
         }
     }
 
@@ -275,11 +262,11 @@ impl Link {
 }
 
 /// Keeps a partition's messages consecutive as they come from the consumer: every offset
-/// is handed over once, in order. A message past the next expected offset means the
-/// consumer skipped some (it happens after pausing and resuming a partition, whatever the
-/// client library or broker does with the paused position): the partition is read again
-/// from the expected offset, once. If the same offsets are missing after that, they do not
-/// exist on the broker (deleted, or transaction markers) and the gap is accepted.
+/// is taken once, in order. A message past the next expected offset means the consumer
+/// skipped some (seen after pausing and resuming a partition, whatever the client library
+/// or broker does with the position): the partition is read again from the expected
+/// offset, once. If the same offsets are missing after that, they do not exist on the
+/// broker (deleted, or transaction markers) and the gap is accepted.
 #[derive(Debug, Default)]
 struct OffsetGuard {
     expected: Option<i64>,
@@ -289,9 +276,9 @@ struct OffsetGuard {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Check {
-    /// Hand the message over.
+    /// Take the message.
     Take,
-    /// Already handed over: drop it.
+    /// Already taken: drop it.
     Repeat,
     /// Offsets were skipped: drop it and read again from this offset.
     Refetch(i64),
@@ -321,13 +308,6 @@ impl OffsetGuard {
 /// The polling thread's handle on one partition.
 #[derive(Debug)]
 struct Partition {
-    tx: Option<SyncSender<ToWorker>>,
-    /// Messages that arrived while the worker's queue was full (at most about
-    /// `partition_buffer_bytes`: then the partition is paused until they are handed over).
-    overflow: VecDeque<OwnedInbound>,
-    overflow_bytes: usize,
-    paused: bool,
-    guard: OffsetGuard,
     link: Arc<Link>,
     worker: Option<JoinHandle<()>>,
     stored: Option<i64>,
@@ -343,6 +323,9 @@ struct Shared {
     partitions: Mutex<HashMap<i32, Partition>>,
     /// The first background task that failed, as its log line.
     failed_task: Mutex<Option<String>>,
+    /// The consumer, for the rebalance callbacks to split partition queues off it (weak: it
+    /// owns this state through its context).
+    consumer: OnceLock<Weak<Kafka>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -383,19 +366,29 @@ impl Rebalancing {
 
 impl ConsumerContext for Rebalancing {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!("partitions {ids:?} revoked; finishing their in-flight work");
-            self.0.health.revoke(&ids);
-            self.0
-                .stats
-                .transport
-                .rebalances
-                .fetch_add(1, Ordering::Relaxed);
-            // Rebalance callbacks run inside `poll`, before librdkafka releases the
-            // partitions: finishing and committing here means the next owner starts
-            // exactly after the last acknowledged output.
-            let _ = self.0.release(consumer, &ids);
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!("partitions {ids:?} revoked; finishing their in-flight work");
+                self.0.health.revoke(&ids);
+                self.0
+                    .stats
+                    .transport
+                    .rebalances
+                    .fetch_add(1, Ordering::Relaxed);
+                // Rebalance callbacks run inside `poll`, before librdkafka releases the
+                // partitions: finishing and committing here means the next owner starts
+                // exactly after the last acknowledged output.
+                let _ = self.0.release(consumer, &ids);
+            }
+            // Before librdkafka starts fetching them, so that not one message of these
+            // partitions goes to the main queue: each gets a queue of its own.
+            Rebalance::Assign(tpl) => {
+                for e in tpl.elements() {
+                    self.0.start_partition(e.partition());
+                }
+            }
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -411,9 +404,6 @@ impl ConsumerContext for Rebalancing {
                         .transport
                         .rebalances
                         .fetch_add(1, Ordering::Relaxed);
-                }
-                for id in ids {
-                    self.0.start_partition(id);
                 }
             }
             Rebalance::Revoke(_) => {}
@@ -468,12 +458,21 @@ impl Shared {
         }
     }
 
+    /// Splits partition `id` off the consumer's main queue and starts its worker, which
+    /// polls that queue itself: librdkafka then fetches ahead for this partition only up to
+    /// its own bounds, so a slow partition holds back nothing but itself, with no pause.
     fn start_partition(self: &Arc<Self>, id: i32) {
         let mut parts = self.partitions.lock().expect("partitions lock");
         if parts.contains_key(&id) {
             return;
         }
-        let (tx, rx) = sync_channel(self.config.partition_queue);
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let Some(queue) = consumer.split_partition_queue(&self.config.topics.raw, id) else {
+            self.task_failed(format!("partition {id}: no queue of its own"));
+            return;
+        };
         let link = Arc::new(Link::new());
         let worker = {
             let shared = Arc::clone(self);
@@ -482,10 +481,8 @@ impl Shared {
                 .name(format!("partition-{id}"))
                 .spawn(move || {
                     let run = std::panic::AssertUnwindSafe(|| {
-                        PartitionWorker::start(Arc::clone(&shared), id, link).run(&rx)
+                        PartitionWorker::start(Arc::clone(&shared), id, link, consumer, queue).run()
                     });
-                    // `rx` outlives the unwinding, so the polling thread sees the failure
-                    // recorded before it sees a closed queue.
                     if let Err(panic) = std::panic::catch_unwind(run) {
                         shared.task_failed(format!(
                             "partition {id} worker failed: {}",
@@ -498,11 +495,6 @@ impl Shared {
         parts.insert(
             id,
             Partition {
-                tx: Some(tx),
-                overflow: VecDeque::new(),
-                overflow_bytes: 0,
-                paused: false,
-                guard: OffsetGuard::default(),
                 link,
                 worker: Some(worker),
                 stored: None,
@@ -513,17 +505,15 @@ impl Shared {
     /// Lets the workers of `ids` finish what they were handed, write their last snapshots
     /// and wait (within their budget) for the broker's acknowledgements, then commits what
     /// their ledgers reached and forgets the partitions.
-    fn release(&self, consumer: &BaseConsumer<Rebalancing>, ids: &[i32]) -> Result<(), KafkaError> {
+    fn release(&self, consumer: &Kafka, ids: &[i32]) -> Result<(), KafkaError> {
         let mut gone = Vec::new();
         {
             let mut parts = self.partitions.lock().expect("partitions lock");
             for id in ids {
-                if let Some(mut p) = parts.remove(id) {
-                    // Closing the queue lets the worker finish what it holds, then exit;
-                    // overflow messages were never handed over and are re-read by the
-                    // next owner.
-                    p.tx = None;
-                    p.overflow.clear();
+                if let Some(p) = parts.remove(id) {
+                    // The worker finishes the message in hand, then stops taking any; what
+                    // is left in its queue is read again by the next owner.
+                    p.link.released.store(true, Ordering::Release);
                     gone.push((*id, p));
                 }
             }
@@ -602,6 +592,7 @@ impl Service {
                 stats: Arc::new(Stats::default()),
                 partitions: Mutex::new(HashMap::new()),
                 failed_task: Mutex::new(None),
+                consumer: OnceLock::new(),
             }),
             stop: StopHandle::default(),
         })
@@ -642,14 +633,22 @@ impl Service {
         let mut client = config.client_config();
         // Lag comes from librdkafka's statistics.
         client.set("statistics.interval.ms", "5000");
-        // librdkafka prefetches up to 64 MiB by default; a quarter of that keeps a small
-        // task's memory in bounds and is still many seconds of EEG. Overridable.
-        client.set("queued.max.messages.kbytes", "16384");
+        // Each partition has a queue of its own (see `start_partition`); librdkafka fetches
+        // ahead for it until it holds this many messages or bytes, then waits for its worker
+        // to take some. A short wait before fetching again keeps a small queue flowing.
+        // Overridable.
+        client
+            .set("queued.min.messages", config.partition_queue.to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                (config.partition_buffer_bytes >> 10).max(1).to_string(),
+            )
+            .set("fetch.queue.backoff.ms", "20");
         for (k, v) in &config.consumer_kafka {
             client.set(k, v);
         }
         // What the delivery promise rests on: not overridable.
-        let consumer: BaseConsumer<Rebalancing> = client
+        let consumer: Kafka = client
             .set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.offset.store", "false")
@@ -657,6 +656,8 @@ impl Service {
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
             .create_with_context(Rebalancing(Arc::clone(&shared)))?;
+        let consumer = Arc::new(consumer);
+        let _ = shared.consumer.set(Arc::downgrade(&consumer));
         consumer.subscribe(&[&config.topics.raw])?;
         shared.health.set_phase(Phase::Consuming);
         let rejoin = Arc::new(AtomicBool::new(false));
@@ -701,28 +702,22 @@ impl Service {
                 consumer.unsubscribe();
                 consumer.subscribe(&[&config.topics.raw])?;
             }
-            let step = match consumer.poll(Duration::from_millis(100)) {
-                None => Ok(()),
+            // Serves the group's events (rebalances, errors, statistics); the messages come
+            // through the partitions' own queues.
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
                 Some(Ok(m)) => {
-                    shared
-                        .stats
-                        .transport
-                        .messages_consumed
-                        .fetch_add(1, Ordering::Relaxed);
-                    let inbound = OwnedInbound {
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                    };
-                    shared.hand_over(&consumer, m.partition(), inbound)
+                    // Only a message fetched before its partition's queue was split could
+                    // come here; its worker notices the offset missing and reads it again.
+                    tracing::debug!(
+                        "partition {} offset {} on the main queue; left to its worker",
+                        m.partition(),
+                        m.offset()
+                    );
                 }
-                Some(Err(e)) => {
-                    log_consumer_error(&e);
-                    Ok(())
-                }
-            };
-            match step.and_then(|()| shared.housekeeping(&consumer)) {
+                Some(Err(e)) => log_consumer_error(&e),
+            }
+            match shared.housekeeping(&consumer) {
                 Ok(()) => {}
                 // A worker that failed closes its queue after recording why.
                 Err(e @ ServiceError::WorkerDied(_)) => {
@@ -854,116 +849,13 @@ fn log_consumer_error(e: &KafkaError) {
 }
 
 impl Shared {
-    fn hand_over(
-        &self,
-        consumer: &BaseConsumer<Rebalancing>,
-        id: i32,
-        inbound: OwnedInbound,
-    ) -> Result<(), ServiceError> {
-        let mut parts = self.partitions.lock().expect("partitions lock");
-        let Some(p) = parts.get_mut(&id) else {
-            // A message of a partition already released: its next owner reads it again.
-            return Ok(());
-        };
-        match p.guard.check(inbound.offset) {
-            Check::Take => {}
-            Check::Repeat => return Ok(()),
-            Check::Refetch(from) => {
-                tracing::warn!(
-                    "partition {id}: the consumer skipped from offset {from} to {}; reading again from {from}",
-                    inbound.offset
-                );
-                self.stats
-                    .transport
-                    .offset_refetches
-                    .fetch_add(1, Ordering::Relaxed);
-                self.seek(consumer, id, from)?;
-                return Ok(());
-            }
-        }
-        let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
-        let inbound = if p.overflow.is_empty() {
-            match tx.try_send(ToWorker::Message(inbound)) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(ToWorker::Message(inbound))) => inbound,
-                Err(TrySendError::Full(ToWorker::Sought)) => return Ok(()),
-                Err(TrySendError::Disconnected(_)) => return Err(ServiceError::WorkerDied(id)),
-            }
-        } else {
-            inbound
-        };
-        p.overflow_bytes += inbound.payload.len();
-        p.overflow.push_back(inbound);
-        // Resumed once the overflow is handed over, with a full queue of work ahead.
-        if !p.paused && p.overflow_bytes >= self.config.partition_buffer_bytes {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&self.config.topics.raw, id);
-            consumer.pause(&tpl)?;
-            p.paused = true;
-            tracing::debug!("partition {id} paused: processing is behind");
-        }
-        Ok(())
-    }
-
-    /// Reads partition `id` again from `offset`. Synchronous, so that nothing fetched
-    /// before it is returned after it.
-    fn seek(
-        &self,
-        consumer: &BaseConsumer<Rebalancing>,
-        id: i32,
-        offset: i64,
-    ) -> Result<(), ServiceError> {
-        consumer.seek(
-            &self.config.topics.raw,
-            id,
-            Offset::Offset(offset),
-            self.config.connect_timeout,
-        )?;
-        Ok(())
-    }
-
-    /// Hands over overflow, resumes partitions that caught up, carries out the workers'
-    /// requests to read again, and stores the offsets their ledgers reached.
-    fn housekeeping(&self, consumer: &BaseConsumer<Rebalancing>) -> Result<(), ServiceError> {
+    /// Stores the offsets the partitions' ledgers reached; notices a worker that died.
+    fn housekeeping(&self, consumer: &Kafka) -> Result<(), ServiceError> {
         let mut parts = self.partitions.lock().expect("partitions lock");
         let mut store = TopicPartitionList::new();
         for (&id, p) in parts.iter_mut() {
-            let tx = p.tx.as_ref().ok_or(ServiceError::WorkerDied(id))?;
-            let seek = p.link.seek.swap(-1, Ordering::AcqRel);
-            if seek >= 0 {
-                // A restore that must start before the committed offset: what was held
-                // comes again, after the marker that tells the worker the seek is done.
-                p.overflow.clear();
-                p.overflow_bytes = 0;
-                self.seek(consumer, id, seek)?;
-                p.guard.restart_at(seek);
-                if tx.send(ToWorker::Sought).is_err() {
-                    return Err(ServiceError::WorkerDied(id));
-                }
-            }
-            while let Some(m) = p.overflow.pop_front() {
-                let n = m.payload.len();
-                match tx.try_send(ToWorker::Message(m)) {
-                    Ok(()) => p.overflow_bytes -= n,
-                    Err(TrySendError::Full(ToWorker::Message(m))) => {
-                        p.overflow.push_front(m);
-                        break;
-                    }
-                    Err(TrySendError::Full(ToWorker::Sought)) => unreachable!("sent as messages"),
-                    Err(TrySendError::Disconnected(_)) => return Err(ServiceError::WorkerDied(id)),
-                }
-            }
-            if p.paused && p.overflow.is_empty() {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&self.config.topics.raw, id);
-                consumer.resume(&tpl)?;
-                p.paused = false;
-                // Where the consumer goes on after a resume is not to be trusted (it can
-                // skip offsets): say where.
-                if let Some(next) = p.guard.expected {
-                    self.seek(consumer, id, next)?;
-                }
-                tracing::debug!("partition {id} resumed");
+            if p.worker.as_ref().is_some_and(JoinHandle::is_finished) {
+                return Err(ServiceError::WorkerDied(id));
             }
             if let Some(next) = p.link.commit()
                 && p.stored != Some(next)
@@ -1018,21 +910,28 @@ impl Outbox for KafkaOutbox<'_> {
     }
 }
 
-/// Feeds one partition's messages to its core in offset order and publishes what the core's
-/// ledger makes safe to commit.
+/// Feeds one partition's messages from its own queue to its core, in offset order, and
+/// publishes what the core's ledger makes safe to commit.
 struct PartitionWorker {
     shared: Arc<Shared>,
     partition: i32,
     link: Arc<Link>,
     core: PartitionCore,
-    /// Waiting for the marker of a seek it asked for; messages before it are dropped.
-    awaiting_seek: bool,
+    consumer: Arc<Kafka>,
+    queue: PartitionQueue<Rebalancing>,
+    guard: OffsetGuard,
 }
 
 impl PartitionWorker {
     /// Restores the partition's sessions from their snapshots, before any of its messages
     /// is processed.
-    fn start(shared: Arc<Shared>, partition: i32, link: Arc<Link>) -> PartitionWorker {
+    fn start(
+        shared: Arc<Shared>,
+        partition: i32,
+        link: Arc<Link>,
+        consumer: Arc<Kafka>,
+        queue: PartitionQueue<Rebalancing>,
+    ) -> PartitionWorker {
         let config = &shared.config;
         let core_config = shared.core_config(partition);
         let counters = Arc::clone(&shared.stats.core);
@@ -1045,7 +944,7 @@ impl PartitionWorker {
             partition,
             config.shutdown_timeout,
         );
-        let mut awaiting_seek = false;
+        let mut seek_to = None;
         let core = match saved {
             Ok(saved) => {
                 let committed = saved.committed;
@@ -1072,8 +971,7 @@ impl PartitionWorker {
                     tracing::info!(
                         "partition {partition}: a restored session needs offset {start}, before the committed {c}; reading from there"
                     );
-                    link.seek.store(start, Ordering::Release);
-                    awaiting_seek = true;
+                    seek_to = Some(start);
                 }
                 core
             }
@@ -1084,32 +982,102 @@ impl PartitionWorker {
                 PartitionCore::new(core_config, counters)
             }
         };
-        PartitionWorker {
+        let mut worker = PartitionWorker {
             shared,
             partition,
             link,
             core,
-            awaiting_seek,
+            consumer,
+            queue,
+            guard: OffsetGuard::default(),
+        };
+        if let Some(start) = seek_to {
+            worker.read_from(start);
         }
+        worker
     }
 
-    fn run(mut self, rx: &Receiver<ToWorker>) {
+    /// Reads the partition again from `offset`: once it is assigned (the assignment
+    /// completes right after the callback that started this worker), synchronously, so
+    /// that nothing fetched before comes after.
+    fn read_from(&mut self, offset: i64) {
+        let config = &self.shared.config;
+        let deadline = Instant::now() + config.connect_timeout;
+        while Instant::now() < deadline
+            && !self.consumer.assignment().is_ok_and(|a| {
+                a.find_partition(&config.topics.raw, self.partition)
+                    .is_some()
+            })
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Err(e) = self.consumer.seek(
+            &config.topics.raw,
+            self.partition,
+            Offset::Offset(offset),
+            config.connect_timeout,
+        ) {
+            tracing::warn!(
+                "partition {}: reading again from offset {offset} failed: {e}",
+                self.partition
+            );
+        }
+        self.guard.restart_at(offset);
+    }
+
+    fn run(mut self) {
         let interval = self.shared.config.snapshot_interval;
         let mut last_checkpoint = Instant::now();
-        loop {
+        while !self.link.released.load(Ordering::Acquire) {
             // Acknowledgements arrive without a message to wake the worker: look often
             // while some are awaited.
             let wait = if self.core.ledger().is_empty() {
-                interval.min(Duration::from_secs(1))
+                Duration::from_millis(100)
             } else {
                 Duration::from_millis(20)
             };
-            match rx.recv_timeout(wait) {
-                Ok(ToWorker::Message(m)) if !self.awaiting_seek => self.handle(&m),
-                Ok(ToWorker::Message(_)) => {}
-                Ok(ToWorker::Sought) => self.awaiting_seek = false,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            let refetch = match self.queue.poll(wait) {
+                None => None,
+                Some(Err(e)) => {
+                    log_consumer_error(&e);
+                    None
+                }
+                Some(Ok(m)) => {
+                    self.shared
+                        .stats
+                        .transport
+                        .messages_consumed
+                        .fetch_add(1, Ordering::Relaxed);
+                    match self.guard.check(m.offset()) {
+                        Check::Take => {
+                            let inbound = Inbound {
+                                offset: m.offset(),
+                                timestamp_ms: m.timestamp().to_millis(),
+                                key: m.key(),
+                                payload: m.payload().unwrap_or_default(),
+                            };
+                            take(&self.shared, self.partition, &mut self.core, &inbound);
+                            None
+                        }
+                        Check::Repeat => None,
+                        Check::Refetch(from) => {
+                            tracing::warn!(
+                                "partition {}: the consumer skipped from offset {from} to {}; reading again from {from}",
+                                self.partition,
+                                m.offset()
+                            );
+                            Some(from)
+                        }
+                    }
+                }
+            };
+            if let Some(from) = refetch {
+                self.shared
+                    .stats
+                    .transport
+                    .offset_refetches
+                    .fetch_add(1, Ordering::Relaxed);
+                self.read_from(from);
             }
             if last_checkpoint.elapsed() >= interval {
                 last_checkpoint = Instant::now();
@@ -1145,48 +1113,6 @@ impl PartitionWorker {
         self.core.release();
     }
 
-    fn handle(&mut self, m: &OwnedInbound) {
-        // Where tests inject a failure of this task (compiled in with `failpoints` only).
-        fail::fail_point!("partition-worker-message");
-        let started = Instant::now();
-        let inbound = Inbound {
-            offset: m.offset,
-            timestamp_ms: m.timestamp_ms,
-            key: m.key.as_deref(),
-            payload: &m.payload,
-        };
-        let mut outbox = KafkaOutbox {
-            producer: &self.shared.producer,
-            topics: &self.shared.config.topics,
-            partition: self.partition,
-        };
-        // An `Err` means an output was refused: the producer logged it and is marked
-        // failed, and the polling thread stops the service without committing past it.
-        if let Ok(handled) = self.core.handle(&inbound, &mut outbox) {
-            if let Some((expected, got)) = handled.gap {
-                tracing::warn!(
-                    "partition {}: offsets {expected} to {} are not on the broker (deleted, or transaction markers)",
-                    self.partition,
-                    got - 1
-                );
-            }
-            match handled.outcome {
-                Outcome::Processed {
-                    reset: Some(reason),
-                    ..
-                } => tracing::debug!("partition {}: session reset: {reason}", self.partition),
-                Outcome::DeadLetter(reason) => tracing::debug!(
-                    "dead letter: {} partition {} offset {}: {reason}",
-                    self.shared.config.topics.raw,
-                    self.partition,
-                    m.offset
-                ),
-                _ => {}
-            }
-        }
-        self.shared.stats.latency.observe(started.elapsed());
-    }
-
     fn advance(&mut self) {
         let mut outbox = KafkaOutbox {
             producer: &self.shared.producer,
@@ -1197,6 +1123,41 @@ impl PartitionWorker {
             self.link.commit.store(commit, Ordering::Release);
         }
     }
+}
+
+/// One message through the partition's core, straight from librdkafka's buffer.
+fn take(shared: &Shared, partition: i32, core: &mut PartitionCore, m: &Inbound<'_>) {
+    // Where tests inject a failure of this task (compiled in with `failpoints` only).
+    fail::fail_point!("partition-worker-message");
+    let started = Instant::now();
+    let mut outbox = KafkaOutbox {
+        producer: &shared.producer,
+        topics: &shared.config.topics,
+        partition,
+    };
+    // An `Err` means an output was refused: the producer logged it and is marked failed,
+    // and the polling thread stops the service without committing past it.
+    if let Ok(handled) = core.handle(m, &mut outbox) {
+        if let Some((expected, got)) = handled.gap {
+            tracing::warn!(
+                "partition {partition}: offsets {expected} to {} are not on the broker (deleted, or transaction markers)",
+                got - 1
+            );
+        }
+        match handled.outcome {
+            Outcome::Processed {
+                reset: Some(reason),
+                ..
+            } => tracing::debug!("partition {partition}: session reset: {reason}"),
+            Outcome::DeadLetter(reason) => tracing::debug!(
+                "dead letter: {} partition {partition} offset {}: {reason}",
+                shared.config.topics.raw,
+                m.offset
+            ),
+            _ => {}
+        }
+    }
+    shared.stats.latency.observe(started.elapsed());
 }
 
 #[cfg(test)]
