@@ -249,17 +249,7 @@ fn consume_at(
     timeout: Duration,
     done: impl Fn(&[Record]) -> bool,
 ) -> Vec<Record> {
-    let consumer: BaseConsumer = client_at(bootstrap)
-        .set("group.id", format!("reader-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader_at(bootstrap, topic);
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while Instant::now() < deadline && !done(&out) {
@@ -286,6 +276,22 @@ fn consume_at(
         }
     }
     out
+}
+
+/// A consumer of every partition of `topic` from its start, outside any group's work.
+fn reader_at(bootstrap: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = client_at(bootstrap)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
 }
 
 /// `process` output for `input`: the reference the service must match.

@@ -105,19 +105,8 @@ struct Reader {
 
 impl Reader {
     fn new(bootstrap: &str, topic: &str) -> Reader {
-        let consumer: BaseConsumer = client_at(bootstrap)
-            .set("group.id", format!("chaos-reader-{topic}"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
         Reader {
-            consumer,
+            consumer: reader_at(bootstrap, topic),
             records: Vec::new(),
         }
     }

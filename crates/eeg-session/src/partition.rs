@@ -66,6 +66,20 @@ pub struct Output<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
 }
 
+impl Output<'_> {
+    /// Bytes of key, value and headers: what counts against a producer's message limit
+    /// (less its framing).
+    pub fn size(&self) -> usize {
+        self.payload.map_or(0, <[u8]>::len)
+            + self.key.map_or(0, <[u8]>::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 /// The producer as the core sees it.
 pub trait Outbox {
     type Error;
@@ -449,6 +463,7 @@ impl PartitionCore {
             outbox,
             ticket,
             buf: &mut self.buf,
+            max_bytes: self.config.max_output_bytes,
         };
         let mut fanout = Fanout::new(
             &session.meta,
@@ -460,7 +475,7 @@ impl PartitionCore {
             batch.samples_per_channel(),
             &mut fanout,
         );
-        let produced = fanout.finish()?;
+        let finished = fanout.finish();
         // Keep checkpoints from the one whose message holds the next window's first sample.
         let next = session.processor.next_window_start();
         let entries = &mut session.extra.entries;
@@ -469,6 +484,19 @@ impl PartitionCore {
                 self.spare.push(e.checkpoint);
             }
         }
+        let produced = match finished {
+            Ok(p) => p,
+            Err(Stop::Refused(e)) => return Err(e),
+            // The same on every owner and at every retry: a stop would stop them all in
+            // turn. The message is a dead letter that says what to raise.
+            Err(Stop::TooLarge { window, size }) => {
+                let reason = format!(
+                    "the record of window {window} of session '{}' is {size} bytes, over the producer's limit of {} bytes (raise message.max.bytes and the topic's max.message.bytes)",
+                    batch.session_id, self.config.max_output_bytes
+                );
+                return self.dead_letter(m, &reason, ticket, outbox);
+            }
+        };
         c.records_published
             .fetch_add(produced.records, Ordering::Relaxed);
         c.triggers_published
@@ -717,41 +745,77 @@ fn send<O: Outbox>(outbox: &mut O, out: &Output<'_>, ticket: &Arc<Ticket>) -> Re
     outbox.send(out, ticket).inspect_err(|_| ticket.fail())
 }
 
+/// Why the service's sink stopped.
+enum Stop<E> {
+    /// The outbox did not take an output.
+    Refused(E),
+    /// A record larger than the producer takes; never sent.
+    TooLarge { window: u64, size: usize },
+}
+
 /// The fan-out's sink in the service: each record and event encoded and sent on behalf of the
 /// message being processed.
 struct OutboxSink<'a, O: Outbox> {
     outbox: &'a mut O,
     ticket: &'a Arc<Ticket>,
     buf: &'a mut Vec<u8>,
+    max_bytes: usize,
+}
+
+impl<O: Outbox> OutboxSink<'_, O> {
+    fn send(&mut self, out: &Output<'_>) -> Result<(), Stop<O::Error>> {
+        send(self.outbox, out, self.ticket).map_err(Stop::Refused)
+    }
 }
 
 impl<O: Outbox> Sink for OutboxSink<'_, O> {
-    type Error = O::Error;
+    type Error = Stop<O::Error>;
 
-    fn record(&mut self, meta: &Arc<SessionMeta>, window: &Window<'_>) -> Result<(), O::Error> {
+    fn record(
+        &mut self,
+        meta: &Arc<SessionMeta>,
+        window: &Window<'_>,
+    ) -> Result<(), Stop<O::Error>> {
         self.buf.clear();
         encode_processed(&ProcessedRecord { meta, window }, self.buf);
+        let buf = std::mem::take(self.buf);
         let out = Output {
             topic: Topic::Processed,
             key: Some(meta.session_id.as_bytes()),
-            payload: Some(self.buf),
+            payload: Some(&buf),
             headers: &[],
         };
-        send(self.outbox, &out, self.ticket)
+        let size = out.size();
+        let sent = if size + OUTPUT_OVERHEAD > self.max_bytes {
+            Err(Stop::TooLarge {
+                window: window.index,
+                size,
+            })
+        } else {
+            self.send(&out)
+        };
+        *self.buf = buf;
+        sent
     }
 
-    fn trigger(&mut self, event: &TriggerEvent<'_>) -> Result<(), O::Error> {
+    fn trigger(&mut self, event: &TriggerEvent<'_>) -> Result<(), Stop<O::Error>> {
         self.buf.clear();
         event.encode_into(self.buf);
+        let buf = std::mem::take(self.buf);
         let out = Output {
             topic: Topic::Triggers,
             key: Some(event.session_id.as_bytes()),
-            payload: Some(self.buf),
+            payload: Some(&buf),
             headers: &[],
         };
-        send(self.outbox, &out, self.ticket)
+        let sent = self.send(&out);
+        *self.buf = buf;
+        sent
     }
 }
+
+/// Room kept in every record for the producer's framing of it.
+const OUTPUT_OVERHEAD: usize = 512;
 
 #[cfg(test)]
 mod tests {
@@ -767,13 +831,7 @@ mod tests {
         type Error = String;
 
         fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), String> {
-            let size = out.payload.map_or(0, <[u8]>::len)
-                + out.key.map_or(0, <[u8]>::len)
-                + out
-                    .headers
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>();
+            let size = out.size();
             if size > 1_000_000 {
                 return Err(format!("{size} bytes"));
             }
@@ -852,6 +910,50 @@ mod tests {
         // Everything is accounted for: the partition commits past the poison.
         c.checkpoint();
         assert_eq!(c.advance(&mut out), Ok(Some(11)));
+    }
+
+    #[test]
+    fn a_record_too_large_for_the_producer_dead_letters_its_message_instead_of_stopping() {
+        let mut c = core();
+        c.config.max_output_bytes = 6_000;
+        let channels: Vec<String> = (0..16).map(|i| format!("C{i}")).collect();
+        let rows: Vec<Vec<f64>> = (0..16)
+            .map(|ch| {
+                (0..1100)
+                    .map(|i| ((i * (ch + 1)) as f64 * 0.01).sin())
+                    .collect()
+            })
+            .collect();
+        let batch = serde_json::json!({
+            "schema": "eeg.raw/1", "session_id": "wide", "device_id": "d", "seq": 0,
+            "start_ms": 1_000, "sample_rate_hz": 256.0, "channels": channels, "samples": rows,
+        })
+        .to_string();
+        let mut out = Kept::default();
+        let m = Inbound {
+            offset: 0,
+            timestamp_ms: Some(1),
+            key: Some(b"wide"),
+            payload: batch.as_bytes(),
+        };
+        let handled = c.handle(&m, &mut out).expect("never refused");
+        let Outcome::DeadLetter(reason) = handled.outcome else {
+            panic!("{:?}", handled.outcome);
+        };
+        assert!(
+            reason.contains("the record of window 0 of session 'wide' is")
+                && reason.contains("over the producer's limit of 6000 bytes"),
+            "{reason}"
+        );
+        assert!(
+            out.0.iter().all(|(t, ..)| *t == Topic::DeadLetter),
+            "no record sent"
+        );
+        // The session goes on (its next window starts in this message, which it still
+        // needs): nothing stopped.
+        c.checkpoint();
+        assert_eq!(c.advance(&mut out), Ok(Some(0)));
+        assert_eq!(c.sessions(), 1);
     }
 
     #[test]

@@ -328,13 +328,7 @@ impl Outbox for SimOutbox<'_> {
     type Error = String;
 
     fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), String> {
-        let size = out.payload.map_or(0, <[u8]>::len)
-            + out.key.map_or(0, <[u8]>::len)
-            + out
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
+        let size = out.size();
         if size > MAX_OUTPUT_BYTES {
             return Err(format!("{size} bytes, over the producer's limit"));
         }
