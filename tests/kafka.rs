@@ -93,13 +93,23 @@ impl Topics {
     }
 
     fn make(&self) {
+        self.make_with_dlq(&[]);
+    }
+
+    /// Creates the topics, the dead-letter topic with these settings.
+    fn make_with_dlq(&self, dlq: &[(&str, &str)]) {
         let t = self;
         let admin: AdminClient<DefaultClientContext> = client_at(&t.bootstrap).create().unwrap();
-        let plain = [&t.raw, &t.processed, &t.triggers, &t.dlq];
+        let plain = [&t.raw, &t.processed, &t.triggers];
         let mut new: Vec<NewTopic<'_>> = plain
             .iter()
             .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
             .collect();
+        let mut dead = NewTopic::new(&t.dlq, PARTITIONS, TopicReplication::Fixed(1));
+        for (k, v) in dlq {
+            dead = dead.set(k, v);
+        }
+        new.push(dead);
         new.push(
             NewTopic::new(&t.state, PARTITIONS, TopicReplication::Fixed(1))
                 .set("cleanup.policy", "compact"),
@@ -681,6 +691,29 @@ fn poison_of_any_size_is_dead_lettered_cut_and_no_instance_exits() {
         assert!(status.success(), "exit {status}:\n{log}");
     }
     assert_eq!(committed(&t), end_offsets(&t.raw));
+}
+
+#[test]
+fn dead_letters_fit_the_dead_letter_topic_when_it_takes_less_than_the_producer() {
+    let t = Topics::named("small-dlq", &bootstrap());
+    t.make_with_dlq(&[("max.message.bytes", "300000")]);
+    // 500 KB: the producer (1,000,000 bytes) would take the copy, the topic would not.
+    let body = vec![b'x'; 500_000];
+    let producer: BaseProducer = client().create().unwrap();
+    producer
+        .send(BaseRecord::to(&t.raw).key("big").payload(&body[..]))
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let service = Service::start(&t, "small-dlq");
+    let dead = consume(&t.dlq, Duration::from_secs(60), |r| !r.is_empty());
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert_eq!(dead.len(), 1, "{log}");
+    let d = &dead[0];
+    assert!(d.payload.len() < 300_000 && body.starts_with(&d.payload));
+    assert_eq!(d.headers["truncated"], "true");
+    assert_eq!(d.headers["original.length"], "500000");
+    assert!(log.contains("outputs kept under 300000 bytes"), "{log}");
 }
 
 #[test]

@@ -490,6 +490,7 @@ fn the_task_role_reads_and_writes_its_topics_but_never_creates_or_deletes_them()
         "kafka-cluster:WriteData",
         "kafka-cluster:DescribeGroup",
         "kafka-cluster:AlterGroup",
+        "kafka-cluster:DescribeTopicDynamicConfiguration",
     ] {
         assert!(
             granted.contains(needed),

@@ -115,6 +115,8 @@ data "aws_iam_policy_document" "task_kafka" {
     actions = [
       "kafka-cluster:DescribeTopic",
       "kafka-cluster:WriteData",
+      # To read the topics' max.message.bytes and keep every output under it.
+      "kafka-cluster:DescribeTopicDynamicConfiguration",
     ]
     resources = local.write_topic_arns
   }

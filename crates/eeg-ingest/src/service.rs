@@ -9,7 +9,7 @@
 //! committed is decided in `eeg-session`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -326,6 +326,9 @@ struct Shared {
     /// The consumer, for the rebalance callbacks to split partition queues off it (weak: it
     /// owns this state through its context).
     consumer: OnceLock<Weak<Kafka>>,
+    /// The largest output the producer and the output topics all take; see
+    /// [`Service::agree_on_message_size`].
+    max_output_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for Shared {
@@ -454,7 +457,7 @@ impl Shared {
             limits: Limits::default(),
             source_topic: c.topics.raw.clone(),
             partition,
-            max_output_bytes: self.producer.max_message_bytes(),
+            max_output_bytes: self.max_output_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -582,6 +585,7 @@ impl Service {
             client.set(k, v);
         }
         let producer = Publisher::new(&client, &config.auth)?;
+        let max_output_bytes = AtomicUsize::new(producer.max_message_bytes());
         let triggers = Arc::new(TriggerEngine::new(config.triggers.rules.clone())?);
         Ok(Service {
             shared: Arc::new(Shared {
@@ -593,6 +597,7 @@ impl Service {
                 partitions: Mutex::new(HashMap::new()),
                 failed_task: Mutex::new(None),
                 consumer: OnceLock::new(),
+                max_output_bytes,
             }),
             stop: StopHandle::default(),
         })
@@ -628,6 +633,7 @@ impl Service {
         if !self.wait_for_topics() {
             return Ok(());
         }
+        self.agree_on_message_size();
         let shared = self.shared;
         let config = &shared.config;
         let mut client = config.client_config();
@@ -763,6 +769,38 @@ impl Service {
 }
 
 impl Service {
+    /// Keeps every output (records, events, dead letters) under the smallest of the
+    /// producer's `message.max.bytes` and the output topics' `max.message.bytes`: a record the
+    /// producer takes and the topic refuses would fail its delivery and stop the service, and
+    /// every next owner of the partition on the same message. Best effort: a broker that does
+    /// not say (or refuses to) leaves the producer's limit.
+    fn agree_on_message_size(&self) {
+        let config = &self.shared.config;
+        let t = &config.topics;
+        let outputs = [t.processed.as_str(), t.triggers.as_str(), t.dlq.as_str()];
+        let limits = match topics::message_limits(
+            &config.client_config(),
+            &config.auth,
+            &outputs,
+            config.connect_timeout,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!("topic size limits unknown: {e}");
+                return;
+            }
+        };
+        let producer = self.shared.producer.max_message_bytes();
+        if let Some((topic, &limit)) = limits.iter().min_by_key(|(_, l)| **l)
+            && limit < producer
+        {
+            tracing::info!(
+                "outputs kept under {limit} bytes, the max.message.bytes of {topic} (the producer takes {producer})"
+            );
+            self.shared.max_output_bytes.store(limit, Ordering::Relaxed);
+        }
+    }
+
     /// Waits until the broker answers and has every topic the service needs, logging each
     /// new reason once. Topics are an admin step: the service never creates them. Returns
     /// false when a stop was requested meanwhile.

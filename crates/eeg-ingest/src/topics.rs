@@ -1,10 +1,11 @@
 //! The service's topics: checked at start, created once by an admin step (`eeg-pipeline
 //! topics create`), never as a side effect of starting a service.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use eeg_kafka::{Auth, AuthContext};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -122,6 +123,47 @@ pub fn check(
     timeout: Duration,
 ) -> Result<TopicReport, BrokerError> {
     metadata(client, auth, timeout).map(|m| status_from(&m, topics))
+}
+
+/// The `max.message.bytes` the broker reports for each of `topics` that has one (topics it
+/// reports nothing for are left out), within `timeout`.
+pub fn message_limits(
+    client: &ClientConfig,
+    auth: &Auth,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<HashMap<String, usize>, BrokerError> {
+    let admin: AdminClient<AuthContext> = client
+        .create_with_context(AuthContext(auth.clone()))
+        .map_err(|e| BrokerError::Client(e.to_string()))?;
+    auth.set_token_now(admin.inner())
+        .map_err(BrokerError::Client)?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let specifiers: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let results =
+        futures::executor::block_on(admin.describe_configs(&specifiers, &opts)).map_err(|e| {
+            BrokerError::Unreachable {
+                cause: None,
+                detail: format!("describe configs: {e}"),
+            }
+        })?;
+    let mut out = HashMap::new();
+    for (topic, result) in topics.iter().zip(results) {
+        let Ok(resource) = result else { continue };
+        let limit = resource
+            .entries
+            .iter()
+            .find(|e| e.name == "max.message.bytes")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse().ok());
+        if let Some(limit) = limit {
+            out.insert(topic.to_string(), limit);
+        }
+    }
+    Ok(out)
 }
 
 /// The partition count of `topic` (`None` when it does not exist), asked of the broker
