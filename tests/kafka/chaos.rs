@@ -225,7 +225,7 @@ impl Run {
             .filter(|k| !seen.contains_key(*k))
             .collect();
         let figures = format!(
-            "{}: windows expected {total}, received {} ({} copies, {} duplicates), missing {}, changed {}; complete {:.1} s after the last fault, {:.1} s in all",
+            "{}: windows expected {total}, received {} ({} copies, {} duplicates), missing {}, changed {}; complete {:.1} s after the last fault, {:.1} s in all; partitions reported unconsumed {} time(s)",
             self.name,
             seen.len(),
             self.out.records.len(),
@@ -233,7 +233,8 @@ impl Run {
             missing.len(),
             changed.len(),
             done_after.as_secs_f64(),
-            self.started.elapsed().as_secs_f64()
+            self.started.elapsed().as_secs_f64(),
+            logs.matches("no member of group").count()
         );
         eprintln!("{figures}");
         assert!(
