@@ -1187,6 +1187,18 @@ fn take(shared: &Shared, partition: i32, core: &mut PartitionCore, m: &Inbound<'
                 reset: Some(reason),
                 ..
             } => tracing::debug!("partition {partition}: session reset: {reason}"),
+            Outcome::Duplicate(Some(d)) if d.count == 1 => tracing::info!(
+                "partition {partition}: session '{}' sent seq {} again (it expects seq {} next): batches it already sent are dropped and publish nothing; if this is a recording replayed under a session id already used, give the replay a new one",
+                d.session_id,
+                d.seq,
+                d.next_seq
+            ),
+            Outcome::Duplicate(Some(d)) => tracing::info!(
+                "partition {partition}: session '{}': {} batches sent again dropped so far (expects seq {} next)",
+                d.session_id,
+                d.count,
+                d.next_seq
+            ),
             Outcome::DeadLetter(reason) => tracing::debug!(
                 "dead letter: {} partition {partition} offset {}: {reason}",
                 shared.config.topics.raw,

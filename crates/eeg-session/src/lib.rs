@@ -29,7 +29,8 @@ pub use admission::{Admission, ResetReason, Session, Sessions, StartError};
 pub use fanout::{Fanout, Produced, Sink};
 pub use ledger::{Ledger, StateWrite, Ticket};
 pub use partition::{
-    CoreConfig, Handled, Inbound, Outbox, Outcome, Output, PartitionCore, Restored, Topic,
+    CoreConfig, Duplicates, Handled, Inbound, Outbox, Outcome, Output, PartitionCore, Restored,
+    Topic,
 };
 pub use snapshot::{Snapshot, SnapshotError, StateReader, StateRecord, StateValue};
 pub use triggers::{

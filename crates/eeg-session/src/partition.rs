@@ -109,14 +109,29 @@ pub enum Outcome {
         reset: Option<ResetReason>,
         new_session: bool,
     },
-    /// A `seq` its session had already processed.
-    Duplicate,
+    /// A `seq` its session had already processed. `Some` when the count of such batches sent
+    /// again from upstream (not read again by this service after a restart) for the session
+    /// reaches 1, 10, 100, ...: worth telling a person once, then rarely.
+    Duplicate(Option<Duplicates>),
     /// Sent to the dead-letter topic for this reason.
     DeadLetter(String),
     /// At or below an offset this core already handled (a fetch that went back); ignored.
     Repeat,
     /// Below the committed offset and needed by no restored session: already accounted for.
     AccountedFor,
+}
+
+/// Batches of one session that upstream sent again (e.g. a recording replayed under a
+/// session id already used): they are dropped, and nothing is published for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Duplicates {
+    pub session_id: String,
+    /// The `seq` of the batch just dropped.
+    pub seq: u64,
+    /// The `seq` the session expects next.
+    pub next_seq: u64,
+    /// Batches of the session dropped so far.
+    pub count: u64,
 }
 
 /// The result of [`PartitionCore::handle`].
@@ -148,6 +163,8 @@ struct Tracked {
     /// `(next_seq, next window)` of the last snapshot queued, to skip unchanged ones.
     saved: Option<(u64, u64)>,
     triggers: TriggerState,
+    /// Batches sent again from upstream and dropped (see [`Duplicates`]).
+    duplicates: u64,
 }
 
 impl Tracked {
@@ -157,6 +174,7 @@ impl Tracked {
             restored_at: None,
             saved: None,
             triggers,
+            duplicates: 0,
         }
     }
 
@@ -201,6 +219,10 @@ pub struct PartitionCore {
     /// sessions already in the table need them.
     replay_below: Option<i64>,
     evicted_before: HashMap<String, Evicted>,
+    /// The last offset the previous owner processed, as far as the restored state records
+    /// say: a batch at or below it that a session already processed is read again, not
+    /// sent again.
+    reread_through: Option<i64>,
     /// Message time of the last message with a timestamp.
     now_ms: i64,
     /// No session expires before this message time.
@@ -228,6 +250,7 @@ impl PartitionCore {
             next_offset: None,
             replay_below: None,
             evicted_before: HashMap::new(),
+            reread_through: None,
             now_ms: 0,
             next_expiry_ms: i64::MAX,
             last_offset: None,
@@ -253,6 +276,7 @@ impl PartitionCore {
             ..Restored::default()
         };
         for record in records {
+            core.reread_through = core.reread_through.max(record.position);
             let snap = match record.value {
                 StateValue::Evicted { next_seq } => {
                     if let Some(position) = record.position {
@@ -302,6 +326,7 @@ impl PartitionCore {
                         restored_at: Some(snap.source_offset),
                         saved: Some(key),
                         triggers,
+                        duplicates: 0,
                     },
                 },
             );
@@ -411,7 +436,7 @@ impl PartitionCore {
             self.counters
                 .duplicates_dropped
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(Outcome::Duplicate);
+            return Ok(Outcome::Duplicate(None));
         }
         let engine = Arc::clone(&self.config.triggers);
         let now = self.now_ms;
@@ -426,7 +451,7 @@ impl PartitionCore {
         let c = &self.counters;
         let Some(session) = session else {
             c.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(Outcome::Duplicate);
+            return Ok(Outcome::Duplicate(self.note_duplicate(&batch, m.offset)));
         };
         let mut reset = None;
         let mut new_session = false;
@@ -510,6 +535,27 @@ impl PartitionCore {
             produced,
             reset,
             new_session,
+        })
+    }
+
+    /// Counts a batch its session had already processed, unless it is one this core reads
+    /// again after a restore (at or below the restored position, which the previous owner
+    /// processed); says so at the 1st, 10th, 100th, ... of a session.
+    fn note_duplicate(&mut self, batch: &eeg_schema::RawBatch, offset: i64) -> Option<Duplicates> {
+        if self.reread_through.is_some_and(|p| offset <= p) {
+            return None;
+        }
+        let session = self.sessions.get_mut(&batch.session_id)?;
+        let tracked = &mut session.extra;
+        tracked.duplicates += 1;
+        let n = tracked.duplicates;
+        // 1, 10, 100, ...: a power of ten.
+        let report = n == 10u64.pow(n.ilog10());
+        report.then(|| Duplicates {
+            session_id: batch.session_id.clone(),
+            seq: batch.seq,
+            next_seq: session.next_seq,
+            count: n,
         })
     }
 
@@ -820,6 +866,7 @@ const OUTPUT_OVERHEAD: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StateReader;
 
     type Headers = Vec<(String, Vec<u8>)>;
 
@@ -954,6 +1001,109 @@ mod tests {
         c.checkpoint();
         assert_eq!(c.advance(&mut out), Ok(Some(0)));
         assert_eq!(c.sessions(), 1);
+    }
+
+    /// Half a second of a one-channel session `s` at 128 Hz, as `seq`.
+    fn second(seq: u64) -> String {
+        let samples: Vec<f64> = (0..64)
+            .map(|i| ((seq * 64 + i) as f64 * 0.3).sin())
+            .collect();
+        serde_json::json!({
+            "schema": "eeg.raw/1", "session_id": "s", "device_id": "d", "seq": seq,
+            "start_ms": 1_000 + seq * 500, "sample_rate_hz": 128.0, "channels": ["C3"],
+            "samples": [samples],
+        })
+        .to_string()
+    }
+
+    fn handle_at<O: Outbox>(
+        c: &mut PartitionCore,
+        offset: i64,
+        payload: &str,
+        out: &mut O,
+    ) -> Outcome
+    where
+        O::Error: std::fmt::Debug,
+    {
+        let m = Inbound {
+            offset,
+            timestamp_ms: Some(offset),
+            key: Some(b"s"),
+            payload: payload.as_bytes(),
+        };
+        c.handle(&m, out).unwrap().outcome
+    }
+
+    #[test]
+    fn batches_sent_again_are_dropped_and_reported_at_the_first_and_the_tenth() {
+        let mut c = core();
+        let mut out = Kept::default();
+        for seq in 0..12 {
+            let o = handle_at(&mut c, seq as i64, &second(seq), &mut out);
+            assert!(matches!(o, Outcome::Processed { .. }), "{o:?}");
+        }
+        let published = out.0.len();
+        // The same recording again, under the same session id.
+        let mut reports = Vec::new();
+        for seq in 0..12 {
+            match handle_at(&mut c, 12 + seq as i64, &second(seq), &mut out) {
+                Outcome::Duplicate(Some(d)) => reports.push(d),
+                Outcome::Duplicate(None) => {}
+                o => panic!("seq {seq} again: {o:?}"),
+            }
+        }
+        assert_eq!(out.0.len(), published, "nothing published for them");
+        let said: Vec<(u64, u64, u64)> = reports
+            .iter()
+            .map(|d| (d.seq, d.next_seq, d.count))
+            .collect();
+        assert_eq!(said, [(0, 12, 1), (9, 12, 10)]);
+        assert_eq!(reports[0].session_id, "s");
+        assert_eq!(c.counters.duplicates_dropped.load(Ordering::Relaxed), 12);
+    }
+
+    #[test]
+    fn batches_read_again_after_a_restore_are_not_reported_as_sent_again() {
+        let mut c = core();
+        let mut out = Kept::default();
+        for seq in 0..12 {
+            handle_at(&mut c, seq as i64, &second(seq), &mut out);
+        }
+        c.checkpoint();
+        c.advance(&mut out).unwrap();
+        let mut reader = StateReader::new();
+        for (topic, payload, headers) in &out.0 {
+            if *topic != Topic::State {
+                continue;
+            }
+            let value = (!payload.is_empty()).then_some(payload.as_slice());
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_slice())
+            };
+            reader.add(StateRecord::decode(b"s", value, header).unwrap());
+        }
+        let records = reader.finish();
+        assert_eq!(records.len(), 1, "a snapshot of s was written");
+        let counters = Arc::new(Counters::default());
+        let (mut c, _) =
+            PartitionCore::restore(c.config.clone(), counters, records.into_values(), None);
+        // Read again from the start, as after a crash before any commit.
+        for seq in 0..12 {
+            let o = handle_at(&mut c, seq as i64, &second(seq), &mut out);
+            assert!(
+                matches!(o, Outcome::Duplicate(None) | Outcome::Processed { .. }),
+                "seq {seq} read again: {o:?}"
+            );
+        }
+        // Then upstream sends the start again.
+        let o = handle_at(&mut c, 12, &second(0), &mut out);
+        let Outcome::Duplicate(Some(d)) = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!((d.seq, d.count), (0, 1));
     }
 
     #[test]
