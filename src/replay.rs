@@ -2,9 +2,9 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -35,7 +35,9 @@ pub struct ReplayArgs {
     /// Plays N copies of the recording as N concurrent sessions (ID-1 .. ID-N).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub sessions: u32,
-    /// Session id (EDF/BDF input; default: the file name without extension).
+    /// Session id (EDF/BDF input; default: the file name without extension, the time of
+    /// this run and the process id, e.g. rec-20261202T141503-4821, so that every run is a
+    /// new session: a session id already processed would be dropped as duplicates).
     #[arg(long, value_name = "ID")]
     pub session_id: Option<String>,
     /// Replay only these signals (EDF/BDF labels, comma-separated), in this order.
@@ -184,13 +186,23 @@ impl Source {
             crate::process::Kind::Edf => {
                 let reader =
                     eeg_edf::EdfReader::open(&args.input).map_err(|e| BadInput(e.to_string()))?;
+                let session_id = args.session_id.clone().unwrap_or_else(|| {
+                    run_session_id(&args.input, SystemTime::now(), std::process::id())
+                });
                 let groups = crate::process::session_groups(
                     name,
                     &args.input,
                     reader.header(),
                     args.channels.as_deref(),
-                    args.session_id.as_deref(),
+                    Some(&session_id),
                 )?;
+                let ids: Vec<&str> = groups.iter().map(|g| g.session_id.as_str()).collect();
+                let copies = if args.sessions > 1 {
+                    format!(" (-1 .. -{})", args.sessions)
+                } else {
+                    String::new()
+                };
+                eprintln!("{name}: session {}{copies}", ids.join(", "));
                 Source::Edf {
                     reader: Box::new(reader),
                     groups,
@@ -312,6 +324,43 @@ fn replay_jsonl(
     Ok(())
 }
 
+/// The default session id of a replay: the file's stem, the run's UTC time to the second
+/// and the process id (two runs in one second), so that replaying a file again is a new
+/// session, not duplicates of the last one.
+fn run_session_id(path: &Path, now: SystemTime, pid: u32) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "session".into());
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{stem}-{y:04}{m:02}{d:02}T{:02}{:02}{:02}-{pid}",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a count of days since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 /// One session of the file being cut into messages.
 struct Stream {
     session_id: String,
@@ -430,4 +479,32 @@ fn flush(s: &mut Stream, player: &mut Player, t0: i64, chunk: usize) -> anyhow::
         player.play(batch, at)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_since_the_epoch_give_the_gregorian_date() {
+        // Day counts from Python's datetime.date subtraction.
+        for (days, date) in [
+            (0, (1970, 1, 1)),
+            (-1, (1969, 12, 31)),
+            (11_016, (2000, 2, 29)),
+            (20_789, (2026, 12, 2)),
+            (47_541, (2100, 3, 1)),
+        ] {
+            assert_eq!(civil_from_days(days), date, "day {days}");
+        }
+    }
+
+    #[test]
+    fn a_replay_is_named_after_its_file_and_the_time_of_the_run() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_220_903);
+        assert_eq!(
+            run_session_id(Path::new("/data/rec.edf"), at, 4821),
+            "rec-20261202T141503-4821"
+        );
+    }
 }

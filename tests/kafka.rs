@@ -380,12 +380,110 @@ fn end_offsets_at(bootstrap: &str, topic: &str) -> Vec<i64> {
 }
 
 #[test]
+fn a_file_replayed_twice_is_two_sessions_and_both_are_published() {
+    let t = Topics::create("twice");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("replay")
+            .arg(&fixture)
+            .args(["--speed", "max", "--quiet"]);
+        t.env(&mut cmd);
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        // "FILE: session ID", said at start.
+        let id = err
+            .lines()
+            .find_map(|l| l.split(": session ").nth(1))
+            .unwrap_or_else(|| panic!("no session id said: {err}"))
+            .to_string();
+        assert!(id.starts_with("test_subsecond-"), "{id}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    let service = Service::start(&t, "a");
+    let want: Vec<Vec<Vec<u8>>> = ids
+        .iter()
+        .map(|id| process_lines(&fixture, &["--session-id", id]))
+        .collect();
+    let total: usize = want.iter().map(Vec::len).sum();
+    let got = consume(&t.processed, Duration::from_secs(60), |r| r.len() >= total);
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    for (id, want) in ids.iter().zip(&want) {
+        let mine: Vec<&[u8]> = got
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
+            .map(|r| &r.payload[..])
+            .collect();
+        assert_eq!(mine.len(), want.len(), "{id}: {log}");
+        assert!(mine.iter().zip(want).all(|(g, w)| g == w), "{id}");
+    }
+}
+
+#[test]
+fn a_recording_replayed_again_under_its_session_id_is_said_once_in_the_log() {
+    let t = Topics::create("again");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let args = [
+        fixture.to_str().unwrap(),
+        "--session-id",
+        "same",
+        "--speed",
+        "max",
+    ];
+    replay(&t, &args);
+    replay(&t, &args);
+    let per_run = 89344usize.div_ceil(32);
+    let service = Service::start(&t, "a");
+    let want = process_lines(&fixture, &["--session-id", "same"]);
+    let got = consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= want.len()
+    });
+    // Everything is consumed (the second run is all duplicates) before the service stops.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service.log().contains(&format!(
+        "{} batches sent again",
+        10usize.pow(per_run.ilog10())
+    )) {
+        assert!(Instant::now() < deadline, "{}", service.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the second run publishes nothing: {log}"
+    );
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("'same'")).collect();
+    assert!(
+        said[0].contains("session 'same' sent seq 0 again (it expects seq 2792 next)")
+            && said[0].contains("give the replay a new one"),
+        "{said:?}"
+    );
+    // Then at the 10th, 100th and 1000th only.
+    assert_eq!(said.len(), 4, "{said:?}");
+}
+
+#[test]
 fn the_service_publishes_what_process_computes_and_commits_everything() {
     let t = Topics::create("same");
     let fixture = root().join("fixtures/test_subsecond.edf");
     let want = process_lines(&fixture, &[]);
     assert!(want.len() > 600);
-    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
 
     let service = Service::start(&t, "a");
     let got = consume(&t.processed, Duration::from_secs(60), |r| {
@@ -437,7 +535,16 @@ fn a_killed_service_is_replaced_without_losing_or_changing_a_window() {
     let want = process_lines(&fixture, &[]);
     let first = Service::start(&t, "first");
     // 698 s of signal in about 7 s, so the kill lands mid-stream.
-    let player = spawn_replay(&t, &[fixture.to_str().unwrap(), "--speed", "100"]);
+    let player = spawn_replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "100",
+        ],
+    );
     let seen = consume(&t.processed, Duration::from_secs(30), |r| r.len() >= 150);
     assert!(seen.len() >= 150, "{}", first.log());
     // A snapshot is written once everything before it is acknowledged: wait for one, so
@@ -588,6 +695,8 @@ fn partitions_moving_between_instances_lose_and_change_nothing() {
         &t,
         &[
             fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
             "--speed",
             "60",
             "--sessions",
@@ -741,7 +850,16 @@ fn dead_letters_fit_the_dead_letter_topic_when_it_takes_less_than_the_producer()
 fn output_that_cannot_be_delivered_stops_the_service_without_committing_past_it() {
     let t = Topics::create("lost");
     let fixture = root().join("fixtures/test_subsecond.edf");
-    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
     // The consumer reads from the broker; the producer can never reach it (nothing listens
     // on port 1), so every output times out after 3 s, as when a broker is gone.
     let log = std::env::temp_dir().join(format!("{}-lost.log", t.group));
@@ -854,7 +972,16 @@ fn topics_are_an_admin_step_the_service_waits_for() {
 
     // The waiting service starts by itself and processes.
     let fixture = root().join("fixtures/test_subsecond.edf");
-    replay(&fresh, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &fresh,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
     let got = consume(&fresh.processed, Duration::from_secs(60), |r| r.len() >= 10);
     let (status, log) = service.stop();
     assert!(status.success(), "{log}");
@@ -883,7 +1010,16 @@ fn a_tiny_partition_queue_loses_nothing() {
     let t = Topics::create("tiny-queue");
     let fixture = root().join("fixtures/test_subsecond.edf");
     let want = process_lines(&fixture, &[]);
-    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
     // librdkafka fetches ahead 8 messages or 64 KiB for the partition, then waits for its
     // worker: the backlog of 2792 messages is fetched over and over in small pieces.
     let service = Service::start_with(
@@ -908,7 +1044,16 @@ fn a_tiny_partition_queue_loses_nothing() {
 fn idle_sessions_are_evicted_and_their_snapshot_deleted() {
     let t = Topics::create("idle");
     let fixture = root().join("fixtures/test_subsecond.edf");
-    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
     let service = Service::start_with(
         &t,
         "idle",
@@ -976,6 +1121,8 @@ fn replay_cuts_a_recording_into_raw_batches_that_process_reads_back() {
         &t,
         &[
             fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
             "--speed",
             "max",
             "--chunk",
@@ -1140,7 +1287,16 @@ fn a_consuming_service_is_ready_and_its_metrics_move_with_traffic() {
     assert_eq!(value(&before, "eeg_messages_consumed_total"), 0);
     assert_eq!(value(&before, "eeg_ready"), 1);
     let fixture = root().join("fixtures/test_subsecond.edf");
-    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = http_get(port, "/metrics").unwrap();
@@ -1209,7 +1365,16 @@ fn a_broker_that_appears_later_is_used_without_a_restart() {
     t.env(&mut create);
     assert!(create.status().unwrap().success());
     let fixture = root().join("fixtures/test_subsecond.edf");
-    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
     let got = consume_at(&address, &t.processed, Duration::from_secs(90), |r| {
         r.len() >= 695
     });
@@ -1455,7 +1620,16 @@ fn a_failing_background_task_is_logged_shown_in_health_and_loses_nothing() {
     let t = Topics::create("fault");
     let fixture = root().join("fixtures/test_subsecond.edf");
     let want = process_lines(&fixture, &[]);
-    replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "test_subsecond",
+            "--speed",
+            "max",
+        ],
+    );
 
     // In this process, to read health after the failure: the service stops with an error
     // (it does not hang, and the panic does not escape), and health says what failed.

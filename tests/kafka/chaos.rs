@@ -237,6 +237,15 @@ impl Run {
             logs.matches("no member of group").count()
         );
         eprintln!("{figures}");
+        // What the group watchdog saw, when it saw anything: the evidence of a coordinator
+        // that left a partition without an owner.
+        for line in logs.lines().filter(|l| {
+            l.contains("no member of group")
+                || l.contains("rejoining group")
+                || l.contains("is consumed again")
+        }) {
+            eprintln!("  {line}");
+        }
         assert!(
             missing.is_empty() && changed.is_empty(),
             "{figures}\nmissing e.g. {:?}\nchanged e.g. {:?}\n{logs}",
