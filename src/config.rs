@@ -66,6 +66,20 @@ pub fn load(path: &Path) -> Result<Config, String> {
 }
 
 /// The config of `path`, or the defaults when there is none.
+impl Config {
+    /// What is allowed but probably not meant, one line each, for a warning: trigger rules
+    /// that can never fire with the configured bands.
+    pub fn warnings(&self) -> Vec<String> {
+        let bands: Vec<&str> = self
+            .processing
+            .bands
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        self.triggers.never_firing(&bands)
+    }
+}
+
 pub fn load_or_default(path: Option<&Path>) -> Result<Config, String> {
     match path {
         Some(p) => load(p),
@@ -221,6 +235,26 @@ mod tests {
                 .unwrap()
                 .triggers
                 .rules
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn default_rules_that_custom_bands_cannot_feed_are_warned_about() {
+        let c = parse_all("[bands]\nlow = [1, 8]\nhigh = [8, 30]\n").unwrap();
+        let w = c.warnings();
+        let ids: Vec<&str> = w.iter().map(|l| l.split('\'').nth(1).unwrap()).collect();
+        // poor_signal needs no band; both engagement rules need theta, alpha and beta.
+        assert_eq!(ids, ["high_engagement", "low_engagement"], "{w:?}");
+        assert!(
+            w[0].contains("no band theta, alpha, beta among the configured bands (low, high)"),
+            "{w:?}"
+        );
+        assert!(parse_all("").unwrap().warnings().is_empty());
+        assert!(
+            parse_all("triggers = []\n[bands]\nlow = [1, 8]\n")
+                .unwrap()
+                .warnings()
                 .is_empty()
         );
     }

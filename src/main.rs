@@ -52,10 +52,12 @@ pub struct ProcessArgs {
     /// written under a temporary name and renamed when processing succeeds.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub out: PathBuf,
-    /// Process only these signals (EDF/BDF labels, comma-separated), in this order.
+    /// Process only these channels (EDF/BDF signal labels, or JSONL channel names;
+    /// comma-separated), in this order.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub channels: Option<Vec<String>>,
-    /// Session id of the records (EDF/BDF input; default: the file name without extension).
+    /// EDF/BDF: the records' session id (default: the file name without extension). JSONL:
+    /// process only this session's messages.
     #[arg(long, value_name = "ID")]
     pub session_id: Option<String>,
     /// Also evaluate the trigger rules (the config's `[[triggers]]`, or the default rules)

@@ -106,9 +106,34 @@ fn check_outputs(args: &ProcessArgs) -> Result<(), BadInput> {
     Ok(())
 }
 
+/// The start of an EDF file (version "0" then spaces) or of a BDF file.
+fn is_edf(head: &[u8]) -> bool {
+    matches!(
+        head,
+        [b'0', b' ', ..] | [0xff, b'B', b'I', b'O', b'S', b'E', b'M', b'I', ..]
+    )
+}
+
+/// `--channels` naming a channel twice would output it twice: bad input.
+pub(crate) fn check_channels(channels: Option<&[String]>) -> Result<(), BadInput> {
+    let Some(c) = channels else { return Ok(()) };
+    for (i, ch) in c.iter().enumerate() {
+        if c[..i].contains(ch) {
+            return Err(BadInput(format!("--channels: '{ch}' is named twice")));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     check_outputs(args)?;
+    check_channels(args.channels.as_deref())?;
     let file = config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
+    if args.triggers.is_some() {
+        for w in file.warnings() {
+            tracing::warn!("{w}");
+        }
+    }
     let config = file.processing;
     let mut triggers = match &args.triggers {
         Some(path) => {
@@ -187,7 +212,7 @@ pub(crate) fn detect(input: &Path) -> anyhow::Result<Kind> {
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| BadInput(format!("{}: cannot open: {e}", input.display())))?;
     match &head[..n] {
-        [b'0', b' ', ..] | [0xff, b'B', b'I', b'O', b'S', b'E', b'M', b'I'] => Ok(Kind::Edf),
+        h if is_edf(h) => Ok(Kind::Edf),
         [b'{', ..] => Ok(Kind::Jsonl),
         _ => Err(BadInput(format!(
             "{}: not an EDF/BDF file nor eeg.raw/1 JSONL (use a .edf, .bdf or .jsonl name)",
@@ -897,6 +922,20 @@ fn process_jsonl(
     };
     let limits = eeg_schema::Limits::default();
     let mut reader = BufReader::with_capacity(1 << 16, input);
+    // A file is told by its name or content before it gets here; standard input is taken
+    // for JSONL, so an EDF piped in is named as such rather than failing as bad JSON.
+    let head = reader
+        .fill_buf()
+        .map_err(|e| BadInput(format!("{name}: cannot read: {e}")))?;
+    if is_edf(head) {
+        return Err(BadInput(format!(
+            "{name}: this is an EDF/BDF recording; give its path instead (standard input takes eeg.raw/1 JSONL only)"
+        ))
+        .into());
+    }
+    let only = args.session_id.as_deref();
+    // Other sessions' ids, to name a few when `--session-id` matches none.
+    let mut others: std::collections::BTreeSet<String> = Default::default();
     let mut line = Vec::new();
     let mut line_no = 0u64;
 
@@ -931,6 +970,19 @@ fn process_jsonl(
         }
         let batch = eeg_schema::decode_raw(text, &limits)
             .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
+        if let Some(id) = only
+            && batch.session_id != id
+        {
+            if others.len() < 10 {
+                others.insert(batch.session_id.clone());
+            }
+            continue;
+        }
+        let batch = match &args.channels {
+            Some(wanted) => select_channels(batch, wanted, &limits)
+                .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?,
+            None => batch,
+        };
         let (admission, session) = sessions
             .admit(&batch, line_no as i64, |b| Kept {
                 summary: Summary::new(
@@ -989,10 +1041,45 @@ fn process_jsonl(
     if line_no == 0 {
         return Err(BadInput(format!("{name}: empty input, no eeg.raw/1 message")).into());
     }
+    if let Some(id) = only
+        && order.is_empty()
+    {
+        let seen: Vec<String> = others.into_iter().collect();
+        return Err(BadInput(format!(
+            "{name}: --session-id: no message of session '{id}' (sessions in the input: {})",
+            seen.join(", ")
+        ))
+        .into());
+    }
     Ok(order
         .into_iter()
         .filter_map(|id| sessions.remove(&id).map(|s| s.extra.summary))
         .collect())
+}
+
+/// The batch with only the `wanted` channels, in that order; a channel it does not have is
+/// an error naming it and the channels it has.
+fn select_channels(
+    batch: eeg_schema::RawBatch,
+    wanted: &[String],
+    limits: &eeg_schema::Limits,
+) -> Result<eeg_schema::RawBatch, String> {
+    let mut parts = batch.into_parts();
+    let n = parts.samples.len() / parts.channels.len().max(1);
+    let mut samples = Vec::with_capacity(n * wanted.len());
+    for w in wanted {
+        let Some(i) = parts.channels.iter().position(|c| c == w) else {
+            return Err(format!(
+                "--channels: session '{}' has no channel '{w}' (channels: {})",
+                parts.session_id,
+                parts.channels.join(", ")
+            ));
+        };
+        samples.extend_from_slice(&parts.samples[i * n..(i + 1) * n]);
+    }
+    parts.channels = wanted.to_vec();
+    parts.samples = samples;
+    eeg_schema::RawBatch::new(parts, limits).map_err(|e| e.to_string())
 }
 
 /// One session of an EDF/BDF file: its data signals at one sample rate.

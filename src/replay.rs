@@ -178,6 +178,7 @@ enum Source {
 
 impl Source {
     fn open(name: &str, args: &ReplayArgs) -> anyhow::Result<Source> {
+        crate::process::check_channels(args.channels.as_deref())?;
         Ok(match crate::process::detect(&args.input)? {
             crate::process::Kind::Jsonl => Source::Jsonl(
                 File::open(&args.input)

@@ -255,6 +255,9 @@ pub struct RunArgs {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let file = crate::config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
+    for w in file.warnings() {
+        tracing::warn!("{w}");
+    }
     let mut config = eeg_ingest::ServiceConfig::new(&args.kafka.bootstrap_servers, &args.group_id);
     config.topics = args.topics.topics();
     config.processing = file.processing;

@@ -601,12 +601,8 @@ fn eeg_with_stdin(args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
+    // The command may stop reading early (bad input): a broken pipe here is its answer.
+    let _ = child.stdin.take().expect("stdin").write_all(input);
     child.wait_with_output().expect("runs")
 }
 
@@ -954,4 +950,106 @@ fn out_and_triggers_must_be_different_files() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(records(&o).len(), 695);
     assert!(events.exists());
+}
+
+#[test]
+fn jsonl_session_id_selects_a_session_and_channels_select_channels() {
+    let dir = scratch("jsonl_select");
+    // Two sessions interleaved, each with channels A and B.
+    let (a, b) = (raw_lines("a", 30), raw_lines("b", 30));
+    let mixed: Vec<&str> = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| [x.as_str(), y.as_str()])
+        .collect();
+    let both = dir.join("both.jsonl");
+    std::fs::write(&both, mixed.join("\n")).expect("write");
+    let only_a = dir.join("a.jsonl");
+    std::fs::write(&only_a, a.join("\n")).expect("write");
+    let path = |p: &Path| p.to_str().expect("utf8").to_string();
+
+    let selected = eeg(&["process", &path(&both), "--session-id", "a"]);
+    assert!(selected.status.success(), "{}", stderr(&selected));
+    let alone = eeg(&["process", &path(&only_a)]);
+    assert!(!records(&alone).is_empty());
+    assert_eq!(records(&selected), records(&alone));
+
+    // Channel B alone equals a stream that only ever had B.
+    let b_only: Vec<String> = a
+        .iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("json");
+            v["channels"] = serde_json::json!(["B"]);
+            let row = v["samples"][1].clone();
+            v["samples"] = serde_json::json!([row]);
+            v.to_string()
+        })
+        .collect();
+    let b_path = dir.join("b_only.jsonl");
+    std::fs::write(&b_path, b_only.join("\n")).expect("write");
+    let want = records(&eeg(&["process", &path(&b_path)]));
+    let got = eeg(&["process", &path(&only_a), "--channels", "B"]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(!want.is_empty());
+    assert_eq!(records(&got), want);
+
+    let o = eeg(&["process", &path(&both), "--session-id", "c"]);
+    assert_bad_input(&o, &["both.jsonl", "no message of session 'c'", "a, b"]);
+    let o = eeg(&["process", &path(&only_a), "--channels", "B,Z"]);
+    assert_bad_input(&o, &["line 1", "no channel 'Z'", "(channels: A, B)"]);
+}
+
+#[test]
+fn a_channel_named_twice_is_bad_input() {
+    let o = eeg(&[
+        "process",
+        "fixtures/test_generator.edf",
+        "--channels",
+        "noise,noise",
+    ]);
+    assert_bad_input(&o, &["--channels", "'noise' is named twice"]);
+}
+
+#[test]
+fn an_edf_on_standard_input_is_named_as_such() {
+    let edf = std::fs::read(fixture("test_subsecond.edf")).expect("fixture");
+    let o = eeg_with_stdin(&["process", "-"], &edf);
+    assert_bad_input(&o, &["<stdin>", "EDF/BDF recording", "give its path"]);
+}
+
+#[test]
+fn a_band_the_band_pass_removes_is_bad_input() {
+    let dir = scratch("band_outside");
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "[bands]\nalpha = [8, 13]\nline = [50, 60]\n").expect("write");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    assert_bad_input(&o, &["bands.line", "outside filter.bandpass_hz [1, 45]"]);
+}
+
+#[test]
+fn default_trigger_rules_the_bands_cannot_feed_are_a_warning() {
+    let dir = scratch("rules_unfed");
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "[bands]\nlow = [1, 8]\nhigh = [8, 30]\n").expect("write");
+    let events = dir.join("events.jsonl");
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--config",
+        config.to_str().expect("utf8"),
+        "--triggers",
+        events.to_str().expect("utf8"),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("trigger rule 'high_engagement' (indices.engagement) can never fire"),
+        "{err}"
+    );
 }

@@ -249,6 +249,17 @@ impl ProcessingConfig {
                     ),
                 ));
             }
+            // The band-pass removes everything outside it: such a band's power is the
+            // filter's stop-band leakage, always about zero, never a measurement.
+            if b.hi_hz <= lo || b.lo_hz >= hi {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "[{}, {}] Hz is outside filter.bandpass_hz [{lo}, {hi}] Hz, so its power would always be about 0; widen the band-pass or drop the band",
+                        b.lo_hz, b.hi_hz
+                    ),
+                ));
+            }
         }
         let q = &self.quality;
         for (key, v) in [
@@ -424,10 +435,29 @@ mod tests {
         let mut b = c.clone();
         b.bands.push(Band {
             name: "high".into(),
-            lo_hz: 45.0,
+            lo_hz: 40.0,
             hi_hz: 200.0,
         });
         assert!(msg(b, 256.0).starts_with("bands.high: upper edge 200 Hz is above Nyquist"));
+        // A band the band-pass removes entirely, whatever the rate.
+        let mut out = c.clone();
+        out.bands.push(Band {
+            name: "line".into(),
+            lo_hz: 50.0,
+            hi_hz: 60.0,
+        });
+        assert_eq!(
+            out.validate().unwrap_err().to_string(),
+            "bands.line: [50, 60] Hz is outside filter.bandpass_hz [1, 45] Hz, so its power would always be about 0; widen the band-pass or drop the band"
+        );
+        // Touching the band-pass edge from inside is fine (the default gamma ends at 45 Hz).
+        let mut edge = c.clone();
+        edge.bands.push(Band {
+            name: "edge".into(),
+            lo_hz: 44.0,
+            hi_hz: 50.0,
+        });
+        assert!(edge.validate().is_ok());
         let mut o = c.clone();
         o.filter.bandpass_order = 12;
         assert_eq!(

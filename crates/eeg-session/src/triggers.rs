@@ -57,6 +57,18 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Every band the metric needs from the processing config to have a value: the named
+    /// band, or the bands an index is computed from (eeg-dsp finds them by name).
+    pub fn bands_needed(&self) -> Vec<&str> {
+        match self {
+            Metric::Engagement => vec!["theta", "alpha", "beta"],
+            Metric::ThetaBeta => vec!["theta", "beta"],
+            Metric::AlphaTheta => vec!["alpha", "theta"],
+            Metric::RelativePower(b) | Metric::BandPower(b) => vec![b.as_str()],
+            Metric::GoodFraction => vec![],
+        }
+    }
+
     /// The band the metric needs from the processing config, if any.
     pub fn band(&self) -> Option<&str> {
         match self {
@@ -424,6 +436,34 @@ fn one_line(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TriggerConfig {
     pub rules: Vec<Rule>,
+}
+
+impl TriggerConfig {
+    /// One line for each rule that can never fire with these processing bands, because its
+    /// metric needs a band they do not have (e.g. the default engagement rules with custom
+    /// bands and no theta).
+    pub fn never_firing(&self, band_names: &[&str]) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                let missing: Vec<&str> = r
+                    .metric
+                    .bands_needed()
+                    .into_iter()
+                    .filter(|b| !band_names.contains(b))
+                    .collect();
+                (!missing.is_empty()).then(|| {
+                    format!(
+                        "trigger rule '{}' ({}) can never fire: no band {} among the configured bands ({}); define [[triggers]] for these bands, or triggers = [] for none",
+                        r.id,
+                        r.metric,
+                        missing.join(", "),
+                        band_names.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 impl Default for TriggerConfig {
