@@ -10,6 +10,8 @@ mod output;
 mod process;
 mod replay;
 mod run;
+mod tail;
+mod time;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Check or create the service's topics (an admin step, run once).
     Topics(topics::TopicsArgs),
+    /// Print what the service publishes (records, trigger events, dead letters) or reads, as
+    /// it arrives; never joins the service's consumer group.
+    Tail(tail::TailArgs),
     /// Exit 0 when the local service is ready (/health/ready answers 200 within 2 s), else 1.
     Healthcheck {
         #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
         }
         Command::Replay(args) => replay::run(&args),
         Command::Topics(args) => topics::run(&args),
+        Command::Tail(args) => tail::run(&args),
         Command::Healthcheck { http_addr } => {
             return if http::healthcheck(http_addr) {
                 ExitCode::SUCCESS

@@ -338,28 +338,13 @@ fn run_session_id(path: &Path, now: SystemTime, pid: u32) -> String {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::time::civil_from_days(days);
     format!(
         "{stem}-{y:04}{m:02}{d:02}T{:02}{:02}{:02}-{pid}",
         of_day / 3600,
         of_day / 60 % 60,
         of_day % 60
     )
-}
-
-/// The proleptic Gregorian date of a count of days since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// One session of the file being cut into messages.
@@ -485,20 +470,6 @@ fn flush(s: &mut Stream, player: &mut Player, t0: i64, chunk: usize) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn days_since_the_epoch_give_the_gregorian_date() {
-        // Day counts from Python's datetime.date subtraction.
-        for (days, date) in [
-            (0, (1970, 1, 1)),
-            (-1, (1969, 12, 31)),
-            (11_016, (2000, 2, 29)),
-            (20_789, (2026, 12, 2)),
-            (47_541, (2100, 3, 1)),
-        ] {
-            assert_eq!(civil_from_days(days), date, "day {days}");
-        }
-    }
 
     #[test]
     fn a_replay_is_named_after_its_file_and_the_time_of_the_run() {

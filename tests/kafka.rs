@@ -468,6 +468,187 @@ fn a_recording_replayed_again_under_its_session_id_is_said_once_in_the_log() {
     assert_eq!(said.len(), 4, "{said:?}");
 }
 
+/// `tail ARGS` against the test's topics, to its end; returns its standard output.
+fn tail(t: &Topics, args: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("tail").args(args);
+    t.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tail failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn tail_prints_what_the_service_publishes_and_never_joins_its_group() {
+    let t = Topics::create("tail");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let f = fixture.to_str().unwrap();
+    let producer: BaseProducer = client().create().unwrap();
+    producer
+        .send(BaseRecord::to(&t.raw).key("junk").payload("not json"))
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    for id in ["tail-a", "tail-b"] {
+        replay(&t, &[f, "--session-id", id, "--speed", "max"]);
+    }
+    let want = process_lines(&fixture, &["--session-id", "tail-a"]);
+    let service = Service::start(&t, "a");
+    consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= 2 * want.len()
+    });
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    let committed_before = committed(&t);
+
+    // One session's records, byte for byte what process computes.
+    let jsonl = tail(
+        &t,
+        &[
+            "--from-beginning",
+            "--session",
+            "tail-a",
+            "--idle-exit",
+            "3",
+            "--format",
+            "jsonl",
+        ],
+    );
+    let lines: Vec<&[u8]> = jsonl.lines().map(str::as_bytes).collect();
+    assert_eq!(lines.len(), want.len());
+    assert!(lines.iter().zip(&want).all(|(g, w)| g == w));
+
+    // A person's view: one line per window, in order, with each channel's summary.
+    let table = tail(
+        &t,
+        &[
+            "--from-beginning",
+            "--session",
+            "tail-a",
+            "--idle-exit",
+            "3",
+            "--format",
+            "table",
+        ],
+    );
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), want.len());
+    for (i, (row, w)) in rows.iter().zip(&want).enumerate() {
+        let v: serde_json::Value = serde_json::from_slice(w).unwrap();
+        assert!(row.contains(&format!("  tail-a  w{i}")), "{row}");
+        let c = &v["channels"][0];
+        let alpha = c["relative_power"]["alpha"].as_f64().unwrap();
+        assert!(row.contains(&format!("| Fp1 ")), "{row}");
+        assert!(row.contains(&format!(" a={alpha:.2} ")), "{row} vs {alpha}");
+        let word = if c["quality"]["good"] == true {
+            " ok"
+        } else {
+            ""
+        };
+        assert!(row.ends_with(word), "{row}");
+    }
+
+    // --max stops early, and both sessions are there without --session.
+    let some = tail(&t, &["--from-beginning", "--max", "7", "--format", "jsonl"]);
+    assert_eq!(some.lines().count(), 7);
+
+    // Trigger events, and the dead letter with its reason.
+    let events = tail(
+        &t,
+        &[
+            "--from-beginning",
+            "--topic",
+            "triggers",
+            "--session",
+            "tail-b",
+            "--idle-exit",
+            "3",
+            "--format",
+            "table",
+        ],
+    );
+    assert!(!events.is_empty());
+    assert!(
+        events.lines().all(|l| l.contains("tail-b  TRIGGER ")),
+        "{events}"
+    );
+    let dead = tail(
+        &t,
+        &[
+            "--from-beginning",
+            "--topic",
+            "dlq",
+            "--idle-exit",
+            "3",
+            "--format",
+            "table",
+        ],
+    );
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(
+        dead.contains(&format!("{}/", t.raw)) && dead.contains("key junk: "),
+        "{dead}"
+    );
+    let raw = tail(
+        &t,
+        &[
+            "--from-beginning",
+            "--topic",
+            "raw",
+            "--session",
+            "tail-b",
+            "--max",
+            "1",
+            "--format",
+            "table",
+        ],
+    );
+    assert!(
+        raw.contains("tail-b  seq 0: 1 channels x 32 samples at 128.0 Hz"),
+        "{raw}"
+    );
+
+    // Reading moved none of the group's offsets: tail commits nothing.
+    assert_eq!(committed(&t), committed_before);
+
+    // Live: new messages only, as they arrive.
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "tail",
+        "--session",
+        "tail-c",
+        "--idle-exit",
+        "20",
+        "--max",
+        "3",
+        "--format",
+        "jsonl",
+    ])
+    .stdout(Stdio::piped());
+    t.env(&mut cmd);
+    let live = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let service = Service::start(&t, "b");
+    replay(&t, &[f, "--session-id", "tail-c", "--speed", "max"]);
+    let out = live.wait_with_output().unwrap();
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    let got: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let indices: Vec<u64> = got
+        .iter()
+        .map(|v| v["window_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, [0, 1, 2]);
+    assert!(got.iter().all(|v| v["session_id"] == "tail-c"));
+}
+
 #[test]
 fn the_service_publishes_what_process_computes_and_commits_everything() {
     let t = Topics::create("same");

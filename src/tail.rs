@@ -1,0 +1,360 @@
+//! `tail`: prints what the service publishes (or reads) as it arrives, for a person watching
+//! a session or a script capturing it. Every partition is read by assignment, with no
+//! consumer group: `tail` never commits an offset and never takes a partition from the
+//! service's group, however many run at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use crate::BadInput;
+use crate::run::{KafkaArgs, TopicArgs};
+use crate::time::clock_ms;
+
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+    /// What to read: the records, the trigger events, the dead letters or the raw batches
+    /// (topic names from --processed-topic etc.).
+    #[arg(long, value_enum, default_value_t = Which::Processed)]
+    pub topic: Which,
+    /// Start at the oldest message on the broker instead of new ones only.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Only this session's messages (repeatable).
+    #[arg(long = "session", value_name = "ID")]
+    pub sessions: Vec<String>,
+    /// Stop after printing N messages.
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+    /// Stop once no message has arrived for S seconds.
+    #[arg(long, value_name = "S")]
+    pub idle_exit: Option<f64>,
+    /// jsonl: each message's JSON, one per line; table: one short line per message for a
+    /// person. Default: table on a terminal, jsonl otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Seconds to wait for the broker's answer before giving up.
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    Processed,
+    Triggers,
+    Dlq,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Table,
+}
+
+pub fn run(args: &TailArgs) -> anyhow::Result<()> {
+    if let Some(s) = args.idle_exit
+        && !(s.is_finite() && s > 0.0)
+    {
+        return Err(BadInput(format!(
+            "--idle-exit: must be a number of seconds > 0, got {s}"
+        ))
+        .into());
+    }
+    let t = &args.topics;
+    let topic = match args.topic {
+        Which::Processed => &t.processed_topic,
+        Which::Triggers => &t.triggers_topic,
+        Which::Dlq => &t.dlq_topic,
+        Which::Raw => &t.raw_topic,
+    };
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Jsonl
+    });
+    let auth = args.kafka.auth()?;
+    let client = args.kafka.client_config()?;
+    let timeout = Duration::from_secs(args.connect_timeout_s);
+    let partitions = match eeg_ingest::topics::partitions(&client, &auth, topic, timeout) {
+        Ok(Some(n)) => n,
+        Ok(None) => anyhow::bail!(
+            "topic {topic} does not exist at {}",
+            args.kafka.bootstrap_servers
+        ),
+        Err(e) => anyhow::bail!(
+            "cannot reach Kafka at {} (waited up to {}s): {e}",
+            args.kafka.bootstrap_servers,
+            timeout.as_secs()
+        ),
+    };
+    let mut config = client;
+    // librdkafka wants a group id even for assign(); a name of its own that is never joined
+    // (no subscribe) nor committed to: no partition is taken from anyone.
+    let group = format!("eeg-tail-{}", std::process::id());
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer<eeg_kafka::AuthContext> =
+        config.create_with_context(eeg_kafka::AuthContext(auth.clone()))?;
+    auth.prime(|d| {
+        let _ = consumer.poll(d);
+    });
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, start)?;
+    }
+    consumer.assign(&tpl)?;
+
+    let only: HashSet<&[u8]> = args.sessions.iter().map(|s| s.as_bytes()).collect();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let mut last = Instant::now();
+    let mut errors: HashSet<String> = HashSet::new();
+    let mut line = Vec::new();
+    loop {
+        if args.max.is_some_and(|m| printed >= m) {
+            break;
+        }
+        if let Some(s) = args.idle_exit
+            && last.elapsed().as_secs_f64() >= s
+        {
+            break;
+        }
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => {
+                // Nothing pending: what was printed reaches the reader now.
+                if !flush(&mut out)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            Some(Err(e)) => {
+                note_error(&e, &mut errors);
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        last = Instant::now();
+        if !only.is_empty() && !message.key().is_some_and(|k| only.contains(k)) {
+            continue;
+        }
+        line.clear();
+        match format {
+            Format::Jsonl => jsonl(args.topic, &message, &mut line),
+            Format::Table => table(args.topic, &message, &mut line),
+        }
+        line.push(b'\n');
+        if !write(&mut out, &line)? {
+            return Ok(());
+        }
+        printed += 1;
+    }
+    flush(&mut out)?;
+    eeg_kafka::client_log::flush();
+    Ok(())
+}
+
+/// Writes to standard output; `false` when the reader went away (`tail ... | head`), which
+/// ends the command quietly.
+fn write(out: &mut impl Write, bytes: &[u8]) -> anyhow::Result<bool> {
+    match out.write_all(bytes) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn flush(out: &mut impl Write) -> anyhow::Result<bool> {
+    match out.flush() {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A consumer error, said once per distinct text (librdkafka retries by itself).
+fn note_error(e: &KafkaError, seen: &mut HashSet<String>) {
+    let text = e.to_string();
+    if seen.len() < 100 && seen.insert(text.clone()) {
+        tracing::warn!("{text}");
+    }
+}
+
+fn headers(m: &BorrowedMessage<'_>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(h) = m.headers() {
+        for header in h.iter() {
+            let value = header
+                .value
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            out.insert(header.key.to_string(), value);
+        }
+    }
+    out
+}
+
+/// The message as one JSON line: the payload itself for the JSON topics; for a dead letter
+/// (whose payload need not be JSON, nor text), an object with its headers and its payload
+/// as text.
+fn jsonl(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
+    let payload = m.payload().unwrap_or_default();
+    if which != Which::Dlq {
+        line.extend_from_slice(payload.trim_ascii());
+        return;
+    }
+    let entry = serde_json::json!({
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "key": m.key().map(String::from_utf8_lossy),
+        "headers": headers(m),
+        "payload": String::from_utf8_lossy(payload),
+    });
+    line.extend_from_slice(entry.to_string().as_bytes());
+}
+
+/// The message as one short line for a person.
+fn table(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
+    let payload = m.payload().unwrap_or_default();
+    let text = match which {
+        Which::Dlq => dead_letter_line(m, payload.len()),
+        _ => match serde_json::from_slice::<Value>(payload) {
+            Ok(v) => match which {
+                Which::Processed => processed_line(&v),
+                Which::Triggers => trigger_line(&v),
+                _ => raw_line(&v),
+            },
+            Err(e) => format!(
+                "partition {} offset {}: not JSON ({e})",
+                m.partition(),
+                m.offset()
+            ),
+        },
+    };
+    line.extend_from_slice(text.as_bytes());
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("?")
+}
+
+/// `time session wN` then per channel: its dominant band, alpha and beta relative power
+/// and its quality (`ok`, or why not).
+pub fn processed_line(v: &Value) -> String {
+    let mut s = format!(
+        "{}  {}  w{}{}",
+        v["start_ms"].as_i64().map_or("?".into(), clock_ms),
+        str_of(v, "session_id"),
+        v["window_index"].as_u64().unwrap_or(0),
+        if v["settling"].as_bool() == Some(true) {
+            " settling"
+        } else {
+            ""
+        }
+    );
+    for c in v["channels"].as_array().into_iter().flatten() {
+        let rel = c["relative_power"].as_object();
+        let dominant = rel
+            .and_then(|r| {
+                r.iter()
+                    .filter_map(|(k, x)| x.as_f64().map(|x| (k, x)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+            })
+            .map_or("-", |(k, _)| k.as_str());
+        let band = |name: &str| {
+            rel.and_then(|r| r.get(name))
+                .and_then(Value::as_f64)
+                .map_or("-".to_string(), |x| format!("{x:.2}"))
+        };
+        s.push_str(&format!(
+            "  | {} {dominant} a={} b={} {}",
+            str_of(c, "name"),
+            band("alpha"),
+            band("beta"),
+            quality_word(&c["quality"])
+        ));
+    }
+    s
+}
+
+fn quality_word(q: &Value) -> &'static str {
+    let flag = |k: &str| q[k].as_bool() == Some(true);
+    if flag("good") {
+        "ok"
+    } else if flag("flatline") {
+        "flatline"
+    } else if flag("railed") {
+        "railed"
+    } else if flag("artifact") {
+        "artifact"
+    } else {
+        "line-noise"
+    }
+}
+
+/// `time session TRIGGER rule state metric=value (threshold t)`.
+pub fn trigger_line(v: &Value) -> String {
+    format!(
+        "{}  {}  TRIGGER {} {} {}={} (threshold {})",
+        v["start_ms"].as_i64().map_or("?".into(), clock_ms),
+        str_of(v, "session_id"),
+        str_of(v, "rule_id"),
+        str_of(v, "state"),
+        str_of(v, "metric"),
+        v["value"]
+            .as_f64()
+            .map_or("?".into(), |x| format!("{x:.3}")),
+        v["threshold"]
+    )
+}
+
+/// `time session seq N: C channels x S samples at R Hz`.
+fn raw_line(v: &Value) -> String {
+    let channels = v["channels"].as_array().map_or(0, Vec::len);
+    let samples = v["samples"][0].as_array().map_or(0, Vec::len);
+    format!(
+        "{}  {}  seq {}: {channels} channels x {samples} samples at {} Hz",
+        v["start_ms"].as_i64().map_or("?".into(), clock_ms),
+        str_of(v, "session_id"),
+        v["seq"],
+        v["sample_rate_hz"]
+    )
+}
+
+/// `source topic/partition@offset key K: error (N bytes[, cut])`.
+fn dead_letter_line(m: &BorrowedMessage<'_>, len: usize) -> String {
+    let h = headers(m);
+    let get = |k: &str| h.get(k).map_or("?", String::as_str);
+    let size = match h.get("original.length") {
+        Some(original) => format!("{original} bytes, copy cut to {len}"),
+        None => format!("{len} bytes"),
+    };
+    format!(
+        "{}/{}@{}  key {}: {} ({size})",
+        get("source.topic"),
+        get("source.partition"),
+        get("source.offset"),
+        m.key().map_or("-".into(), String::from_utf8_lossy),
+        get("error"),
+    )
+}
