@@ -541,7 +541,7 @@ fn tail_prints_what_the_service_publishes_and_never_joins_its_group() {
         assert!(row.contains(&format!("  tail-a  w{i}")), "{row}");
         let c = &v["channels"][0];
         let alpha = c["relative_power"]["alpha"].as_f64().unwrap();
-        assert!(row.contains(&format!("| Fp1 ")), "{row}");
+        assert!(row.contains("| Fp1 "), "{row}");
         assert!(row.contains(&format!(" a={alpha:.2} ")), "{row} vs {alpha}");
         let word = if c["quality"]["good"] == true {
             " ok"
