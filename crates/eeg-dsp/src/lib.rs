@@ -10,6 +10,13 @@
 //! - [`SessionProcessor`]: one session's pipeline (notch, band-pass, sliding windows, band
 //!   powers, signal quality, indices), fed blocks of any size, emitting a [`Window`] as soon
 //!   as one completes.
+//! - `array` (cargo feature `ndarray`, off by default): feed a [`SessionProcessor`] from an
+//!   `ndarray::ArrayView2` (channels × samples, any memory order), take a window's band
+//!   powers as an `Array2` (channels × bands), or a whole recording's as an `Array3`
+//!   (windows × channels × bands) with `band_powers`. Same numbers as the slice API, bit for
+//!   bit. Off by default because the service feeds slices and has no use for ndarray; the
+//!   module's docs show it in use, and `examples/ndarray_band_powers.rs` runs it
+//!   (`cargo run -p eeg-dsp --example ndarray_band_powers --features ndarray`).
 //!
 //! # Units and scaling
 //! Samples are in µV. Band and total powers are in µV² (the integral of a density-scaled PSD
@@ -19,6 +26,8 @@
 //!
 //! This crate does no IO, spawns no threads and has no async code.
 
+#[cfg(feature = "ndarray")]
+pub mod array;
 pub mod bank;
 pub mod config;
 pub mod design;
@@ -35,3 +44,10 @@ pub use processor::{
     Checkpoint, Indices, OwnedWindow, Quality, RestoreError, SessionProcessor, ShapeError, Window,
     WindowSink,
 };
+
+#[cfg(feature = "ndarray")]
+pub use array::{BandPowers, band_powers};
+/// The `ndarray` this crate's array entry points take and return, so that callers use the
+/// same version.
+#[cfg(feature = "ndarray")]
+pub use ndarray;

@@ -139,6 +139,16 @@ impl<'a> Window<'a> {
     pub fn quality(&self, channel: usize) -> &'a Quality {
         &self.quality[channel]
     }
+    /// All band powers, channel-major (`n_channels()` rows of `bands.len()`).
+    #[cfg(feature = "ndarray")]
+    pub(crate) fn band_power_values(&self) -> &'a [f64] {
+        self.band_power
+    }
+    /// All relative powers, laid out as [`Window::band_power_values`].
+    #[cfg(feature = "ndarray")]
+    pub(crate) fn relative_power_values(&self) -> &'a [f64] {
+        self.relative_power
+    }
 }
 
 /// An owned copy of a [`Window`], e.g. to hand it to another thread. [`OwnedWindow::copy_from`]
@@ -620,7 +630,7 @@ impl SessionProcessor {
     /// Feeds `frames` frames in pieces that never cross a block boundary (window ends are
     /// block boundaries). `load(first, count, dst)` writes frames `first..first + count` of
     /// the block being pushed into `dst`, interleaved.
-    fn push_with(
+    pub(crate) fn push_with(
         &mut self,
         frames: usize,
         sink: &mut impl WindowSink,

@@ -76,3 +76,37 @@ fn the_counter_sees_allocations() {
     let v = std::hint::black_box(vec![1u8; 100]);
     assert!(allocations() > before, "{}", v.len());
 }
+
+#[test]
+fn pushing_arrays_in_any_memory_order_does_not_allocate() {
+    use eeg_dsp::ndarray::{Array2, ShapeBuilder, s};
+    let (fs, nch, frames) = (250.0, 6, 32);
+    let sample = |(c, t): (usize, usize)| ((c * frames + t) as f64 * 0.37).sin() * 30.0;
+    let c_order = Array2::from_shape_fn((nch, frames), sample);
+    let f_order = Array2::from_shape_fn((nch, frames).f(), sample);
+    let wide = Array2::from_shape_fn((2 * nch, 2 * frames), sample);
+    // Rows, whole frames and neither: each copy path of `push_array`.
+    let views = [c_order.view(), f_order.view(), wide.slice(s![..;2, ..;2])];
+    let mut p = SessionProcessor::new(&ProcessingConfig::default(), fs, nch, 0).unwrap();
+    let mut windows = 0u64;
+    let mut alpha = 0.0;
+    let mut sink = |w: &Window<'_>| {
+        windows += 1;
+        alpha += w.band_power_view()[[0, 2]] + w.relative_power_view()[[nch - 1, 2]];
+    };
+    for _ in 0..100 {
+        for v in views {
+            p.push_array(v, &mut sink).unwrap();
+        }
+    }
+    let before = allocations();
+    for _ in 0..400 {
+        for v in views {
+            p.push_array(v, &mut sink).unwrap();
+        }
+    }
+    let after = allocations();
+    assert!(windows > 50, "windows completed: {windows}");
+    assert_eq!(after - before, 0, "allocations in the hot path");
+    assert!(alpha.is_finite());
+}
