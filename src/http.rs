@@ -1,4 +1,5 @@
-//! The service's HTTP endpoints: `/health/live`, `/health/ready`, `/health` and `/metrics`.
+//! The service's HTTP endpoints: `/health/live`, `/health/ready`, `/health`, `/metrics`,
+//! and (unless `HTTP_UI=off`) `/sessions` and the `/ui` page that reads it.
 //! They listen before any Kafka connection is tried, so an orchestrator always gets an
 //! answer, and the answer says why the service is not ready.
 
@@ -6,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -44,12 +45,17 @@ pub fn serve(
                 .and_then(|rt| {
                     rt.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
-                        let router = Router::new()
+                        let mut router = Router::new()
                             .route("/health/live", get(live))
                             .route("/health/ready", get(ready))
                             .route("/health", get(detail))
-                            .route("/metrics", get(metrics))
-                            .with_state(app);
+                            .route("/metrics", get(metrics));
+                        if app.stats.live.enabled() {
+                            router = router
+                                .route("/sessions", get(sessions))
+                                .route("/ui", get(ui));
+                        }
+                        let router = router.with_state(app);
                         axum::serve(listener, router).await?;
                         Ok(())
                     })
@@ -97,6 +103,33 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         eeg_ingest::health::metrics(&app.stats, &app.health),
     )
+}
+
+/// Most sessions one `/sessions` page holds.
+const MAX_PAGE: usize = 200;
+
+/// `/sessions?offset=N&limit=M`: the active sessions, most recently updated first, each with
+/// its latest record.
+async fn sessions(State(app): State<App>, RawQuery(query): RawQuery) -> impl IntoResponse {
+    let mut offset = 0;
+    let mut limit = 20;
+    for pair in query.as_deref().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (k, v.parse::<usize>()) {
+            ("offset", Ok(n)) => offset = n,
+            ("limit", Ok(n)) => limit = n.min(MAX_PAGE),
+            _ => {}
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.stats.live.page(offset, limit).to_string(),
+    )
+}
+
+/// A live view of the sessions for a person: one self-contained page, no external assets.
+async fn ui() -> impl IntoResponse {
+    axum::response::Html(include_str!("ui.html"))
 }
 
 /// `eeg-pipeline healthcheck`: 0 when the local `/health/ready` answers 200 within 2 s,

@@ -238,6 +238,10 @@ pub struct RunArgs {
     /// Address of the health and metrics endpoints.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: std::net::SocketAddr,
+    /// `on`: also serve `/sessions` (each active session's latest record, JSON) and the
+    /// `/ui` page that shows them; `off` for deployments that must not show session data.
+    #[arg(long, env = "HTTP_UI", default_value = "on", value_parser = ["on", "off"])]
+    pub http_ui: String,
     /// Bound, in seconds, on each wait for the broker (metadata, topic checks).
     #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -268,6 +272,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.partition_queue = args.partition_queue as usize;
     config.partition_buffer_bytes = (args.partition_buffer_kib as usize) << 10;
     config.stall_after = Duration::from_secs(args.stall_after_s);
+    config.live_sessions = args.http_ui == "on";
     config.kafka = args.kafka.properties()?;
     config.auth = args.kafka.auth()?;
     config.consumer_kafka = args.consumer_properties.clone();

@@ -1379,6 +1379,121 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// The DOM of `url` after its scripts ran, from Debian's headless Chromium (which `.ci/run`
+/// installs).
+fn chromium_dom(url: &str) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("chromium cannot run ({e}); install Debian's chromium"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_live_page_shows_the_active_sessions_and_can_be_switched_off() {
+    let t = Topics::create("ui");
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let f = fixture.to_str().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let service = Service::start_with(&t, "a", &[], &[("HTTP_ADDR", &addr)]);
+    // Two sessions, about 14 s of replay.
+    let mut player = spawn_replay(
+        &t,
+        &[f, "--session-id", "ui", "--sessions", "2", "--speed", "50"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = http_get(port, "/sessions")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok());
+        if page.as_ref().is_some_and(|p| {
+            p["total"] == 2
+                && p["sessions"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|s| s["windows"].as_u64() >= Some(3)))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page:?}\n{}", service.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A person's view, drawn in a real browser while the sessions stream.
+    let dom = chromium_dom(&format!("http://{addr}/ui"));
+    assert!(dom.contains("data-rendered=\"true\""), "{dom}");
+    assert!(dom.contains("data-errors=\"\""), "{dom}");
+    assert!(dom.contains("data-sessions=\"2\""), "{dom}");
+    for id in ["ui-1", "ui-2"] {
+        assert!(dom.contains(&format!("data-session=\"{id}\"")), "{dom}");
+    }
+    // One channel per session: one row each, with its five band segments.
+    assert_eq!(dom.matches("class=\"channel\"").count(), 2, "{dom}");
+    assert!(dom.matches("<span title=\"alpha ").count() >= 2, "{dom}");
+    assert!(player.wait().unwrap().success());
+
+    // After the replay, each session's latest record is the last one it published.
+    let want = process_lines(&fixture, &["--session-id", "ui-1"]).len();
+    let got = consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= 2 * want
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, body) = http_get(port, "/sessions?limit=1").unwrap();
+    assert_eq!(code, 200);
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 1, "paged");
+    let (_, body) = http_get(port, "/sessions").unwrap();
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for s in page["sessions"].as_array().unwrap() {
+        let id = s["session_id"].as_str().unwrap();
+        let last = got
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
+            .max_by_key(|v| v["window_index"].as_u64())
+            .unwrap();
+        assert_eq!(s["latest"], last, "{id}");
+        assert_eq!(s["windows"].as_u64(), Some(want as u64), "{id}");
+    }
+    // No session id ever appears in the metrics.
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert!(!metrics.contains("ui-1") && !metrics.contains("ui-2"));
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+
+    // Switched off: neither the data nor the page is served.
+    let port = free_port();
+    let off = Service::start_with(
+        &t,
+        "b",
+        &[],
+        &[
+            ("HTTP_ADDR", &format!("127.0.0.1:{port}")),
+            ("HTTP_UI", "off"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/health/live").is_none() {
+        assert!(Instant::now() < deadline, "{}", off.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(port, "/sessions").unwrap().0, 404);
+    assert_eq!(http_get(port, "/ui").unwrap().0, 404);
+    let (status, log) = off.stop();
+    assert!(status.success(), "{log}");
+}
+
 fn healthcheck(port: u16) -> Option<i32> {
     Command::new(BIN)
         .arg("healthcheck")

@@ -5,6 +5,7 @@
 //! decided in `eeg-session`.
 
 pub mod health;
+pub mod live;
 pub mod producer;
 pub mod service;
 pub mod state;
@@ -12,6 +13,7 @@ pub mod topics;
 pub mod watchdog;
 
 pub use health::{Health, Phase};
+pub use live::LiveSessions;
 pub use producer::{ProduceError, Publisher, Record};
 pub use service::{Service, ServiceConfig, ServiceError, Stats, StopHandle, Topics};
 

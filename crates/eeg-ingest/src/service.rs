@@ -9,6 +9,8 @@
 //! committed is decided in `eeg-session`.
 
 use std::collections::HashMap;
+
+use crate::live::LiveSessions;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -93,6 +95,8 @@ pub struct ServiceConfig {
     pub consumer_kafka: Vec<(String, String)>,
     /// Further librdkafka properties for the producer only (e.g. `linger.ms`).
     pub producer_kafka: Vec<(String, String)>,
+    /// Keep each session's latest record for `/sessions` and `/ui`.
+    pub live_sessions: bool,
 }
 
 impl ServiceConfig {
@@ -114,6 +118,7 @@ impl ServiceConfig {
             auth: Auth::default(),
             consumer_kafka: Vec::new(),
             producer_kafka: Vec::new(),
+            live_sessions: true,
         }
     }
 
@@ -150,6 +155,8 @@ pub struct Stats {
     pub core: Arc<Counters>,
     /// Time to process one raw message in its partition's worker.
     pub latency: Histogram,
+    /// Each active session's latest record.
+    pub live: LiveSessions,
 }
 
 impl Stats {
@@ -587,13 +594,17 @@ impl Service {
         let producer = Publisher::new(&client, &config.auth)?;
         let max_output_bytes = AtomicUsize::new(producer.max_message_bytes());
         let triggers = Arc::new(TriggerEngine::new(config.triggers.rules.clone())?);
+        let live = LiveSessions::new(config.live_sessions, config.session_idle);
         Ok(Service {
             shared: Arc::new(Shared {
                 health: Arc::new(Health::default()),
                 triggers,
                 config,
                 producer,
-                stats: Arc::new(Stats::default()),
+                stats: Arc::new(Stats {
+                    live,
+                    ..Stats::default()
+                }),
                 partitions: Mutex::new(HashMap::new()),
                 failed_task: Mutex::new(None),
                 consumer: OnceLock::new(),
@@ -921,6 +932,7 @@ struct KafkaOutbox<'a> {
     producer: &'a Publisher,
     topics: &'a Topics,
     partition: i32,
+    live: &'a LiveSessions,
 }
 
 impl Outbox for KafkaOutbox<'_> {
@@ -928,7 +940,12 @@ impl Outbox for KafkaOutbox<'_> {
 
     fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), ProduceError> {
         let (topic, partition) = match out.topic {
-            Topic::Processed => (&self.topics.processed, None),
+            Topic::Processed => {
+                if let (Some(key), Some(record)) = (out.key, out.payload) {
+                    self.live.record(self.partition, key, record);
+                }
+                (&self.topics.processed, None)
+            }
             Topic::Triggers => (&self.topics.triggers, None),
             Topic::DeadLetter => (&self.topics.dlq, None),
             // The raw message's partition number, not key hashing: the upstream producer's
@@ -1156,6 +1173,7 @@ impl PartitionWorker {
             producer: &self.shared.producer,
             topics: &self.shared.config.topics,
             partition: self.partition,
+            live: &self.shared.stats.live,
         };
         if let Ok(Some(commit)) = self.core.advance(&mut outbox) {
             self.link.commit.store(commit, Ordering::Release);
@@ -1172,6 +1190,7 @@ fn take(shared: &Shared, partition: i32, core: &mut PartitionCore, m: &Inbound<'
         producer: &shared.producer,
         topics: &shared.config.topics,
         partition,
+        live: &shared.stats.live,
     };
     // An `Err` means an output was refused: the producer logged it and is marked failed,
     // and the polling thread stops the service without committing past it.
