@@ -110,6 +110,10 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     check_outputs(args)?;
     let file = config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
     let config = file.processing;
+    // The input's kind before any output is created: an input that is neither EDF nor JSONL
+    // leaves no file behind.
+    let input = args.input.as_path();
+    let kind = detect(input)?;
     let mut triggers = match &args.triggers {
         Some(path) => {
             let engine = eeg_session::TriggerEngine::new(file.triggers.rules)
@@ -123,8 +127,6 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let input = args.input.as_path();
-    let kind = detect(input)?;
     let (out, sink) = Output::create(&args.out)?;
     let mut writer = Writer::start(sink);
     let progress = progress_bar(input, args.quiet);
