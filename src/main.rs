@@ -10,6 +10,7 @@ mod output;
 mod process;
 mod replay;
 mod run;
+mod table;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Process an EEG file offline: EDF, EDF+, BDF or raw JSONL in, eeg.processed/1 JSONL out.
+    /// Process an EEG file offline: EDF, EDF+, BDF or raw JSONL in, eeg.processed/1 JSONL (or a
+    /// CSV or Parquet table) out.
     Process(ProcessArgs),
     /// Run the Kafka service: consume eeg.raw.data, publish eeg.processed.data.
     Run(run::RunArgs),
@@ -48,10 +50,15 @@ pub struct ProcessArgs {
     /// Processing config (TOML); every key is optional.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
-    /// Where to write the records, one JSON object per line; "-" is standard output. A file is
-    /// written under a temporary name and renamed when processing succeeds.
+    /// Where to write the output; "-" is standard output. A file is written under a temporary
+    /// name and renamed when processing succeeds.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub out: PathBuf,
+    /// jsonl: one eeg.processed/1 record per line. csv, parquet: a table with one row per
+    /// window and channel (columns in docs/processing.md). Default: from the extension of
+    /// --out (.csv, .parquet), else jsonl.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<table::Format>,
     /// Process only these signals (EDF/BDF labels, comma-separated), in this order.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub channels: Option<Vec<String>>,
