@@ -54,9 +54,8 @@ pub struct ProcessArgs {
     /// name and renamed when processing succeeds.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub out: PathBuf,
-    /// jsonl: one eeg.processed/1 record per line. csv, parquet: a table with one row per
-    /// window and channel (columns in docs/processing.md). Default: from the extension of
-    /// --out (.csv, .parquet), else jsonl.
+    /// Output format. Default: from the extension of --out (.csv, .parquet), else jsonl. The
+    /// table's columns are listed in docs/processing.md.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<table::Format>,
     /// Process only these signals (EDF/BDF labels, comma-separated), in this order.

@@ -27,11 +27,11 @@ use std::sync::Arc;
 /// `process --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// `eeg.processed/1` records, one JSON object per line.
+    /// eeg.processed/1 records, one JSON object per line
     Jsonl,
-    /// A long table, one row per window and channel, with a header row.
+    /// a long table, one row per window and channel, with a header row
     Csv,
-    /// The same table as Parquet (Snappy-compressed).
+    /// the same table as Parquet (Snappy-compressed)
     Parquet,
 }
 
