@@ -10,6 +10,7 @@ mod output;
 mod process;
 mod replay;
 mod run;
+mod table;
 mod tail;
 mod time;
 mod topics;
@@ -27,7 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Process an EEG file offline: EDF, EDF+, BDF or raw JSONL in, eeg.processed/1 JSONL out.
+    /// Process an EEG file offline: EDF, EDF+, BDF or raw JSONL in, eeg.processed/1 JSONL (or a
+    /// CSV or Parquet table) out.
     Process(ProcessArgs),
     /// Run the Kafka service: consume eeg.raw.data, publish eeg.processed.data.
     Run(run::RunArgs),
@@ -53,10 +55,14 @@ pub struct ProcessArgs {
     /// Processing config (TOML); every key is optional.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
-    /// Where to write the records, one JSON object per line; "-" is standard output. A file is
-    /// written under a temporary name and renamed when processing succeeds.
+    /// Where to write the output; "-" is standard output. A file is written under a temporary
+    /// name and renamed when processing succeeds.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub out: PathBuf,
+    /// Output format. Default: from the extension of --out (.csv, .parquet), else jsonl. The
+    /// table's columns are listed in docs/processing.md.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<table::Format>,
     /// Process only these channels (EDF/BDF signal labels, or JSONL channel names;
     /// comma-separated), in this order.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]

@@ -1,8 +1,10 @@
-//! `eeg-pipeline process`: an EEG file through the session processor, records out as JSONL.
+//! `eeg-pipeline process`: an EEG file through the session processor, records out as JSONL,
+//! or as a table in CSV or Parquet ([`crate::table`]).
 //!
 //! The input is streamed (one EDF data record or one JSONL line at a time), so memory stays
 //! flat however long the recording is.
 
+use crate::table::Format;
 use crate::{BadInput, ProcessArgs, config, output};
 use anyhow::Context;
 use eeg_dsp::OwnedWindow;
@@ -125,9 +127,32 @@ pub(crate) fn check_channels(channels: Option<&[String]>) -> Result<(), BadInput
     Ok(())
 }
 
+/// Refuses what the output format cannot do, before anything is created: binary Parquet to a
+/// terminal, and trigger events on standard output mixed into a table there.
+fn check_format(args: &ProcessArgs, format: Format) -> Result<(), BadInput> {
+    let stdout = args.out == Path::new("-");
+    if format == Format::Parquet && stdout && std::io::stdout().is_terminal() {
+        return Err(BadInput(
+            "--format parquet: standard output is a terminal; give --out FILE.parquet or \
+             redirect standard output"
+                .into(),
+        ));
+    }
+    if format != Format::Jsonl && stdout && args.triggers.as_deref() == Some(Path::new("-")) {
+        return Err(BadInput(format!(
+            "--triggers -: the events would be mixed into the {} table on standard output; \
+             write them to a file",
+            format.name()
+        )));
+    }
+    Ok(())
+}
+
 pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
+    let format = Format::resolve(args.format, &args.out);
     check_outputs(args)?;
     check_channels(args.channels.as_deref())?;
+    check_format(args, format)?;
     let file = config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
     if args.triggers.is_some() {
         for w in file.warnings() {
@@ -135,6 +160,13 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
         }
     }
     let config = file.processing;
+    if format != Format::Jsonl {
+        crate::table::check_columns(&config.bands, format).map_err(BadInput)?;
+    }
+    // The input's kind before any output is created: an input that is neither EDF nor JSONL
+    // leaves no file behind.
+    let input = args.input.as_path();
+    let kind = detect(input)?;
     let mut triggers = match &args.triggers {
         Some(path) => {
             let engine = eeg_session::TriggerEngine::new(file.triggers.rules)
@@ -148,10 +180,12 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let input = args.input.as_path();
-    let kind = detect(input)?;
     let (out, sink) = Output::create(&args.out)?;
-    let mut writer = Writer::start(sink);
+    let encoder = {
+        let config = config.clone();
+        move || format.encoder(&config, sink)
+    };
+    let mut writer = Writer::start(encoder);
     let progress = progress_bar(input, args.quiet);
     let result = match kind {
         Kind::Edf => process_edf(args, &config, &mut writer, triggers.as_mut(), &progress),
@@ -289,9 +323,9 @@ impl Output {
     }
 }
 
-/// Encodes and writes records on a thread of its own, so that JSON encoding (a large share
-/// of the work for many channels) overlaps the signal processing. Windows travel in batches
-/// of [`BATCH`] (one wake-up of the output thread per batch, not per window), as
+/// Encodes and writes records on a thread of its own, so that encoding (a large share of the
+/// work for many channels) overlaps the signal processing. Windows travel in batches of
+/// [`BATCH`] (one wake-up of the output thread per batch, not per window), as
 /// [`OwnedWindow`]s that come back to be reused, so the steady state allocates nothing; the
 /// channel is bounded, so a slow output slows the input instead of buffering without bound.
 struct Writer {
@@ -310,25 +344,25 @@ type Batch = Vec<(Arc<output::SessionMeta>, OwnedWindow)>;
 const BATCH: usize = 16;
 
 impl Writer {
-    fn start(mut out: Box<dyn Write + Send>) -> Writer {
+    /// `encoder` makes the output's writer, on the output thread: its errors, like every
+    /// later one, come back from [`Writer::finish`].
+    fn start(
+        encoder: impl FnOnce() -> std::io::Result<Box<dyn output::Encode>> + Send + 'static,
+    ) -> Writer {
         let (tx, rx) = sync_channel::<Batch>(256 / BATCH);
         let (back, recycled) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                let mut buf = Vec::with_capacity(1 << 16);
+                let mut encoder = encoder()?;
                 for batch in rx {
-                    // One write per batch: a batch of large records goes past the buffer
-                    // of `out` instead of being copied into it.
-                    buf.clear();
                     for (meta, window) in &batch {
-                        output::encode_window(meta, &window.view(), &mut buf);
-                        buf.push(b'\n');
+                        encoder.window(meta, &window.view())?;
                     }
                     let _ = back.send(batch);
-                    out.write_all(&buf)?;
+                    encoder.end_batch()?;
                 }
-                out.flush()
+                encoder.finish()
             });
         // As `std::thread::spawn`, which this names for profilers: no thread, no run.
         let thread = thread.expect("spawning the output thread");

@@ -288,6 +288,27 @@ fn out_file_is_written_whole_or_not_at_all() {
 }
 
 #[test]
+fn an_input_of_unknown_kind_leaves_no_output_behind() {
+    let dir = scratch("unknown_kind");
+    let input = dir.join("notes.dat");
+    std::fs::write(&input, "not a recording\n").expect("write");
+    let o = eeg(&[
+        "process",
+        input.to_str().expect("utf8"),
+        "--out",
+        dir.join("out.jsonl").to_str().expect("utf8"),
+        "--triggers",
+        dir.join("events.jsonl").to_str().expect("utf8"),
+    ]);
+    assert_bad_input(&o, &["notes.dat", "not an EDF/BDF file"]);
+    let left: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(left, [input]);
+}
+
+#[test]
 fn missing_file_is_bad_input() {
     let o = eeg(&["process", "fixtures/no-such-file.edf"]);
     assert_bad_input(&o, &["fixtures/no-such-file.edf"]);

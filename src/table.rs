@@ -1,0 +1,613 @@
+//! `process --format csv|parquet`: the records as a long table, one row per window and
+//! channel, with the same numbers as the `eeg.processed/1` JSON.
+//!
+//! Columns, in order: `session_id`, `device_id`, `window_index`, `start_ms`, `end_ms`,
+//! `settling`, `channel`, `<band>_power` and `<band>_rel` for each band in config order,
+//! `total_power`, the quality fields (`rms_uv`, `ptp_uv`, `line_noise_ratio`, `flatline`,
+//! `railed`, `artifact`, `good`) and the session indices (`engagement`, `theta_beta`,
+//! `alpha_theta`, nullable). docs/processing.md gives the types and units.
+//!
+//! [`columns`] names the columns and [`cells`] gives a row's values in the same order; both
+//! writers go through them, so the CSV header, the Parquet schema and every row agree.
+
+use crate::output::{Encode, SessionMeta};
+use eeg_dsp::{Band, ProcessingConfig, Window};
+use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as Physical};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{ColumnPath, Type};
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+/// `process --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// eeg.processed/1 records, one JSON object per line
+    Jsonl,
+    /// a long table, one row per window and channel, with a header row
+    Csv,
+    /// the same table as Parquet (Snappy-compressed)
+    Parquet,
+}
+
+impl Format {
+    /// `--format` when given; otherwise `--out`'s extension (`.csv`, `.parquet`), else JSONL.
+    pub fn resolve(explicit: Option<Format>, out: &Path) -> Format {
+        if let Some(f) = explicit {
+            return f;
+        }
+        let ext = out
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("csv") => Format::Csv,
+            Some("parquet") => Format::Parquet,
+            _ => Format::Jsonl,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// The writer of this format on `out`.
+    pub fn encoder(
+        self,
+        config: &ProcessingConfig,
+        out: Box<dyn Write + Send>,
+    ) -> io::Result<Box<dyn Encode>> {
+        Ok(match self {
+            Format::Jsonl => Box::new(crate::output::Jsonl::new(out)),
+            Format::Csv => Box::new(Csv::new(&config.bands, out)?),
+            Format::Parquet => Box::new(Parquet::new(config, out)?),
+        })
+    }
+}
+
+/// What a column holds; in CSV every kind is text, in Parquet each has its own type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// UTF-8 text: ids and channel names.
+    Text,
+    /// `window_index`: an unsigned 64-bit count.
+    Index,
+    /// Unix time in ms.
+    Time,
+    Flag,
+    Number,
+    /// A number or null: the session indices.
+    OptionalNumber,
+}
+
+const HEAD: [(&str, Kind); 7] = [
+    ("session_id", Kind::Text),
+    ("device_id", Kind::Text),
+    ("window_index", Kind::Index),
+    ("start_ms", Kind::Time),
+    ("end_ms", Kind::Time),
+    ("settling", Kind::Flag),
+    ("channel", Kind::Text),
+];
+
+const TAIL: [(&str, Kind); 11] = [
+    ("total_power", Kind::Number),
+    ("rms_uv", Kind::Number),
+    ("ptp_uv", Kind::Number),
+    ("line_noise_ratio", Kind::Number),
+    ("flatline", Kind::Flag),
+    ("railed", Kind::Flag),
+    ("artifact", Kind::Flag),
+    ("good", Kind::Flag),
+    ("engagement", Kind::OptionalNumber),
+    ("theta_beta", Kind::OptionalNumber),
+    ("alpha_theta", Kind::OptionalNumber),
+];
+
+/// The table's columns for these bands, in order.
+pub fn columns(bands: &[Band]) -> Vec<(String, Kind)> {
+    let fixed = |cols: &[(&str, Kind)]| -> Vec<(String, Kind)> {
+        cols.iter().map(|&(n, k)| (n.to_string(), k)).collect()
+    };
+    let mut cols = fixed(&HEAD);
+    for b in bands {
+        cols.push((format!("{}_power", b.name), Kind::Number));
+        cols.push((format!("{}_rel", b.name), Kind::Number));
+    }
+    cols.extend(fixed(&TAIL));
+    cols
+}
+
+/// Refuses bands whose columns would take the name of another column (a band called
+/// `total` makes `total_power`): a table cannot have two columns of one name.
+pub fn check_columns(bands: &[Band], format: Format) -> Result<(), String> {
+    let cols = columns(bands);
+    for b in bands {
+        for col in [format!("{}_power", b.name), format!("{}_rel", b.name)] {
+            if cols.iter().filter(|(n, _)| *n == col).count() > 1 {
+                return Err(format!(
+                    "bands.{}: its column '{col}' is also the name of another column of the \
+                     --format {} table; rename the band",
+                    b.name,
+                    format.name()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One value of a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Text(&'a str),
+    Index(u64),
+    Time(i64),
+    Flag(bool),
+    Number(f64),
+    OptionalNumber(Option<f64>),
+}
+
+/// The values of channel `c`'s row of a window, in the order of [`columns`], each handed to
+/// `f`; stops at `f`'s first error.
+pub fn cells<E>(
+    meta: &SessionMeta,
+    w: &Window<'_>,
+    c: usize,
+    mut f: impl FnMut(Cell<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    // As in the JSON: a channel without a name (which `process` never has) is positional.
+    let positional;
+    let channel = match meta.channels.get(c) {
+        Some(name) => name.as_str(),
+        None => {
+            positional = format!("ch{c}");
+            positional.as_str()
+        }
+    };
+    f(Cell::Text(&meta.session_id))?;
+    f(Cell::Text(&meta.device_id))?;
+    f(Cell::Index(w.index))?;
+    f(Cell::Time(w.start_ms))?;
+    f(Cell::Time(w.end_ms))?;
+    f(Cell::Flag(w.settling))?;
+    f(Cell::Text(channel))?;
+    for (&power, &rel) in w.band_power(c).iter().zip(w.relative_power(c)) {
+        f(Cell::Number(power))?;
+        f(Cell::Number(rel))?;
+    }
+    f(Cell::Number(w.total_power(c)))?;
+    let q = w.quality(c);
+    f(Cell::Number(q.rms_uv))?;
+    f(Cell::Number(q.ptp_uv))?;
+    f(Cell::Number(q.line_noise_ratio))?;
+    f(Cell::Flag(q.flatline))?;
+    f(Cell::Flag(q.railed))?;
+    f(Cell::Flag(q.artifact))?;
+    f(Cell::Flag(q.good))?;
+    let i = w.indices;
+    f(Cell::OptionalNumber(i.engagement))?;
+    f(Cell::OptionalNumber(i.theta_beta))?;
+    f(Cell::OptionalNumber(i.alpha_theta))
+}
+
+/// A window must have the bands the header or schema was made for: the columns are fixed
+/// when the output starts.
+fn check_bands(bands: &[String], w: &Window<'_>) -> io::Result<()> {
+    if bands.len() == w.bands.len() && bands.iter().zip(w.bands).all(|(a, b)| *a == b.name) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "a window's bands differ from the table's columns",
+    ))
+}
+
+/// The table as CSV: a header row, then one row per window and channel. Numbers are written
+/// as in the JSON (the shortest text that reads back to the same f64), booleans as
+/// `true`/`false`, null as an empty field; text is quoted only when it has to be.
+pub struct Csv {
+    out: csv::Writer<Box<dyn Write + Send>>,
+    bands: Vec<String>,
+}
+
+impl Csv {
+    fn new(bands: &[Band], out: Box<dyn Write + Send>) -> io::Result<Csv> {
+        let mut out = csv::WriterBuilder::new()
+            .buffer_capacity(1 << 16)
+            .from_writer(out);
+        out.write_record(columns(bands).iter().map(|(n, _)| n))
+            .map_err(csv_io)?;
+        Ok(Csv {
+            out,
+            bands: bands.iter().map(|b| b.name.clone()).collect(),
+        })
+    }
+}
+
+impl Encode for Csv {
+    fn window(&mut self, meta: &Arc<SessionMeta>, w: &Window<'_>) -> io::Result<()> {
+        check_bands(&self.bands, w)?;
+        let out = &mut self.out;
+        for c in 0..w.n_channels() {
+            cells(meta, w, c, |cell| match cell {
+                Cell::Text(s) => out.write_field(s),
+                Cell::Index(v) => out.write_field(itoa::Buffer::new().format(v)),
+                Cell::Time(v) => out.write_field(itoa::Buffer::new().format(v)),
+                Cell::Flag(b) => out.write_field(if b { "true" } else { "false" }),
+                Cell::Number(v) | Cell::OptionalNumber(Some(v)) => {
+                    // Non-finite values (which the processor never produces) are null, as
+                    // in the JSON.
+                    if v.is_finite() {
+                        out.write_field(zmij::Buffer::new().format_finite(v))
+                    } else {
+                        out.write_field("")
+                    }
+                }
+                Cell::OptionalNumber(None) => out.write_field(""),
+            })
+            .map_err(csv_io)?;
+            out.write_record(None::<&[u8]>).map_err(csv_io)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The writer's own IO error as it is (a closed pipe stays recognisable as one).
+fn csv_io(e: csv::Error) -> io::Error {
+    if !e.is_io_error() {
+        return e.into();
+    }
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
+/// Bytes of column buffers per row group, about: rows are buffered column by column until
+/// then, so memory stays bounded however long the recording is.
+const ROW_GROUP_BYTES: usize = 8 << 20;
+
+/// Distinct texts (ids, channel names) kept to be shared between rows; past this many the
+/// set starts again, so many short sessions cannot grow it without bound.
+const MAX_INTERNED: usize = 4096;
+
+/// One column's values of the row group being filled.
+enum Buffer {
+    Text(Vec<ByteArray>),
+    Int(Vec<i64>),
+    Flag(Vec<bool>),
+    Number(Vec<f64>),
+    /// The present values, and a definition level per row (1 present, 0 null).
+    Optional(Vec<f64>, Vec<i16>),
+}
+
+impl Buffer {
+    fn new(kind: Kind) -> Buffer {
+        match kind {
+            Kind::Text => Buffer::Text(Vec::new()),
+            Kind::Index | Kind::Time => Buffer::Int(Vec::new()),
+            Kind::Flag => Buffer::Flag(Vec::new()),
+            Kind::Number => Buffer::Number(Vec::new()),
+            Kind::OptionalNumber => Buffer::Optional(Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Bytes one row takes in a buffer of this kind.
+    fn row_bytes(kind: Kind) -> usize {
+        match kind {
+            Kind::Text => size_of::<ByteArray>(),
+            Kind::Index | Kind::Time => size_of::<i64>(),
+            Kind::Flag => size_of::<bool>(),
+            Kind::Number => size_of::<f64>(),
+            Kind::OptionalNumber => size_of::<f64>() + size_of::<i16>(),
+        }
+    }
+}
+
+/// The Parquet type of a column of this kind.
+fn parquet_type(name: &str, kind: Kind) -> Result<Type, ParquetError> {
+    let (physical, logical, repetition) = match kind {
+        Kind::Text => (
+            Physical::BYTE_ARRAY,
+            Some(LogicalType::String),
+            Repetition::REQUIRED,
+        ),
+        Kind::Index => (
+            Physical::INT64,
+            Some(LogicalType::integer(64, false)),
+            Repetition::REQUIRED,
+        ),
+        Kind::Time => (
+            Physical::INT64,
+            Some(LogicalType::timestamp(true, TimeUnit::MILLIS)),
+            Repetition::REQUIRED,
+        ),
+        Kind::Flag => (Physical::BOOLEAN, None, Repetition::REQUIRED),
+        Kind::Number => (Physical::DOUBLE, None, Repetition::REQUIRED),
+        Kind::OptionalNumber => (Physical::DOUBLE, None, Repetition::OPTIONAL),
+    };
+    Type::primitive_type_builder(name, physical)
+        .with_logical_type(logical)
+        .with_repetition(repetition)
+        .build()
+}
+
+/// The processing config as JSON, for the Parquet file's metadata: what made the numbers.
+/// Bands are an array of `[name, lo_hz, hi_hz]`, in config order.
+fn config_json(c: &ProcessingConfig) -> String {
+    serde_json::json!({
+        "filter": {
+            "mains_hz": c.filter.mains_hz,
+            "notch_q": c.filter.notch_q,
+            "bandpass_hz": c.filter.bandpass_hz,
+            "bandpass_order": c.filter.bandpass_order,
+        },
+        "window": {
+            "length_s": c.window.length_s,
+            "hop_s": c.window.hop_s,
+            "welch_segment_s": c.window.welch_segment_s,
+        },
+        "bands": c.bands.iter().map(|b| (&b.name, b.lo_hz, b.hi_hz)).collect::<Vec<_>>(),
+        "quality": {
+            "flatline_ptp_uv": c.quality.flatline_ptp_uv,
+            "railed_fraction": c.quality.railed_fraction,
+            "artifact_ptp_uv": c.quality.artifact_ptp_uv,
+            "max_line_noise_ratio": c.quality.max_line_noise_ratio,
+        },
+    })
+    .to_string()
+}
+
+/// The table as Parquet, through the low-level column writer: rows are buffered per column
+/// and written as a row group of about [`ROW_GROUP_BYTES`]. The writer only needs `Write`
+/// (it keeps its own offsets), so standard output through a pipe works too.
+pub struct Parquet {
+    writer: SerializedFileWriter<Box<dyn Write + Send>>,
+    bands: Vec<String>,
+    buffers: Vec<Buffer>,
+    rows: usize,
+    rows_per_group: usize,
+    /// Each distinct text once, shared by its rows (a `ByteArray` clone counts a reference).
+    interned: HashMap<Vec<u8>, ByteArray>,
+}
+
+impl Parquet {
+    fn new(config: &ProcessingConfig, out: Box<dyn Write + Send>) -> io::Result<Parquet> {
+        let cols = columns(&config.bands);
+        let fields = cols
+            .iter()
+            .map(|(name, kind)| parquet_type(name, *kind).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(parquet_io)?;
+        let schema = Type::group_type_builder("eeg_processed")
+            .with_fields(fields)
+            .build()
+            .map_err(parquet_io)?;
+        let metadata = vec![
+            KeyValue::new(
+                "eeg.schema".into(),
+                eeg_schema::PROCESSED_SCHEMA.to_string(),
+            ),
+            KeyValue::new("eeg.processing".into(), config_json(config)),
+            KeyValue::new(
+                "eeg.pipeline_version".into(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ];
+        // Dictionaries pay off where values repeat: ids, channel names, and the window's
+        // index and times (the same for each of its channels); not on the measurements.
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_dictionary_enabled(false)
+            .set_key_value_metadata(Some(metadata));
+        for (name, kind) in &cols {
+            if matches!(kind, Kind::Text | Kind::Index | Kind::Time) {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(name.as_str()), true);
+            }
+        }
+        let writer = SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props.build()))
+            .map_err(parquet_io)?;
+        let row_bytes: usize = cols.iter().map(|(_, k)| Buffer::row_bytes(*k)).sum();
+        Ok(Parquet {
+            writer,
+            bands: config.bands.iter().map(|b| b.name.clone()).collect(),
+            buffers: cols.iter().map(|(_, k)| Buffer::new(*k)).collect(),
+            rows: 0,
+            rows_per_group: (ROW_GROUP_BYTES / row_bytes).max(1024),
+            interned: HashMap::new(),
+        })
+    }
+
+    /// Writes the buffered rows as one row group, column by column.
+    fn flush_row_group(&mut self) -> Result<(), ParquetError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let mut group = self.writer.next_row_group()?;
+        for buffer in &mut self.buffers {
+            let Some(mut column) = group.next_column()? else {
+                return Err(ParquetError::General("fewer columns than buffers".into()));
+            };
+            match buffer {
+                Buffer::Text(v) => {
+                    column.typed::<ByteArrayType>().write_batch(v, None, None)?;
+                    v.clear();
+                }
+                Buffer::Int(v) => {
+                    column.typed::<Int64Type>().write_batch(v, None, None)?;
+                    v.clear();
+                }
+                Buffer::Flag(v) => {
+                    column.typed::<BoolType>().write_batch(v, None, None)?;
+                    v.clear();
+                }
+                Buffer::Number(v) => {
+                    column.typed::<DoubleType>().write_batch(v, None, None)?;
+                    v.clear();
+                }
+                Buffer::Optional(v, levels) => {
+                    column
+                        .typed::<DoubleType>()
+                        .write_batch(v, Some(levels), None)?;
+                    v.clear();
+                    levels.clear();
+                }
+            }
+            column.close()?;
+        }
+        group.close()?;
+        self.rows = 0;
+        Ok(())
+    }
+}
+
+impl Encode for Parquet {
+    fn window(&mut self, meta: &Arc<SessionMeta>, w: &Window<'_>) -> io::Result<()> {
+        check_bands(&self.bands, w)?;
+        let (buffers, interned) = (&mut self.buffers, &mut self.interned);
+        for c in 0..w.n_channels() {
+            let mut column = buffers.iter_mut();
+            cells(meta, w, c, |cell| {
+                match (column.next(), cell) {
+                    (Some(Buffer::Text(v)), Cell::Text(s)) => v.push(intern(interned, s)),
+                    (Some(Buffer::Int(v)), Cell::Index(x)) => {
+                        // UINT_64 is stored in INT64 by its bits, as the format says.
+                        v.push(x as i64);
+                    }
+                    (Some(Buffer::Int(v)), Cell::Time(t)) => v.push(t),
+                    (Some(Buffer::Flag(v)), Cell::Flag(b)) => v.push(b),
+                    (Some(Buffer::Number(v)), Cell::Number(x)) => v.push(x),
+                    (Some(Buffer::Optional(v, levels)), Cell::OptionalNumber(x)) => {
+                        levels.push(i16::from(x.is_some()));
+                        v.extend(x);
+                    }
+                    _ => {
+                        return Err(io::Error::other("a row does not match the table's columns"));
+                    }
+                }
+                Ok(())
+            })?;
+            if column.next().is_some() {
+                return Err(io::Error::other("a row does not match the table's columns"));
+            }
+            self.rows += 1;
+        }
+        if self.rows >= self.rows_per_group {
+            self.flush_row_group().map_err(parquet_io)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.flush_row_group().map_err(parquet_io)?;
+        // Writes the footer and flushes `out`.
+        self.writer.close().map_err(parquet_io)?;
+        Ok(())
+    }
+}
+
+/// `s` as a `ByteArray` shared with the other rows that have it.
+fn intern(interned: &mut HashMap<Vec<u8>, ByteArray>, s: &str) -> ByteArray {
+    if let Some(b) = interned.get(s.as_bytes()) {
+        return b.clone();
+    }
+    if interned.len() >= MAX_INTERNED {
+        interned.clear();
+    }
+    let b = ByteArray::from(s.as_bytes().to_vec());
+    interned.insert(s.as_bytes().to_vec(), b.clone());
+    b
+}
+
+/// The writer's own IO error as it is (a closed pipe stays recognisable as one).
+fn parquet_io(e: ParquetError) -> io::Error {
+    match e {
+        ParquetError::External(e) => match e.downcast::<io::Error>() {
+            Ok(e) => *e,
+            Err(e) => io::Error::other(e),
+        },
+        e => io::Error::other(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eeg_dsp::{Indices, Quality};
+
+    #[test]
+    fn format_from_flag_then_extension() {
+        let resolve = |f, out: &str| Format::resolve(f, Path::new(out));
+        assert_eq!(resolve(None, "-"), Format::Jsonl);
+        assert_eq!(resolve(None, "a/b.csv"), Format::Csv);
+        assert_eq!(resolve(None, "b.CSV"), Format::Csv);
+        assert_eq!(resolve(None, "b.parquet"), Format::Parquet);
+        assert_eq!(resolve(None, "b.jsonl"), Format::Jsonl);
+        assert_eq!(resolve(None, "b.parquet.txt"), Format::Jsonl);
+        assert_eq!(resolve(None, "parquet"), Format::Jsonl);
+        assert_eq!(resolve(Some(Format::Csv), "b.parquet"), Format::Csv);
+        assert_eq!(resolve(Some(Format::Jsonl), "b.csv"), Format::Jsonl);
+    }
+
+    #[test]
+    fn a_row_has_one_cell_per_column_of_its_kind() {
+        let bands = ProcessingConfig::default().bands;
+        let quality = [Quality::default(); 2];
+        let n = bands.len();
+        let (power, rel) = (vec![1.0; 2 * n], vec![0.2; 2 * n]);
+        let mut w = Window::from_parts(&bands, &power, &rel, &[5.0, 5.0], &quality);
+        w.indices = Indices {
+            engagement: None,
+            theta_beta: Some(1.0),
+            alpha_theta: None,
+        };
+        let meta = crate::output::session_meta("s", "d", None, 250.0, vec!["C3".into()]);
+        let cols = columns(&bands);
+        for c in 0..2 {
+            let mut kinds = Vec::new();
+            cells(&meta, &w, c, |cell| {
+                kinds.push(match cell {
+                    Cell::Text(_) => Kind::Text,
+                    Cell::Index(_) => Kind::Index,
+                    Cell::Time(_) => Kind::Time,
+                    Cell::Flag(_) => Kind::Flag,
+                    Cell::Number(_) => Kind::Number,
+                    Cell::OptionalNumber(_) => Kind::OptionalNumber,
+                });
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert!(kinds.iter().eq(cols.iter().map(|(_, k)| k)), "{kinds:?}");
+        }
+    }
+
+    #[test]
+    fn a_band_named_like_a_column_is_refused() {
+        let band = |name: &str| Band {
+            name: name.into(),
+            lo_hz: 1.0,
+            hi_hz: 4.0,
+        };
+        assert!(check_columns(&ProcessingConfig::default().bands, Format::Csv).is_ok());
+        let e = check_columns(&[band("slow"), band("total")], Format::Parquet).unwrap_err();
+        assert!(
+            e.starts_with("bands.total: its column 'total_power'"),
+            "{e}"
+        );
+        assert!(e.contains("--format parquet"), "{e}");
+    }
+}
