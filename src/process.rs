@@ -241,15 +241,29 @@ fn execute(args: &ProcessArgs, mode: Mode) -> anyhow::Result<()> {
         let (out, sink) = Output::create(path)?;
         return write_report(args, &collector, &meta, out, sink);
     }
-    let report_out = match &args.report {
-        Some(path) => Some(Output::create(path)?),
-        None => None,
+    let report_out = match args.report.as_ref().map(|p| Output::create(p)).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some((file, _)) = triggers.and_then(|t| t.output) {
+                file.discard();
+            }
+            return Err(e);
+        }
     };
     let (out, mut writer) = match mode {
-        Mode::Process => {
-            let (out, sink) = Output::create(&args.out)?;
-            (Some(out), Writer::start(sink))
-        }
+        Mode::Process => match Output::create(&args.out) {
+            Ok((out, sink)) => (Some(out), Writer::start(sink)),
+            Err(e) => {
+                // No partial file is left behind by a run that never started.
+                if let Some((file, _)) = triggers.and_then(|t| t.output) {
+                    file.discard();
+                }
+                if let Some((file, _)) = report_out {
+                    file.discard();
+                }
+                return Err(e);
+            }
+        },
         // Nothing but the report is wanted: no record is encoded.
         Mode::ReportOnly => (None, Writer::discard()),
     };

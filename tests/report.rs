@@ -384,10 +384,14 @@ fn process_report_writes_the_same_page_beside_the_same_records() {
 #[test]
 fn raw_jsonl_on_standard_input_gives_the_report_of_the_file() {
     let dir = scratch("raw_stdin");
-    // Raw batches of two sessions of two channels, a sine each.
+    // Raw batches of two sessions of two channels, a sine each; session b has a gap of
+    // five batches, which restarts it and must not be bridged on the page.
     let mut lines = Vec::new();
     for session in ["a", "b"] {
         for seq in 0..40u64 {
+            if session == "b" && (20..25).contains(&seq) {
+                continue;
+            }
             let n = 128;
             let rows: Vec<Vec<f64>> = (0..2)
                 .map(|c| {
@@ -425,6 +429,10 @@ fn raw_jsonl_on_standard_input_gives_the_report_of_the_file() {
         std::fs::read_to_string(&from_stdin).expect("page"),
     );
     assert_eq!(data_block(&a), data_block(&b));
+    assert!(
+        a.contains("<th>Restarts</th><td>1 (after a gap"),
+        "the gap is reported"
+    );
     let (records, events) = (dir.join("records.jsonl"), dir.join("events.jsonl"));
     let o = eeg(&[
         "process",
