@@ -9,6 +9,7 @@ mod http;
 mod output;
 mod process;
 mod replay;
+mod report;
 mod run;
 mod table;
 mod tail;
@@ -37,6 +38,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Check or create the service's topics (an admin step, run once).
     Topics(topics::TopicsArgs),
+    /// Write one self-contained HTML report of an EEG file or of processed records: band
+    /// powers, signal quality, trigger events and indices over time, per session.
+    Report(report::ReportArgs),
     /// Print what the service publishes (records, trigger events, dead letters) or reads, as
     /// it arrives; never joins the service's consumer group.
     Tail(tail::TailArgs),
@@ -80,12 +84,15 @@ pub struct ProcessArgs {
     /// the number of CPUs.
     #[arg(long, value_name = "N", default_value_t = default_threads())]
     pub threads: usize,
+    /// Also write an HTML report of the session(s) to FILE (as `eeg-pipeline report` does).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// No summary and no progress bar on standard error.
     #[arg(long, short)]
     pub quiet: bool,
 }
 
-fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -151,6 +158,7 @@ fn main() -> ExitCode {
         }
         Command::Replay(args) => replay::run(&args),
         Command::Topics(args) => topics::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Tail(args) => tail::run(&args),
         Command::Healthcheck { http_addr } => {
             return if http::healthcheck(http_addr) {

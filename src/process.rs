@@ -5,7 +5,7 @@
 //! flat however long the recording is.
 
 use crate::table::Format;
-use crate::{BadInput, ProcessArgs, config, output};
+use crate::{BadInput, ProcessArgs, config, output, report};
 use anyhow::Context;
 use eeg_dsp::OwnedWindow;
 use eeg_dsp::{ProcessingConfig, SessionProcessor, Window};
@@ -23,10 +23,13 @@ use std::thread::JoinHandle;
 const PROGRESS_MIN_BYTES: u64 = 16 << 20;
 
 /// Refuses outputs that would overwrite the input or each other, before anything is created:
-/// `--out` or `--triggers` naming the input file (by any path: a symlink, a hard link), or both
-/// naming one file. Files are compared by identity (device and inode), not by path. Standard
-/// output and devices (`/dev/null`) are never refused.
-fn check_outputs(args: &ProcessArgs) -> Result<(), BadInput> {
+/// `--out`, `--triggers` or `--report` naming the input file (by any path: a symlink, a hard
+/// link), or two of them naming one file. Files are compared by identity (device and inode),
+/// not by path. Standard output and devices (`/dev/null`) are never refused.
+pub(crate) fn check_outputs(
+    input: &Path,
+    outputs: &[(&str, Option<&PathBuf>)],
+) -> Result<(), BadInput> {
     use std::os::unix::fs::MetadataExt;
     /// The identity of an existing regular file; `None` for anything else (a device, a pipe,
     /// standard output, a file not there yet, which cannot be the input).
@@ -50,8 +53,16 @@ fn check_outputs(args: &ProcessArgs) -> Result<(), BadInput> {
             _ => path.to_path_buf(),
         }
     }
+    /// What an output holds, for the message when two are one file.
+    fn holds(flag: &str) -> &'static str {
+        match flag {
+            "--triggers" => "the events",
+            "--out" => "the records",
+            _ => "the report",
+        }
+    }
     let stdio = |p: &Path| p == Path::new("-");
-    let input = if stdio(&args.input) {
+    let input_id = if stdio(input) {
         // Standard input redirected from a file (`< rec.jsonl`) is that file.
         use std::os::fd::AsFd;
         let stdin = std::io::stdin();
@@ -63,46 +74,44 @@ fn check_outputs(args: &ProcessArgs) -> Result<(), BadInput> {
                 .and_then(|f| f.metadata()),
         )
     } else {
-        identity(std::fs::metadata(&args.input))
+        identity(std::fs::metadata(input))
     };
-    let outputs = [
-        ("--out", Some(&args.out)),
-        ("--triggers", args.triggers.as_ref()),
-    ];
-    for (flag, path) in outputs {
-        let Some(path) = path.filter(|p| !stdio(p)) else {
-            continue;
-        };
-        if input.is_some() && identity(std::fs::metadata(path)) == input {
+    let files: Vec<(&str, &PathBuf)> = outputs
+        .iter()
+        .filter_map(|&(flag, path)| path.filter(|p| !stdio(p)).map(|p| (flag, p)))
+        .collect();
+    for &(flag, path) in &files {
+        if input_id.is_some() && identity(std::fs::metadata(path)) == input_id {
             return Err(BadInput(format!(
                 "{flag} {}: is the input file {}; write the output to another file",
                 path.display(),
-                args.input.display()
+                input.display()
             )));
         }
     }
-    if let Some(triggers) = args.triggers.as_ref().filter(|p| !stdio(p))
-        && !stdio(&args.out)
-    {
-        let (out_id, triggers_id) = (
-            identity(std::fs::metadata(&args.out)),
-            identity(std::fs::metadata(triggers)),
-        );
-        let same = match (out_id, triggers_id) {
-            (Some(a), Some(b)) => a == b,
-            // Not there yet (or not a regular file, when both are absent): the same place.
-            (None, None) => {
-                !std::fs::metadata(&args.out).is_ok_and(|m| !m.is_file())
-                    && resolved(&args.out) == resolved(triggers)
+    for (j, &(flag, path)) in files.iter().enumerate() {
+        for &(earlier, first) in &files[..j] {
+            let same = match (
+                identity(std::fs::metadata(first)),
+                identity(std::fs::metadata(path)),
+            ) {
+                (Some(a), Some(b)) => a == b,
+                // Not there yet (or not a regular file, when both are absent): the same place.
+                (None, None) => {
+                    !std::fs::metadata(first).is_ok_and(|m| !m.is_file())
+                        && resolved(first) == resolved(path)
+                }
+                _ => false,
+            };
+            if same {
+                return Err(BadInput(format!(
+                    "{flag} {}: is the same file as {earlier} {}; {} and {} need a file each",
+                    path.display(),
+                    first.display(),
+                    holds(flag),
+                    holds(earlier)
+                )));
             }
-            _ => false,
-        };
-        if same {
-            return Err(BadInput(format!(
-                "--triggers {}: is the same file as --out {}; the events and the records need a file each",
-                triggers.display(),
-                args.out.display()
-            )));
         }
     }
     Ok(())
@@ -149,12 +158,54 @@ fn check_format(args: &ProcessArgs, format: Format) -> Result<(), BadInput> {
 }
 
 pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
+    execute(args, Mode::Process)
+}
+
+/// `report`: the report of `args.input` to `args.report`, no records.
+pub fn run_report_only(args: &ProcessArgs) -> anyhow::Result<()> {
+    execute(args, Mode::ReportOnly)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// `process`: records, and events and a report when asked for.
+    Process,
+    /// `report`: the report only; its file is `args.report`, named `--out` on that command.
+    ReportOnly,
+}
+
+fn execute(args: &ProcessArgs, mode: Mode) -> anyhow::Result<()> {
     let format = Format::resolve(args.format, &args.out);
-    check_outputs(args)?;
+    let outputs = match mode {
+        Mode::Process => vec![
+            ("--out", Some(&args.out)),
+            ("--triggers", args.triggers.as_ref()),
+            ("--report", args.report.as_ref()),
+        ],
+        Mode::ReportOnly => vec![("--out", args.report.as_ref())],
+    };
+    check_outputs(&args.input, &outputs)?;
+    if mode == Mode::Process
+        && let Some(r) = args.report.as_ref().filter(|r| *r == Path::new("-"))
+        && (args.out == Path::new("-") || std::io::stdout().is_terminal())
+    {
+        return Err(BadInput(format!(
+            "--report {}: standard output {}; give --report FILE.html",
+            r.display(),
+            if args.out == Path::new("-") {
+                "carries the records"
+            } else {
+                "is a terminal"
+            }
+        ))
+        .into());
+    }
     check_channels(args.channels.as_deref())?;
     check_format(args, format)?;
     let file = config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
-    if args.triggers.is_some() {
+    // The report marks the events on its time axes, so the rules run for it too.
+    let evaluate = args.triggers.is_some() || args.report.is_some();
+    if evaluate {
         for w in file.warnings() {
             tracing::warn!("{w}");
         }
@@ -163,62 +214,233 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     if format != Format::Jsonl {
         crate::table::check_columns(&config.bands, format).map_err(BadInput)?;
     }
-    // The input's kind before any output is created: an input that is neither EDF nor JSONL
-    // leaves no file behind.
+    let mut triggers = if evaluate {
+        let engine = eeg_session::TriggerEngine::new(file.triggers.rules)
+            .map_err(|e| BadInput(e.to_string()))?;
+        Some(Triggers {
+            engine,
+            output: None,
+        })
+    } else {
+        None
+    };
+    let mut report = args.report.as_ref().map(|_| report::Collector::default());
+    // The input's kind, and a JSONL input's first line, before any output is created: an
+    // input that cannot be read leaves no file behind.
     let input = args.input.as_path();
     let kind = detect(input)?;
-    let mut triggers = match &args.triggers {
-        Some(path) => {
-            let engine = eeg_session::TriggerEngine::new(file.triggers.rules)
-                .map_err(|e| BadInput(e.to_string()))?;
-            let (out, sink) = Output::create(path)?;
-            Some(Triggers {
-                engine,
-                file: out,
-                out: sink,
-            })
+    // A JSONL input's first line tells eeg.processed/1 records (which only a report reads)
+    // from raw batches.
+    let jsonl = match kind {
+        Kind::Edf => None,
+        Kind::Jsonl => Some(open_jsonl(args)?),
+    };
+    if let Some((name, head, _)) = &jsonl
+        && report::is_processed(head)
+    {
+        if mode == Mode::Process {
+            return Err(BadInput(format!(
+                "{name}: line 1: an eeg.processed/1 record; `process` reads eeg.raw/1 messages (`eeg-pipeline report` reads records)"
+            ))
+            .into());
         }
-        None => None,
-    };
-    let (out, sink) = Output::create(&args.out)?;
-    let encoder = {
-        let config = config.clone();
-        move || format.encoder(&config, sink)
-    };
-    let mut writer = Writer::start(encoder);
-    let progress = progress_bar(input, args.quiet);
-    let result = match kind {
-        Kind::Edf => process_edf(args, &config, &mut writer, triggers.as_mut(), &progress),
-        Kind::Jsonl => process_jsonl(args, &config, &mut writer, triggers.as_mut(), &progress),
-    };
-    progress.finish_and_clear();
-    // The writer's own error (e.g. a full disk) explains a failed run best.
-    let written = writer.finish();
-    let summaries = match result.and_then(|s| written.map(|()| s)).and_then(|s| {
-        triggers
-            .as_mut()
-            .map_or(Ok(()), |t| t.out.flush().context("writing trigger events"))
-            .map(|()| s)
-    }) {
-        Ok(s) => s,
+        let (name, head, rest) = jsonl.expect("matched above");
+        let engine = triggers.map(|t| t.engine).expect("rules run for a report");
+        let mut collector = report::Collector::default();
+        let mut reader = std::io::Cursor::new(head).chain(rest);
+        let lines = report::read_processed(
+            &name,
+            &mut reader,
+            args.session_id.as_deref(),
+            args.channels.as_deref(),
+            &engine,
+            &mut collector,
+        )?;
+        collector.set_input(report::InputMeta::jsonl(
+            &name,
+            "eeg.processed/1 JSONL (records processed elsewhere)",
+            lines,
+        ));
+        let meta = report::ConfigMeta {
+            processing: None,
+            path: args.config.clone(),
+            rules: engine.rules().cloned().collect(),
+        };
+        let path = args.report.as_ref().expect("a report is asked for");
+        let (out, sink) = Output::create(path)?;
+        return write_report(args, &collector, &meta, out, sink);
+    }
+    if let (Some(t), Some(path), Mode::Process) = (triggers.as_mut(), &args.triggers, mode) {
+        t.output = Some(Output::create(path)?);
+    }
+    let report_out = match args.report.as_ref().map(|p| Output::create(p)).transpose() {
+        Ok(r) => r,
         Err(e) => {
-            out.discard();
-            if let Some(t) = triggers {
-                t.file.discard();
+            if let Some((file, _)) = triggers.and_then(|t| t.output) {
+                file.discard();
             }
             return Err(e);
         }
     };
-    out.commit()?;
-    if let Some(t) = triggers {
-        t.file.commit()?;
+    let (out, mut writer) = match mode {
+        Mode::Process => match Output::create(&args.out) {
+            Ok((out, sink)) => {
+                let config = config.clone();
+                let encoder = move || format.encoder(&config, sink);
+                (Some(out), Writer::start(encoder))
+            }
+            Err(e) => {
+                // No partial file is left behind by a run that never started.
+                if let Some((file, _)) = triggers.and_then(|t| t.output) {
+                    file.discard();
+                }
+                if let Some((file, _)) = report_out {
+                    file.discard();
+                }
+                return Err(e);
+            }
+        },
+        // Nothing but the report is wanted: no record is encoded.
+        Mode::ReportOnly => (None, Writer::discard()),
+    };
+    let progress = progress_bar(input, args.quiet);
+    let result = match jsonl {
+        None => process_edf(
+            args,
+            &config,
+            &mut writer,
+            triggers.as_mut(),
+            report.as_mut(),
+            &progress,
+        ),
+        Some((name, head, rest)) => process_jsonl(
+            args,
+            &name,
+            Box::new(std::io::Cursor::new(head).chain(rest)),
+            &config,
+            &mut writer,
+            triggers.as_mut(),
+            report.as_mut(),
+            &progress,
+        ),
+    };
+    progress.finish_and_clear();
+    // The writer's own error (e.g. a full disk) explains a failed run best.
+    let written = writer.finish();
+    let flushed = |s| {
+        match triggers.as_mut().and_then(|t| t.output.as_mut()) {
+            Some((_, w)) => w.flush().context("writing trigger events"),
+            None => Ok(()),
+        }
+        .map(|()| s)
+    };
+    let summaries = match result.and_then(|s| written.map(|()| s)).and_then(flushed) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(out) = out {
+                out.discard();
+            }
+            if let Some((file, _)) = triggers.and_then(|t| t.output) {
+                file.discard();
+            }
+            if let Some((file, _)) = report_out {
+                file.discard();
+            }
+            return Err(e);
+        }
+    };
+    if let Some(out) = out {
+        out.commit()?;
+    }
+    if let Some((file, _)) = triggers.as_mut().and_then(|t| t.output.take()) {
+        file.commit()?;
     }
     if !args.quiet {
         for s in &summaries {
             eprintln!("{s}");
         }
     }
+    if let (Some(collector), Some((file, sink))) = (report, report_out) {
+        let meta = report::ConfigMeta {
+            processing: Some(config),
+            path: args.config.clone(),
+            rules: triggers
+                .map(|t| t.engine.rules().cloned().collect())
+                .unwrap_or_default(),
+        };
+        write_report(args, &collector, &meta, file, sink)?;
+    }
     Ok(())
+}
+
+/// Renders the report and writes it whole, or not at all.
+fn write_report(
+    args: &ProcessArgs,
+    collector: &report::Collector,
+    meta: &report::ConfigMeta,
+    file: Output,
+    mut sink: Box<dyn Write + Send>,
+) -> anyhow::Result<()> {
+    let title = if args.input == Path::new("-") {
+        "standard input".to_string()
+    } else {
+        args.input.file_name().map_or_else(
+            || args.input.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let html = collector.render(&title, meta);
+    let path = args.report.as_deref().unwrap_or(Path::new("-"));
+    match sink.write_all(html.as_bytes()).and_then(|()| sink.flush()) {
+        Ok(()) => file.commit()?,
+        Err(e) => {
+            file.discard();
+            return Err(e).with_context(|| format!("{}: writing the report", path.display()));
+        }
+    }
+    if !args.quiet {
+        eprintln!(
+            "report: {} ({} session{}, {} windows, {} kB)",
+            path.display(),
+            collector.n_sessions(),
+            if collector.n_sessions() == 1 { "" } else { "s" },
+            collector.windows(),
+            html.len().div_ceil(1024)
+        );
+    }
+    Ok(())
+}
+
+/// Opens a JSONL input and reads its first non-blank line (and any blank ones before it):
+/// (name for messages, those bytes, the rest).
+fn open_jsonl(args: &ProcessArgs) -> anyhow::Result<(String, Vec<u8>, Box<dyn BufRead>)> {
+    let name = if args.input == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        args.input.display().to_string()
+    };
+    let input: Box<dyn Read> = if args.input == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            File::open(&args.input).map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
+        )
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let limit = eeg_schema::Limits::default().max_message_bytes as u64 + 2;
+    let mut head = Vec::new();
+    loop {
+        let start = head.len();
+        let n = (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut head)
+            .map_err(|e| BadInput(format!("{name}: cannot read: {e}")))?;
+        if n == 0 || !head[start..].trim_ascii().is_empty() {
+            break;
+        }
+    }
+    // The first line alone, for the schema test.
+    Ok((name, head, Box::new(reader)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -336,6 +558,8 @@ struct Writer {
     spare: Vec<OwnedWindow>,
     empty: Vec<Batch>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    /// Windows are dropped, not written ([`Writer::discard`]).
+    discard: bool,
 }
 
 type Batch = Vec<(Arc<output::SessionMeta>, OwnedWindow)>;
@@ -373,12 +597,30 @@ impl Writer {
             spare: Vec::new(),
             empty: Vec::new(),
             thread: Some(thread),
+            discard: false,
+        }
+    }
+
+    /// A writer that drops every window: for a run that only makes a report.
+    fn discard() -> Writer {
+        let (_, recycled) = std::sync::mpsc::channel();
+        Writer {
+            tx: None,
+            recycled,
+            pending: Vec::new(),
+            spare: Vec::new(),
+            empty: Vec::new(),
+            thread: None,
+            discard: true,
         }
     }
 
     /// Queues a window; `false` when the output thread has stopped (on an error, which
     /// [`Writer::finish`] reports).
     fn push(&mut self, meta: &Arc<output::SessionMeta>, w: &Window<'_>) -> bool {
+        if self.discard {
+            return true;
+        }
         if self.spare.is_empty() {
             self.reclaim();
         }
@@ -426,20 +668,21 @@ impl Writer {
     }
 }
 
-/// `--triggers`: the rules and where their events go (one `analytics.trigger/1` per line).
+/// The trigger rules, and with `--triggers` where their events go (one
+/// `analytics.trigger/1` per line).
 struct Triggers {
     engine: eeg_session::TriggerEngine,
-    file: Output,
-    out: Box<dyn Write + Send>,
+    output: Option<(Output, Box<dyn Write + Send>)>,
 }
 
 /// `process`'s end of the fan-out ([`eeg_session::Fanout`]) for one session: each window
 /// counted in the session's summary and handed to the writer thread, each trigger event
-/// written to the `--triggers` file.
+/// written to the `--triggers` file; both collected for the report when there is one.
 struct FileSink<'a> {
     writer: &'a mut Writer,
     summary: &'a mut Summary,
     events: Option<&'a mut (dyn Write + Send)>,
+    report: Option<&'a mut report::Collector>,
 }
 
 /// Why a [`FileSink`] stopped.
@@ -459,6 +702,9 @@ impl eeg_session::Sink for FileSink<'_> {
         window: &Window<'_>,
     ) -> Result<(), SinkError> {
         self.summary.add(window);
+        if let Some(r) = self.report.as_deref_mut() {
+            r.window(meta, window);
+        }
         if self.writer.push(meta, window) {
             Ok(())
         } else {
@@ -468,6 +714,9 @@ impl eeg_session::Sink for FileSink<'_> {
 
     fn trigger(&mut self, event: &eeg_schema::TriggerEvent<'_>) -> Result<(), SinkError> {
         self.summary.trigger_events += 1;
+        if let Some(r) = self.report.as_deref_mut() {
+            r.event(event);
+        }
         let Some(out) = self.events.as_deref_mut() else {
             return Ok(());
         };
@@ -486,12 +735,15 @@ fn fan_out(
     summary: &mut Summary,
     writer: &mut Writer,
     triggers: Option<&mut Triggers>,
+    report: Option<&mut report::Collector>,
     push: impl FnOnce(&mut eeg_session::Fanout<'_, FileSink<'_>>) -> anyhow::Result<()>,
 ) -> anyhow::Result<bool> {
     let (engine, events) = match triggers {
         Some(t) => (
             Some(&t.engine),
-            Some(&mut *t.out as &mut (dyn Write + Send)),
+            t.output
+                .as_mut()
+                .map(|(_, out)| &mut **out as &mut (dyn Write + Send)),
         ),
         None => (None, None),
     };
@@ -499,6 +751,7 @@ fn fan_out(
         writer,
         summary,
         events,
+        report,
     };
     let mut fanout = eeg_session::Fanout::new(meta, engine.map(|e| (e, state)), &mut sink);
     push(&mut fanout)?;
@@ -802,12 +1055,16 @@ fn process_edf(
     config: &ProcessingConfig,
     writer: &mut Writer,
     mut triggers: Option<&mut Triggers>,
+    mut report: Option<&mut report::Collector>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
     let path = &args.input;
     let name = path.display().to_string();
     let mut reader = EdfReader::open(path).map_err(|e| BadInput(e.to_string()))?;
     let header = reader.header().clone();
+    if let Some(r) = report.as_deref_mut() {
+        r.set_input(report::InputMeta::edf(&name, &header));
+    }
     if reader.trailing_bytes() > 0 {
         tracing::warn!(
             "{name}: {} bytes after the last whole data record ignored",
@@ -839,6 +1096,7 @@ fn process_edf(
             &mut self,
             writer: &mut Writer,
             triggers: Option<&mut Triggers>,
+            report: Option<&mut report::Collector>,
             f: impl FnOnce(
                 &mut Engine,
                 &mut eeg_session::Fanout<'_, FileSink<'_>>,
@@ -851,6 +1109,7 @@ fn process_edf(
                 &mut self.summary,
                 writer,
                 triggers,
+                report,
                 |sink| f(engine, sink),
             )
         }
@@ -909,18 +1168,29 @@ fn process_edf(
             );
             for g in &mut sessions {
                 let t0 = t0 + (onset * 1000.0).round() as i64;
-                if !g.fan_out(writer, triggers.as_deref_mut(), |e, sink| e.reset(t0, sink))? {
+                if !g.fan_out(
+                    writer,
+                    triggers.as_deref_mut(),
+                    report.as_deref_mut(),
+                    |e, sink| e.reset(t0, sink),
+                )? {
                     return Ok(Vec::new());
                 }
                 g.summary.resets += 1;
+                if let Some(r) = report.as_deref_mut() {
+                    r.reset(&g.meta.session_id);
+                }
                 g.triggers.reset();
             }
         }
         expected_onset = Some(onset + duration);
         for g in &mut sessions {
-            let pushed = g.fan_out(writer, triggers.as_deref_mut(), |e, sink| {
-                e.push_record(&record, sink)
-            })?;
+            let pushed = g.fan_out(
+                writer,
+                triggers.as_deref_mut(),
+                report.as_deref_mut(),
+                |e, sink| e.push_record(&record, sink),
+            )?;
             if !pushed {
                 return Ok(Vec::new());
             }
@@ -928,32 +1198,29 @@ fn process_edf(
         records.push(record);
     }
     for g in &mut sessions {
-        if !g.fan_out(writer, triggers.as_deref_mut(), |e, sink| e.finish(sink))? {
+        if !g.fan_out(
+            writer,
+            triggers.as_deref_mut(),
+            report.as_deref_mut(),
+            |e, sink| e.finish(sink),
+        )? {
             return Ok(Vec::new());
         }
     }
     Ok(sessions.into_iter().map(|g| g.summary).collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn process_jsonl(
     args: &ProcessArgs,
+    name: &str,
+    input: Box<dyn Read>,
     config: &ProcessingConfig,
     writer: &mut Writer,
     mut triggers: Option<&mut Triggers>,
+    mut report: Option<&mut report::Collector>,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
-    let name = if args.input == Path::new("-") {
-        "<stdin>".to_string()
-    } else {
-        args.input.display().to_string()
-    };
-    let input: Box<dyn Read> = if args.input == Path::new("-") {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(
-            File::open(&args.input).map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
-        )
-    };
     let limits = eeg_schema::Limits::default();
     let mut reader = BufReader::with_capacity(1 << 16, input);
     // A file is told by its name or content before it gets here; standard input is taken
@@ -1043,6 +1310,9 @@ fn process_jsonl(
                 );
                 session.extra.summary.resets += 1;
                 session.extra.triggers.reset();
+                if let Some(r) = report.as_deref_mut() {
+                    r.reset(&batch.session_id);
+                }
             }
             _ => {}
         }
@@ -1062,6 +1332,7 @@ fn process_jsonl(
             &mut session.extra.summary,
             writer,
             triggers.as_deref_mut(),
+            report.as_deref_mut(),
             |sink| {
                 processor
                     .push_channel_major(batch.samples(), batch.samples_per_channel(), sink)
@@ -1074,6 +1345,9 @@ fn process_jsonl(
     }
     if line_no == 0 {
         return Err(BadInput(format!("{name}: empty input, no eeg.raw/1 message")).into());
+    }
+    if let Some(r) = report {
+        r.set_input(report::InputMeta::jsonl(name, "eeg.raw/1 JSONL", line_no));
     }
     if let Some(id) = only
         && order.is_empty()
