@@ -197,13 +197,6 @@ impl Source {
                     args.channels.as_deref(),
                     Some(&session_id),
                 )?;
-                let ids: Vec<&str> = groups.iter().map(|g| g.session_id.as_str()).collect();
-                let copies = if args.sessions > 1 {
-                    format!(" (-1 .. -{})", args.sessions)
-                } else {
-                    String::new()
-                };
-                eprintln!("{name}: session {}{copies}", ids.join(", "));
                 Source::Edf {
                     reader: Box::new(reader),
                     groups,
@@ -218,6 +211,16 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let source = Source::open(&name, args)?;
     let auth = args.kafka.auth()?;
     check_broker(args, &auth)?;
+    if let Source::Edf { groups, .. } = &source {
+        // Said once the broker answered: a failed replay stays one line.
+        let ids: Vec<&str> = groups.iter().map(|g| g.session_id.as_str()).collect();
+        let copies = if args.sessions > 1 {
+            format!(" (-1 .. -{})", args.sessions)
+        } else {
+            String::new()
+        };
+        eprintln!("{name}: session {}{copies}", ids.join(", "));
+    }
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &args.kafka.bootstrap_servers)

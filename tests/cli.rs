@@ -3,25 +3,13 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{assert_bad_input, eeg, fixture, peak_rss_kb, root, stderr};
 
-fn fixture(name: &str) -> PathBuf {
-    root().join("fixtures").join(name)
-}
-
-fn eeg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// A scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    common::scratch("cli-tests", test)
 }
 
 fn records(o: &Output) -> Vec<Value> {
@@ -29,26 +17,6 @@ fn records(o: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect()
-}
-
-/// A scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = root().join("target").join("cli-tests").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// Asserts exit code 2 and a single error line containing every `needle`.
-fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(lines.len(), 1, "one error line expected, stderr: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "'{n}' not in: {}", lines[0]);
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[derive(serde::Deserialize)]
@@ -641,14 +609,6 @@ fn jsonl_from_standard_input_equals_the_file() {
 
     let o = eeg_with_stdin(&["process", "-"], b"{\"schema\":\"eeg.raw/1\"}\n");
     assert_bad_input(&o, &["<stdin>", "line 1", "session_id"]);
-}
-
-/// Peak resident memory of a running process, from /proc (Linux).
-#[cfg(target_os = "linux")]
-fn peak_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(target_os = "linux")]

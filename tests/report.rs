@@ -7,47 +7,17 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{assert_bad_input, eeg, fixture, stderr};
 
-fn fixture(name: &str) -> PathBuf {
-    root().join("fixtures").join(name)
-}
-
-fn eeg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
+/// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
-    let dir = root().join("target").join("report-tests").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    common::scratch("report-tests", test)
 }
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
-}
-
-/// Asserts exit code 2 and a single error line containing every `needle`.
-fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(lines.len(), 1, "one error line expected, stderr: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "'{n}' not in: {}", lines[0]);
-    }
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {

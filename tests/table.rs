@@ -6,28 +6,13 @@ use parquet::record::Field;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{eeg, peak_rss_kb, root, stderr};
 
-fn eeg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
+/// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
-    let dir = root().join("target").join("table-tests").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    common::scratch("table-tests", test)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -44,15 +29,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Asserts exit code 2 and a single error line containing every `needle`.
+/// As [`common::assert_bad_input`], with nothing on standard output.
 fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(lines.len(), 1, "one error line expected, stderr: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "'{n}' not in: {}", lines[0]);
-    }
+    common::assert_bad_input(o, needles);
     assert!(o.stdout.is_empty());
 }
 
@@ -628,14 +607,6 @@ fn table_bad_combinations_are_refused_before_writing() {
         path_str(&cfg),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-}
-
-/// Peak resident memory of a running process, from /proc (Linux).
-#[cfg(target_os = "linux")]
-fn peak_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(target_os = "linux")]
