@@ -125,6 +125,24 @@ pub fn check(
     metadata(client, auth, timeout).map(|m| status_from(&m, topics))
 }
 
+/// An admin client with a token, and options bounding each call by `timeout`.
+fn admin(
+    client: &ClientConfig,
+    auth: &Auth,
+    timeout: Duration,
+) -> Result<(AdminClient<AuthContext>, AdminOptions), BrokerError> {
+    let admin: AdminClient<AuthContext> = client
+        .create_with_context(AuthContext(auth.clone()))
+        .map_err(|e| BrokerError::Client(e.to_string()))?;
+    // rdkafka's admin client serves no token refreshes; one token outlives these calls.
+    auth.set_token_now(admin.inner())
+        .map_err(BrokerError::Client)?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    Ok((admin, opts))
+}
+
 /// The `max.message.bytes` the broker reports for each of `topics` that has one (topics it
 /// reports nothing for are left out), within `timeout`.
 pub fn message_limits(
@@ -133,14 +151,7 @@ pub fn message_limits(
     topics: &[&str],
     timeout: Duration,
 ) -> Result<HashMap<String, usize>, BrokerError> {
-    let admin: AdminClient<AuthContext> = client
-        .create_with_context(AuthContext(auth.clone()))
-        .map_err(|e| BrokerError::Client(e.to_string()))?;
-    auth.set_token_now(admin.inner())
-        .map_err(BrokerError::Client)?;
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(timeout))
-        .request_timeout(Some(timeout));
+    let (admin, opts) = admin(client, auth, timeout)?;
     let specifiers: Vec<ResourceSpecifier<'_>> =
         topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
     let results =
@@ -311,15 +322,7 @@ pub fn create(
     if new.is_empty() {
         return Ok(out);
     }
-    let admin: AdminClient<AuthContext> = client
-        .create_with_context(AuthContext(auth.clone()))
-        .map_err(|e| BrokerError::Client(e.to_string()))?;
-    // rdkafka's admin client serves no token refreshes; one token outlives this call.
-    auth.set_token_now(admin.inner())
-        .map_err(BrokerError::Client)?;
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(timeout))
-        .request_timeout(Some(timeout));
+    let (admin, opts) = admin(client, auth, timeout)?;
     let results = futures::executor::block_on(admin.create_topics(&new, &opts)).map_err(|e| {
         BrokerError::Create {
             topic: "topics".into(),
