@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eeg_dsp::{Band, ProcessingConfig, Window};
-use eeg_schema::{SessionMeta, TriggerEvent};
+use eeg_schema::{SessionMeta, TriggerEvent, TriggerRecord};
 
 use crate::BadInput;
 
@@ -187,16 +187,7 @@ impl Collector {
     pub fn event(&mut self, e: &TriggerEvent<'_>) {
         if let Some(&i) = self.by_id.get(e.session_id) {
             let s = &mut self.sessions[i];
-            s.events.push(Event {
-                rule: e.rule_id.to_string(),
-                state: e.state.as_str(),
-                metric: e.metric.to_string(),
-                value: e.value,
-                threshold: e.threshold,
-                window_index: e.window_index,
-                start_ms: e.start_ms,
-                end_ms: e.end_ms,
-            });
+            s.events.push(TriggerRecord::from(e));
         }
     }
 
@@ -433,18 +424,6 @@ impl Bucket {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Event {
-    rule: String,
-    state: &'static str,
-    metric: String,
-    value: f64,
-    threshold: f64,
-    window_index: u64,
-    start_ms: i64,
-    end_ms: i64,
-}
-
 /// One session's windows, thinned for display, and its exact per-channel totals.
 #[derive(Debug)]
 struct Series {
@@ -465,7 +444,7 @@ struct Series {
     buckets: Vec<Bucket>,
     /// Windows per bucket: a power of two.
     per_bucket: u64,
-    events: Vec<Event>,
+    events: Vec<TriggerRecord>,
 }
 
 impl Series {
@@ -724,9 +703,9 @@ impl Series {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td></tr>",
                 iso_ms(e.end_ms),
                 elapsed((e.end_ms - self.first_ms) as f64 / 1000.0),
-                esc(&e.rule),
-                e.state,
-                e.state,
+                esc(&e.rule_id),
+                e.state.as_str(),
+                e.state.as_str(),
                 esc(&e.metric),
                 e.value,
                 e.threshold,
@@ -800,8 +779,8 @@ impl Series {
             .map(|e| {
                 serde_json::json!({
                     "t": ((e.start_ms + e.end_ms) / 2 - self.first_ms) as f64 / 1000.0,
-                    "rule": e.rule,
-                    "state": e.state,
+                    "rule": e.rule_id,
+                    "state": e.state.as_str(),
                     "metric": e.metric,
                     "value": round4(e.value),
                     "threshold": e.threshold,

@@ -167,16 +167,24 @@ fn trigger_lines(input: &Path, t: &Topics) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn replay(t: &Topics, args: &[&str]) {
+/// `eeg-pipeline COMMAND ARGS` against the test's topics, to its end; fails the test unless
+/// it succeeded.
+fn cli_ok(t: &Topics, command: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    cmd.arg("replay").args(args).arg("--quiet");
+    cmd.arg(command).args(args);
     t.env(&mut cmd);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "replay failed: {}",
+        "{command} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+fn replay(t: &Topics, args: &[&str]) {
+    let args: Vec<&str> = args.iter().copied().chain(["--quiet"]).collect();
+    cli_ok(t, "replay", &args);
 }
 
 /// A running service; its log is kept in a file for the failure message.
@@ -385,14 +393,12 @@ fn a_file_replayed_twice_is_two_sessions_and_both_are_published() {
     let fixture = root().join("fixtures/test_subsecond.edf");
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("replay")
-            .arg(&fixture)
-            .args(["--speed", "max", "--quiet"]);
-        t.env(&mut cmd);
-        let out = cmd.output().unwrap();
+        let out = cli_ok(
+            &t,
+            "replay",
+            &[fixture.to_str().unwrap(), "--speed", "max", "--quiet"],
+        );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{err}");
         // "FILE: session ID", said at start.
         let id = err
             .lines()
@@ -470,16 +476,7 @@ fn a_recording_replayed_again_under_its_session_id_is_said_once_in_the_log() {
 
 /// `tail ARGS` against the test's topics, to its end; returns its standard output.
 fn tail(t: &Topics, args: &[&str]) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("tail").args(args);
-    t.env(&mut cmd);
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "tail failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(cli_ok(t, "tail", args).stdout).unwrap()
 }
 
 #[test]

@@ -72,6 +72,8 @@ struct Rendered {
     body: String,
     /// (session index, panel kind, data-rendered, data-series)
     panels: Vec<(usize, String, String, usize)>,
+    /// How many small multiples go across a printed page, per channel panel.
+    print_cols: Vec<String>,
 }
 
 fn attr(tag: &str, name: &str) -> Option<String> {
@@ -93,8 +95,12 @@ fn render(page: &Path) -> Rendered {
     let body = dom[body_at..dom[body_at..].find('>').expect("tag end") + body_at].to_string();
     let mut panels = Vec::new();
     let mut session = None;
+    let mut print_cols = Vec::new();
     for (i, _) in dom.match_indices('<') {
         let tag = &dom[i..i + dom[i..].find('>').unwrap_or(0)];
+        if let Some(n) = attr(tag, "data-print-cols") {
+            print_cols.push(n);
+        }
         if let Some(n) = attr(tag, "data-session") {
             session = Some(n.parse().expect("session index"));
         }
@@ -109,7 +115,11 @@ fn render(page: &Path) -> Rendered {
             ));
         }
     }
-    Rendered { body, panels }
+    Rendered {
+        body,
+        panels,
+        print_cols,
+    }
 }
 
 /// Per session of `records` (in order of appearance): channels, bands, and how many of the
@@ -176,6 +186,16 @@ fn assert_drawn(page: &Path, records: &[Value], events: &[Value]) {
             assert_eq!(p.3, want, "series drawn in {kind} of {id}");
         }
     }
+    // On paper the per-channel charts go up to three across, never more than there are
+    // channels: a one-channel chart shrunk to a third of the page would be unreadable.
+    let across: Vec<String> = sessions
+        .iter()
+        .flat_map(|s| [s.1.min(3).to_string(), s.1.min(3).to_string()])
+        .collect();
+    assert_eq!(
+        r.print_cols, across,
+        "print columns of the abs and rel panels"
+    );
 }
 
 /// The page asks for nothing over the network: no external reference in any attribute, and
@@ -552,4 +572,5 @@ fn a_64_channel_hour_makes_a_page_under_5_mb_that_draws() {
     assert_eq!(series("abs"), Some(64 * 5));
     assert_eq!(series("rel"), Some(64 * 5));
     assert_eq!(series("quality"), Some(64));
+    assert_eq!(r.print_cols, ["3", "3"]);
 }

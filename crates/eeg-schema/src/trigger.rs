@@ -117,6 +117,23 @@ pub struct TriggerRecord {
     pub end_ms: i64,
 }
 
+impl From<&TriggerEvent<'_>> for TriggerRecord {
+    fn from(e: &TriggerEvent<'_>) -> TriggerRecord {
+        TriggerRecord {
+            rule_id: e.rule_id.to_string(),
+            session_id: e.session_id.to_string(),
+            device_id: e.device_id.to_string(),
+            state: e.state,
+            metric: e.metric.to_string(),
+            value: e.value,
+            threshold: e.threshold,
+            window_index: e.window_index,
+            start_ms: e.start_ms,
+            end_ms: e.end_ms,
+        }
+    }
+}
+
 impl TriggerRecord {
     pub fn as_event(&self) -> TriggerEvent<'_> {
         TriggerEvent {
