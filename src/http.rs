@@ -75,7 +75,7 @@ async fn live() -> &'static str {
 }
 
 async fn ready(State(app): State<App>) -> impl IntoResponse {
-    match app.health.ready() {
+    match app.health.ready_with(&app.stats) {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -86,7 +86,7 @@ async fn ready(State(app): State<App>) -> impl IntoResponse {
 
 async fn detail(State(app): State<App>) -> impl IntoResponse {
     let body = app.health.detail(&app.stats, env!("CARGO_PKG_VERSION"));
-    let code = if app.health.ready().is_ok() {
+    let code = if app.health.ready_with(&app.stats).is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

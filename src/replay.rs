@@ -40,6 +40,9 @@ pub struct ReplayArgs {
     /// new session: a session id already processed would be dropped as duplicates).
     #[arg(long, value_name = "ID")]
     pub session_id: Option<String>,
+    /// User id carried by every message (EDF/BDF input; JSONL messages carry their own).
+    #[arg(long, value_name = "ID")]
+    pub user_id: Option<String>,
     /// Replay only these signals (EDF/BDF labels, comma-separated), in this order.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub channels: Option<Vec<String>>,
@@ -180,6 +183,12 @@ impl Source {
     fn open(name: &str, args: &ReplayArgs) -> anyhow::Result<Source> {
         crate::process::check_channels(args.channels.as_deref())?;
         Ok(match crate::process::detect(&args.input)? {
+            crate::process::Kind::Jsonl if args.user_id.is_some() => {
+                return Err(BadInput(format!(
+                    "{name}: --user-id is for EDF/BDF input; JSONL messages carry their own user_id"
+                ))
+                .into());
+            }
             crate::process::Kind::Jsonl => Source::Jsonl(
                 File::open(&args.input)
                     .map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
@@ -354,6 +363,7 @@ fn run_session_id(path: &Path, now: SystemTime, pid: u32) -> String {
 struct Stream {
     session_id: String,
     device_id: String,
+    user_id: Option<String>,
     rate: f64,
     signals: Vec<usize>,
     labels: Vec<String>,
@@ -376,7 +386,7 @@ impl Stream {
             RawBatchParts {
                 session_id: self.session_id.clone(),
                 device_id: self.device_id.clone(),
-                user_id: None,
+                user_id: self.user_id.clone(),
                 seq: self.seq,
                 start_ms,
                 sample_rate_hz: self.rate,
@@ -411,6 +421,7 @@ fn replay_edf(
             rows: vec![Vec::new(); g.signals.len()],
             session_id: g.session_id,
             device_id: g.device_id,
+            user_id: args.user_id.clone(),
             rate: g.rate,
             signals: g.signals,
             labels: g.labels,

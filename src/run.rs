@@ -198,12 +198,76 @@ impl TopicArgs {
     }
 }
 
+/// The optional Redis cache (docs/service.md, "Redis").
+#[derive(Debug, clap::Args)]
+pub struct RedisArgs {
+    /// Redis to mirror each session's latest record, live windows and trigger events to:
+    /// redis://host:port, or rediss:// for TLS (ElastiCache in-transit encryption). Unset:
+    /// no Redis.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis user (ElastiCache RBAC); overrides the URL's.
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// Redis password or AUTH token; overrides the URL's. Never logged or reported.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// The URL is a cluster's configuration endpoint (cluster mode on).
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_cluster: bool,
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "eeg:")]
+    pub redis_key_prefix: String,
+    /// Lifetime of the keys, renewed by every window: an ended session's keys expire.
+    #[arg(long, env = "REDIS_TTL_S", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_ttl_s: u64,
+    /// Readiness depends on Redis accepting writes (default: it never does).
+    #[arg(long, env = "REDIS_REQUIRED", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_required: bool,
+    /// Updates kept while Redis is slow or down; beyond it the oldest are dropped (and
+    /// counted in eeg_redis_dropped_total).
+    #[arg(long, env = "REDIS_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_queue: u64,
+}
+
+impl RedisArgs {
+    /// The cache, started, when a URL is set.
+    pub fn start(&self) -> anyhow::Result<Option<std::sync::Arc<eeg_redis::RedisCache>>> {
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
+        let mut c = eeg_redis::RedisConfig::new(url.as_str());
+        c.username = self.redis_username.clone();
+        c.password = self.redis_password.clone();
+        c.cluster = self.redis_cluster;
+        c.key_prefix = self.redis_key_prefix.clone();
+        c.ttl = Duration::from_secs(self.redis_ttl_s);
+        c.required = self.redis_required;
+        c.queue = self.redis_queue as usize;
+        let cache = eeg_redis::RedisCache::start(c).map_err(|e| BadInput(e.to_string()))?;
+        tracing::info!(
+            target_url = %eeg_redis::redacted(url),
+            cluster = self.redis_cluster,
+            key_prefix = %self.redis_key_prefix,
+            ttl_s = self.redis_ttl_s,
+            required = self.redis_required,
+            "redis cache on"
+        );
+        Ok(Some(cache))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub topics: TopicArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Extra librdkafka property for the consumer only, as KEY=VALUE (repeatable), e.g.
     /// session.timeout.ms=10000.
     #[arg(long = "consumer-kafka", value_name = "KEY=VALUE", value_parser = parse_property)]
@@ -277,6 +341,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.auth = args.kafka.auth()?;
     config.consumer_kafka = args.consumer_properties.clone();
     config.producer_kafka = args.producer_properties.clone();
+    let cache = args.redis.start()?;
+    config.cache = cache
+        .clone()
+        .map(|c| c as std::sync::Arc<dyn eeg_ingest::OutputCache>);
     tracing::info!(
         bootstrap_servers = %config.bootstrap_servers,
         security_protocol = %args.kafka.security_protocol,
@@ -314,6 +382,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             })?;
     }
     let result = service.run();
+    if let Some(cache) = &cache {
+        // What the service published last reaches Redis too, unless Redis is down.
+        cache.shutdown(Duration::from_secs(2));
+    }
     // Counts of repeated client errors not reported yet.
     eeg_kafka::client_log::flush();
     log_stats("totals", &stats);

@@ -187,6 +187,15 @@ impl Health {
         }
     }
 
+    /// [`Health::ready`], and the cache's readiness when the service's depends on it.
+    pub fn ready_with(&self, stats: &Stats) -> Result<(), String> {
+        self.ready()?;
+        match stats.cache.as_ref().and_then(|c| c.not_ready()) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
     /// The detailed view of `/health`, as JSON.
     pub fn detail(&self, stats: &Stats, version: &str) -> serde_json::Value {
         let (phase, assigned, last_error, lag, connected, outage, outages, unconsumed) =
@@ -206,9 +215,10 @@ impl Health {
                 )
             });
         let n = |name: &str| stats.get(name);
-        serde_json::json!({
+        let cache_ready = stats.cache.as_ref().is_none_or(|c| c.not_ready().is_none());
+        let mut detail = serde_json::json!({
             // From the same snapshot as the rest, not a second look at the phase.
-            "status": if phase == Phase::Consuming { "ready" } else { "not_ready" },
+            "status": if phase == Phase::Consuming && cache_ready { "ready" } else { "not_ready" },
             "version": version,
             "consumer": {
                 "state": phase.name(),
@@ -246,7 +256,11 @@ impl Health {
                 "duplicates_dropped": n("duplicates_dropped"),
                 "state_bytes": n("session_state_bytes"),
             },
-        })
+        });
+        if let Some(cache) = &stats.cache {
+            detail[cache.name()] = cache.detail();
+        }
+        detail
     }
 }
 
@@ -307,7 +321,7 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         "eeg_ready",
         "gauge",
         "1 when the service is ready.",
-        u64::from(health.ready().is_ok()),
+        u64::from(health.ready_with(stats).is_ok()),
     );
     metric(
         "eeg_broker_connected",
@@ -327,6 +341,9 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         "Times every broker became unreachable.",
         outages,
     );
+    if let Some(cache) = &stats.cache {
+        cache.metrics(&mut out);
+    }
     out
 }
 

@@ -4,6 +4,7 @@
 //! health. Transport only: what is published, and when an offset may be committed, is
 //! decided in `eeg-session`.
 
+pub mod cache;
 pub mod health;
 pub mod live;
 pub mod producer;
@@ -12,6 +13,7 @@ pub mod state;
 pub mod topics;
 pub mod watchdog;
 
+pub use cache::OutputCache;
 pub use health::{Health, Phase};
 pub use live::LiveSessions;
 pub use producer::{ProduceError, Publisher, Record};

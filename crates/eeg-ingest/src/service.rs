@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use crate::cache::OutputCache;
 use crate::live::LiveSessions;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -97,6 +98,8 @@ pub struct ServiceConfig {
     pub producer_kafka: Vec<(String, String)>,
     /// Keep each session's latest record for `/sessions` and `/ui`.
     pub live_sessions: bool,
+    /// A cache told every record and trigger event published (Redis), if any.
+    pub cache: Option<Arc<dyn OutputCache>>,
 }
 
 impl ServiceConfig {
@@ -119,6 +122,7 @@ impl ServiceConfig {
             consumer_kafka: Vec::new(),
             producer_kafka: Vec::new(),
             live_sessions: true,
+            cache: None,
         }
     }
 
@@ -157,6 +161,8 @@ pub struct Stats {
     pub latency: Histogram,
     /// Each active session's latest record.
     pub live: LiveSessions,
+    /// The cache beside Kafka, if one is configured.
+    pub cache: Option<Arc<dyn OutputCache>>,
 }
 
 impl Stats {
@@ -595,6 +601,7 @@ impl Service {
         let max_output_bytes = AtomicUsize::new(producer.max_message_bytes());
         let triggers = Arc::new(TriggerEngine::new(config.triggers.rules.clone())?);
         let live = LiveSessions::new(config.live_sessions, config.session_idle);
+        let cache = config.cache.clone();
         Ok(Service {
             shared: Arc::new(Shared {
                 health: Arc::new(Health::default()),
@@ -603,6 +610,7 @@ impl Service {
                 producer,
                 stats: Arc::new(Stats {
                     live,
+                    cache,
                     ..Stats::default()
                 }),
                 partitions: Mutex::new(HashMap::new()),
@@ -932,7 +940,7 @@ struct KafkaOutbox<'a> {
     producer: &'a Publisher,
     topics: &'a Topics,
     partition: i32,
-    live: &'a LiveSessions,
+    stats: &'a Stats,
 }
 
 impl Outbox for KafkaOutbox<'_> {
@@ -942,11 +950,21 @@ impl Outbox for KafkaOutbox<'_> {
         let (topic, partition) = match out.topic {
             Topic::Processed => {
                 if let (Some(key), Some(record)) = (out.key, out.payload) {
-                    self.live.record(self.partition, key, record);
+                    self.stats.live.record(self.partition, key, record);
+                    if let Some(cache) = &self.stats.cache {
+                        cache.processed(key, record);
+                    }
                 }
                 (&self.topics.processed, None)
             }
-            Topic::Triggers => (&self.topics.triggers, None),
+            Topic::Triggers => {
+                if let (Some(cache), Some(key), Some(record)) =
+                    (&self.stats.cache, out.key, out.payload)
+                {
+                    cache.trigger(key, record);
+                }
+                (&self.topics.triggers, None)
+            }
             Topic::DeadLetter => (&self.topics.dlq, None),
             // The raw message's partition number, not key hashing: the upstream producer's
             // partitioner is not ours to know, and restoring reads by partition.
@@ -1173,7 +1191,7 @@ impl PartitionWorker {
             producer: &self.shared.producer,
             topics: &self.shared.config.topics,
             partition: self.partition,
-            live: &self.shared.stats.live,
+            stats: &self.shared.stats,
         };
         if let Ok(Some(commit)) = self.core.advance(&mut outbox) {
             self.link.commit.store(commit, Ordering::Release);
@@ -1190,7 +1208,7 @@ fn take(shared: &Shared, partition: i32, core: &mut PartitionCore, m: &Inbound<'
         producer: &shared.producer,
         topics: &shared.config.topics,
         partition,
-        live: &shared.stats.live,
+        stats: &shared.stats,
     };
     // An `Err` means an output was refused: the producer logged it and is marked failed,
     // and the polling thread stops the service without committing past it.

@@ -1,0 +1,456 @@
+//! The Redis side of eeg-pipeline: for apps that must not read Kafka, the latest record of
+//! every session under one key, each window on a pub/sub channel, and trigger events in a
+//! capped stream (ElastiCache, cluster mode or not, TLS or not).
+//!
+//! Redis is a cache of what Kafka holds, never a source of truth. The service hands each
+//! record over without waiting ([`RedisCache::processed`] only queues it); a writer thread
+//! sends the queue in pipelines. When Redis is slow or down the queue stays bounded: the
+//! oldest updates are dropped and counted, and the next window brings the cache up to date.
+//! Offsets and delivery do not depend on anything here.
+//!
+//! Writes are monotonic in sample time: the latest key and the live channel move only to a
+//! window that ends later than the one they hold, so windows processed again after a restart
+//! or a rebalance (which Kafka receives again, identical) neither turn the latest key back
+//! nor reach subscribers twice; a trigger event already in its stream is not added again.
+
+mod keys;
+mod writer;
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::IntoConnectionInfo;
+use tokio::sync::Notify;
+
+pub use keys::{Keys, slot};
+
+/// How the service reaches Redis, and what it keeps there.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Overrides the URL's user (an ElastiCache RBAC user).
+    pub username: Option<String>,
+    /// Overrides the URL's password (the AUTH token, e.g. from Secrets Manager).
+    pub password: Option<String>,
+    /// A cluster (an ElastiCache configuration endpoint): keys are routed by slot.
+    pub cluster: bool,
+    pub key_prefix: String,
+    /// Lifetime of every key, renewed by each write: an ended session disappears by itself.
+    pub ttl: Duration,
+    /// Readiness depends on Redis accepting writes.
+    pub required: bool,
+    /// Updates kept while Redis is slow or down; beyond it the oldest are dropped.
+    pub queue: usize,
+    /// Trigger events kept per session stream (approximately: `MAXLEN ~`).
+    pub events_max: usize,
+    /// Bound on connecting and on each round trip.
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            username: None,
+            password: None,
+            cluster: false,
+            key_prefix: "eeg:".into(),
+            ttl: Duration::from_secs(300),
+            required: false,
+            queue: 10_000,
+            events_max: 1_000,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A setting that cannot work; one line naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("REDIS_URL {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("REDIS_KEY_PREFIX {0}")]
+    Prefix(String),
+    #[error("{name} must be at least 1")]
+    Zero { name: &'static str },
+}
+
+/// The URL with its password replaced, for logs and `/health`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum State {
+    Connecting = 0,
+    Up = 1,
+    Down = 2,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+}
+
+/// One record to mirror.
+#[derive(Debug)]
+enum Update {
+    Window(Vec<u8>),
+    Trigger(Vec<u8>),
+}
+
+#[derive(Debug, Default)]
+struct Failure {
+    /// The cause last logged; the same cause is not logged again until Redis recovers.
+    logged: Option<String>,
+    last_error: Option<String>,
+    last_error_at_ms: Option<u64>,
+    down_since: Option<(Instant, u64)>,
+}
+
+/// What the service and the writer share.
+#[derive(Debug)]
+struct Shared {
+    config: RedisConfig,
+    target: String,
+    keys: Keys,
+    queue: Mutex<VecDeque<Update>>,
+    wake: Notify,
+    stopping: std::sync::atomic::AtomicBool,
+    state: AtomicU8,
+    failure: Mutex<Failure>,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Shared {
+    fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            1 => State::Up,
+            2 => State::Down,
+            _ => State::Connecting,
+        }
+    }
+
+    fn push(&self, update: Update) {
+        {
+            let mut q = self.queue.lock().expect("redis queue lock");
+            if q.len() >= self.config.queue {
+                q.pop_front();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            q.push_back(update);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Redis answered: logs the recovery once after a failure.
+    fn up(&self) {
+        let was = self.state.swap(State::Up as u8, Ordering::AcqRel);
+        let mut f = self.failure.lock().expect("redis failure lock");
+        if f.logged.take().is_some() || was == State::Down as u8 {
+            let down = f
+                .down_since
+                .map_or(0.0, |(at, _)| at.elapsed().as_secs_f64());
+            tracing::info!("redis {}: writing again (down {down:.1} s)", self.target);
+        } else if was == State::Connecting as u8 {
+            tracing::info!("redis {}: connected", self.target);
+        }
+        f.down_since = None;
+    }
+
+    /// A failure, logged once per distinct cause.
+    fn failed(&self, cause: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.state.store(State::Down as u8, Ordering::Release);
+        let mut f = self.failure.lock().expect("redis failure lock");
+        let now = unix_ms();
+        if f.down_since.is_none() {
+            f.down_since = Some((Instant::now(), now));
+        }
+        f.last_error_at_ms = Some(now);
+        if f.logged.as_deref() != Some(cause.as_str()) {
+            tracing::error!(
+                "redis {}: {cause}; the service goes on without it (updates dropped and counted)",
+                self.target
+            );
+            f.logged = Some(cause.clone());
+        }
+        f.last_error = Some(cause);
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The Redis cache of a running service. Cloning the `Arc` shares it.
+#[derive(Debug)]
+pub struct RedisCache {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl RedisCache {
+    /// Checks the settings and starts the writer thread, which connects in the background:
+    /// Redis being down or slow never delays the service's start.
+    pub fn start(config: RedisConfig) -> Result<Arc<RedisCache>, ConfigError> {
+        let keys = Keys::new(&config.key_prefix).map_err(ConfigError::Prefix)?;
+        if config.queue == 0 {
+            return Err(ConfigError::Zero { name: "REDIS_QUEUE" });
+        }
+        if config.ttl.is_zero() {
+            return Err(ConfigError::Zero { name: "REDIS_TTL_S" });
+        }
+        let target = redacted(&config.url);
+        let url_error = |reason: String| ConfigError::Url {
+            url: target.clone(),
+            reason,
+        };
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| url_error(e.to_string()))?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(u) = &config.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &config.password {
+            settings = settings.set_password(p);
+        }
+        let info = info.set_redis_settings(settings);
+        let client = writer::Client::new(info, &config).map_err(|e| url_error(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            target,
+            keys,
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            stopping: false.into(),
+            state: AtomicU8::new(State::Connecting as u8),
+            failure: Mutex::new(Failure::default()),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            config,
+        });
+        let for_writer = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("redis".into())
+            .spawn(move || writer::run(for_writer, client))
+            .map_err(|e| ConfigError::Url {
+                url: shared.target.clone(),
+                reason: format!("cannot start its thread: {e}"),
+            })?;
+        Ok(Arc::new(RedisCache {
+            shared,
+            writer: Mutex::new(Some(writer)),
+        }))
+    }
+
+    /// Sends what is queued (for at most `limit`), then stops the writer. Called once the
+    /// service has stopped, so that the cache ends with the last records published.
+    pub fn shutdown(&self, limit: Duration) {
+        let s = &self.shared;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline
+            && s.state() == State::Up
+            && !s.queue.lock().expect("redis queue lock").is_empty()
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s.stopping.store(true, Ordering::Release);
+        s.wake.notify_one();
+        if let Some(w) = self.writer.lock().expect("redis writer lock").take() {
+            let _ = w.join();
+        }
+        let left = s.queue.lock().expect("redis queue lock").len() as u64;
+        s.dropped.fetch_add(left, Ordering::Relaxed);
+    }
+
+    /// Updates written to Redis so far.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Updates dropped so far (queue full, Redis down or refusing).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl eeg_ingest::OutputCache for RedisCache {
+    fn processed(&self, _key: &[u8], record: &[u8]) {
+        self.shared.push(Update::Window(record.to_vec()));
+    }
+
+    fn trigger(&self, _key: &[u8], record: &[u8]) {
+        self.shared.push(Update::Trigger(record.to_vec()));
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        let s = &self.shared;
+        let f = s.failure.lock().expect("redis failure lock");
+        serde_json::json!({
+            "state": s.state().name(),
+            "target": s.target,
+            "cluster": s.config.cluster,
+            "required": s.config.required,
+            "down_since_ms": f.down_since.map(|(_, ms)| ms),
+            "last_error": f.last_error,
+            "last_error_at_ms": f.last_error_at_ms,
+            "queue": s.queue.lock().expect("redis queue lock").len(),
+            "queue_capacity": s.config.queue,
+            "written": s.written.load(Ordering::Relaxed),
+            "dropped": s.dropped.load(Ordering::Relaxed),
+            "errors": s.errors.load(Ordering::Relaxed),
+        })
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        let s = &self.shared;
+        if !s.config.required || s.state() == State::Up {
+            return None;
+        }
+        let why = s
+            .failure
+            .lock()
+            .expect("redis failure lock")
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "not connected yet".into());
+        Some(format!(
+            "redis {} (REDIS_REQUIRED=true): {why}",
+            s.target
+        ))
+    }
+
+    fn metrics(&self, out: &mut String) {
+        let s = &self.shared;
+        let queued = s.queue.lock().expect("redis queue lock").len() as u64;
+        for (name, kind, help, value) in [
+            (
+                "eeg_redis_up",
+                "gauge",
+                "1 when the last write to Redis succeeded.",
+                u64::from(s.state() == State::Up),
+            ),
+            (
+                "eeg_redis_written_total",
+                "counter",
+                "Records and trigger events written to Redis.",
+                s.written.load(Ordering::Relaxed),
+            ),
+            (
+                "eeg_redis_dropped_total",
+                "counter",
+                "Records and trigger events not written to Redis (queue full, Redis down or refusing).",
+                s.dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "eeg_redis_errors_total",
+                "counter",
+                "Failed connections and writes to Redis.",
+                s.errors.load(Ordering::Relaxed),
+            ),
+            (
+                "eeg_redis_queue",
+                "gauge",
+                "Updates waiting for Redis.",
+                queued,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redacted("rediss://app:s3cret@host:6379"),
+            "rediss://app:***@host:6379"
+        );
+        assert_eq!(redacted("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
+        assert_eq!(redacted("redis://user@h:1"), "redis://user@h:1");
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_named() {
+        let bad = |c: RedisConfig| RedisCache::start(c).unwrap_err().to_string();
+        assert!(bad(RedisConfig::new("http://h:1")).starts_with("REDIS_URL http://h:1: "));
+        let mut c = RedisConfig::new("redis://:pw@h:1");
+        c.key_prefix = "a{b}".into();
+        assert!(bad(c).starts_with("REDIS_KEY_PREFIX "));
+        let mut c = RedisConfig::new("redis://h:1");
+        c.queue = 0;
+        assert_eq!(bad(c), "REDIS_QUEUE must be at least 1");
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_update() {
+        let mut c = RedisConfig::new("redis://127.0.0.1:1");
+        c.queue = 2;
+        let s = Shared {
+            target: redacted(&c.url),
+            keys: Keys::new("eeg:").unwrap(),
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            stopping: false.into(),
+            state: AtomicU8::new(0),
+            failure: Mutex::new(Failure::default()),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            config: c,
+        };
+        for i in 0..5u8 {
+            s.push(Update::Window(vec![i]));
+        }
+        let q = s.queue.lock().unwrap();
+        let kept: Vec<u8> = q
+            .iter()
+            .map(|u| match u {
+                Update::Window(v) => v[0],
+                Update::Trigger(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(kept, [3, 4]);
+        assert_eq!(s.dropped.load(Ordering::Relaxed), 3);
+    }
+}
