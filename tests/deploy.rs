@@ -1,6 +1,6 @@
 //! The deployment and CI files, checked without a container engine: the local stack's
-//! listeners, health checks and start order, the image's health check and user, and the
-//! GitHub workflow against `.ci/run`.
+//! listeners, health checks and start order, its Redis cache, the image's health check and
+//! user, and the GitHub workflow against `.ci/run`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -163,6 +163,69 @@ fn services_start_in_order_behind_health_checks() {
 }
 
 #[test]
+fn the_pipeline_gets_a_healthy_redis_as_its_cache() {
+    let c = compose();
+    let redis = service(&c, "redis");
+    let image = redis["image"].as_str().unwrap();
+    assert!(
+        image == "redis:7" || image.starts_with("redis:7."),
+        "{image}"
+    );
+    let test: Vec<&str> = redis["healthcheck"]["test"]
+        .as_vec()
+        .expect("Redis has a health check")
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(test[0], "CMD");
+    assert!(
+        test.contains(&"redis-cli") && test.contains(&"ping"),
+        "{test:?}"
+    );
+    // A cache of what Kafka holds: nothing on disk.
+    let command: Vec<&str> = redis["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        command.windows(2).any(|w| w == ["--appendonly", "no"]),
+        "{command:?}"
+    );
+    assert!(
+        command.windows(2).any(|w| w == ["--save", ""]),
+        "{command:?}"
+    );
+    // Redis listens on its default port, since the command sets no other.
+    assert!(!command.contains(&"--port"), "{command:?}");
+
+    let pipeline = service(&c, "pipeline");
+    let url = env(pipeline, "REDIS_URL");
+    let addr = url
+        .strip_prefix("redis://")
+        .expect("redis://, no TLS locally");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    assert!(
+        host == "redis" || redis["hostname"].as_str() == Some(host),
+        "REDIS_URL {url} names the redis service"
+    );
+    assert_eq!(port.parse::<u16>().unwrap(), 6379, "{url}");
+    assert_eq!(
+        depends(pipeline).get("redis").map(String::as_str),
+        Some("service_healthy"),
+        "the pipeline starts once Redis answers"
+    );
+    // Only the pipeline uses the cache.
+    for name in ["topics", "replay"] {
+        assert!(
+            service(&c, name)["environment"]["REDIS_URL"].is_badvalue(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn the_image_checks_its_own_health_and_runs_unprivileged() {
     let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     let lines: Vec<&str> = text
@@ -198,6 +261,9 @@ fn the_github_workflow_runs_what_ci_runs() {
         "cargo clippy --workspace --all-targets --locked -- -D warnings",
         "cargo clippy --locked --no-default-features --bin eeg-pipeline -- -D warnings",
         "scripts/broker install",
+        "redis-server redis-tools",
+        "scripts/redis start --port",
+        "scripts/redis cluster --ports",
         "cargo test --workspace --release --locked",
         "cargo bench --workspace --no-run --locked",
         "valgrind",

@@ -32,6 +32,11 @@ const SERVICE_ENV: &[&str] = &[
     "KAFKA_SASL_USERNAME",
     "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SSL_CA_LOCATION",
+    "REDIS_CLUSTER",
+    "REDIS_PASSWORD",
+    "REDIS_REQUIRED",
+    "REDIS_URL",
+    "REDIS_USERNAME",
     "SESSION_IDLE_S",
     "SHUTDOWN_TIMEOUT_S",
     "AWS_REGION",
@@ -39,6 +44,7 @@ const SERVICE_ENV: &[&str] = &[
     "RUST_LOG",
 ];
 const SASL_CREDENTIALS: [&str; 2] = ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"];
+const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
 
 /// Every `.tf` file of deploy/aws, parsed.
 fn terraform() -> Vec<Body> {
@@ -282,6 +288,24 @@ fn mentions(expr: &Expression, root: &str, name: &str) -> bool {
         .any(|e| matches!(reference(e), Some((r, p)) if r == root && p.first() == Some(&name)))
 }
 
+/// Whether `expr` depends on `var.NAME`, directly or through any chain of locals.
+fn depends_on_var<'a>(tf: &'a [Body], expr: &'a Expression, name: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![expr];
+    while let Some(e) = todo.pop() {
+        for sub in all(e) {
+            match reference(sub) {
+                Some(("var", path)) if path.first() == Some(&name) => return true,
+                Some(("local", path)) if !path.is_empty() && seen.insert(path[0]) => {
+                    todo.push(local(tf, path[0]));
+                }
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
 /// Every attribute expression of a body and of its nested blocks.
 fn body_exprs(body: &Body) -> Vec<&Expression> {
     body.attributes()
@@ -330,7 +354,12 @@ fn role_statements<'a>(tf: &'a [Body], role: &str) -> Vec<&'a Block> {
             };
             assert_eq!(path[0], "aws_iam_policy_document");
             let doc = tf_block(tf, "data", &["aws_iam_policy_document", path[1]]);
-            nested(&doc.body, "statement")
+            // Plain statements, and the content of `dynamic "statement"` blocks.
+            let dynamic = nested(&doc.body, "dynamic")
+                .into_iter()
+                .filter(|d| d.labels.first().is_some_and(|l| l.as_str() == "statement"))
+                .flat_map(|d| nested(&d.body, "content"));
+            nested(&doc.body, "statement").into_iter().chain(dynamic)
         })
         .collect()
 }
@@ -562,7 +591,7 @@ fn the_task_role_reads_and_writes_its_topics_but_never_creates_or_deletes_them()
 }
 
 #[test]
-fn the_tasks_reach_the_brokers_on_the_msk_port_and_nothing_else_but_https() {
+fn the_tasks_reach_the_brokers_on_the_msk_port_redis_on_its_own_and_nothing_else_but_https() {
     let tf = terraform();
     let on_tasks = |b: &&Block| {
         attr(&b.body, "security_group_id").is_some_and(|e| {
@@ -580,11 +609,17 @@ fn the_tasks_reach_the_brokers_on_the_msk_port_and_nothing_else_but_https() {
         let to = attr(&rule.body, "to_port").expect("to_port");
         assert_eq!(number(&tf, from), number(&tf, to), "one port per rule");
         ports.insert(number(&tf, from) as u16);
-        if let Some(port_var) = var_name(from) {
-            assert_eq!(number(&tf, variable_default(&tf, port_var)), 9098.0);
+        match var_name(from) {
+            Some("redis_port") => {
+                // Only to the cache's security group.
+                let to_sg = attr(&rule.body, "referenced_security_group_id");
+                assert_eq!(to_sg.and_then(var_name), Some("redis_security_group_id"));
+            }
+            Some(port_var) => assert_eq!(number(&tf, variable_default(&tf, port_var)), 9098.0),
+            None => {}
         }
     }
-    assert_eq!(ports, BTreeSet::from([443, 9098]));
+    assert_eq!(ports, BTreeSet::from([443, 6379, 9098]));
     // No inline rules that would fight the rule resources.
     let sg = tf_block(&tf, "resource", &["aws_security_group", "tasks"]);
     assert!(nested(&sg.body, "egress").is_empty() && attr(&sg.body, "egress").is_none());
@@ -646,5 +681,207 @@ fn autoscaling_follows_consumer_lag_and_never_runs_more_tasks_than_partitions() 
     assert_eq!(
         dimensions,
         BTreeSet::from(["Cluster Name", "Consumer Group", "Topic"])
+    );
+}
+
+#[test]
+fn the_redis_password_comes_from_its_secret_never_as_plain_environment() {
+    let tf = terraform();
+    let env = local(&tf, "environment");
+    // The Redis settings are there only with a redis_url: null (left out) without one.
+    let redis: Vec<(&str, &Expression)> = fields(env)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("REDIS_"))
+        .collect();
+    let names: BTreeSet<&str> = redis.iter().map(|(k, _)| *k).collect();
+    for needed in ["REDIS_URL", "REDIS_CLUSTER", "REDIS_REQUIRED"] {
+        assert!(names.contains(needed), "{needed} missing from {names:?}");
+    }
+    assert!(
+        !names.contains(REDIS_PASSWORD),
+        "{REDIS_PASSWORD} in plain environment"
+    );
+    for (name, value) in &redis {
+        let Expression::Conditional(c) = value else {
+            panic!("{name} is not conditional on redis_url: {value:?}");
+        };
+        assert!(depends_on_var(&tf, &c.cond_expr, "redis_url"), "{name}");
+        assert_eq!(c.false_expr, Expression::Null, "{name} without redis_url");
+    }
+    for (name, var) in [
+        ("REDIS_URL", "redis_url"),
+        ("REDIS_CLUSTER", "redis_cluster"),
+        ("REDIS_REQUIRED", "redis_required"),
+    ] {
+        let Expression::Conditional(c) = field(env, name) else {
+            unreachable!()
+        };
+        assert_eq!(var_name(&c.true_expr), Some(var), "{name}");
+    }
+    assert_eq!(
+        variable_default(&tf, "redis_url"),
+        &Expression::String(String::new()),
+        "no Redis unless asked for"
+    );
+    assert_eq!(
+        variable_default(&tf, "redis_required"),
+        &Expression::Bool(false)
+    );
+    assert_eq!(
+        variable_default(&tf, "redis_cluster"),
+        &Expression::Bool(true)
+    );
+
+    // REDIS_PASSWORD appears only as an ECS secret whose valueFrom is the secret's ARN.
+    let mut as_secret = 0;
+    for e in tf.iter().flat_map(|b| body_exprs(b)).flat_map(all) {
+        match e {
+            Expression::Object(_) => {
+                let f = fields(e);
+                for (k, v) in &f {
+                    assert_ne!(*k, REDIS_PASSWORD, "{REDIS_PASSWORD} as an object key");
+                    if matches!(v, Expression::String(s) if s == REDIS_PASSWORD) {
+                        assert_eq!(*k, "name", "{REDIS_PASSWORD} outside a secret");
+                        let from = f
+                            .iter()
+                            .find(|(k, _)| *k == "valueFrom")
+                            .map(|(_, v)| *v)
+                            .unwrap_or_else(|| panic!("{REDIS_PASSWORD} without valueFrom"));
+                        assert_eq!(var_name(from), Some("redis_password_secret_arn"));
+                        as_secret += 1;
+                    }
+                }
+            }
+            Expression::TemplateExpr(t) => {
+                assert!(!t.to_string().contains(REDIS_PASSWORD), "{t}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(as_secret, 1);
+    // The service's container gets it; the topics task, which does not use the cache, does not.
+    let uses_redis_secret = |td: &str| {
+        let c = container(&tf, td);
+        all(c).into_iter().any(|e| {
+            matches!(reference(e), Some(("local", p)) if p.len() == 1
+                && depends_on_var(&tf, local(&tf, p[0]), "redis_password_secret_arn"))
+        })
+    };
+    assert!(uses_redis_secret("service"));
+    assert!(!uses_redis_secret("topics"));
+    let topics_env = resolve(&tf, field(container(&tf, "topics"), "environment"));
+    assert!(
+        all(topics_env)
+            .into_iter()
+            .any(|e| matches!(e, Expression::String(s) if s == "REDIS_")),
+        "the topics task leaves the REDIS_ settings out"
+    );
+}
+
+#[test]
+fn redis_is_reached_from_the_tasks_security_group_into_the_caches_on_6379() {
+    let tf = terraform();
+    let into_redis: Vec<&Block> =
+        tf_blocks(&tf, "resource", &["aws_vpc_security_group_ingress_rule"])
+            .into_iter()
+            .filter(|b| {
+                attr(&b.body, "security_group_id").and_then(var_name)
+                    == Some("redis_security_group_id")
+            })
+            .collect();
+    assert_eq!(into_redis.len(), 1, "one inbound rule on the cache's group");
+    let rule = &into_redis[0].body;
+    assert_eq!(attr(rule, "ip_protocol").map(string), Some("tcp"));
+    assert_eq!(number(&tf, attr(rule, "from_port").unwrap()), 6379.0);
+    assert_eq!(number(&tf, attr(rule, "to_port").unwrap()), 6379.0);
+    let from = attr(rule, "referenced_security_group_id").expect("from a security group");
+    assert!(
+        matches!(reference(from), Some(("aws_security_group", p)) if p == ["tasks", "id"]),
+        "from the tasks' group: {from:?}"
+    );
+    assert!(attr(rule, "cidr_ipv4").is_none() && attr(rule, "cidr_ipv6").is_none());
+    // Only when there is a cache and its group is given.
+    let count = attr(rule, "count").expect("count");
+    assert!(depends_on_var(&tf, count, "redis_security_group_id"));
+    assert!(depends_on_var(&tf, count, "redis_url"));
+    assert_eq!(
+        variable_default(&tf, "redis_security_group_id"),
+        &Expression::String(String::new())
+    );
+
+    // The tasks' own egress to that group (their group allows only what its rules list).
+    let out: Vec<&Block> = tf_blocks(&tf, "resource", &["aws_vpc_security_group_egress_rule"])
+        .into_iter()
+        .filter(|b| {
+            attr(&b.body, "referenced_security_group_id").and_then(var_name)
+                == Some("redis_security_group_id")
+        })
+        .collect();
+    assert_eq!(out.len(), 1, "one egress rule to the cache's group");
+    let rule = &out[0].body;
+    assert!(matches!(
+        attr(rule, "security_group_id").and_then(reference),
+        Some(("aws_security_group", p)) if p == ["tasks", "id"]
+    ));
+    assert_eq!(number(&tf, attr(rule, "from_port").unwrap()), 6379.0);
+    assert_eq!(number(&tf, attr(rule, "to_port").unwrap()), 6379.0);
+    // A redis_url without the group would leave the tasks no way to Redis.
+    let sg = tf_block(&tf, "resource", &["aws_security_group", "tasks"]);
+    assert!(has_precondition(
+        sg,
+        &["redis_url", "redis_security_group_id"]
+    ));
+}
+
+#[test]
+fn the_execution_role_may_read_the_redis_secret_and_the_task_role_may_not() {
+    let tf = terraform();
+    let reads_redis_secret = |role: &str, action: &str| {
+        role_statements(&tf, role).into_iter().any(|s| {
+            actions(s).contains(&action)
+                && attr(&s.body, "resources")
+                    .is_some_and(|r| depends_on_var(&tf, r, "redis_password_secret_arn"))
+        })
+    };
+    assert!(reads_redis_secret(
+        "execution",
+        "secretsmanager:GetSecretValue"
+    ));
+    assert!(reads_redis_secret("execution", "ssm:GetParameters"));
+    for s in role_statements(&tf, "task") {
+        let resources = attr(&s.body, "resources").expect("resources");
+        assert!(!depends_on_var(&tf, resources, "redis_password_secret_arn"));
+        assert!(
+            !actions(s)
+                .iter()
+                .any(|a| a.starts_with("secretsmanager:") || a.starts_with("ssm:")),
+            "{:?}",
+            actions(s)
+        );
+    }
+    // The service is kept until its secret policy is gone, as with the SCRAM secrets.
+    let service = tf_block(&tf, "resource", &["aws_ecs_service"]);
+    let after: Vec<(&str, Vec<&str>)> = match attr(&service.body, "depends_on") {
+        Some(Expression::Array(items)) => items.iter().filter_map(reference).collect(),
+        other => panic!("depends_on: {other:?}"),
+    };
+    let policy = tf_blocks(&tf, "resource", &["aws_iam_role_policy"])
+        .into_iter()
+        .find(|p| {
+            attr(&p.body, "policy").is_some_and(|e| match reference(e) {
+                Some(("data", path)) => {
+                    let doc = tf_block(&tf, "data", &["aws_iam_policy_document", path[1]]);
+                    body_exprs(&doc.body)
+                        .into_iter()
+                        .any(|e| depends_on_var(&tf, e, "redis_password_secret_arn"))
+                }
+                _ => false,
+            })
+        })
+        .expect("a role policy for the Redis secret");
+    let name = policy.labels[1].as_str();
+    assert!(
+        after.contains(&("aws_iam_role_policy", vec![name])),
+        "the service depends on aws_iam_role_policy.{name}"
     );
 }

@@ -1,6 +1,11 @@
 locals {
-  # `secrets` only when there are any (SCRAM); with IAM the container has none.
-  secrets_entry = { for key, refs in { secrets = local.kafka_secrets } : key => refs if length(refs) > 0 }
+  # `secrets` only when there are any (SCRAM, the Redis password); with IAM and no Redis
+  # password the container has none.
+  secrets_entry = {
+    for key, refs in { secrets = concat(local.kafka_secrets, local.redis_secrets) } : key => refs if length(refs) > 0
+  }
+  # The topics task does not use the cache: Kafka's secrets only.
+  topics_secrets_entry = { for key, refs in { secrets = local.kafka_secrets } : key => refs if length(refs) > 0 }
 
   service_container = merge({
     name      = local.container_name
@@ -42,11 +47,11 @@ locals {
     image            = var.image
     essential        = true
     command          = ["topics", "create", "--partitions", tostring(var.raw_topic_partitions)]
-    environment      = local.container_environment
+    environment      = local.topics_environment
     logConfiguration = local.log_configuration
 
     readonlyRootFilesystem = true
-  }, local.secrets_entry)
+  }, local.topics_secrets_entry)
 }
 
 resource "aws_ecs_task_definition" "service" {
@@ -133,6 +138,7 @@ resource "aws_ecs_service" "this" {
   depends_on = [
     aws_iam_role_policy.task_kafka,
     aws_iam_role_policy.execution_secrets,
+    aws_iam_role_policy.execution_redis_secret,
     aws_iam_role_policy_attachment.execution,
   ]
 }

@@ -27,7 +27,8 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 }
 
 # ---------------------------------------------------------------------------------------
-# Execution role: used by ECS to pull the image, write the logs and read the SCRAM secrets.
+# Execution role: used by ECS to pull the image, write the logs and read the SCRAM secrets
+# and the Redis password.
 # ---------------------------------------------------------------------------------------
 
 resource "aws_iam_role" "execution" {
@@ -77,6 +78,46 @@ resource "aws_iam_role_policy" "execution_secrets" {
   name   = "kafka-secrets"
   role   = aws_iam_role.execution.id
   policy = data.aws_iam_policy_document.execution_secrets[0].json
+}
+
+# The Redis password (REDIS_PASSWORD), only with a Redis and a secret.
+data "aws_iam_policy_document" "execution_redis_secret" {
+  count = length(local.redis_secret_refs) > 0 ? 1 : 0
+
+  dynamic "statement" {
+    for_each = length(local.redis_secretsmanager_arns) > 0 ? [1] : []
+    content {
+      sid       = "ReadRedisSecret"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = local.redis_secretsmanager_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.redis_ssm_parameter_arns) > 0 ? [1] : []
+    content {
+      sid       = "ReadRedisParameter"
+      actions   = ["ssm:GetParameters"]
+      resources = local.redis_ssm_parameter_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.secrets_kms_key_arn != null ? [1] : []
+    content {
+      sid       = "DecryptRedisSecret"
+      actions   = ["kms:Decrypt"]
+      resources = [var.secrets_kms_key_arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "execution_redis_secret" {
+  count = length(local.redis_secret_refs) > 0 ? 1 : 0
+
+  name   = "redis-secret"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution_redis_secret[0].json
 }
 
 # ---------------------------------------------------------------------------------------

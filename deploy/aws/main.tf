@@ -7,6 +7,7 @@ data "aws_ecs_cluster" "this" {
 locals {
   container_name = "eeg-pipeline"
   iam_auth       = var.kafka_auth == "iam"
+  redis_enabled  = var.redis_url != ""
 
   # MSK ARNs. A cluster is arn:aws:kafka:REGION:ACCOUNT:cluster/CLUSTER_NAME/CLUSTER_UUID;
   # MSK names its topics and consumer groups by the same path under another resource type:
@@ -30,7 +31,8 @@ locals {
   ]
 
   # Settings of docs/service.md as environment variables; null ones are left out. The SASL
-  # username and password are never here: they come from `kafka_secrets`.
+  # username and password and the Redis password are never here: they come from
+  # `kafka_secrets` and `redis_secrets`.
   environment = {
     KAFKA_BOOTSTRAP_SERVERS  = var.kafka_bootstrap_servers
     KAFKA_SECURITY_PROTOCOL  = "SASL_SSL"
@@ -49,6 +51,10 @@ locals {
     EEG_PARTITION_QUEUE      = var.partition_queue
     EEG_PARTITION_BUFFER_KIB = var.partition_buffer_kib
     EEG_STATUS_INTERVAL_S    = var.status_interval_s
+    REDIS_URL                = local.redis_enabled ? var.redis_url : null
+    REDIS_CLUSTER            = local.redis_enabled ? var.redis_cluster : null
+    REDIS_USERNAME           = local.redis_enabled && var.redis_username != "" ? var.redis_username : null
+    REDIS_REQUIRED           = local.redis_enabled ? var.redis_required : null
     HTTP_ADDR                = "0.0.0.0:${var.http_port}"
     AWS_REGION               = data.aws_region.current.name
     LOG_FORMAT               = "json"
@@ -57,6 +63,11 @@ locals {
   container_environment = [
     for name, value in local.environment : { name = name, value = tostring(value) } if value != null
   ]
+  # The topics task does not use the cache.
+  topics_environment = [
+    for name, value in local.environment : { name = name, value = tostring(value) }
+    if value != null && !startswith(name, "REDIS_")
+  ]
 
   # SCRAM credentials, only with kafka_auth = "scram": injected by ECS from Secrets Manager or
   # SSM (`secrets`), never as plain environment.
@@ -64,6 +75,10 @@ locals {
     { name = "KAFKA_SASL_USERNAME", valueFrom = var.kafka_sasl_username_arn },
     { name = "KAFKA_SASL_PASSWORD", valueFrom = var.kafka_sasl_password_arn },
   ]
+  # The Redis password, only with a Redis and a secret: injected the same way.
+  redis_secrets = local.redis_enabled && var.redis_password_secret_arn != "" ? [
+    { name = "REDIS_PASSWORD", valueFrom = var.redis_password_secret_arn },
+  ] : []
   secret_refs = [for s in local.kafka_secrets : s.valueFrom if s.valueFrom != null]
   # A Secrets Manager reference may name a JSON key and version after the secret's ARN
   # (ARN:username::); IAM wants the secret's own ARN, its first seven ':'-separated fields.
@@ -72,6 +87,12 @@ locals {
     if split(":", ref)[2] == "secretsmanager"
   ])
   ssm_parameter_arns = distinct([for ref in local.secret_refs : ref if split(":", ref)[2] == "ssm"])
+  redis_secret_refs  = [for s in local.redis_secrets : s.valueFrom]
+  redis_secretsmanager_arns = [
+    for ref in local.redis_secret_refs : join(":", slice(split(":", ref), 0, 7))
+    if split(":", ref)[2] == "secretsmanager"
+  ]
+  redis_ssm_parameter_arns = [for ref in local.redis_secret_refs : ref if split(":", ref)[2] == "ssm"]
 
   log_configuration = {
     logDriver = "awslogs"

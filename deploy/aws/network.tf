@@ -1,7 +1,7 @@
 # The tasks' security group. Terraform removes the default allow-all egress rule of a new
-# group, so the tasks reach only what the rules below allow: the brokers on kafka_port and
-# HTTPS (ECR, CloudWatch Logs, STS for the task role's credentials). DNS to the VPC
-# resolver is not filtered by security groups.
+# group, so the tasks reach only what the rules below allow: the brokers on kafka_port,
+# Redis on redis_port (with a redis_url) and HTTPS (ECR, CloudWatch Logs, STS for the task
+# role's credentials). DNS to the VPC resolver is not filtered by security groups.
 resource "aws_security_group" "tasks" {
   name_prefix = "${var.name}-tasks-"
   description = "eeg-pipeline tasks: egress to the Kafka brokers and HTTPS, inbound health and metrics only when configured"
@@ -14,6 +14,10 @@ resource "aws_security_group" "tasks" {
     precondition {
       condition     = var.msk_security_group_id != null || length(var.kafka_cidr_blocks) > 0
       error_message = "Set msk_security_group_id or kafka_cidr_blocks: the tasks need a way to the brokers on kafka_port."
+    }
+    precondition {
+      condition     = var.redis_url == "" || var.redis_security_group_id != ""
+      error_message = "redis_url needs redis_security_group_id: the tasks need a way to Redis on redis_port."
     }
   }
 }
@@ -51,6 +55,17 @@ resource "aws_vpc_security_group_egress_rule" "https" {
   cidr_ipv4         = each.value
 }
 
+resource "aws_vpc_security_group_egress_rule" "redis_to_redis_sg" {
+  count = local.redis_enabled && var.redis_security_group_id != "" ? 1 : 0
+
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "Redis (ElastiCache security group)"
+  ip_protocol                  = "tcp"
+  from_port                    = var.redis_port
+  to_port                      = var.redis_port
+  referenced_security_group_id = var.redis_security_group_id
+}
+
 # The brokers accept the tasks on kafka_port.
 resource "aws_vpc_security_group_ingress_rule" "msk_from_tasks" {
   count = var.msk_security_group_id != null && var.add_msk_ingress_rule ? 1 : 0
@@ -60,6 +75,18 @@ resource "aws_vpc_security_group_ingress_rule" "msk_from_tasks" {
   ip_protocol                  = "tcp"
   from_port                    = var.kafka_port
   to_port                      = var.kafka_port
+  referenced_security_group_id = aws_security_group.tasks.id
+}
+
+# Redis accepts the tasks on redis_port.
+resource "aws_vpc_security_group_ingress_rule" "redis_from_tasks" {
+  count = local.redis_enabled && var.redis_security_group_id != "" && var.add_redis_ingress_rule ? 1 : 0
+
+  security_group_id            = var.redis_security_group_id
+  description                  = "${var.name} tasks"
+  ip_protocol                  = "tcp"
+  from_port                    = var.redis_port
+  to_port                      = var.redis_port
   referenced_security_group_id = aws_security_group.tasks.id
 }
 

@@ -14,7 +14,7 @@ output "topics_task_definition_arn" {
 }
 
 output "security_group_id" {
-  description = "Security group of the tasks (allow it on the brokers' port if add_msk_ingress_rule is off)."
+  description = "Security group of the tasks (allow it on the brokers' port if add_msk_ingress_rule is off, and on Redis' port if add_redis_ingress_rule is off)."
   value       = aws_security_group.tasks.id
 }
 
@@ -24,8 +24,13 @@ output "task_role_arn" {
 }
 
 output "execution_role_arn" {
-  description = "Execution role (image pull, logs, SCRAM secrets)."
+  description = "Execution role (image pull, logs, SCRAM secrets, Redis password)."
   value       = aws_iam_role.execution.arn
+}
+
+output "redis_url" {
+  description = "REDIS_URL of the service (no password in it), or null without Redis."
+  value       = local.redis_enabled ? var.redis_url : null
 }
 
 output "log_group_name" {

@@ -169,7 +169,7 @@ variable "kafka_sasl_password_arn" {
 }
 
 variable "secrets_kms_key_arn" {
-  description = "Customer managed KMS key that encrypts the SCRAM secrets, if any (the execution role gets kms:Decrypt on it). Not needed for AWS managed keys."
+  description = "Customer managed KMS key that encrypts the SCRAM secrets or the Redis password, if any (the execution role gets kms:Decrypt on it). Not needed for AWS managed keys."
   type        = string
   default     = null
 }
@@ -228,6 +228,73 @@ variable "raw_topic_partitions" {
     condition     = var.raw_topic_partitions >= 1 && floor(var.raw_topic_partitions) == var.raw_topic_partitions
     error_message = "raw_topic_partitions must be a whole number of at least 1."
   }
+}
+
+# ---------------------------------------------------------------------------------------
+# Redis (ElastiCache): an optional cache of what Kafka holds
+# ---------------------------------------------------------------------------------------
+
+variable "redis_url" {
+  description = "REDIS_URL: redis://HOST:PORT, or rediss://HOST:PORT with in-transit encryption; for a cluster, its configuration endpoint (clustercfg.NAME.ID.REGION.cache.amazonaws.com:6379). No password in it: that comes from redis_password_secret_arn. Empty: no Redis."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.redis_url == "" || can(regex("^rediss?://([^:@/\\s]+@)?[^:@/\\s]+(:[0-9]+)?/?$", var.redis_url))
+    error_message = "redis_url must be redis://HOST:PORT or rediss://HOST:PORT (optionally USER@HOST), without a password: give that as redis_password_secret_arn."
+  }
+}
+
+variable "redis_cluster" {
+  description = "REDIS_CLUSTER: Redis runs in cluster mode (an ElastiCache configuration endpoint). Off for a cluster-mode-disabled replication group's primary endpoint."
+  type        = bool
+  default     = true
+}
+
+variable "redis_username" {
+  description = "REDIS_USERNAME: ElastiCache RBAC user, if any. Empty: the default user (AUTH with the password only)."
+  type        = string
+  default     = ""
+}
+
+variable "redis_password_secret_arn" {
+  description = "ARN of the Secrets Manager secret (optionally with a JSON key, ARN:password::) or SSM parameter (SecureString) holding REDIS_PASSWORD, the AUTH token or RBAC password. Empty: no password."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.redis_password_secret_arn == "" || can(regex("^arn:aws[a-z-]*:(secretsmanager|ssm):", var.redis_password_secret_arn))
+    error_message = "redis_password_secret_arn must be a Secrets Manager secret ARN or an SSM parameter ARN."
+  }
+}
+
+variable "redis_port" {
+  description = "Port of Redis the tasks may reach. Must match the port in redis_url."
+  type        = number
+  default     = 6379
+
+  validation {
+    condition     = var.redis_port >= 1 && var.redis_port <= 65535 && floor(var.redis_port) == var.redis_port
+    error_message = "redis_port must be a TCP port."
+  }
+}
+
+variable "redis_security_group_id" {
+  description = "Security group of the ElastiCache cluster. Needed with redis_url: the tasks' egress to redis_port goes to it (and, with add_redis_ingress_rule, it gets an inbound rule from the tasks)."
+  type        = string
+  default     = ""
+}
+
+variable "add_redis_ingress_rule" {
+  description = "Add an inbound rule for redis_port from the tasks' security group to redis_security_group_id. Turn off when the cache's rules are managed elsewhere."
+  type        = bool
+  default     = true
+}
+
+variable "redis_required" {
+  description = "REDIS_REQUIRED: readiness depends on Redis. Off: the service stays ready and keeps processing while Redis is down."
+  type        = bool
+  default     = false
 }
 
 # ---------------------------------------------------------------------------------------
