@@ -33,7 +33,7 @@ enum Command {
     /// CSV or Parquet table) out.
     Process(ProcessArgs),
     /// Run the Kafka service: consume eeg.raw.data, publish eeg.processed.data.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Publish an EEG file to eeg.raw.data as one or more simulated devices.
     Replay(replay::ReplayArgs),
     /// Check or create the service's topics (an admin step, run once).

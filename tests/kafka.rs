@@ -20,6 +20,8 @@ use sha2::Digest;
 
 #[path = "kafka/chaos.rs"]
 mod chaos;
+#[path = "kafka/redis.rs"]
+mod redis_cache;
 
 const BIN: &str = env!("CARGO_BIN_EXE_eeg-pipeline");
 const PARTITIONS: i32 = 3;
@@ -213,6 +215,15 @@ impl Service {
             .env("LOG_FORMAT", "text")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        // Redis only where a test asks for it, whatever the developer's shell holds.
+        for k in [
+            "REDIS_URL",
+            "REDIS_CLUSTER",
+            "REDIS_PASSWORD",
+            "REDIS_REQUIRED",
+        ] {
+            cmd.env_remove(k);
+        }
         t.env(&mut cmd);
         cmd.envs(env.iter().copied());
         Service {

@@ -18,7 +18,7 @@ mod writer;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,8 +124,9 @@ enum Update {
 
 #[derive(Debug, Default)]
 struct Failure {
-    /// The cause last logged; the same cause is not logged again until Redis recovers.
-    logged: Option<String>,
+    /// The causes logged since Redis last answered: each is logged once per outage, however
+    /// often it recurs or alternates with another.
+    logged: std::collections::BTreeSet<String>,
     last_error: Option<String>,
     last_error_at_ms: Option<u64>,
     down_since: Option<(Instant, u64)>,
@@ -172,7 +173,9 @@ impl Shared {
     fn up(&self) {
         let was = self.state.swap(State::Up as u8, Ordering::AcqRel);
         let mut f = self.failure.lock().expect("redis failure lock");
-        if f.logged.take().is_some() || was == State::Down as u8 {
+        let had_failed = !f.logged.is_empty();
+        f.logged.clear();
+        if had_failed || was == State::Down as u8 {
             let down = f
                 .down_since
                 .map_or(0.0, |(at, _)| at.elapsed().as_secs_f64());
@@ -193,12 +196,12 @@ impl Shared {
             f.down_since = Some((Instant::now(), now));
         }
         f.last_error_at_ms = Some(now);
-        if f.logged.as_deref() != Some(cause.as_str()) {
+        if !f.logged.contains(&cause) {
             tracing::error!(
                 "redis {}: {cause}; the service goes on without it (updates dropped and counted)",
                 self.target
             );
-            f.logged = Some(cause.clone());
+            f.logged.insert(cause.clone());
         }
         f.last_error = Some(cause);
     }
@@ -223,10 +226,14 @@ impl RedisCache {
     pub fn start(config: RedisConfig) -> Result<Arc<RedisCache>, ConfigError> {
         let keys = Keys::new(&config.key_prefix).map_err(ConfigError::Prefix)?;
         if config.queue == 0 {
-            return Err(ConfigError::Zero { name: "REDIS_QUEUE" });
+            return Err(ConfigError::Zero {
+                name: "REDIS_QUEUE",
+            });
         }
         if config.ttl.is_zero() {
-            return Err(ConfigError::Zero { name: "REDIS_TTL_S" });
+            return Err(ConfigError::Zero {
+                name: "REDIS_TTL_S",
+            });
         }
         let target = redacted(&config.url);
         let url_error = |reason: String| ConfigError::Url {
@@ -349,10 +356,7 @@ impl eeg_ingest::OutputCache for RedisCache {
             .last_error
             .clone()
             .unwrap_or_else(|| "not connected yet".into());
-        Some(format!(
-            "redis {} (REDIS_REQUIRED=true): {why}",
-            s.target
-        ))
+        Some(format!("redis {} (REDIS_REQUIRED=true): {why}", s.target))
     }
 
     fn metrics(&self, out: &mut String) {
@@ -390,7 +394,10 @@ impl eeg_ingest::OutputCache for RedisCache {
                 queued,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::{RedisConfig, Shared, Update, slot};
 /// Most updates sent in one round of pipelines.
 const BATCH: usize = 512;
 const RETRY_MIN: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Sets the session's latest record and publishes it, only when its window ends later than
 /// the one the key holds (`end_ms` is read from the stored JSON, whose head the service
@@ -56,13 +56,34 @@ return 1
 "#;
 
 /// One node or a cluster, with the timeouts of the config.
-pub(crate) enum Client {
+pub(crate) struct Client {
+    kind: Kind,
+    /// Host and port of the URL, resolved before each connection so that a DNS failure is
+    /// named as one even when the resolver only times out.
+    host: Option<(String, u16)>,
+    timeout: Duration,
+}
+
+enum Kind {
     Single(redis::Client, redis::AsyncConnectionConfig),
     Cluster(redis::cluster::ClusterClient),
 }
 
 impl Client {
     pub(crate) fn new(info: ConnectionInfo, config: &RedisConfig) -> Result<Client, RedisError> {
+        let host = match info.addr() {
+            redis::ConnectionAddr::Tcp(h, p) => Some((h.clone(), *p)),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+            _ => None,
+        };
+        Ok(Client {
+            kind: Client::kind(info, config)?,
+            host,
+            timeout: config.timeout,
+        })
+    }
+
+    fn kind(info: ConnectionInfo, config: &RedisConfig) -> Result<Kind, RedisError> {
         if config.cluster {
             let client = redis::cluster::ClusterClientBuilder::new(vec![info])
                 .connection_timeout(config.timeout)
@@ -70,22 +91,46 @@ impl Client {
                 // The writer retries itself, with the queue bounded meanwhile.
                 .retries(1)
                 .build()?;
-            Ok(Client::Cluster(client))
+            Ok(Kind::Cluster(client))
         } else {
             let settings = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.timeout))
                 .set_response_timeout(Some(config.timeout));
-            Ok(Client::Single(redis::Client::open(info)?, settings))
+            Ok(Kind::Single(redis::Client::open(info)?, settings))
+        }
+    }
+
+    /// `Err` with the cause when the host name does not resolve in time.
+    async fn resolve(&self) -> Result<(), String> {
+        let Some((host, port)) = &self.host else {
+            return Ok(());
+        };
+        let dns = "cannot resolve the host name (DNS; in a VPC, the endpoint's name and the VPC's DNS settings)";
+        match tokio::time::timeout(
+            self.timeout,
+            tokio::net::lookup_host((host.as_str(), *port)),
+        )
+        .await
+        {
+            Ok(Ok(mut addrs)) => match addrs.next() {
+                Some(_) => Ok(()),
+                None => Err(format!("{dns}: {host} has no address")),
+            },
+            Ok(Err(e)) => Err(format!("{dns}: {e}")),
+            Err(_) => Err(format!(
+                "{dns}: no answer for {host} within {} s",
+                self.timeout.as_secs_f64()
+            )),
         }
     }
 
     async fn connect(&self) -> Result<Conn, RedisError> {
-        match self {
-            Client::Single(c, settings) => Ok(Conn::Single(
+        match &self.kind {
+            Kind::Single(c, settings) => Ok(Conn::Single(
                 c.get_multiplexed_async_connection_with_config(settings)
                     .await?,
             )),
-            Client::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
+            Kind::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
         }
     }
 }
@@ -137,6 +182,12 @@ async fn write_loop(shared: &Shared, client: &Client) {
         if conn.is_none() {
             if stopping {
                 return;
+            }
+            if let Err(cause) = client.resolve().await {
+                shared.failed(cause);
+                wait(shared, retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
             }
             // Connecting includes a round trip, so a wrong password or a cluster-mode
             // mismatch shows now, not at the first write.
@@ -317,7 +368,8 @@ fn describe(e: &RedisError, cluster: bool) -> String {
         "authentication failed (REDIS_PASSWORD, REDIS_USERNAME and the user's ACL)"
     } else if lower.contains("moved") && !cluster {
         "the server is a cluster: set REDIS_CLUSTER=true"
-    } else if lower.contains("cluster support disabled") || (cluster && lower.contains("cluster_slots"))
+    } else if lower.contains("cluster support disabled")
+        || (cluster && lower.contains("cluster_slots"))
     {
         "the server is not a cluster: unset REDIS_CLUSTER"
     } else if lower.contains("tls") || lower.contains("ssl") || lower.contains("certificate") {

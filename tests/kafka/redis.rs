@@ -1,0 +1,571 @@
+//! The Redis cache against real Redis (Debian's redis-server): one node with a password, a
+//! three-master cluster, a node killed and restarted mid-stream, and settings that cannot
+//! work. Redis holds what Kafka holds; Kafka's output never depends on Redis.
+//!
+//! The node and the cluster come from `EEG_TEST_REDIS_URL` and `EEG_TEST_REDIS_CLUSTER_URL`
+//! (`.ci/run` starts them); without them the tests start their own with `scripts/redis`.
+
+use super::*;
+
+use redis::Commands;
+
+const PASSWORD: &str = "eeg-test";
+
+fn scripts_redis(args: &[&str], line: &str) -> String {
+    let out = Command::new(root().join("scripts/redis"))
+        .args(args)
+        .output()
+        .expect("scripts/redis runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "scripts/redis {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .unwrap_or_else(|| panic!("no {line} from scripts/redis: {stdout}"))
+        .to_string()
+}
+
+/// One node, with a password.
+fn redis_url() -> String {
+    if let Ok(u) = std::env::var("EEG_TEST_REDIS_URL")
+        && !u.is_empty()
+    {
+        return u;
+    }
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        scripts_redis(
+            &["start", "--port", "16379", "--password", PASSWORD],
+            "REDIS_URL=",
+        )
+    })
+    .clone()
+}
+
+/// Three masters, with a password.
+fn cluster_url() -> String {
+    if let Ok(u) = std::env::var("EEG_TEST_REDIS_CLUSTER_URL")
+        && !u.is_empty()
+    {
+        return u;
+    }
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        scripts_redis(
+            &[
+                "cluster",
+                "--ports",
+                "17000,17001,17002",
+                "--password",
+                PASSWORD,
+            ],
+            "REDIS_CLUSTER_URL=",
+        )
+    })
+    .clone()
+}
+
+/// The test's own key prefix, so tests sharing a node never see each other's keys.
+fn prefix(t: &Topics) -> String {
+    format!("{}:", t.group)
+}
+
+/// Each session's records as Kafka holds them, in window order.
+fn per_session(records: &[Record]) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut out: BTreeMap<String, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+    for r in records {
+        let key = String::from_utf8(r.key.clone().expect("keyed")).unwrap();
+        out.entry(key)
+            .or_default()
+            .insert(window_index(&r.payload), r.payload.clone());
+    }
+    out.into_iter()
+        .map(|(k, w)| (k, w.into_values().collect()))
+        .collect()
+}
+
+/// Collects what is published on `channels` until each has `want` messages or `limit`
+/// passes; subscribed before this returns.
+fn subscribe(
+    url: &str,
+    channels: Vec<String>,
+    want: usize,
+    limit: Duration,
+) -> std::thread::JoinHandle<BTreeMap<String, Vec<Vec<u8>>>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let url = url.to_string();
+    let handle = std::thread::spawn(move || {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let mut ps = con.as_pubsub();
+        for c in &channels {
+            ps.subscribe(c).unwrap();
+        }
+        ps.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut got: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline
+            && !(got.len() == channels.len() && got.values().all(|v| v.len() >= want))
+        {
+            if let Ok(m) = ps.get_message() {
+                got.entry(m.get_channel_name().to_string())
+                    .or_default()
+                    .push(m.get_payload_bytes().to_vec());
+            }
+        }
+        got
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    handle
+}
+
+fn get(con: &mut dyn redis::ConnectionLike, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query(con).unwrap()
+}
+
+/// The payloads of a session's event stream, oldest first.
+fn events(con: &mut dyn redis::ConnectionLike, key: &str) -> Vec<Vec<u8>> {
+    /// An entry: its id and its (field, value) pairs.
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, mut fields)| fields.remove(0).1)
+        .collect()
+}
+
+/// Replays the fixture as `sessions` (the first for user `u-1`), runs a service with Redis
+/// at `url` until Kafka holds every window, and checks Redis against Kafka: each session's
+/// latest key is its last record, its channel had every window in order, its event stream
+/// holds its trigger events, the user's index names the user's session, and keys expire.
+fn mirror(url: &str, cluster: bool, test: &str, n_sessions: usize) {
+    let t = Topics::create(test);
+    let prefix = prefix(&t);
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let f = fixture.to_str().unwrap();
+    let sessions: Vec<String> = (0..n_sessions)
+        .map(|i| format!("{}-s{i}", t.group))
+        .collect();
+    let windows = process_lines(&fixture, &[]).len();
+    let live = subscribe(
+        url,
+        sessions
+            .iter()
+            .map(|s| format!("{prefix}live:{{{s}}}"))
+            .collect(),
+        windows,
+        Duration::from_secs(90),
+    );
+    for (i, s) in sessions.iter().enumerate() {
+        let mut args = vec![f, "--speed", "max", "--session-id", s];
+        if i == 0 {
+            args.extend(["--user-id", "u-1"]);
+        }
+        replay(&t, &args);
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut env = vec![
+        ("REDIS_URL", url),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("REDIS_TTL_S", "30"),
+        ("HTTP_ADDR", addr.as_str()),
+    ];
+    if cluster {
+        env.push(("REDIS_CLUSTER", "true"));
+    }
+    let started = Instant::now();
+    let service = Service::start_with(&t, "redis", &[], &env);
+    let records = consume(&t.processed, Duration::from_secs(90), |r| {
+        r.len() >= windows * n_sessions
+    });
+    let n_events = trigger_lines(&fixture, &t).len();
+    let triggers = consume(&t.triggers, Duration::from_secs(30), |r| {
+        r.len() >= n_events * n_sessions
+    });
+    let kafka_s = started.elapsed().as_secs_f64();
+    // Redis catches up with Kafka while the service runs, not only at its stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut detail = health_detail(port);
+    while detail["redis"]["written"].as_u64().unwrap_or(0) < (windows * n_sessions) as u64
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        detail = health_detail(port);
+    }
+    let redis_s = started.elapsed().as_secs_f64();
+    assert_eq!(detail["redis"]["state"], "up", "{detail}");
+    assert_eq!(detail["redis"]["dropped"], 0, "{detail}");
+    assert_eq!(detail["status"], "ready", "{detail}");
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert!(metrics.contains("\neeg_redis_up 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\neeg_redis_dropped_total 0\n"),
+        "{metrics}"
+    );
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(!log.contains(PASSWORD), "the password was logged:\n{log}");
+
+    let kafka = per_session(&records);
+    assert_eq!(kafka.len(), n_sessions);
+    let mut con: Box<dyn redis::ConnectionLike> = if cluster {
+        Box::new(
+            redis::cluster::ClusterClient::new(vec![url])
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        )
+    } else {
+        Box::new(redis::Client::open(url).unwrap().get_connection().unwrap())
+    };
+    let con = con.as_mut();
+    for s in &sessions {
+        let want = &kafka[s];
+        assert_eq!(want.len(), windows);
+        let latest = format!("{prefix}session:{{{s}}}:latest");
+        assert_eq!(
+            get(con, &latest).as_deref(),
+            want.last().map(Vec::as_slice),
+            "{latest} is not the last record Kafka holds"
+        );
+        let ttl: i64 = redis::cmd("TTL").arg(&latest).query(con).unwrap();
+        assert!((1..=30).contains(&ttl), "TTL {ttl}");
+        let kafka_events: Vec<Vec<u8>> = triggers
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(s.as_bytes()))
+            .map(|r| r.payload.clone())
+            .collect();
+        assert!(!kafka_events.is_empty(), "the fixture raises events");
+        assert_eq!(
+            events(con, &format!("{prefix}session:{{{s}}}:events")),
+            kafka_events,
+            "event stream of {s}"
+        );
+    }
+    let users: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{prefix}user:{{u-1}}:sessions"))
+        .arg(0)
+        .arg(-1)
+        .query(con)
+        .unwrap();
+    assert_eq!(users, [sessions[0].clone()]);
+
+    let live = live.join().unwrap();
+    for s in &sessions {
+        let channel = format!("{prefix}live:{{{s}}}");
+        let got = live.get(&channel).map_or(0, Vec::len);
+        assert_eq!(got, windows, "windows received on {channel}");
+        assert!(
+            live[&channel] == kafka[s],
+            "{channel}: not every window in order"
+        );
+    }
+    println!(
+        "redis {}: {n_sessions} sessions, {} windows; Kafka complete {kafka_s:.2} s, Redis {redis_s:.2} s after the start",
+        if cluster { "cluster" } else { "node" },
+        windows * n_sessions
+    );
+}
+
+#[test]
+fn redis_holds_what_kafka_holds_and_subscribers_get_every_window_in_order() {
+    mirror(&redis_url(), false, "redis-node", 2);
+}
+
+#[test]
+fn a_redis_cluster_holds_what_kafka_holds() {
+    let url = cluster_url();
+    mirror(&url, true, "redis-cluster", 4);
+}
+
+#[test]
+fn redis_keys_expire_with_their_session() {
+    let url = redis_url();
+    let t = Topics::create("redis-ttl");
+    let prefix = prefix(&t);
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let s = format!("{}-s", t.group);
+    replay(
+        &t,
+        &[
+            fixture.to_str().unwrap(),
+            "--speed",
+            "max",
+            "--session-id",
+            &s,
+        ],
+    );
+    let windows = process_lines(&fixture, &[]).len();
+    let service = Service::start_with(
+        &t,
+        "redis-ttl",
+        &[],
+        &[
+            ("REDIS_URL", &url),
+            ("REDIS_KEY_PREFIX", &prefix),
+            ("REDIS_TTL_S", "2"),
+        ],
+    );
+    consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= windows
+    });
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let latest = format!("{prefix}session:{{{s}}}:latest");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !con.exists::<_, bool>(&latest).unwrap() {
+        assert!(Instant::now() < deadline, "{latest} never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let keys: Vec<String> = con.keys(format!("{prefix}*")).unwrap();
+    assert_eq!(
+        keys.len(),
+        2,
+        "the latest record and the event stream: {keys:?}"
+    );
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    // Nothing renews them once the session's windows stop.
+    std::thread::sleep(Duration::from_millis(3_000));
+    let left: Vec<String> = con.keys(format!("{prefix}*")).unwrap();
+    assert!(left.is_empty(), "still there after the TTL: {left:?}");
+}
+
+/// A redis-server of the test's own, on `port`, without persistence.
+fn private_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package) runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server on {port} not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn redis_killed_mid_stream_costs_kafka_nothing_and_the_cache_catches_up() {
+    let t = Topics::create("redis-kill");
+    let prefix = prefix(&t);
+    let redis_port = free_port();
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let mut redis_server = private_redis(redis_port);
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let f = fixture.to_str().unwrap();
+    let reference = process_lines(&fixture, &[]);
+    let s = "test_subsecond";
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let service = Service::start_with(
+        &t,
+        "redis-kill",
+        &[],
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+            ("HTTP_ADDR", addr.as_str()),
+            // A small queue, so that the outage overflows it.
+            ("REDIS_QUEUE", "16"),
+        ],
+    );
+    // 698 s of recording at 40 times real time: about 17 s of windows.
+    let mut replaying = spawn_replay(&t, &[f, "--speed", "40", "--session-id", s]);
+    let written = |d: &serde_json::Value| d["redis"]["written"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while written(&health_detail(http)) < 20 {
+        assert!(Instant::now() < deadline, "nothing written to Redis");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    redis_server.kill().unwrap();
+    redis_server.wait().unwrap();
+    let killed = Instant::now();
+    // Down: shown in /health, and the service stays ready.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut detail = health_detail(http);
+    while detail["redis"]["state"] != "down" {
+        assert!(
+            Instant::now() < deadline,
+            "Redis down not noticed: {detail}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        detail = health_detail(http);
+    }
+    assert_eq!(
+        http_get(http, "/health/ready").map(|r| r.0),
+        Some(200),
+        "{detail}"
+    );
+    assert!(detail["redis"]["last_error"].is_string(), "{detail}");
+    std::thread::sleep(Duration::from_secs(4));
+    let down_metrics = http_get(http, "/metrics").unwrap().1;
+    assert!(
+        down_metrics.contains("\neeg_redis_up 0\n"),
+        "{down_metrics}"
+    );
+    let mut redis_server = private_redis(redis_port);
+    let restarted = Instant::now();
+    let down_s = restarted.duration_since(killed).as_secs_f64();
+
+    let status = replaying.wait().unwrap();
+    assert!(status.success());
+    let records = consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= reference.len()
+    });
+    // Kafka: complete and identical, whatever Redis did.
+    let got = by_window(&records);
+    assert_eq!(got.len(), reference.len());
+    for (i, line) in reference.iter().enumerate() {
+        assert_eq!(&got[&(i as u64)], line, "window {i}");
+    }
+    // The cache is current again: the last record Kafka holds.
+    let last = reference.last().unwrap().clone();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let latest = format!("{prefix}session:{{{s}}}:latest");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&mut con, &latest).as_deref() != Some(last.as_slice()) {
+        assert!(
+            Instant::now() < deadline,
+            "the cache did not catch up: {}",
+            health_detail(http)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let detail = health_detail(http);
+    assert_eq!(detail["redis"]["state"], "up", "{detail}");
+    let dropped = detail["redis"]["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "{detail}");
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+    // One line per distinct cause, not one per retry or per update.
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("redis redis://"))
+        .collect();
+    assert!((1..=3).contains(&errors.len()), "error lines: {errors:#?}");
+    assert_eq!(
+        log.matches("writing again").count(),
+        1,
+        "recovery said once:\n{log}"
+    );
+    println!(
+        "redis killed mid-stream: down {down_s:.1} s, {dropped} updates dropped, {} written ({} windows and their events), {} error lines",
+        detail["redis"]["written"],
+        reference.len(),
+        errors.len()
+    );
+    let _ = redis_server.kill();
+    let _ = redis_server.wait();
+}
+
+#[test]
+fn redis_settings_that_cannot_work_are_one_line_and_processing_goes_on() {
+    let good = redis_url();
+    let wrong_password = good.replacen(PASSWORD, "not-the-password", 1);
+    let wrong_password = if wrong_password == good {
+        // A node from .ci/run, with its own password.
+        let (scheme, rest) = good.split_once("://").unwrap();
+        let host = rest.rsplit_once('@').map_or(rest, |x| x.1);
+        format!("{scheme}://:not-the-password@{host}")
+    } else {
+        wrong_password
+    };
+    let fixture = root().join("fixtures/test_subsecond.edf");
+    let reference = process_lines(&fixture, &[]);
+    for (case, url, hint) in [
+        (
+            "wrong-password",
+            wrong_password.as_str(),
+            "authentication failed",
+        ),
+        (
+            "no-such-host",
+            "redis://no-such-host.invalid:6379",
+            "cannot resolve",
+        ),
+    ] {
+        let t = Topics::create(&format!("redis-{case}"));
+        replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
+        let http = free_port();
+        let addr = format!("127.0.0.1:{http}");
+        let service = Service::start_with(
+            &t,
+            case,
+            &[],
+            &[("REDIS_URL", url), ("HTTP_ADDR", addr.as_str())],
+        );
+        let records = consume(&t.processed, Duration::from_secs(60), |r| {
+            r.len() >= reference.len()
+        });
+        assert_eq!(by_window(&records).len(), reference.len(), "{case}");
+        assert_eq!(
+            http_get(http, "/health/ready").map(|r| r.0),
+            Some(200),
+            "{case}"
+        );
+        let detail = health_detail(http);
+        assert_eq!(detail["redis"]["state"], "down", "{case}: {detail}");
+        let (status, log) = service.stop();
+        assert!(status.success(), "{case}: {log}");
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("ERROR") && l.contains("redis "))
+            .collect();
+        // One line, or two when the resolver sometimes fails and sometimes times out: never
+        // one per retry, and each names the cause.
+        assert!((1..=2).contains(&errors.len()), "{case}: {errors:#?}");
+        for e in &errors {
+            assert!(e.contains(hint), "{case}: {e}");
+        }
+        assert!(!log.contains("not-the-password"), "{case}: password logged");
+    }
+
+    // With REDIS_REQUIRED=true the service is not ready without Redis, and says why.
+    let t = Topics::create("redis-required");
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let service = Service::start_with(
+        &t,
+        "required",
+        &[],
+        &[
+            ("REDIS_URL", "redis://no-such-host.invalid:6379"),
+            ("REDIS_REQUIRED", "true"),
+            ("HTTP_ADDR", addr.as_str()),
+        ],
+    );
+    let reason = not_ready_because(http, "REDIS_REQUIRED", &service);
+    assert!(reason.contains("cannot resolve"), "{reason}");
+    let (status, log) = service.stop();
+    assert!(status.success(), "{log}");
+}
