@@ -29,44 +29,48 @@ fn scripts_redis(args: &[&str], line: &str) -> String {
         .to_string()
 }
 
-/// One node, with a password.
-fn redis_url() -> String {
-    if let Ok(u) = std::env::var("EEG_TEST_REDIS_URL")
+/// A Redis from `var` when set, else the one `scripts/redis ARGS` starts (once per run),
+/// given by its line `NAME=URL`.
+fn redis_from(
+    var: &str,
+    once: &'static std::sync::OnceLock<String>,
+    args: &[&str],
+    line: &str,
+) -> String {
+    if let Ok(u) = std::env::var(var)
         && !u.is_empty()
     {
         return u;
     }
+    once.get_or_init(|| scripts_redis(args, line)).clone()
+}
+
+/// One node, with a password.
+fn redis_url() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    URL.get_or_init(|| {
-        scripts_redis(
-            &["start", "--port", "16379", "--password", PASSWORD],
-            "REDIS_URL=",
-        )
-    })
-    .clone()
+    redis_from(
+        "EEG_TEST_REDIS_URL",
+        &URL,
+        &["start", "--port", "16379", "--password", PASSWORD],
+        "REDIS_URL=",
+    )
 }
 
 /// Three masters, with a password.
 fn cluster_url() -> String {
-    if let Ok(u) = std::env::var("EEG_TEST_REDIS_CLUSTER_URL")
-        && !u.is_empty()
-    {
-        return u;
-    }
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    URL.get_or_init(|| {
-        scripts_redis(
-            &[
-                "cluster",
-                "--ports",
-                "17000,17001,17002",
-                "--password",
-                PASSWORD,
-            ],
-            "REDIS_CLUSTER_URL=",
-        )
-    })
-    .clone()
+    redis_from(
+        "EEG_TEST_REDIS_CLUSTER_URL",
+        &URL,
+        &[
+            "cluster",
+            "--ports",
+            "17000,17001,17002",
+            "--password",
+            PASSWORD,
+        ],
+        "REDIS_CLUSTER_URL=",
+    )
 }
 
 /// The test's own key prefix, so tests sharing a node never see each other's keys.
