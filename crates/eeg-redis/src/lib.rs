@@ -139,7 +139,10 @@ struct Shared {
     target: String,
     keys: Keys,
     queue: Mutex<VecDeque<Update>>,
+    /// A record was queued.
     wake: Notify,
+    /// [`RedisCache::shutdown`] was called: ends a retry wait, which records do not.
+    stop: Notify,
     stopping: std::sync::atomic::AtomicBool,
     state: AtomicU8,
     failure: Mutex<Failure>,
@@ -149,6 +152,23 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(config: RedisConfig, keys: Keys) -> Shared {
+        Shared {
+            target: redacted(&config.url),
+            keys,
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            stop: Notify::new(),
+            stopping: false.into(),
+            state: AtomicU8::new(State::Connecting as u8),
+            failure: Mutex::new(Failure::default()),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            config,
+        }
+    }
+
     fn state(&self) -> State {
         match self.state.load(Ordering::Acquire) {
             1 => State::Up,
@@ -254,19 +274,7 @@ impl RedisCache {
         }
         let info = info.set_redis_settings(settings);
         let client = writer::Client::new(info, &config).map_err(|e| url_error(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            target,
-            keys,
-            queue: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
-            stopping: false.into(),
-            state: AtomicU8::new(State::Connecting as u8),
-            failure: Mutex::new(Failure::default()),
-            written: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            config,
-        });
+        let shared = Arc::new(Shared::new(config, keys));
         let for_writer = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("redis".into())
@@ -294,6 +302,7 @@ impl RedisCache {
         }
         s.stopping.store(true, Ordering::Release);
         s.wake.notify_one();
+        s.stop.notify_one();
         if let Some(w) = self.writer.lock().expect("redis writer lock").take() {
             let _ = w.join();
         }
@@ -433,19 +442,7 @@ mod tests {
     fn a_full_queue_drops_its_oldest_update() {
         let mut c = RedisConfig::new("redis://127.0.0.1:1");
         c.queue = 2;
-        let s = Shared {
-            target: redacted(&c.url),
-            keys: Keys::new("eeg:").unwrap(),
-            queue: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
-            stopping: false.into(),
-            state: AtomicU8::new(0),
-            failure: Mutex::new(Failure::default()),
-            written: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            config: c,
-        };
+        let s = Shared::new(c, Keys::new("eeg:").unwrap());
         for i in 0..5u8 {
             s.push(Update::Window(vec![i]));
         }

@@ -183,29 +183,16 @@ async fn write_loop(shared: &Shared, client: &Client) {
             if stopping {
                 return;
             }
-            if let Err(cause) = client.resolve().await {
-                shared.failed(cause);
-                wait(shared, retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
-                continue;
-            }
-            // Connecting includes a round trip, so a wrong password or a cluster-mode
-            // mismatch shows now, not at the first write.
-            let attempt = async {
-                let c = client.connect().await?;
-                c.ping().await?;
-                Ok::<Conn, RedisError>(c)
-            };
-            match attempt.await {
+            match connect(shared, client).await {
                 Ok(c) => {
                     conn = Some(c);
                     retry = RETRY_MIN;
                     shared.up();
                 }
-                Err(e) => {
-                    shared.failed(describe(&e, shared.config.cluster));
+                Err(cause) => {
+                    shared.failed(cause);
                     // Meanwhile the queue keeps its newest updates only.
-                    wait(shared, retry).await;
+                    backoff(shared, retry).await;
                     retry = (retry * 2).min(RETRY_MAX);
                     continue;
                 }
@@ -252,9 +239,28 @@ async fn write_loop(shared: &Shared, client: &Client) {
     }
 }
 
-/// Sleeps for `d`, or less when woken to stop.
+/// A connection that answered: the host name resolved first, so that a DNS failure is named
+/// as one, then a round trip, so that a wrong password or a cluster-mode mismatch shows now,
+/// not at the first write.
+async fn connect(shared: &Shared, client: &Client) -> Result<Conn, String> {
+    client.resolve().await?;
+    let cause = |e: RedisError| describe(&e, shared.config.cluster);
+    let c = client.connect().await.map_err(cause)?;
+    c.ping().await.map_err(cause)?;
+    Ok(c)
+}
+
+/// Sleeps for `d`, or until records arrive (whichever comes first).
 async fn wait(shared: &Shared, d: Duration) {
     let _ = tokio::time::timeout(d, shared.wake.notified()).await;
+}
+
+/// Sleeps for `d` before the next connection attempt; only a stop ends it early, not the
+/// records that keep arriving meanwhile.
+async fn backoff(shared: &Shared, d: Duration) {
+    if !shared.stopping.load(Ordering::Acquire) {
+        let _ = tokio::time::timeout(d, shared.stop.notified()).await;
+    }
 }
 
 /// The head of a record or event: what the keys and the ordering need.
