@@ -231,6 +231,10 @@ pub struct RedisArgs {
     #[arg(long, env = "REDIS_QUEUE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_queue: u64,
+    /// PEM file of the CA to trust for rediss:// instead of the system's (a private CA;
+    /// ElastiCache needs none).
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisArgs {
@@ -247,6 +251,7 @@ impl RedisArgs {
         c.ttl = Duration::from_secs(self.redis_ttl_s);
         c.required = self.redis_required;
         c.queue = self.redis_queue as usize;
+        c.tls_ca_file = self.redis_tls_ca_file.clone();
         let cache = eeg_redis::RedisCache::start(c).map_err(|e| BadInput(e.to_string()))?;
         tracing::info!(
             target_url = %eeg_redis::redacted(url),

@@ -216,13 +216,10 @@ impl Service {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         // Redis only where a test asks for it, whatever the developer's shell holds.
-        for k in [
-            "REDIS_URL",
-            "REDIS_CLUSTER",
-            "REDIS_PASSWORD",
-            "REDIS_REQUIRED",
-        ] {
-            cmd.env_remove(k);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("REDIS_") {
+                cmd.env_remove(k);
+            }
         }
         t.env(&mut cmd);
         cmd.envs(env.iter().copied());

@@ -1,9 +1,12 @@
 //! The Redis cache against real Redis (Debian's redis-server): one node with a password, a
-//! three-master cluster, a node killed and restarted mid-stream, and settings that cannot
-//! work. Redis holds what Kafka holds; Kafka's output never depends on Redis.
+//! three-master cluster, both again over TLS with a private CA, a node killed and restarted
+//! mid-stream, and settings that cannot work. Redis holds what Kafka holds; Kafka's output
+//! never depends on Redis.
 //!
-//! The node and the cluster come from `EEG_TEST_REDIS_URL` and `EEG_TEST_REDIS_CLUSTER_URL`
-//! (`.ci/run` starts them); without them the tests start their own with `scripts/redis`.
+//! The nodes come from `EEG_TEST_REDIS_URL`, `EEG_TEST_REDIS_CLUSTER_URL`,
+//! `EEG_TEST_REDIS_TLS_URL` and `EEG_TEST_REDIS_TLS_CLUSTER_URL` (with the CA in
+//! `EEG_TEST_REDIS_TLS_CA_FILE`; `.ci/run` starts them all); without them the tests start
+//! their own with `scripts/redis`.
 
 use super::*;
 
@@ -11,7 +14,8 @@ use redis::Commands;
 
 const PASSWORD: &str = "eeg-test";
 
-fn scripts_redis(args: &[&str], line: &str) -> String {
+/// The lines `NAME=VALUE` that `scripts/redis ARGS` prints.
+fn scripts_redis(args: &[&str]) -> BTreeMap<String, String> {
     let out = Command::new(root().join("scripts/redis"))
         .args(args)
         .output()
@@ -24,44 +28,108 @@ fn scripts_redis(args: &[&str], line: &str) -> String {
     );
     stdout
         .lines()
-        .find_map(|l| l.strip_prefix(line))
-        .unwrap_or_else(|| panic!("no {line} from scripts/redis: {stdout}"))
-        .to_string()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-/// A Redis from `var` when set, else the one `scripts/redis ARGS` starts (once per run),
-/// given by its line `NAME=URL`.
-fn redis_from(
-    var: &str,
-    once: &'static std::sync::OnceLock<String>,
-    args: &[&str],
-    line: &str,
-) -> String {
-    if let Ok(u) = std::env::var(var)
-        && !u.is_empty()
-    {
-        return u;
+/// Where a test's Redis is and how to reach it.
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    cluster: bool,
+    /// The CA of a TLS node's certificate (`REDIS_TLS_CA_FILE`).
+    ca: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    /// A connection of the test's own.
+    fn connect(&self) -> Box<dyn redis::ConnectionLike> {
+        if self.cluster {
+            let mut b = redis::cluster::ClusterClientBuilder::new(vec![self.url.as_str()]);
+            if let Some(ca) = self.certs() {
+                b = b.certs(ca);
+            }
+            Box::new(b.build().unwrap().get_connection().unwrap())
+        } else {
+            Box::new(self.client().get_connection().unwrap())
+        }
     }
-    once.get_or_init(|| scripts_redis(args, line)).clone()
+
+    /// A client of one node (any node of a cluster, e.g. for pub/sub).
+    fn client(&self) -> redis::Client {
+        match self.certs() {
+            Some(ca) => redis::Client::build_with_tls(self.url.as_str(), ca).unwrap(),
+            None => redis::Client::open(self.url.as_str()).unwrap(),
+        }
+    }
+
+    fn certs(&self) -> Option<redis::TlsCertificates> {
+        self.ca.as_ref().map(|p| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(p).unwrap()),
+        })
+    }
+}
+
+/// A Redis from the environment (`EEG_TEST_{var}`, and `EEG_TEST_REDIS_TLS_CA_FILE` for a
+/// TLS one) when set, else the one `scripts/redis ARGS` starts (once per run).
+fn redis_from(var: &str, once: &'static std::sync::OnceLock<Target>, args: &[&str]) -> Target {
+    let cluster = args[0] == "cluster";
+    let tls = args.contains(&"--tls");
+    let env = |name: &str| {
+        std::env::var(format!("EEG_TEST_{name}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(url) = env(var) {
+        let ca = if tls {
+            Some(
+                env("REDIS_TLS_CA_FILE")
+                    .expect("EEG_TEST_REDIS_TLS_CA_FILE with a TLS node")
+                    .into(),
+            )
+        } else {
+            None
+        };
+        return Target { url, cluster, ca };
+    }
+    once.get_or_init(|| {
+        let lines = scripts_redis(args);
+        let name = if cluster {
+            "REDIS_CLUSTER_URL"
+        } else {
+            "REDIS_URL"
+        };
+        Target {
+            url: lines[name].clone(),
+            cluster,
+            ca: tls.then(|| lines["REDIS_TLS_CA_FILE"].clone().into()),
+        }
+    })
+    .clone()
 }
 
 /// One node, with a password.
-fn redis_url() -> String {
-    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+fn node() -> Target {
+    static ONCE: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
     redis_from(
-        "EEG_TEST_REDIS_URL",
-        &URL,
+        "REDIS_URL",
+        &ONCE,
         &["start", "--port", "16379", "--password", PASSWORD],
-        "REDIS_URL=",
     )
 }
 
+fn redis_url() -> String {
+    node().url
+}
+
 /// Three masters, with a password.
-fn cluster_url() -> String {
-    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+fn cluster() -> Target {
+    static ONCE: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
     redis_from(
-        "EEG_TEST_REDIS_CLUSTER_URL",
-        &URL,
+        "REDIS_CLUSTER_URL",
+        &ONCE,
         &[
             "cluster",
             "--ports",
@@ -69,7 +137,34 @@ fn cluster_url() -> String {
             "--password",
             PASSWORD,
         ],
-        "REDIS_CLUSTER_URL=",
+    )
+}
+
+/// One node over TLS only, its certificate signed by a CA of the test's own.
+fn tls_node() -> Target {
+    static ONCE: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
+    redis_from(
+        "REDIS_TLS_URL",
+        &ONCE,
+        &["start", "--port", "16380", "--password", PASSWORD, "--tls"],
+    )
+}
+
+/// Three masters over TLS (clients, bus and replication), as ElastiCache with in-transit
+/// encryption and cluster mode.
+fn tls_cluster() -> Target {
+    static ONCE: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
+    redis_from(
+        "REDIS_TLS_CLUSTER_URL",
+        &ONCE,
+        &[
+            "cluster",
+            "--ports",
+            "17010,17011,17012",
+            "--password",
+            PASSWORD,
+            "--tls",
+        ],
     )
 }
 
@@ -95,15 +190,14 @@ fn per_session(records: &[Record]) -> BTreeMap<String, Vec<Vec<u8>>> {
 /// Collects what is published on `channels` until each has `want` messages or `limit`
 /// passes; subscribed before this returns.
 fn subscribe(
-    url: &str,
+    target: &Target,
     channels: Vec<String>,
     want: usize,
     limit: Duration,
 ) -> std::thread::JoinHandle<BTreeMap<String, Vec<Vec<u8>>>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let url = url.to_string();
+    let client = target.client();
     let handle = std::thread::spawn(move || {
-        let client = redis::Client::open(url.as_str()).unwrap();
         let mut con = client.get_connection().unwrap();
         let mut ps = con.as_pubsub();
         for c in &channels {
@@ -155,7 +249,8 @@ fn events(con: &mut dyn redis::ConnectionLike, key: &str) -> Vec<Vec<u8>> {
 /// at `url` until Kafka holds every window, and checks Redis against Kafka: each session's
 /// latest key is its last record, its channel had every window in order, its event stream
 /// holds its trigger events, the user's index names the user's session, and keys expire.
-fn mirror(url: &str, cluster: bool, test: &str, n_sessions: usize) {
+fn mirror(target: &Target, test: &str, n_sessions: usize) {
+    let (url, cluster) = (target.url.as_str(), target.cluster);
     let t = Topics::create(test);
     let prefix = prefix(&t);
     let fixture = root().join("fixtures/test_subsecond.edf");
@@ -165,7 +260,7 @@ fn mirror(url: &str, cluster: bool, test: &str, n_sessions: usize) {
         .collect();
     let windows = process_lines(&fixture, &[]).len();
     let live = subscribe(
-        url,
+        target,
         sessions
             .iter()
             .map(|s| format!("{prefix}live:{{{s}}}"))
@@ -190,6 +285,10 @@ fn mirror(url: &str, cluster: bool, test: &str, n_sessions: usize) {
     ];
     if cluster {
         env.push(("REDIS_CLUSTER", "true"));
+    }
+    let ca = target.ca.as_ref().map(|p| p.to_str().unwrap().to_string());
+    if let Some(ca) = &ca {
+        env.push(("REDIS_TLS_CA_FILE", ca));
     }
     let started = Instant::now();
     let service = Service::start_with(&t, "redis", &[], &env);
@@ -226,16 +325,7 @@ fn mirror(url: &str, cluster: bool, test: &str, n_sessions: usize) {
 
     let kafka = per_session(&records);
     assert_eq!(kafka.len(), n_sessions);
-    let mut con: Box<dyn redis::ConnectionLike> = if cluster {
-        Box::new(
-            redis::cluster::ClusterClient::new(vec![url])
-                .unwrap()
-                .get_connection()
-                .unwrap(),
-        )
-    } else {
-        Box::new(redis::Client::open(url).unwrap().get_connection().unwrap())
-    };
+    let mut con = target.connect();
     let con = con.as_mut();
     for s in &sessions {
         let want = &kafka[s];
@@ -278,22 +368,68 @@ fn mirror(url: &str, cluster: bool, test: &str, n_sessions: usize) {
             "{channel}: not every window in order"
         );
     }
+    if cluster {
+        // Where the keys went: the hash tags spread sessions over the masters.
+        let mut per_node = Vec::new();
+        for (_, node_url) in cluster_nodes(target) {
+            let node = Target {
+                url: node_url,
+                cluster: false,
+                ca: target.ca.clone(),
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut node.client().get_connection().unwrap())
+                .unwrap();
+            per_node.push(keys.len());
+        }
+        println!("redis cluster: keys per master {per_node:?}");
+    }
     println!(
-        "redis {}: {n_sessions} sessions, {} windows; Kafka complete {kafka_s:.2} s, Redis {redis_s:.2} s after the start",
+        "redis {}{}: {n_sessions} sessions, {} windows; Kafka complete {kafka_s:.2} s, Redis {redis_s:.2} s after the start",
         if cluster { "cluster" } else { "node" },
+        if target.ca.is_some() { " over TLS" } else { "" },
         windows * n_sessions
     );
 }
 
+/// The masters of a cluster as (node id, URL with the target's password and scheme).
+fn cluster_nodes(target: &Target) -> Vec<(String, String)> {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut target.client().get_connection().unwrap())
+        .unwrap();
+    let (scheme, rest) = target.url.split_once("://").unwrap();
+    let auth = rest.rsplit_once('@').map_or("", |x| x.0);
+    nodes
+        .lines()
+        .filter(|l| l.contains("master"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let addr = f[1].split('@').next().unwrap();
+            (f[0].to_string(), format!("{scheme}://{auth}@{addr}"))
+        })
+        .collect()
+}
+
 #[test]
 fn redis_holds_what_kafka_holds_and_subscribers_get_every_window_in_order() {
-    mirror(&redis_url(), false, "redis-node", 2);
+    mirror(&node(), "redis-node", 2);
 }
 
 #[test]
 fn a_redis_cluster_holds_what_kafka_holds() {
-    let url = cluster_url();
-    mirror(&url, true, "redis-cluster", 4);
+    mirror(&cluster(), "redis-cluster", 6);
+}
+
+#[test]
+fn redis_over_tls_with_a_private_ca_holds_what_kafka_holds() {
+    mirror(&tls_node(), "redis-tls", 2);
+}
+
+#[test]
+fn a_redis_cluster_over_tls_holds_what_kafka_holds() {
+    mirror(&tls_cluster(), "redis-tls-cluster", 4);
 }
 
 #[test]
@@ -504,6 +640,7 @@ fn redis_settings_that_cannot_work_are_one_line_and_processing_goes_on() {
     } else {
         wrong_password
     };
+    let tls = tls_node().url;
     let fixture = root().join("fixtures/test_subsecond.edf");
     let reference = process_lines(&fixture, &[]);
     for (case, url, hint) in [
@@ -517,6 +654,8 @@ fn redis_settings_that_cannot_work_are_one_line_and_processing_goes_on() {
             "redis://no-such-host.invalid:6379",
             "cannot resolve",
         ),
+        // A TLS node whose CA the system does not trust, and no REDIS_TLS_CA_FILE.
+        ("untrusted-certificate", tls.as_str(), "not trusted"),
     ] {
         let t = Topics::create(&format!("redis-{case}"));
         replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);

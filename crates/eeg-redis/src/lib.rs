@@ -49,6 +49,10 @@ pub struct RedisConfig {
     pub events_max: usize,
     /// Bound on connecting and on each round trip.
     pub timeout: Duration,
+    /// PEM file of the CA(s) to trust for `rediss://` instead of the system's (a self-hosted
+    /// Redis with a private CA; ElastiCache's certificates chain to a public root the
+    /// system store holds).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -64,6 +68,7 @@ impl RedisConfig {
             queue: 10_000,
             events_max: 1_000,
             timeout: Duration::from_secs(5),
+            tls_ca_file: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub enum ConfigError {
     Prefix(String),
     #[error("{name} must be at least 1")]
     Zero { name: &'static str },
+    #[error("REDIS_TLS_CA_FILE {path}: {reason}")]
+    CaFile { path: String, reason: String },
 }
 
 /// The URL with its password replaced, for logs and `/health`.
@@ -227,6 +234,35 @@ impl Shared {
     }
 }
 
+/// The CA file's PEM, checked to hold at least one certificate, for a `rediss://` URL only.
+fn read_ca(
+    path: &std::path::Path,
+    info: &redis::ConnectionInfo,
+) -> Result<redis::TlsCertificates, ConfigError> {
+    let error = |reason: String| ConfigError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        return Err(error(
+            "set, but REDIS_URL is redis:// (no TLS); use rediss://".into(),
+        ));
+    }
+    let pem = std::fs::read(path).map_err(|e| error(format!("cannot read it: {e}")))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(error(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    })
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -273,7 +309,19 @@ impl RedisCache {
             settings = settings.set_password(p);
         }
         let info = info.set_redis_settings(settings);
-        let client = writer::Client::new(info, &config).map_err(|e| url_error(e.to_string()))?;
+        let ca = match &config.tls_ca_file {
+            None => None,
+            Some(path) => Some(read_ca(path, &info)?),
+        };
+        let client =
+            writer::Client::new(info, &config, ca).map_err(|e| match &config.tls_ca_file {
+                // The URL was parsed above: what building the client still checks is the CA.
+                Some(path) => ConfigError::CaFile {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                },
+                None => url_error(e.to_string()),
+            })?;
         let shared = Arc::new(Shared::new(config, keys));
         let for_writer = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -436,6 +484,39 @@ mod tests {
         let mut c = RedisConfig::new("redis://h:1");
         c.queue = 0;
         assert_eq!(bad(c), "REDIS_QUEUE must be at least 1");
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_work_is_named() {
+        let dir = std::env::temp_dir().join(format!("eeg-redis-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = |url: &str, pem: Option<&str>| {
+            let path = dir.join("ca.pem");
+            match pem {
+                Some(p) => std::fs::write(&path, p).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            let mut c = RedisConfig::new(url);
+            c.tls_ca_file = Some(path.clone());
+            let e = RedisCache::start(c).unwrap_err().to_string();
+            let prefix = format!("REDIS_TLS_CA_FILE {}: ", path.display());
+            assert!(e.starts_with(&prefix), "{e}");
+            e[prefix.len()..].to_string()
+        };
+        assert_eq!(
+            bad("redis://h:1", Some("")),
+            "set, but REDIS_URL is redis:// (no TLS); use rediss://"
+        );
+        assert!(bad("rediss://h:1", None).starts_with("cannot read it: "));
+        assert_eq!(
+            bad("rediss://h:1", Some("not a certificate")),
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        );
+        let broken = "-----BEGIN CERTIFICATE-----\nbm90IERFUg==\n-----END CERTIFICATE-----\n";
+        assert!(!bad("rediss://h:1", Some(broken)).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -70,33 +70,48 @@ enum Kind {
 }
 
 impl Client {
-    pub(crate) fn new(info: ConnectionInfo, config: &RedisConfig) -> Result<Client, RedisError> {
+    /// `ca`: the CA to trust instead of the system's, for `rediss://`.
+    pub(crate) fn new(
+        info: ConnectionInfo,
+        config: &RedisConfig,
+        ca: Option<redis::TlsCertificates>,
+    ) -> Result<Client, RedisError> {
         let host = match info.addr() {
             redis::ConnectionAddr::Tcp(h, p) => Some((h.clone(), *p)),
             redis::ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
             _ => None,
         };
         Ok(Client {
-            kind: Client::kind(info, config)?,
+            kind: Client::kind(info, config, ca)?,
             host,
             timeout: config.timeout,
         })
     }
 
-    fn kind(info: ConnectionInfo, config: &RedisConfig) -> Result<Kind, RedisError> {
+    fn kind(
+        info: ConnectionInfo,
+        config: &RedisConfig,
+        ca: Option<redis::TlsCertificates>,
+    ) -> Result<Kind, RedisError> {
         if config.cluster {
-            let client = redis::cluster::ClusterClientBuilder::new(vec![info])
+            let mut builder = redis::cluster::ClusterClientBuilder::new(vec![info])
                 .connection_timeout(config.timeout)
                 .response_timeout(config.timeout)
                 // The writer retries itself, with the queue bounded meanwhile.
-                .retries(1)
-                .build()?;
-            Ok(Kind::Cluster(client))
+                .retries(1);
+            if let Some(ca) = ca {
+                builder = builder.certs(ca);
+            }
+            Ok(Kind::Cluster(builder.build()?))
         } else {
             let settings = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.timeout))
                 .set_response_timeout(Some(config.timeout));
-            Ok(Kind::Single(redis::Client::open(info)?, settings))
+            let client = match ca {
+                Some(ca) => redis::Client::build_with_tls(info, ca)?,
+                None => redis::Client::open(info)?,
+            };
+            Ok(Kind::Single(client, settings))
         }
     }
 
@@ -378,6 +393,14 @@ fn describe(e: &RedisError, cluster: bool) -> String {
         || (cluster && lower.contains("cluster_slots"))
     {
         "the server is not a cluster: unset REDIS_CLUSTER"
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("self-signed")
+        || lower.contains("self signed")
+    {
+        "the server's TLS certificate is not trusted (its CA is neither in the system's store nor in REDIS_TLS_CA_FILE)"
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        "the server's TLS certificate does not name the host in REDIS_URL (use the endpoint's DNS name)"
     } else if lower.contains("tls") || lower.contains("ssl") || lower.contains("certificate") {
         "TLS failed (rediss:// needs in-transit encryption on the server, redis:// needs it off)"
     } else if e.is_connection_dropped() || lower.contains("connection reset") {
