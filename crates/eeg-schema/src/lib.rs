@@ -77,6 +77,7 @@
 mod error;
 mod processed;
 mod raw;
+mod raw_protobuf;
 mod trigger;
 
 pub use eeg_dsp::{Indices, Quality};
@@ -87,6 +88,10 @@ pub use processed::{
     encode_processed,
 };
 pub use raw::{Limits, MAX_CHANNEL_NAME_BYTES, MAX_ID_BYTES, RawBatch, RawBatchParts, decode_raw};
+pub use raw_protobuf::{
+    JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE, RAW_PROTO, RAW_PROTOBUF_MESSAGE, RawEncoding,
+    RawMeta, RawSamples, RawUnits, decode_raw_as, decode_raw_protobuf, encode_raw_protobuf,
+};
 pub use trigger::{
     DecodeError as TriggerDecodeError, EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord,
     decode_trigger,
