@@ -178,14 +178,16 @@ impl RawUnits {
 }
 
 // The message types, written out with prost's derive rather than generated from the
-// .proto by prost-build in a build script. Clean builds on the project's 2-core machine: the
-// derive alone costs what prost and prost-derive take to compile (about 9 s on their own,
-// less in this workspace, which builds syn anyway); prost-build and protox as
-// build-dependencies add about 40 s to every clean build of everything that depends on this
-// crate, the service's release and Docker builds included, in each profile. The .proto
-// stays the contract: the test `types_match_the_proto` compiles it with protox (a
-// dev-dependency, so only test builds pay for it) and checks that messages these types
-// encode decode field by field with the .proto's descriptors, and the reverse.
+// .proto by prost-build in a build script. Clean builds on the project's 2-core machine: in
+// this workspace prost, prost-derive and bytes take about 8 s of compile time, which runs
+// beside eeg-dsp's, so a clean build is hardly longer. prost-build and protox as
+// build-dependencies took 50 s against 9 s for prost alone in a scratch crate: a build script
+// that every clean build of everything depending on this crate (the service's dev, release
+// and container builds, and CI's clippy and test builds, once per profile) would wait for.
+// The .proto stays the contract: the test `types_match_the_proto` compiles it with protox (a
+// dev-dependency, so only test builds pay for it, and unoptimised: see the root Cargo.toml)
+// and checks that messages these types encode decode field by field with the .proto's
+// descriptors, and the reverse.
 //
 // The names are those of the .proto: prost's decode errors name "RawBatch.channels" etc.
 mod wire {
@@ -709,8 +711,10 @@ fn write_message(meta: &RawMeta<'_>, samples: RawSamples<'_>, out: &mut Vec<u8>)
             let bps = usize::from(bytes_per_sample);
             if !data.is_empty() {
                 put_len(out, tag::DATA, data.len() * bps);
-                for v in data {
-                    out.extend_from_slice(&v.to_le_bytes()[..bps]);
+                match bps {
+                    2 => put_le::<2, _, _>(out, data, |v| v.to_le_bytes()),
+                    3 => put_le::<3, _, _>(out, data, |v| v.to_le_bytes()),
+                    _ => put_le::<4, _, _>(out, data, |v| v.to_le_bytes()),
                 }
             }
             put_f64s(out, tag::SCALE, scale);
@@ -719,9 +723,7 @@ fn write_message(meta: &RawMeta<'_>, samples: RawSamples<'_>, out: &mut Vec<u8>)
         RawSamples::Float32(values) => {
             if !values.is_empty() {
                 put_len(out, tag::VALUES, values.len() * 4);
-                for v in values {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
+                put_le::<4, _, _>(out, values, |v| v.to_le_bytes());
             }
         }
         RawSamples::Float64(values) => put_f64s(out, tag::VALUES, values),
@@ -754,8 +756,24 @@ fn put_f64s(out: &mut Vec<u8>, tag: u32, values: &[f64]) {
         return;
     }
     put_len(out, tag, values.len() * 8);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+    put_le::<8, _, _>(out, values, |v| v.to_le_bytes());
+}
+
+/// Appends the first N bytes of each value's little-endian form (for a digital value in
+/// range, its N-byte two's complement). The output is grown once and filled in fixed-size
+/// chunks, with no capacity check per value.
+#[inline(always)]
+fn put_le<const N: usize, T: Copy, const W: usize>(
+    out: &mut Vec<u8>,
+    values: &[T],
+    le_bytes: impl Fn(T) -> [u8; W],
+) {
+    const { assert!(N <= W, "a value has W bytes, N of them are written") };
+    let start = out.len();
+    out.resize(start + values.len() * N, 0);
+    let (chunks, _) = out[start..].as_chunks_mut::<N>();
+    for (dst, &v) in chunks.iter_mut().zip(values) {
+        dst.copy_from_slice(&le_bytes(v)[..N]);
     }
 }
 
