@@ -405,7 +405,9 @@ pub fn decode_raw_protobuf(bytes: &[u8], limits: &Limits) -> Result<RawBatch, Sc
             values
         }
     };
-    check_finite(&samples, per_channel, &msg.channels, units.units())?;
+    if !all_finite(&samples) {
+        check_finite(&samples, per_channel, &msg.channels, units.units())?;
+    }
     Ok(RawBatch {
         session_id: msg.session_id,
         device_id: msg.device_id,
@@ -443,6 +445,16 @@ fn protobuf_problem(display: &str) -> String {
     fields.reverse();
     fields.push(rest);
     fields.join(": ")
+}
+
+/// Whether every value is finite. The values are nearly always all finite, so this looks
+/// at every one without stopping at the first failure, which lets the compiler check several
+/// at once (a search for the first non-finite value, as `check_finite` does to name it, took
+/// a third of the decoding time); `check_finite` runs only when there is one to name.
+fn all_finite(values: &[f64]) -> bool {
+    values
+        .chunks(512)
+        .all(|chunk| chunk.iter().fold(true, |ok, v| ok & v.is_finite()))
 }
 
 /// How many `channels` entries the message holds, read from its top-level fields without
