@@ -43,6 +43,13 @@
 //! [`SignalHeader::microvolts_per_unit`]); signals in any other unit are
 //! returned in that unit unchanged.
 //!
+//! [`EdfReader::read_record_digital`] yields a record's digital values instead,
+//! unscaled, for a consumer that scales them itself (e.g. a replay sending
+//! binary `eeg.raw/1` with each signal's `bitvalue` and `offset` from
+//! [`SignalHeader::scaling`]). Evaluating `bitvalue * (offset + digital)` in
+//! f64 and then multiplying by the unit's factor (skipped for µV) reproduces
+//! [`EdfReader::read_record`]'s values bit for bit.
+//!
 //! ## Annotations and record onsets
 //!
 //! Signals labelled `EDF Annotations` or `BDF Annotations` hold text, not
@@ -101,5 +108,5 @@ mod writer;
 
 pub use error::EdfError;
 pub use header::{Format, Header, MAX_RECORD_BYTES, MAX_SIGNALS, SignalHeader, StartTime};
-pub use reader::{EdfReader, Record};
+pub use reader::{DigitalRecord, EdfReader, Record};
 pub use writer::{EdfWriter, WriteFormat, WriteSignal, WriteSpec, write_edf};

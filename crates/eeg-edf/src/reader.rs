@@ -56,26 +56,18 @@ impl Record {
     pub fn signal(&self, data_signal_index: usize) -> &[f64] {
         match self.get_signal(data_signal_index) {
             Some(s) => s,
-            None => panic!(
-                "data signal index {data_signal_index} out of range: the record has {} data signals",
-                self.n_signals()
-            ),
+            None => signal_out_of_range(data_signal_index, self.n_signals()),
         }
     }
 
     /// Samples of data signal `data_signal_index`, or `None` when out of range.
     pub fn get_signal(&self, data_signal_index: usize) -> Option<&[f64]> {
-        let start = *self.bounds.get(data_signal_index)?;
-        let end = *self.bounds.get(data_signal_index + 1)?;
-        self.samples.get(start..end)
+        signal_slice(&self.samples, &self.bounds, data_signal_index)
     }
 
     /// All data signals in order.
     pub fn signals(&self) -> impl Iterator<Item = &[f64]> {
-        self.bounds.windows(2).filter_map(|w| match *w {
-            [a, b] => self.samples.get(a..b),
-            _ => None,
-        })
+        signal_slices(&self.samples, &self.bounds)
     }
 
     /// Index of this record in the file, from 0.
@@ -90,6 +82,90 @@ impl Record {
     pub fn onset_s(&self) -> f64 {
         self.onset_s
     }
+}
+
+/// Digital samples of one data record as the file stores them, before any
+/// scaling, reused from one [`EdfReader::read_record_digital`] call to the next.
+///
+/// This is what a replay sends when the consumer is to do the scaling itself:
+/// with `(scale, offset) = SignalHeader::scaling()`, `scale * (offset +
+/// f64::from(digital))` is bit for bit the physical value the reader yields
+/// before its unit conversion (see the crate documentation, "Scaling and units").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DigitalRecord {
+    samples: Vec<i32>,
+    /// `bounds[i]..bounds[i + 1]` is data signal i within `samples`.
+    bounds: Vec<usize>,
+    index: u64,
+    onset_s: f64,
+}
+
+impl DigitalRecord {
+    /// An empty record, to be filled by [`EdfReader::read_record_digital`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of data signals (annotation signals are not included).
+    pub fn n_signals(&self) -> usize {
+        self.bounds.len().saturating_sub(1)
+    }
+
+    /// Digital samples of data signal `data_signal_index`, in the order of
+    /// [`Header::data_signals`] (the same indexing as [`Record::signal`]):
+    /// sign-extended 16-bit (EDF) or 24-bit (BDF) values.
+    ///
+    /// # Panics
+    ///
+    /// If `data_signal_index >= self.n_signals()`, like slice indexing; see
+    /// [`DigitalRecord::get_signal`] for a checked variant.
+    pub fn signal(&self, data_signal_index: usize) -> &[i32] {
+        match self.get_signal(data_signal_index) {
+            Some(s) => s,
+            None => signal_out_of_range(data_signal_index, self.n_signals()),
+        }
+    }
+
+    /// Digital samples of data signal `data_signal_index`, or `None` when out of
+    /// range.
+    pub fn get_signal(&self, data_signal_index: usize) -> Option<&[i32]> {
+        signal_slice(&self.samples, &self.bounds, data_signal_index)
+    }
+
+    /// All data signals in order.
+    pub fn signals(&self) -> impl Iterator<Item = &[i32]> {
+        signal_slices(&self.samples, &self.bounds)
+    }
+
+    /// Index of this record in the file, from 0.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Start of this record in seconds from the start of the recording, as
+    /// [`Record::onset_s`].
+    pub fn onset_s(&self) -> f64 {
+        self.onset_s
+    }
+}
+
+fn signal_slice<'a, T>(samples: &'a [T], bounds: &[usize], i: usize) -> Option<&'a [T]> {
+    let start = *bounds.get(i)?;
+    let end = *bounds.get(i.checked_add(1)?)?;
+    samples.get(start..end)
+}
+
+fn signal_slices<'a, T>(samples: &'a [T], bounds: &'a [usize]) -> impl Iterator<Item = &'a [T]> {
+    bounds.windows(2).filter_map(|w| match *w {
+        [a, b] => samples.get(a..b),
+        _ => None,
+    })
+}
+
+#[cold]
+#[track_caller]
+fn signal_out_of_range(i: usize, n: usize) -> ! {
+    panic!("data signal index {i} out of range: the record has {n} data signals")
 }
 
 /// Streaming reader of EDF, EDF+, BDF and BDF+ files: parses and validates the
@@ -385,13 +461,60 @@ impl<R: Read> EdfReader<R> {
     ///
     /// After an error the stream position is unknown, so every later call fails.
     pub fn read_record(&mut self, out: &mut Record) -> Result<bool, EdfError> {
+        let Some((index, onset_s)) = self.advance()? else {
+            return Ok(false);
+        };
+        if out.bounds != self.bounds {
+            out.bounds.clone_from(&self.bounds);
+        }
+        out.samples.resize(self.n_samples, 0.0);
+        if self.bdf {
+            decode::<3>(&self.buf, &self.plans, &mut out.samples, i24_le);
+        } else {
+            decode::<2>(&self.buf, &self.plans, &mut out.samples, i16_le);
+        }
+        out.index = index;
+        out.onset_s = onset_s;
+        Ok(true)
+    }
+
+    /// Reads the next data record into `out` as the file stores it: the
+    /// digital value of every sample of every data signal, unscaled. Scale them
+    /// with each signal's [`SignalHeader::scaling`] (as
+    /// [`SignalHeader::to_physical`] does) and its
+    /// [`SignalHeader::microvolts_per_unit`] to get what
+    /// [`EdfReader::read_record`] yields. Records, onsets, errors and the end of
+    /// the file are exactly those of `read_record`, which this may be mixed with
+    /// (each call consumes one record). `out` is resized on the first call only.
+    pub fn read_record_digital(&mut self, out: &mut DigitalRecord) -> Result<bool, EdfError> {
+        let Some((index, onset_s)) = self.advance()? else {
+            return Ok(false);
+        };
+        if out.bounds != self.bounds {
+            out.bounds.clone_from(&self.bounds);
+        }
+        out.samples.resize(self.n_samples, 0);
+        if self.bdf {
+            decode_digital::<3>(&self.buf, &self.plans, &mut out.samples, i24_le);
+        } else {
+            decode_digital::<2>(&self.buf, &self.plans, &mut out.samples, i16_le);
+        }
+        out.index = index;
+        out.onset_s = onset_s;
+        Ok(true)
+    }
+
+    /// Moves to the next record, shared by the physical and the digital
+    /// reading: its bytes end up in `buf`, and its index and onset (s) are
+    /// returned; `None` after the last record.
+    fn advance(&mut self) -> Result<Option<(u64, f64)>, EdfError> {
         if self.poisoned {
             return Err(EdfError::Poisoned {
                 file: self.name.clone(),
             });
         }
         if self.next >= self.header.n_records {
-            return Ok(false);
+            return Ok(None);
         }
         if self.first_pending {
             self.first_pending = false;
@@ -404,20 +527,9 @@ impl<R: Read> EdfReader<R> {
         } else {
             self.next as f64 * self.header.record_duration_s
         };
-
-        if out.bounds != self.bounds {
-            out.bounds.clone_from(&self.bounds);
-        }
-        out.samples.resize(self.n_samples, 0.0);
-        if self.bdf {
-            decode::<3>(&self.buf, &self.plans, &mut out.samples, i24_le);
-        } else {
-            decode::<2>(&self.buf, &self.plans, &mut out.samples, i16_le);
-        }
-        out.index = self.next;
-        out.onset_s = onset_s;
+        let index = self.next;
         self.next += 1;
-        Ok(true)
+        Ok(Some((index, onset_s)))
     }
 
     /// Reads record `self.next` into `buf`, poisoning the reader on failure.
@@ -495,6 +607,28 @@ fn decode<const N: usize>(buf: &[u8], plans: &[Plan], out: &mut [f64], sample: f
             // EDFlib's formula, evaluated in its order so values match it exactly;
             // the unit factor is applied afterwards (a no-op for µV).
             *o = bitvalue * (offset + f64::from(sample(c))) * to_uv;
+        }
+    }
+}
+
+/// The digital values of every data signal of a record, sign-extended; the
+/// same ranges as [`decode`].
+#[inline(always)]
+fn decode_digital<const N: usize>(
+    buf: &[u8],
+    plans: &[Plan],
+    out: &mut [i32],
+    sample: fn([u8; N]) -> i32,
+) {
+    for p in plans {
+        let src = buf.get(p.byte_start..p.byte_start + p.len * N);
+        let dst = out.get_mut(p.out_start..p.out_start + p.len);
+        let (Some(src), Some(dst)) = (src, dst) else {
+            continue;
+        };
+        let (chunks, _) = src.as_chunks::<N>();
+        for (o, &c) in dst.iter_mut().zip(chunks) {
+            *o = sample(c);
         }
     }
 }

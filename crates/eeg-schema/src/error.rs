@@ -32,6 +32,17 @@ pub enum SchemaError {
         field: Cow<'static, str>,
         problem: String,
     },
+    /// The bytes are not a Protocol Buffers message of the expected type (binary
+    /// `eeg.raw/1`); `problem` is the decoder's reason, naming the message and field.
+    #[error("invalid protobuf: {problem}")]
+    Protobuf { problem: String },
+    /// A header of the Kafka record that carried the message, e.g. an unknown
+    /// `content-type`.
+    #[error("header '{header}': {problem}")]
+    Header {
+        header: &'static str,
+        problem: String,
+    },
 }
 
 impl SchemaError {
@@ -109,6 +120,13 @@ pub(crate) fn from_json(e: &serde_json::Error, in_field: Option<&'static str>) -
             problem,
         },
     }
+}
+
+/// A decoder's message (e.g. prost's) kept on one line and shortened like the JSON parser's.
+pub(crate) fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(PROBLEM_MAX_CHARS));
+    push_escaped(&mut out, msg, PROBLEM_MAX_CHARS);
+    out
 }
 
 /// The parser's message without its position suffix (kept in separate fields), on one line,

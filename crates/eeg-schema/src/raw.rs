@@ -55,9 +55,9 @@ pub struct RawBatch {
     pub sample_rate_hz: f64,
     pub channels: Vec<String>,
     /// Row `c` is `samples[c * per_channel..(c + 1) * per_channel]`.
-    samples: Vec<f64>,
+    pub(crate) samples: Vec<f64>,
     /// At least 1.
-    per_channel: usize,
+    pub(crate) per_channel: usize,
 }
 
 /// Everything a [`RawBatch`] is made of, for [`RawBatch::new`] and [`RawBatch::into_parts`].
@@ -286,14 +286,14 @@ pub fn decode_raw(bytes: &[u8], limits: &Limits) -> Result<RawBatch, SchemaError
 
 /// The unit of the samples in a message.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Units {
+pub(crate) enum Units {
     Microvolts,
     Millivolts,
     Volts,
 }
 
 impl Units {
-    fn to_microvolts(self) -> f64 {
+    pub(crate) fn to_microvolts(self) -> f64 {
         match self {
             Units::Microvolts => 1.0,
             Units::Millivolts => 1e3,
@@ -311,19 +311,19 @@ impl Units {
 }
 
 /// The checks that do not look at sample values.
-struct Header<'a> {
-    session_id: &'a str,
-    device_id: &'a str,
-    user_id: Option<&'a str>,
-    start_ms: i64,
-    sample_rate_hz: f64,
-    channels: &'a [String],
-    rows: usize,
-    per_channel: usize,
+pub(crate) struct Header<'a> {
+    pub(crate) session_id: &'a str,
+    pub(crate) device_id: &'a str,
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) start_ms: i64,
+    pub(crate) sample_rate_hz: f64,
+    pub(crate) channels: &'a [String],
+    pub(crate) rows: usize,
+    pub(crate) per_channel: usize,
 }
 
 impl Header<'_> {
-    fn validate(&self, limits: &Limits) -> Result<(), SchemaError> {
+    pub(crate) fn validate(&self, limits: &Limits) -> Result<(), SchemaError> {
         check_id("session_id", self.session_id)?;
         check_id("device_id", self.device_id)?;
         if let Some(u) = self.user_id {
@@ -382,7 +382,7 @@ fn too_many_per_row(n: usize, limit: usize) -> String {
     format!("{n} samples per channel, at most {limit} (limit max_samples_per_channel)")
 }
 
-fn too_many_channels(n: usize, limit: usize) -> String {
+pub(crate) fn too_many_channels(n: usize, limit: usize) -> String {
     format!("{n} channels, at most {limit} (limit max_channels)")
 }
 
@@ -473,7 +473,7 @@ fn find_duplicate(names: &[String]) -> Option<(usize, usize)> {
         .min_by_key(|&(_, second)| second)
 }
 
-fn check_finite(
+pub(crate) fn check_finite(
     samples: &[f64],
     per_channel: usize,
     channels: &[String],

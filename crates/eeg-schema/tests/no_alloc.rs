@@ -1,11 +1,13 @@
 //! Encoding a processed record allocates nothing once the output buffer has room: it runs
 //! once per window per session on the output path. Decoding a raw batch allocates in
-//! proportion to the message, whatever its fields claim.
+//! proportion to the message, whatever its fields claim; decoding a binary one allocates
+//! nothing per sample beyond its output and prost's one copy of the digital bytes.
 
 use eeg_dsp::{OwnedWindow, ProcessingConfig, SessionProcessor, Window};
 use eeg_schema::{
-    ChannelFeatures, Indices, Limits, ProcessedRecord, Quality, SessionMeta, WindowFeatures,
-    decode_raw, encode_processed,
+    ChannelFeatures, Indices, Limits, ProcessedRecord, Quality, RawMeta, RawSamples, RawUnits,
+    SessionMeta, WindowFeatures, decode_raw, decode_raw_protobuf, encode_processed,
+    encode_raw_protobuf,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -149,4 +151,103 @@ fn decoding_reserves_memory_in_proportion_to_the_message() {
         "{used} bytes for a {}-byte message",
         msg.len()
     );
+}
+
+/// A binary batch of 24-bit digital samples, `n` per channel.
+fn digital_message(n_ch: usize, n: usize) -> Vec<u8> {
+    let channels: Vec<String> = (0..n_ch).map(|c| format!("E{c}")).collect();
+    let data: Vec<i32> = (0..n_ch * n)
+        .map(|i| (i as i32 * 7919) % 8_000_000 - 4_000_000)
+        .collect();
+    let meta = RawMeta {
+        session_id: "s-42",
+        device_id: "bud-7",
+        user_id: Some("u-1"),
+        seq: 1,
+        start_ms: 1_732_270_000_000,
+        sample_rate_hz: 500.0,
+        channels: &channels,
+        units: RawUnits::Microvolts,
+    };
+    let samples = RawSamples::Digital {
+        bytes_per_sample: 3,
+        data: &data,
+        scale: &vec![0.022_351_741_790_771_484; n_ch],
+        offset: &vec![0.0; n_ch],
+    };
+    let mut out = Vec::new();
+    encode_raw_protobuf(&meta, samples, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn decoding_digital_protobuf_allocates_only_per_message_and_per_channel() {
+    let limits = Limits::default();
+    let count = |msg: &[u8]| {
+        let (before, bytes_before) = (allocations(), allocated_bytes());
+        let batch = decode_raw_protobuf(msg, &limits).unwrap();
+        let counts = (allocations() - before, allocated_bytes() - bytes_before);
+        drop(batch);
+        counts
+    };
+    let short = digital_message(64, 50);
+    let long = digital_message(64, 500);
+    let (n_short, _) = count(&short);
+    let (n_long, bytes_long) = count(&long);
+    // Nothing per sample: ten times the samples, the same allocations (the names, ids,
+    // scale and offset, prost's copy of the bytes, the output).
+    assert_eq!(n_short, n_long);
+    // Bytes: prost's one copy of the data (3 per sample) and the output (8 per sample),
+    // plus the small per-channel vectors; no second copy of either.
+    let samples = 64 * 500;
+    assert!(
+        bytes_long < 11 * samples + 16 * 1024,
+        "{bytes_long} bytes for {samples} samples"
+    );
+}
+
+#[test]
+fn encoding_protobuf_does_not_allocate_once_the_buffer_has_room() {
+    let channels: Vec<String> = (0..8).map(|c| format!("C{c}")).collect();
+    let data: Vec<i32> = (0..8 * 32).collect();
+    let (scale, offset) = ([0.5; 8], [0.0; 8]);
+    let meta = RawMeta {
+        session_id: "s-42",
+        device_id: "bud-7",
+        user_id: None,
+        seq: 1,
+        start_ms: 1_732_270_000_000,
+        sample_rate_hz: 250.0,
+        channels: &channels,
+        units: RawUnits::Microvolts,
+    };
+    let mut out = Vec::with_capacity(1 << 14);
+    let batch = decode_raw_protobuf(&digital_message(8, 32), &Limits::default()).unwrap();
+    let before = allocations();
+    for _ in 0..10 {
+        out.clear();
+        let samples = RawSamples::Digital {
+            bytes_per_sample: 3,
+            data: &data,
+            scale: &scale,
+            offset: &offset,
+        };
+        encode_raw_protobuf(&meta, samples, &mut out).unwrap();
+        out.clear();
+        batch.encode_protobuf(&mut out);
+    }
+    assert_eq!(allocations() - before, 0);
+}
+
+#[test]
+fn too_many_channel_names_are_rejected_before_they_are_allocated() {
+    // 200,000 empty names in 400 KB: prost would make a String of each.
+    let msg = [0x42, 0x00].repeat(200_000);
+    let before = allocated_bytes();
+    let e = decode_raw_protobuf(&msg, &Limits::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "field 'channels': 200000 channels, at most 1024 (limit max_channels)"
+    );
+    assert!(allocated_bytes() - before < 1024);
 }

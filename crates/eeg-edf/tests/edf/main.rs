@@ -2,6 +2,7 @@
 
 mod common;
 mod corrupt;
+mod digital;
 mod fixtures;
 mod fuzz;
 mod units;
