@@ -11,7 +11,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use eeg_schema::{Limits, RawBatch, RawBatchParts};
+use eeg_schema::{
+    Limits, RawBatch, RawBatchParts, RawEncoding, RawMeta, RawSamples, RawUnits,
+    encode_raw_protobuf,
+};
 
 use crate::BadInput;
 use crate::run::KafkaArgs;
@@ -46,6 +49,11 @@ pub struct ReplayArgs {
     /// Replay only these signals (EDF/BDF labels, comma-separated), in this order.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub channels: Option<Vec<String>>,
+    /// Wire encoding of the messages: JSON, or Protocol Buffers with the header
+    /// `content-type: application/x-protobuf` (EDF/BDF signals then go as their digital
+    /// values with their scale, so nothing is rounded; JSONL input as 64-bit floats).
+    #[arg(long, value_enum, default_value_t = Encoding::Json)]
+    pub encoding: Encoding,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -54,6 +62,12 @@ pub struct ReplayArgs {
     #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    Json,
+    Protobuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,6 +123,7 @@ impl ProducerContext for Deliveries {
 struct Player {
     producer: ThreadedProducer<Deliveries>,
     topic: String,
+    encoding: Encoding,
     speed: Speed,
     started: Instant,
     copies: u32,
@@ -118,9 +133,8 @@ struct Player {
 }
 
 impl Player {
-    /// Publishes `batch` (and its copies), first waiting until `at_s` seconds of recording
-    /// time have passed at the chosen speed.
-    fn play(&mut self, batch: RawBatch, at_s: f64) -> anyhow::Result<()> {
+    /// Waits until `at_s` seconds of recording time have passed at the chosen speed.
+    fn pace(&self, at_s: f64) {
         if let Speed::Factor(f) = self.speed {
             let due = self.started + Duration::from_secs_f64(at_s / f);
             let now = Instant::now();
@@ -128,10 +142,22 @@ impl Player {
                 std::thread::sleep(due - now);
             }
         }
+    }
+
+    /// Publishes `batch` (and its copies) at `at_s` seconds of recording time, in the
+    /// chosen encoding (Protocol Buffers: 64-bit floats, the batch's values exactly).
+    fn play(&mut self, batch: RawBatch, at_s: f64) -> anyhow::Result<()> {
+        self.pace(at_s);
         let samples = (batch.n_channels() * batch.samples_per_channel()) as u64;
+        let encode = |b: &RawBatch, buf: &mut Vec<u8>, encoding: Encoding| {
+            buf.clear();
+            match encoding {
+                Encoding::Json => b.encode_into(buf),
+                Encoding::Protobuf => b.encode_protobuf(buf),
+            }
+        };
         if self.copies == 1 {
-            self.buf.clear();
-            batch.encode_into(&mut self.buf);
+            encode(&batch, &mut self.buf, self.encoding);
             let key = batch.session_id.clone();
             self.send(&key)?;
         } else {
@@ -140,8 +166,7 @@ impl Player {
             for i in 1..=self.copies {
                 parts.session_id = format!("{base}-{i}");
                 let copy = RawBatch::new(parts, &Limits::default())?;
-                self.buf.clear();
-                copy.encode_into(&mut self.buf);
+                encode(&copy, &mut self.buf, self.encoding);
                 let key = copy.session_id.clone();
                 self.send(&key)?;
                 parts = copy.into_parts();
@@ -151,8 +176,50 @@ impl Player {
         Ok(())
     }
 
+    /// Publishes one message of digital samples (and its copies) at `at_s` seconds of
+    /// recording time, in Protocol Buffers.
+    fn play_digital(
+        &mut self,
+        meta: &RawMeta<'_>,
+        samples: RawSamples<'_>,
+        at_s: f64,
+    ) -> anyhow::Result<()> {
+        self.pace(at_s);
+        let n = match samples {
+            RawSamples::Digital { data, .. } => data.len(),
+            RawSamples::Float32(v) => v.len(),
+            RawSamples::Float64(v) => v.len(),
+        } as u64;
+        for i in 1..=self.copies {
+            let id;
+            let mut m = *meta;
+            if self.copies > 1 {
+                id = format!("{}-{i}", meta.session_id);
+                m.session_id = &id;
+            }
+            self.buf.clear();
+            encode_raw_protobuf(&m, samples, &mut self.buf)?;
+            let key = m.session_id.to_string();
+            self.send(&key)?;
+        }
+        self.samples += n * u64::from(self.copies);
+        Ok(())
+    }
+
     fn send(&mut self, key: &str) -> anyhow::Result<()> {
+        let headers = match self.encoding {
+            Encoding::Json => None,
+            Encoding::Protobuf => Some(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: "content-type",
+                    value: Some(RawEncoding::Protobuf.content_type()),
+                },
+            )),
+        };
         let mut record = BaseRecord::to(&self.topic).key(key).payload(&self.buf[..]);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
@@ -247,6 +314,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut player = Player {
         producer,
         topic: args.topic.clone(),
+        encoding: args.encoding,
         speed: args.speed,
         started: Instant::now(),
         copies: args.sessions,
@@ -367,21 +435,117 @@ struct Stream {
     rate: f64,
     signals: Vec<usize>,
     labels: Vec<String>,
-    /// Samples not yet sent, one row per channel.
+    /// Samples not yet sent, one row per channel (in µV; empty when `digital` holds them).
     rows: Vec<Vec<f64>>,
+    /// For Protocol Buffers: the samples as the file stores them, with their scaling.
+    digital: Option<DigitalRows>,
     /// Samples sent since the (last) start; the next message's first sample.
     sent: u64,
     seq: u64,
     t0_ms: i64,
 }
 
+/// A stream's digital samples not yet sent, and what turns them into the reader's values.
+struct DigitalRows {
+    rows: Vec<Vec<i32>>,
+    /// Per channel, `SignalHeader::scaling()`: bitvalue and offset.
+    scale: Vec<f64>,
+    offset: Vec<f64>,
+    units: RawUnits,
+    bytes_per_sample: u8,
+    /// One message's samples, channel-major.
+    data: Vec<i32>,
+}
+
+impl DigitalRows {
+    /// The signals' digital values with their scaling, when one unit the wire format names
+    /// (µV, mV or V) covers them all, so that the consumer's arithmetic is the reader's
+    /// exactly. Signals in another unit (a physical dimension other than a voltage is taken
+    /// as µV, as the reader does) or in nV have no such unit: `None`.
+    fn new(header: &eeg_edf::Header, signals: &[usize]) -> Option<DigitalRows> {
+        let data: Vec<&eeg_edf::SignalHeader> = header.data_signals().map(|(_, s)| s).collect();
+        let mut units = None;
+        let (mut scale, mut offset) = (Vec::new(), Vec::new());
+        for &i in signals {
+            let h = data[i];
+            let u = match h.microvolts_per_unit().unwrap_or(1.0) {
+                1.0 => RawUnits::Microvolts,
+                1e3 => RawUnits::Millivolts,
+                1e6 => RawUnits::Volts,
+                _ => return None,
+            };
+            if units.is_some_and(|v| v != u) {
+                return None;
+            }
+            units = Some(u);
+            let (b, o) = h.scaling();
+            scale.push(b);
+            offset.push(o);
+        }
+        Some(DigitalRows {
+            rows: vec![Vec::new(); signals.len()],
+            scale,
+            offset,
+            units: units?,
+            bytes_per_sample: header.format.bytes_per_sample() as u8,
+            data: Vec::new(),
+        })
+    }
+}
+
 impl Stream {
+    /// Samples per channel waiting to be sent.
+    fn pending(&self) -> usize {
+        match &self.digital {
+            Some(d) => d.rows[0].len(),
+            None => self.rows[0].len(),
+        }
+    }
+
+    fn start_ms(&self) -> i64 {
+        self.t0_ms + (self.sent as f64 * 1000.0 / self.rate).round() as i64
+    }
+
+    /// Sends the next `n` samples per channel at `at_s`.
+    fn send(&mut self, n: usize, at_s: f64, player: &mut Player) -> anyhow::Result<()> {
+        if self.digital.is_none() {
+            let batch = self.batch(n)?;
+            return player.play(batch, at_s);
+        }
+        let start_ms = self.start_ms();
+        let d = self.digital.as_mut().expect("digital");
+        d.data.clear();
+        for row in &mut d.rows {
+            d.data.extend(row.drain(..n));
+        }
+        let meta = RawMeta {
+            session_id: &self.session_id,
+            device_id: &self.device_id,
+            user_id: self.user_id.as_deref(),
+            seq: self.seq,
+            start_ms,
+            sample_rate_hz: self.rate,
+            channels: &self.labels,
+            units: d.units,
+        };
+        let samples = RawSamples::Digital {
+            bytes_per_sample: d.bytes_per_sample,
+            data: &d.data,
+            scale: &d.scale,
+            offset: &d.offset,
+        };
+        player.play_digital(&meta, samples, at_s)?;
+        self.seq += 1;
+        self.sent += n as u64;
+        Ok(())
+    }
+
     fn batch(&mut self, n: usize) -> anyhow::Result<RawBatch> {
         let mut samples = Vec::with_capacity(n * self.rows.len());
         for row in &mut self.rows {
             samples.extend(row.drain(..n));
         }
-        let start_ms = self.t0_ms + (self.sent as f64 * 1000.0 / self.rate).round() as i64;
+        let start_ms = self.start_ms();
         let batch = RawBatch::new(
             RawBatchParts {
                 session_id: self.session_id.clone(),
@@ -415,10 +579,28 @@ fn replay_edf(
     let header = reader.header().clone();
     let t0 = header.start_unix_ms();
     let duration = header.record_duration_s;
+    // Digital values only when every session's signals have them in a unit the wire format
+    // names; else 64-bit floats of the reader's values, exact too.
+    let digital: Option<Vec<DigitalRows>> = if args.encoding == Encoding::Protobuf {
+        groups
+            .iter()
+            .map(|g| DigitalRows::new(&header, &g.signals))
+            .collect()
+    } else {
+        None
+    };
+    if args.encoding == Encoding::Protobuf && digital.is_none() && !args.quiet {
+        eprintln!(
+            "{}: signals in nV or in different units: sent as 64-bit floats of their µV values, not as digital values",
+            reader.name()
+        );
+    }
+    let mut digital = digital.map(Vec::into_iter);
     let mut streams: Vec<Stream> = groups
         .into_iter()
         .map(|g| Stream {
             rows: vec![Vec::new(); g.signals.len()],
+            digital: digital.as_mut().and_then(Iterator::next),
             session_id: g.session_id,
             device_id: g.device_id,
             user_id: args.user_id.clone(),
@@ -431,14 +613,25 @@ fn replay_edf(
         })
         .collect();
     let chunk = args.chunk as usize;
+    let as_digital = streams.iter().all(|s| s.digital.is_some());
     let mut record = eeg_edf::Record::default();
+    let mut digital_record = eeg_edf::DigitalRecord::default();
     let mut expected_onset: Option<f64> = None;
-    while reader
-        .read_record(&mut record)
-        .map_err(|e| BadInput(e.to_string()))?
-    {
+    loop {
+        let more = if as_digital {
+            reader.read_record_digital(&mut digital_record)
+        } else {
+            reader.read_record(&mut record)
+        };
+        if !more.map_err(|e| BadInput(e.to_string()))? {
+            break;
+        }
         progress.inc(header.record_bytes());
-        let onset = record.onset_s();
+        let onset = if as_digital {
+            digital_record.onset_s()
+        } else {
+            record.onset_s()
+        };
         if let Some(expected) = expected_onset
             && (onset - expected).abs() > 1e-6
         {
@@ -454,13 +647,21 @@ fn replay_edf(
         }
         expected_onset = Some(onset + duration);
         for s in &mut streams {
-            for (row, &sig) in s.rows.iter_mut().zip(&s.signals) {
-                row.extend_from_slice(record.signal(sig));
+            match &mut s.digital {
+                Some(d) => {
+                    for (row, &sig) in d.rows.iter_mut().zip(&s.signals) {
+                        row.extend_from_slice(digital_record.signal(sig));
+                    }
+                }
+                None => {
+                    for (row, &sig) in s.rows.iter_mut().zip(&s.signals) {
+                        row.extend_from_slice(record.signal(sig));
+                    }
+                }
             }
-            while s.rows[0].len() >= chunk {
+            while s.pending() >= chunk {
                 let at = s.at_s(t0);
-                let batch = s.batch(chunk)?;
-                player.play(batch, at)?;
+                s.send(chunk, at, player)?;
             }
         }
     }
@@ -472,11 +673,10 @@ fn replay_edf(
 
 /// Sends what is left of a stream's samples, in messages of at most `chunk`.
 fn flush(s: &mut Stream, player: &mut Player, t0: i64, chunk: usize) -> anyhow::Result<()> {
-    while !s.rows[0].is_empty() {
-        let n = s.rows[0].len().min(chunk);
+    while s.pending() > 0 {
+        let n = s.pending().min(chunk);
         let at = s.at_s(t0);
-        let batch = s.batch(n)?;
-        player.play(batch, at)?;
+        s.send(n, at, player)?;
     }
     Ok(())
 }

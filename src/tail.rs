@@ -219,6 +219,23 @@ fn headers(m: &BorrowedMessage<'_>) -> BTreeMap<String, String> {
 /// as text.
 fn jsonl(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
     let payload = m.payload().unwrap_or_default();
+    if which == Which::Raw
+        && let Some(decoded) = binary_raw(m)
+    {
+        match decoded {
+            Ok(batch) => batch.encode_into(line),
+            Err(e) => line.extend_from_slice(
+                serde_json::json!({
+                    "partition": m.partition(),
+                    "offset": m.offset(),
+                    "error": e,
+                })
+                .to_string()
+                .as_bytes(),
+            ),
+        }
+        return;
+    }
     if which != Which::Dlq {
         line.extend_from_slice(payload.trim_ascii());
         return;
@@ -233,11 +250,48 @@ fn jsonl(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
     line.extend_from_slice(entry.to_string().as_bytes());
 }
 
+/// A raw message that its `content-type` header says is not JSON, decoded as the service
+/// decodes it (an error is the service's reason to dead-letter it); `None` for JSON.
+fn binary_raw(m: &BorrowedMessage<'_>) -> Option<Result<eeg_schema::RawBatch, String>> {
+    let h = headers(m);
+    let ct = h
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_bytes());
+    let limits = eeg_schema::Limits::default();
+    match eeg_schema::RawEncoding::from_content_type(ct) {
+        Ok(eeg_schema::RawEncoding::Json) => None,
+        Ok(e) => Some(
+            eeg_schema::decode_raw_as(m.payload().unwrap_or_default(), e, &limits)
+                .map_err(|e| e.to_string()),
+        ),
+        Err(e) => Some(Err(e.to_string())),
+    }
+}
+
 /// The message as one short line for a person.
 fn table(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
     let payload = m.payload().unwrap_or_default();
+    let binary = if which == Which::Raw {
+        binary_raw(m)
+    } else {
+        None
+    };
     let text = match which {
         Which::Dlq => dead_letter_line(m, payload.len()),
+        _ if binary.is_some() => match binary.expect("checked") {
+            Ok(b) => format!(
+                "{}  {}  seq {}: {} channels x {} samples at {} Hz (protobuf, {} bytes)",
+                clock_ms(b.start_ms),
+                b.session_id,
+                b.seq,
+                b.n_channels(),
+                b.samples_per_channel(),
+                b.sample_rate_hz,
+                payload.len()
+            ),
+            Err(e) => format!("partition {} offset {}: {e}", m.partition(), m.offset()),
+        },
         _ => match serde_json::from_slice::<Value>(payload) {
             Ok(v) => match which {
                 Which::Processed => processed_line(&v),

@@ -20,6 +20,8 @@ use sha2::Digest;
 
 #[path = "kafka/chaos.rs"]
 mod chaos;
+#[path = "kafka/protobuf.rs"]
+mod protobuf;
 #[path = "kafka/redis.rs"]
 mod redis_cache;
 

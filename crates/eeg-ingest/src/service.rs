@@ -1128,6 +1128,7 @@ impl PartitionWorker {
                                 timestamp_ms: m.timestamp().to_millis(),
                                 key: m.key(),
                                 payload: m.payload().unwrap_or_default(),
+                                content_type: content_type(&m),
                             };
                             take(&self.shared, self.partition, &mut self.core, &inbound);
                             None
@@ -1197,6 +1198,17 @@ impl PartitionWorker {
             self.link.commit.store(commit, Ordering::Release);
         }
     }
+}
+
+/// The value of the message's `content-type` header (the name compared without regard to
+/// case, as HTTP does, since producers spell it either way), which chooses the decoder.
+fn content_type<'m>(m: &'m rdkafka::message::BorrowedMessage<'_>) -> Option<&'m [u8]> {
+    use rdkafka::message::{Headers, Message};
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+        .map(|h| h.value.unwrap_or_default())
 }
 
 /// One message through the partition's core, straight from librdkafka's buffer.

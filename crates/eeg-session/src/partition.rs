@@ -98,6 +98,9 @@ pub struct Inbound<'a> {
     pub timestamp_ms: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub payload: &'a [u8],
+    /// The record's `content-type` header, which says how the payload is encoded (none:
+    /// JSON; see [`eeg_schema::RawEncoding::from_content_type`]).
+    pub content_type: Option<&'a [u8]>,
 }
 
 /// What became of one message.
@@ -419,7 +422,11 @@ impl PartitionCore {
         outbox: &mut O,
     ) -> Result<Outcome, O::Error> {
         let replaying = self.replay_below.is_some_and(|c| m.offset < c);
-        let batch = match eeg_schema::decode_raw(m.payload, &self.config.limits) {
+        let decoded =
+            eeg_schema::RawEncoding::from_content_type(m.content_type).and_then(|encoding| {
+                eeg_schema::decode_raw_as(m.payload, encoding, &self.config.limits)
+            });
+        let batch = match decoded {
             Ok(b) => b,
             Err(_) if replaying => return Ok(Outcome::AccountedFor),
             Err(e) => return self.dead_letter(m, &e.to_string(), ticket, outbox),
@@ -611,6 +618,10 @@ impl PartitionCore {
             ("source.partition", partition.as_bytes()),
             ("source.offset", offset.as_bytes()),
         ];
+        // The copy keeps its encoding's name, so that it can be read and sent again as is.
+        if let Some(ct) = m.content_type {
+            headers.push(("content-type", ct));
+        }
         let fixed: usize = headers
             .iter()
             .map(|(k, v)| k.len() + v.len())
@@ -925,6 +936,7 @@ mod tests {
                 timestamp_ms: Some(1),
                 key: Some(b"k"),
                 payload: &payload,
+                content_type: None,
             };
             let handled = c.handle(&m, &mut out).expect("never refused");
             assert!(matches!(handled.outcome, Outcome::DeadLetter(_)));
@@ -982,6 +994,7 @@ mod tests {
             timestamp_ms: Some(1),
             key: Some(b"wide"),
             payload: batch.as_bytes(),
+            content_type: None,
         };
         let handled = c.handle(&m, &mut out).expect("never refused");
         let Outcome::DeadLetter(reason) = handled.outcome else {
@@ -1030,6 +1043,7 @@ mod tests {
             timestamp_ms: Some(offset),
             key: Some(b"s"),
             payload: payload.as_bytes(),
+            content_type: None,
         };
         c.handle(&m, out).unwrap().outcome
     }
@@ -1115,6 +1129,7 @@ mod tests {
             timestamp_ms: None,
             key: None,
             payload: b"x",
+            content_type: None,
         };
         assert_eq!(c.handle(&m(3), &mut out).unwrap().gap, None);
         assert_eq!(c.handle(&m(3), &mut out).unwrap().outcome, Outcome::Repeat);

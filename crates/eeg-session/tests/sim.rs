@@ -509,6 +509,7 @@ impl World {
                 timestamp_ms: Some(m.ts),
                 key: Some(&m.key),
                 payload: &m.payload,
+                content_type: None,
             };
             let mut outbox = SimOutbox {
                 inflight: &mut self.inflight,

@@ -1,0 +1,191 @@
+//! Binary `eeg.raw/1` (Protocol Buffers, chosen by the record's `content-type` header) on a
+//! real broker: recordings replayed as their digital values give the records `process`
+//! computes from the file, byte for byte, and binary poison goes to the dead-letter topic
+//! with its reason and its content type.
+
+use super::*;
+
+/// Every record of `records` and of `want`, keyed by session and window, must be equal.
+fn same_records(records: &[Record], want: &[Vec<u8>], what: &str) {
+    let key = |payload: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        (
+            v["session_id"].as_str().unwrap().to_string(),
+            v["window_index"].as_u64().unwrap(),
+        )
+    };
+    let got: BTreeMap<_, &[u8]> = records
+        .iter()
+        .map(|r| (key(&r.payload), &r.payload[..]))
+        .collect();
+    let want: BTreeMap<_, &[u8]> = want.iter().map(|w| (key(w), &w[..])).collect();
+    assert_eq!(got.len(), want.len(), "{what}: number of records");
+    for (k, w) in &want {
+        assert_eq!(
+            got.get(k).map(|g| String::from_utf8_lossy(g)),
+            Some(String::from_utf8_lossy(w)),
+            "{what}: record {k:?}"
+        );
+    }
+}
+
+#[test]
+fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
+    // 16-bit EDF in one session, and a 24-bit BDF whose signals each have their own rate
+    // (one session per rate).
+    for (file, session) in [
+        ("fixtures/test_subsecond.edf", "test_subsecond"),
+        ("fixtures/test_generator.bdf", "test_generator"),
+    ] {
+        let t = Topics::create(&format!("pb-{session}"));
+        let fixture = root().join(file);
+        let want = process_lines(&fixture, &[]);
+        assert!(!want.is_empty());
+        replay(
+            &t,
+            &[
+                fixture.to_str().unwrap(),
+                "--session-id",
+                session,
+                "--speed",
+                "max",
+                "--encoding",
+                "protobuf",
+            ],
+        );
+        // Every raw message is binary and says so.
+        let raw = consume(&t.raw, Duration::from_secs(30), |r| !r.is_empty());
+        assert_eq!(
+            raw[0].headers.get("content-type").map(String::as_str),
+            Some("application/x-protobuf"),
+            "{file}"
+        );
+        assert!(serde_json::from_slice::<serde_json::Value>(&raw[0].payload).is_err());
+
+        let service = Service::start(&t, "pb");
+        let got = consume(&t.processed, Duration::from_secs(90), |r| {
+            r.len() >= want.len()
+        });
+        let (status, log) = service.stop();
+        assert!(status.success(), "exit {status}:\n{log}");
+        same_records(&got, &want, file);
+        let dead = consume(&t.dlq, Duration::from_secs(2), |r| !r.is_empty());
+        assert!(
+            dead.is_empty(),
+            "{file}: dead letters {:?}",
+            dead[0].headers
+        );
+    }
+}
+
+#[test]
+fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type() {
+    let t = Topics::create("pb-dlq");
+    let producer: BaseProducer = client().create().unwrap();
+    let protobuf = "application/x-protobuf";
+    let batch = |seq: u64| {
+        let channels = vec!["A".to_string(), "B".to_string()];
+        let samples: Vec<f64> = (0..128)
+            .map(|i| ((i % 64 + i / 64) as f64 * 0.3).sin() * 20.0)
+            .collect();
+        let parts = eeg_schema::RawBatchParts {
+            session_id: "ok".into(),
+            device_id: "d".into(),
+            user_id: None,
+            seq,
+            start_ms: 1_700_000_000_000 + seq as i64 * 250,
+            sample_rate_hz: 256.0,
+            channels,
+            samples,
+        };
+        eeg_schema::RawBatch::new(parts, &eeg_schema::Limits::default()).unwrap()
+    };
+    let send = |key: &str, payload: &[u8], content_type: Option<&str>| {
+        let mut r = BaseRecord::to(&t.raw).key(key).payload(payload);
+        if let Some(ct) = content_type {
+            r = r.headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "content-type",
+                    value: Some(ct),
+                }),
+            );
+        }
+        producer.send(r).unwrap();
+    };
+    // The session's batches, in both encodings alternately, around the poison.
+    let poison: Vec<(&str, Vec<u8>, Option<&str>, &str)> = vec![
+        (
+            "junk",
+            b"\x0a\xff\xff\xff".to_vec(),
+            Some(protobuf),
+            "invalid protobuf",
+        ),
+        (
+            "other",
+            batch(0).encode(),
+            Some("text/csv"),
+            "header 'content-type'",
+        ),
+        ("ok", Vec::new(), Some(protobuf), "schema"),
+    ];
+    for seq in 0..40 {
+        let b = batch(seq);
+        if seq % 2 == 0 {
+            send("ok", &b.encode(), None);
+        } else {
+            let mut buf = Vec::new();
+            b.encode_protobuf(&mut buf);
+            send("ok", &buf, Some(protobuf));
+        }
+        if seq == 20 {
+            for (k, p, ct, _) in &poison {
+                send(k, p, *ct);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // The same batches, all JSON, in topics of their own: the reference.
+    let reference = Topics::create("pb-dlq-json");
+    for seq in 0..40 {
+        producer
+            .send(
+                BaseRecord::to(&reference.raw)
+                    .key("ok")
+                    .payload(&batch(seq).encode()),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let service = Service::start(&t, "pb-dlq");
+    let dead = consume(&t.dlq, Duration::from_secs(60), |r| r.len() >= poison.len());
+    // 40 batches of 0.25 s = 10 s of signal: windows 0..=6.
+    let processed = consume(&t.processed, Duration::from_secs(30), |r| r.len() >= 7);
+    let (status, log) = service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+    let json_service = Service::start(&reference, "pb-dlq-json");
+    let json = consume(&reference.processed, Duration::from_secs(60), |r| {
+        r.len() >= 7
+    });
+    let (status, log) = json_service.stop();
+    assert!(status.success(), "exit {status}:\n{log}");
+
+    assert_eq!(dead.len(), poison.len(), "{log}");
+    for (k, p, ct, reason) in &poison {
+        let d = dead
+            .iter()
+            .find(|d| d.key.as_deref() == Some(k.as_bytes()) && &d.payload == p)
+            .unwrap_or_else(|| panic!("poison with key {k} not in the dead-letter topic"));
+        assert!(
+            d.headers["error"].contains(reason),
+            "error header '{}' names {reason}",
+            d.headers["error"]
+        );
+        assert_eq!(d.headers.get("content-type").map(String::as_str), *ct);
+    }
+    // Mixed encodings in one session: the records of the all-JSON stream, byte for byte.
+    let json: Vec<Vec<u8>> = by_window(&json).into_values().collect();
+    assert_eq!(json.len(), 7);
+    same_records(&processed, &json, "mixed encodings");
+}
