@@ -87,6 +87,8 @@ pub use processed::{
     encode_processed,
 };
 pub use raw::{Limits, MAX_CHANNEL_NAME_BYTES, MAX_ID_BYTES, RawBatch, RawBatchParts, decode_raw};
+#[doc(hidden)]
+pub use raw::{decode_raw_fast, decode_raw_reference};
 pub use trigger::{
     DecodeError as TriggerDecodeError, EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord,
     decode_trigger,
