@@ -130,7 +130,9 @@ impl<'a> Scanner<'a> {
                         };
                     }
                 }
-                Field::Samples => samples = Some(self.samples(limits)?),
+                Field::Samples => {
+                    samples = Some(self.samples(limits, channels.as_ref().map(Vec::len))?)
+                }
             }
             match self.token()? {
                 b',' => {}
@@ -296,12 +298,18 @@ impl<'a> Scanner<'a> {
     /// `-`, `0` or digits not starting with `0`, an optional `.` with at least one digit, an
     /// optional exponent with at least one digit.
     ///
-    /// The digits are gathered into an integer on the way. When it and the power of ten
-    /// are both exact in an f64 (at most 2^53, and 10^-22..=10^22), one IEEE multiplication
-    /// or division gives the correctly rounded value (Clinger's fast path, the first step of
-    /// every correct parser); any other number goes to fast_float2, which is correctly
-    /// rounded for all inputs. A number out of f64's range is an error in serde_json
-    /// (fast_float2 gives infinity), so it ends the fast path.
+    /// The digits are gathered into an integer w on the way, with a power of ten 10^e. The
+    /// forms samples come in are converted here, each exactly rounded to nearest, ties to
+    /// even, as serde_json does:
+    /// - w <= 2^53 and |e| <= 22: both are exact f64 values, so one IEEE multiplication or
+    ///   division rounds correctly (Clinger's fast path, the first step of correct parsers);
+    /// - 2^53 < w < 2^64 and -22 <= e < 0, the 16 to 19 digits of shortest round-trip
+    ///   forms: [`quotient_by_pow10`], by integer division;
+    /// - e = 0: the conversion from u64, which rounds correctly.
+    ///
+    /// Everything else (more than 19 digits, larger exponents) goes to fast_float2, which is
+    /// correctly rounded for all inputs. A number out of f64's range is an error in
+    /// serde_json (fast_float2 gives infinity), so it ends the fast path.
     #[inline(always)]
     fn number(&mut self) -> Option<f64> {
         let b = self.b;
@@ -310,12 +318,15 @@ impl<'a> Scanner<'a> {
         let mut i = start + usize::from(negative);
         let mut w: u64 = 0;
         let int_start = i;
-        match b.get(i)? {
-            b'0' => i += 1,
-            b'1'..=b'9' => i = digits(b, i, &mut w),
-            _ => return None,
+        // The integer part of a sample is short; byte by byte is cheaper than a wide load.
+        while let Some(&c @ b'0'..=b'9') = b.get(i) {
+            w = w.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            i += 1;
         }
         let mut n_digits = i - int_start;
+        if n_digits == 0 || (n_digits > 1 && b.get(int_start) == Some(&b'0')) {
+            return None;
+        }
         let mut exp: i64 = 0;
         if b.get(i) == Some(&b'.') {
             let frac_start = i + 1;
@@ -351,16 +362,33 @@ impl<'a> Scanner<'a> {
             }
         }
         self.i = i;
-        if simple && w <= 1 << 53 && (-22..=22).contains(&exp) {
-            let m = w as f64;
-            let v = if exp < 0 {
-                m / POW10[(-exp) as usize]
+        if simple {
+            let v = if w <= 1 << 53 && (-22..=22).contains(&exp) {
+                let m = w as f64;
+                if exp < 0 {
+                    m / POW10[(-exp) as usize]
+                } else {
+                    m * POW10[exp as usize]
+                }
+            } else if (-22..0).contains(&exp) {
+                // w > 2^53 here: the digits of a shortest round-trip form, typically.
+                quotient_by_pow10(w, (-exp) as usize)
+            } else if exp == 0 {
+                // Conversion from an integer rounds to nearest, ties to even.
+                w as f64
             } else {
-                m * POW10[exp as usize]
+                return self.long_number(start);
             };
             return Some(if negative { -v } else { v });
         }
-        let v: f64 = fast_float2::parse(&b[start..i]).ok()?;
+        self.long_number(start)
+    }
+
+    /// The number from `start` to the cursor, already checked against the JSON grammar, by
+    /// fast_float2.
+    #[cold]
+    fn long_number(&self, start: usize) -> Option<f64> {
+        let v: f64 = fast_float2::parse(self.b.get(start..self.i)?).ok()?;
         v.is_finite().then_some(v)
     }
 
@@ -380,23 +408,25 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// `samples` into one channel-major buffer: (values, rows, values per row).
-    fn samples(&mut self, limits: &Limits) -> Option<(Vec<f64>, usize, usize)> {
+    /// `samples` into one channel-major buffer: (values, rows, values per row). Not inlined,
+    /// so that the hot loop gets the registers to itself.
+    #[inline(never)]
+    fn samples(
+        &mut self,
+        limits: &Limits,
+        channels: Option<usize>,
+    ) -> Option<(Vec<f64>, usize, usize)> {
         self.expect(b'[')?;
-        // A value takes at least two bytes (a digit and a separator), so this is enough for
-        // the whole array: no reallocation while parsing, and memory in proportion to the
-        // message. The excess is given back at the end.
-        let most = (self.b.len() - self.i) / 2;
-        let mut flat = Vec::with_capacity(
-            most.min(
-                limits
-                    .max_channels
-                    .saturating_mul(limits.max_samples_per_channel),
-            ),
-        );
+        // A value takes at least two bytes (a digit and a separator): memory stays in
+        // proportion to the message whatever the names claim. Row 0 starts from a guess;
+        // once its length is known, the other rows are reserved in one step.
+        let most = |s: &Self| (s.b.len() - s.i) / 2;
+        let mut flat = Vec::with_capacity(most(self).min(1024));
         let mut rows = 0;
         let mut per_row = 0;
         loop {
+            self.skip_ws();
+            let row_bytes_start = self.i;
             self.expect(b'[')?;
             let row_start = flat.len();
             let row_max = if rows == 0 {
@@ -404,14 +434,19 @@ impl<'a> Scanner<'a> {
             } else {
                 per_row
             };
+            self.skip_ws();
             loop {
-                self.skip_ws();
+                if flat.len() == flat.capacity() {
+                    // Past the estimate: room for all the values the rest of the message can
+                    // hold, in one step rather than by doubling.
+                    flat.reserve_exact(most(self).max(1));
+                }
                 flat.push(self.number()?);
                 if flat.len() - row_start > row_max {
                     return None;
                 }
                 match self.token()? {
-                    b',' => {}
+                    b',' => self.skip_ws(),
                     b']' => break,
                     _ => return None,
                 }
@@ -419,6 +454,16 @@ impl<'a> Scanner<'a> {
             let n = flat.len() - row_start;
             if rows == 0 {
                 per_row = n;
+                let more_rows = match channels {
+                    Some(c) => c.saturating_sub(1),
+                    // Names after the samples: as many rows as the bytes left hold.
+                    None => (self.b.len() - self.i) / (self.i - row_bytes_start),
+                };
+                let more = more_rows
+                    .min(limits.max_channels)
+                    .saturating_mul(n)
+                    .min(most(self));
+                flat.reserve_exact(more);
             } else if n != per_row {
                 return None;
             }
@@ -432,7 +477,10 @@ impl<'a> Scanner<'a> {
                 _ => return None,
             }
         }
-        flat.shrink_to_fit();
+        // A guess well over the mark is not kept for the life of the batch.
+        if flat.capacity() > 2 * flat.len() {
+            flat.shrink_to_fit();
+        }
         Some((flat, rows, per_row))
     }
 }
@@ -479,6 +527,46 @@ fn digits(b: &[u8], mut i: usize, w: &mut u64) -> usize {
         i += 1;
     }
     i
+}
+
+/// 5^0..=5^22, all below 2^52.
+const POW5: [u64; 23] = {
+    let mut t = [1u64; 23];
+    let mut i = 1;
+    while i < t.len() {
+        t[i] = t[i - 1] * 5;
+        i += 1;
+    }
+    t
+};
+
+/// `w / 10^k` correctly rounded, for `w` in 1..2^64 and `k` in 1..=22, by integer
+/// arithmetic: 10^k = 5^k * 2^k, so one division by 5^k of `w` shifted left gives a
+/// quotient of 63 or 64 bits, whose low bits and remainder decide the rounding exactly.
+#[inline(always)]
+fn quotient_by_pow10(w: u64, k: usize) -> f64 {
+    let d = POW5[k];
+    // d's bit length is `bits`; shifting the normalised w left by bits - 1 puts the
+    // quotient in [2^62, 2^64).
+    let bits = 64 - d.leading_zeros();
+    let lz = w.leading_zeros();
+    let n = u128::from(w << lz) << (bits - 1);
+    let q = (n / u128::from(d)) as u64;
+    let exact = n == u128::from(q) * u128::from(d);
+    let shift = 64 - q.leading_zeros() - 53;
+    let mut m = q >> shift;
+    let low = q & ((1 << shift) - 1);
+    let half = 1 << (shift - 1);
+    if low > half || (low == half && (!exact || m & 1 == 1)) {
+        m += 1;
+    }
+    // value = m * 2^(shift - lz - (bits - 1) - k), always a normal number here.
+    let mut e2 = i64::from(shift) - i64::from(lz) - i64::from(bits - 1) - k as i64;
+    if m == 1 << 53 {
+        m >>= 1;
+        e2 += 1;
+    }
+    f64::from_bits((((e2 + 1075) as u64) << 52) | (m & ((1 << 52) - 1)))
 }
 
 /// 10^0..=10^7.
@@ -532,6 +620,89 @@ mod tests {
                 s[i] = bad;
                 let other = non_digits(u64::from_le_bytes(s));
                 assert_eq!(other.trailing_zeros() / 8, i as u32, "{s:?}");
+            }
+        }
+    }
+
+    /// `w / 10^k` as fast_float2 reads it from text.
+    fn reference(w: u64, k: usize) -> f64 {
+        fast_float2::parse(format!("{w}e-{k}")).unwrap()
+    }
+
+    #[test]
+    fn quotients_by_powers_of_ten_are_correctly_rounded() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..300_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mantissas of every size from 1 bit to 64.
+            let w = (x >> (x % 64)).max(1);
+            let k = (x >> 32) as usize % 22 + 1;
+            assert_eq!(
+                quotient_by_pow10(w, k).to_bits(),
+                reference(w, k).to_bits(),
+                "{w}e-{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn quotients_exactly_halfway_round_to_even() {
+        // An odd 54-bit n over 2^t lies halfway between two neighbouring f64 values. As
+        // decimal text it is n * 5^t * 10^z with t + z decimals, which fits 64 bits when
+        // 5^t * 10^z < 2^10.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut ties = 0;
+        for (t, z) in [
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (2, 0),
+            (2, 1),
+            (3, 0),
+            (4, 0),
+        ] {
+            let scale = 5u64.pow(t) * 10u64.pow(z);
+            let k = (t + z) as usize;
+            for _ in 0..2_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = (1u64 << 53) | (x >> 11) | 1;
+                let tie = n * scale;
+                // The hardware's own conversion of n rounds ties to even, and the scaling
+                // by 2^-t is exact: an oracle independent of any parser.
+                let want = (n as f64 / 2f64.powi(t as i32)).to_bits();
+                ties += 1;
+                for w in [tie - 1, tie, tie + 1] {
+                    let got = quotient_by_pow10(w, k);
+                    assert_eq!(got.to_bits(), reference(w, k).to_bits(), "{w}e-{k}");
+                    if w == tie {
+                        assert_eq!(got.to_bits(), want, "{w}e-{k}");
+                        assert_eq!(want & 1, 0, "ties go to the even neighbour");
+                    }
+                }
+            }
+        }
+        assert_eq!(ties, 20_000);
+        // The largest mantissas, where rounding up carries into the next binade.
+        for k in 1..=22 {
+            for w in [
+                u64::MAX,
+                u64::MAX - 1,
+                (1 << 63) + 1,
+                1 << 63,
+                99_999_999_999_999_999,
+            ] {
+                assert_eq!(
+                    quotient_by_pow10(w, k).to_bits(),
+                    reference(w, k).to_bits(),
+                    "{w}e-{k}"
+                );
             }
         }
     }
