@@ -36,6 +36,13 @@
 //! only when present, `units` `"uV"`, shortest round-trip numbers), which decodes to an equal
 //! batch.
 //!
+//! Decoding takes two paths with one outcome. A scanner written for this format reads
+//! well-formed messages in one pass, about twice as fast as serde_json; anything it is not
+//! sure of (any error, an unknown or repeated field, an unusual escape, a limit) is read
+//! again by the serde_json decoder, which words every error. Both round numbers correctly
+//! and share the validation, so every input gives the same batch, bit for bit, or the same
+//! error either way (tested on generated and corrupted messages).
+//!
 //! # Binary `eeg.raw/1` (Protocol Buffers)
 //! The same format in a compact binary encoding for device gateways: the message
 //! `eeg.raw.v1.RawBatch` of `proto/eeg_raw_v1.proto` ([`RAW_PROTO`]), whose comments are the
@@ -146,6 +153,8 @@ pub use raw_protobuf::{
     JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE, RAW_PROTO, RAW_PROTOBUF_MESSAGE, RawEncoding,
     RawMeta, RawSamples, RawUnits, decode_raw_as, decode_raw_protobuf, encode_raw_protobuf,
 };
+#[doc(hidden)]
+pub use raw::{decode_raw_fast, decode_raw_reference};
 pub use trigger::{
     DecodeError as TriggerDecodeError, EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord,
     decode_trigger,

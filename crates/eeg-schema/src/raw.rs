@@ -8,6 +8,8 @@ use serde::ser::{SerializeSeq, Serializer};
 use std::borrow::Cow;
 use std::fmt;
 
+mod fast;
+
 /// Longest `session_id`, `device_id` or `user_id`, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest channel name, in bytes.
@@ -229,13 +231,29 @@ impl RawBatch {
 /// rules). Samples in `mV` or `V` are converted to µV.
 ///
 /// The message is read straight into the batch: the samples go into one flat buffer as they
-/// are parsed, with row lengths and limits checked on the way.
+/// are parsed, with row lengths and limits checked on the way. A scanner made for this one
+/// format reads well-formed messages; anything it is not sure of (any error, an unknown or
+/// repeated field, an unusual escape) is read again by the general serde decoder, which
+/// gives the same result on every input the scanner accepts and words every error.
 pub fn decode_raw(bytes: &[u8], limits: &Limits) -> Result<RawBatch, SchemaError> {
     if bytes.len() > limits.max_message_bytes {
-        return Err(SchemaError::TooLarge {
-            size: bytes.len(),
-            limit: limits.max_message_bytes,
-        });
+        return Err(too_large(bytes.len(), limits));
+    }
+    match fast::decode(bytes, limits) {
+        Some(batch) => Ok(batch),
+        None => decode_raw_reference(bytes, limits),
+    }
+}
+
+/// [`decode_raw`] without its fast path: the serde decoder alone.
+///
+/// Public only so that the crate's tests and benchmarks can hold the fast path to it (a
+/// cargo feature would leave the equivalence tests out of a plain `cargo test`); hidden
+/// from the documentation because callers have no reason to prefer it.
+#[doc(hidden)]
+pub fn decode_raw_reference(bytes: &[u8], limits: &Limits) -> Result<RawBatch, SchemaError> {
+    if bytes.len() > limits.max_message_bytes {
+        return Err(too_large(bytes.len(), limits));
     }
     let mut ctx = Ctx {
         limits,
@@ -249,10 +267,33 @@ pub fn decode_raw(bytes: &[u8], limits: &Limits) -> Result<RawBatch, SchemaError
     let parsed = RawSeed(&mut ctx)
         .deserialize(&mut de)
         .and_then(|wire| de.end().map(|()| wire));
-    let mut wire = match parsed {
-        Ok(wire) => wire,
-        Err(e) => return Err(ctx.take_error(&e)),
-    };
+    match parsed {
+        Ok(wire) => finish(wire, limits),
+        Err(e) => Err(ctx.take_error(&e)),
+    }
+}
+
+/// [`decode_raw`]'s fast path alone: `None` where it would hand the message to
+/// [`decode_raw_reference`]. Public for the same reason as that function.
+#[doc(hidden)]
+pub fn decode_raw_fast(bytes: &[u8], limits: &Limits) -> Option<RawBatch> {
+    if bytes.len() > limits.max_message_bytes {
+        return None;
+    }
+    fast::decode(bytes, limits)
+}
+
+fn too_large(size: usize, limits: &Limits) -> SchemaError {
+    SchemaError::TooLarge {
+        size,
+        limit: limits.max_message_bytes,
+    }
+}
+
+/// Everything after parsing, shared by both decoders so that they validate and convert
+/// identically: the checks of [`Header::validate`], the conversion to µV and the finiteness
+/// check.
+fn finish(mut wire: Wire, limits: &Limits) -> Result<RawBatch, SchemaError> {
     let header = Header {
         session_id: &wire.session_id,
         device_id: &wire.device_id,

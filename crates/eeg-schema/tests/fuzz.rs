@@ -3,7 +3,7 @@
 
 use eeg_schema::{
     ChannelOwned, IndicesOwned, Limits, OrderedBands, ProcessedRecordOwned, QualityOwned, RawBatch,
-    RawBatchParts, decode_processed, decode_raw,
+    RawBatchParts, decode_processed, decode_raw, decode_raw_fast, decode_raw_reference,
 };
 use proptest::prelude::*;
 
@@ -60,8 +60,23 @@ fn apply(bytes: &mut Vec<u8>, e: &Edit) {
     }
 }
 
+/// Also that `decode_raw` (fast path first) decides exactly as the serde decoder alone.
 fn check_error_is_one_line(bytes: &[u8], limits: &Limits) {
-    if let Err(e) = decode_raw(bytes, limits) {
+    let got = decode_raw(bytes, limits);
+    let reference = decode_raw_reference(bytes, limits);
+    if let Some(fast) = decode_raw_fast(bytes, limits) {
+        assert_eq!(Ok(&fast), reference.as_ref());
+    }
+    match (&got, &reference) {
+        (Ok(g), Ok(r)) => {
+            let bits = |b: &RawBatch| b.samples().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(g, r);
+            assert_eq!(bits(g), bits(r));
+        }
+        (Err(g), Err(r)) => assert_eq!(g.to_string(), r.to_string()),
+        _ => panic!("decode_raw gave {got:?}, the serde decoder {reference:?}"),
+    }
+    if let Err(e) = got {
         let text = e.to_string();
         assert!(!text.contains('\n') && !text.contains('\r'), "{text:?}");
         assert!(text.len() < 1000, "{text}");
