@@ -149,12 +149,12 @@ pub use processed::{
     encode_processed,
 };
 pub use raw::{Limits, MAX_CHANNEL_NAME_BYTES, MAX_ID_BYTES, RawBatch, RawBatchParts, decode_raw};
+#[doc(hidden)]
+pub use raw::{decode_raw_fast, decode_raw_reference};
 pub use raw_protobuf::{
     JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE, RAW_PROTO, RAW_PROTOBUF_MESSAGE, RawEncoding,
     RawMeta, RawSamples, RawUnits, decode_raw_as, decode_raw_protobuf, encode_raw_protobuf,
 };
-#[doc(hidden)]
-pub use raw::{decode_raw_fast, decode_raw_reference};
 pub use trigger::{
     DecodeError as TriggerDecodeError, EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord,
     decode_trigger,
