@@ -253,11 +253,11 @@ fn jsonl(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
 /// A raw message that its `content-type` header says is not JSON, decoded as the service
 /// decodes it (an error is the service's reason to dead-letter it); `None` for JSON.
 fn binary_raw(m: &BorrowedMessage<'_>) -> Option<Result<eeg_schema::RawBatch, String>> {
-    let h = headers(m);
-    let ct = h
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.as_bytes());
+    let ct = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+            .map(|h| h.value.unwrap_or_default())
+    });
     let limits = eeg_schema::Limits::default();
     match eeg_schema::RawEncoding::from_content_type(ct) {
         Ok(eeg_schema::RawEncoding::Json) => None,

@@ -8,27 +8,12 @@
 //! different result. The number grammar is checked here, not left to the float parser,
 //! which also reads forms JSON forbids (`+1`, `.5`, `1.`, `inf`).
 
-use super::{Limits, RAW_SCHEMA, RawBatch, Units, Wire, finish};
+use super::{KEYS, Key, Limits, RAW_SCHEMA, RawBatch, Units, Wire, finish};
 use std::borrow::Cow;
 
 pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Option<RawBatch> {
     let wire = Scanner { b: bytes, i: 0 }.message(limits)?;
     finish(wire, limits).ok()
-}
-
-/// Position of each field's bit in the set of fields seen.
-#[derive(Clone, Copy)]
-enum Field {
-    Schema,
-    SessionId,
-    DeviceId,
-    UserId,
-    Seq,
-    StartMs,
-    SampleRateHz,
-    Channels,
-    Units,
-    Samples,
 }
 
 struct Scanner<'a> {
@@ -78,19 +63,9 @@ impl<'a> Scanner<'a> {
         let mut samples = None;
         loop {
             self.expect(b'"')?;
-            let field = match self.key()? {
-                b"schema" => Field::Schema,
-                b"session_id" => Field::SessionId,
-                b"device_id" => Field::DeviceId,
-                b"user_id" => Field::UserId,
-                b"seq" => Field::Seq,
-                b"start_ms" => Field::StartMs,
-                b"sample_rate_hz" => Field::SampleRateHz,
-                b"channels" => Field::Channels,
-                b"units" => Field::Units,
-                b"samples" => Field::Samples,
-                _ => return None,
-            };
+            // The serde decoder's table of keys: one list of the format's fields.
+            let key = self.key()?;
+            let &(_, field) = KEYS.iter().find(|(name, _)| name.as_bytes() == key)?;
             let bit = 1u16 << field as u16;
             if seen & bit != 0 {
                 return None;
@@ -99,27 +74,27 @@ impl<'a> Scanner<'a> {
             self.expect(b':')?;
             self.skip_ws();
             match field {
-                Field::Schema => {
+                Key::Schema => {
                     self.expect(b'"')?;
                     schema = self.string()? == RAW_SCHEMA;
                     if !schema {
                         return None;
                     }
                 }
-                Field::SessionId => session_id = Some(self.owned_string()?),
-                Field::DeviceId => device_id = Some(self.owned_string()?),
-                Field::UserId => {
+                Key::SessionId => session_id = Some(self.owned_string()?),
+                Key::DeviceId => device_id = Some(self.owned_string()?),
+                Key::UserId => {
                     user_id = if self.null() {
                         None
                     } else {
                         Some(self.owned_string()?)
                     }
                 }
-                Field::Seq => seq = Some(self.unsigned()?),
-                Field::StartMs => start_ms = Some(i64::try_from(self.unsigned()?).ok()?),
-                Field::SampleRateHz => sample_rate_hz = Some(self.number()?),
-                Field::Channels => channels = Some(self.channels(limits)?),
-                Field::Units => {
+                Key::Seq => seq = Some(self.unsigned()?),
+                Key::StartMs => start_ms = Some(i64::try_from(self.unsigned()?).ok()?),
+                Key::SampleRateHz => sample_rate_hz = Some(self.number()?),
+                Key::Channels => channels = Some(self.channels(limits)?),
+                Key::Units => {
                     if !self.null() {
                         self.expect(b'"')?;
                         units = match &*self.string()? {
@@ -130,7 +105,7 @@ impl<'a> Scanner<'a> {
                         };
                     }
                 }
-                Field::Samples => {
+                Key::Samples => {
                     samples = Some(self.samples(limits, channels.as_ref().map(Vec::len))?)
                 }
             }
