@@ -401,13 +401,14 @@ fn chaos_broker_restarted_mid_stream() {
 fn chaos_a_partition_nobody_consumes_is_reported_and_the_service_rejoins() {
     let mut run = Run::new("zombie");
     // A member that takes every partition and then stops polling: librdkafka heartbeats on a
-    // thread of its own, so it stays in the group, owning partitions it never consumes, until
-    // max.poll.interval.ms: the same as a member the coordinator forgot to take out.
+    // thread of its own, so it stays in the group, owning partitions it never consumes: the
+    // same as a member the coordinator forgot to take out. Its poll interval outlasts the
+    // test, so that it does not leave by itself at a moment of librdkafka's choosing.
     let zombie: BaseConsumer = client()
         .set("group.id", &run.t.group)
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "6000")
-        .set("max.poll.interval.ms", "40000")
+        .set("max.poll.interval.ms", "600000")
         .create()
         .unwrap();
     zombie.subscribe(&[&run.t.raw]).unwrap();
@@ -469,9 +470,11 @@ fn chaos_a_partition_nobody_consumes_is_reported_and_the_service_rejoins() {
         "{}",
         service.log()
     );
-    // The zombie leaves (as the coordinator finally takes it out): every window is
-    // published and the report clears.
-    drop(zombie);
+    // The coordinator finally takes the zombie out: its heartbeats stop, without a LeaveGroup,
+    // and its session expires. (A LeaveGroup from the member that leads a rebalance still in
+    // progress leaves tansu 0.6's group without a leader for good: docs/broker.md.) Every
+    // window is then published and the report clears.
+    vanish(zombie);
     run.fault();
     let total = run.total();
     if run
@@ -497,4 +500,19 @@ fn chaos_a_partition_nobody_consumes_is_reported_and_the_service_rejoins() {
     assert!(status.success(), "exit {status}:\n{log}");
     assert!(log.contains("is consumed again"), "{log}");
     run.finish(Duration::from_secs(5), &log);
+}
+
+/// Ends a group member as a crashed process would: its heartbeats stop and it never says
+/// goodbye, so the coordinator only takes it out when its session times out.
+fn vanish(consumer: BaseConsumer) {
+    // SAFETY: the handle is live, destroyed once here, and never used again: the wrapper is
+    // forgotten, so its own drop (which would close the consumer, i.e. send a LeaveGroup)
+    // never runs. What it owned is leaked, a few kilobytes for the rest of the test run.
+    unsafe {
+        rdkafka::bindings::rd_kafka_destroy_flags(
+            consumer.client().native_ptr(),
+            rdkafka::bindings::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+        );
+    }
+    std::mem::forget(consumer);
 }
