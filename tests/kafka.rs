@@ -1614,13 +1614,28 @@ fn a_consuming_service_is_ready_and_its_metrics_move_with_traffic() {
             .lines()
             .filter(|l| l.starts_with("eeg_consumer_lag{partition=\""))
             .collect();
+        let latencies = |since: &str| {
+            value(
+                &text,
+                &format!("eeg_window_latency_seconds_count{{since=\"{since}\"}}"),
+            )
+        };
+        // A record's latency is taken at its acknowledgement, which follows its publishing.
         if value(&text, "eeg_records_published_total") >= 695
+            && latencies("consume") >= 695
             && lags.len() == 3
             && lags.iter().all(|l| l.ends_with(" 0"))
         {
             assert_eq!(value(&text, "eeg_messages_consumed_total"), 2792);
             assert_eq!(value(&text, "eeg_processing_seconds_count"), 2792);
             assert_eq!(value(&text, "eeg_active_sessions"), 1);
+            // One latency per record, from each starting point.
+            assert_eq!(latencies("consume"), 695);
+            assert_eq!(latencies("window_end"), 695);
+            // The replayed recording's windows ended in its own time, years ago: every one
+            // is above the largest bucket.
+            let le60 = "eeg_window_latency_seconds_bucket{since=\"window_end\",le=\"60\"}";
+            assert_eq!(value(&text, le60), 0);
             break;
         }
         assert!(Instant::now() < deadline, "{text}");

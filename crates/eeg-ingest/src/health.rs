@@ -300,6 +300,7 @@ pub fn metrics(stats: &Stats, health: &Health) -> String {
         "eeg_processing_seconds",
         "Time to decode, process and hand over the output of one raw message.",
     );
+    stats.window_latency.write(&mut out);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -485,5 +486,48 @@ mod tests {
         assert!(text.contains("\neeg_processing_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("\neeg_processing_seconds_count 2\n"));
         assert!(text.contains("\neeg_processing_seconds_sum 0.00307\n"));
+    }
+
+    #[test]
+    fn window_latencies_are_one_histogram_with_a_label_per_starting_point() {
+        let stats = Stats::default();
+        let now_ms = 1_800_000_000_000;
+        let lat = &stats.window_latency;
+        // 40 ms behind the window's end; consumed more than 3 s ago.
+        let long_ago = std::time::Instant::now()
+            .checked_sub(std::time::Duration::from_secs(3))
+            .unwrap();
+        lat.observe(now_ms - 40, Some(long_ago), now_ms);
+        // A device clock 2 s fast counts as 0; no consume time (nothing observed for it).
+        lat.observe(now_ms + 2_000, None, now_ms);
+        let text = metrics(&stats, &Health::default());
+        let name = "eeg_window_latency_seconds";
+        assert_eq!(
+            text.matches(&format!("# TYPE {name} histogram\n")).count(),
+            1
+        );
+        for (series, count) in [
+            ("since=\"window_end\",le=\"0.001\"", 1),
+            ("since=\"window_end\",le=\"0.025\"", 1),
+            ("since=\"window_end\",le=\"0.05\"", 2),
+            ("since=\"window_end\",le=\"+Inf\"", 2),
+            ("since=\"consume\",le=\"2.5\"", 0),
+            ("since=\"consume\",le=\"+Inf\"", 1),
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}_bucket{{{series}}} {count}\n")),
+                "{series} {count}:\n{text}"
+            );
+        }
+        assert!(text.contains(&format!("\n{name}_count{{since=\"window_end\"}} 2\n")));
+        assert!(text.contains(&format!("\n{name}_sum{{since=\"window_end\"}} 0.04\n")));
+        assert!(text.contains(&format!("\n{name}_count{{since=\"consume\"}} 1\n")));
+        let consume_sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_sum{{since=\"consume\"}} ")))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(consume_sum >= 3.0, "{consume_sum}");
     }
 }

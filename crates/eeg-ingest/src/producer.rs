@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eeg_kafka::Auth;
 use eeg_session::Ticket;
@@ -15,6 +15,8 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
+use crate::service::WindowLatency;
+
 /// librdkafka's default `message.max.bytes`, which the service keeps unless told otherwise:
 /// it is also the default `max.message.bytes` of a topic, so a record the producer takes is
 /// one the broker takes.
@@ -22,11 +24,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 /// Delivery reports settle tickets. A failed delivery fails its ticket, so no offset behind
 /// lost output is ever committed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Deliveries {
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
     auth: Auth,
+    latency: Arc<WindowLatency>,
 }
 
 impl Deliveries {
@@ -48,12 +51,39 @@ impl ClientContext for Deliveries {
     eeg_kafka::answer_token_refresh!(|ctx| ctx.auth);
 }
 
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Arc<Ticket>;
+/// What a delivery report needs: the ticket it settles and, for a processed record, where
+/// its latency is measured from.
+#[derive(Debug)]
+struct Delivery {
+    ticket: Arc<Ticket>,
+    stamp: Option<Stamp>,
+}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Arc<Ticket>) {
+/// Where a processed record's latency starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    /// Unix time of the end of the record's window, ms.
+    pub window_end_ms: i64,
+    /// When the raw message that completed the window was taken from its partition.
+    pub consumed: Option<Instant>,
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+        let Delivery { ticket, stamp } = *delivery;
         match result {
-            Ok(_) => ticket.ack(),
+            Ok(_) => {
+                if let Some(stamp) = stamp {
+                    let now_ms = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    self.latency
+                        .observe(stamp.window_end_ms, stamp.consumed, now_ms);
+                }
+                ticket.ack();
+            }
             Err((e, m)) => {
                 ticket.fail();
                 self.fail(format!(
@@ -76,6 +106,8 @@ pub struct Record<'a> {
     /// `None` is a tombstone.
     pub payload: Option<&'a [u8]>,
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// For a processed record: its latency is measured when it is acknowledged.
+    pub stamp: Option<Stamp>,
 }
 
 /// A record the producer did not take.
@@ -102,8 +134,13 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A producer from `client` (bootstrap servers, security) with idempotence and
-    /// `acks=all` on; no network round trip happens here.
-    pub fn new(client: &ClientConfig, auth: &Auth) -> KafkaResult<Publisher> {
+    /// `acks=all` on, which records the latency of stamped records in `latency`; no network
+    /// round trip happens here.
+    pub fn new(
+        client: &ClientConfig,
+        auth: &Auth,
+        latency: Arc<WindowLatency>,
+    ) -> KafkaResult<Publisher> {
         // Defaults first, so `client` can change them; idempotence and acks=all are what
         // the delivery promise rests on and are not overridable.
         let mut c = ClientConfig::new();
@@ -120,7 +157,9 @@ impl Publisher {
             .set("acks", "all")
             .create_with_context(Deliveries {
                 auth: auth.clone(),
-                ..Deliveries::default()
+                latency,
+                failure: Mutex::default(),
+                failed: AtomicBool::default(),
             })?;
         Ok(Publisher {
             producer: Arc::new(producer),
@@ -138,7 +177,13 @@ impl Publisher {
     /// that cannot be produced at all (e.g. larger than `message.max.bytes`) is an error,
     /// and the publisher is marked failed.
     pub fn send(&self, record: &Record<'_>, ticket: &Arc<Ticket>) -> Result<(), ProduceError> {
-        let mut r = BaseRecord::with_opaque_to(record.topic, Arc::clone(ticket));
+        let mut r = BaseRecord::with_opaque_to(
+            record.topic,
+            Box::new(Delivery {
+                ticket: Arc::clone(ticket),
+                stamp: record.stamp,
+            }),
+        );
         if let Some(k) = record.key {
             r = r.key(k);
         }

@@ -35,7 +35,7 @@ use eeg_session::{
 };
 
 use crate::health::{Health, Phase};
-use crate::producer::{ProduceError, Publisher, Record};
+use crate::producer::{ProduceError, Publisher, Record, Stamp};
 use crate::state;
 use crate::topics;
 
@@ -159,6 +159,9 @@ pub struct Stats {
     pub core: Arc<Counters>,
     /// Time to process one raw message in its partition's worker.
     pub latency: Histogram,
+    /// Time from a window's end, and from its raw message's consumption, to its record's
+    /// acknowledgement.
+    pub window_latency: Arc<WindowLatency>,
     /// Each active session's latest record.
     pub live: LiveSessions,
     /// The cache beside Kafka, if one is configured.
@@ -184,26 +187,51 @@ impl Stats {
     }
 }
 
-/// Upper bounds of the latency buckets, µs.
-const LATENCY_BUCKETS_US: [u64; 12] = [
+/// Upper bounds of the processing-time buckets, µs.
+const PROCESSING_BUCKETS_US: &[u64] = &[
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
 
+/// Upper bounds of the window-latency buckets, µs: from what neurofeedback notices
+/// (tens of ms) to a device clock that is off by a minute.
+const WINDOW_LATENCY_BUCKETS_US: &[u64] = &[
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 60_000_000,
+];
+
 /// A Prometheus-style histogram of durations, lock-free.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Histogram {
+    /// Upper bounds of the buckets, µs, ascending.
+    bounds_us: &'static [u64],
     /// Per bucket (not cumulative), the last one for everything above the largest bound.
-    counts: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    counts: Box<[AtomicU64]>,
     sum_us: AtomicU64,
 }
 
+impl Default for Histogram {
+    /// Buckets for the time to process one message.
+    fn default() -> Self {
+        Histogram::new(PROCESSING_BUCKETS_US)
+    }
+}
+
 impl Histogram {
+    pub fn new(bounds_us: &'static [u64]) -> Histogram {
+        Histogram {
+            bounds_us,
+            counts: (0..=bounds_us.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let i = LATENCY_BUCKETS_US
+        let i = self
+            .bounds_us
             .iter()
             .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
+            .unwrap_or(self.bounds_us.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
@@ -214,23 +242,87 @@ impl Histogram {
 
     /// Writes the histogram in the Prometheus text format (cumulative buckets, seconds).
     pub fn write(&self, out: &mut String, name: &str, help: &str) {
+        write_help(out, name, help);
+        self.write_series(out, name, "");
+    }
+
+    /// Writes the histogram's series, each with `labels` (e.g. `since="consume",`) before
+    /// its bucket bound; the HELP and TYPE lines are the caller's.
+    pub fn write_series(&self, out: &mut String, name: &str, labels: &str) {
         use std::fmt::Write as _;
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut total = 0;
         for (i, c) in self.counts.iter().enumerate() {
             total += c.load(Ordering::Relaxed);
-            match LATENCY_BUCKETS_US.get(i) {
+            match self.bounds_us.get(i) {
                 Some(b) => {
                     let le = *b as f64 / 1e6;
-                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}");
+                    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {total}");
                 }
                 None => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+                    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {total}");
                 }
             }
         }
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+        let labels = labels.trim_end_matches(',');
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {sum}\n{name}_count{braces} {total}"
+        );
+    }
+}
+
+/// The HELP and TYPE lines of a histogram.
+pub fn write_help(out: &mut String, name: &str, help: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+}
+
+/// How long processed records take to reach the broker, measured at their delivery
+/// acknowledgement: from the end of the window in sample time (the device's clock), and
+/// from consuming the raw message that completed the window.
+#[derive(Debug)]
+pub struct WindowLatency {
+    pub since_window_end: Histogram,
+    pub since_consume: Histogram,
+}
+
+impl Default for WindowLatency {
+    fn default() -> Self {
+        WindowLatency {
+            since_window_end: Histogram::new(WINDOW_LATENCY_BUCKETS_US),
+            since_consume: Histogram::new(WINDOW_LATENCY_BUCKETS_US),
+        }
+    }
+}
+
+impl WindowLatency {
+    /// Records one acknowledged record. A window end ahead of this machine's clock (a
+    /// device clock running fast) counts as 0.
+    pub fn observe(&self, window_end_ms: i64, consumed: Option<Instant>, now_unix_ms: i64) {
+        let behind = now_unix_ms.saturating_sub(window_end_ms).max(0) as u64;
+        self.since_window_end.observe(Duration::from_millis(behind));
+        if let Some(consumed) = consumed {
+            self.since_consume.observe(consumed.elapsed());
+        }
+    }
+
+    pub fn write(&self, out: &mut String) {
+        let name = "eeg_window_latency_seconds";
+        write_help(
+            out,
+            name,
+            "Time until a processed record is acknowledged by the broker: since=\"window_end\" from the end of its window in sample time (the device's clock), since=\"consume\" from consuming the raw message that completed the window.",
+        );
+        self.since_window_end
+            .write_series(out, name, "since=\"window_end\",");
+        self.since_consume
+            .write_series(out, name, "since=\"consume\",");
     }
 }
 
@@ -597,7 +689,8 @@ impl Service {
         for (k, v) in &config.producer_kafka {
             client.set(k, v);
         }
-        let producer = Publisher::new(&client, &config.auth)?;
+        let window_latency = Arc::new(WindowLatency::default());
+        let producer = Publisher::new(&client, &config.auth, Arc::clone(&window_latency))?;
         let max_output_bytes = AtomicUsize::new(producer.max_message_bytes());
         let triggers = Arc::new(TriggerEngine::new(config.triggers.rules.clone())?);
         let live = LiveSessions::new(config.live_sessions, config.session_idle);
@@ -611,6 +704,7 @@ impl Service {
                 stats: Arc::new(Stats {
                     live,
                     cache,
+                    window_latency,
                     ..Stats::default()
                 }),
                 partitions: Mutex::new(HashMap::new()),
@@ -941,6 +1035,9 @@ struct KafkaOutbox<'a> {
     topics: &'a Topics,
     partition: i32,
     stats: &'a Stats,
+    /// When the message being handled was taken from its queue (`None` for what is sent
+    /// between messages: snapshots).
+    consumed: Option<Instant>,
 }
 
 impl Outbox for KafkaOutbox<'_> {
@@ -977,6 +1074,10 @@ impl Outbox for KafkaOutbox<'_> {
                 key: out.key,
                 payload: out.payload,
                 headers: out.headers,
+                stamp: out.window_end_ms.map(|window_end_ms| Stamp {
+                    window_end_ms,
+                    consumed: self.consumed,
+                }),
             },
             ticket,
         )
@@ -1193,6 +1294,7 @@ impl PartitionWorker {
             topics: &self.shared.config.topics,
             partition: self.partition,
             stats: &self.shared.stats,
+            consumed: None,
         };
         if let Ok(Some(commit)) = self.core.advance(&mut outbox) {
             self.link.commit.store(commit, Ordering::Release);
@@ -1221,6 +1323,7 @@ fn take(shared: &Shared, partition: i32, core: &mut PartitionCore, m: &Inbound<'
         topics: &shared.config.topics,
         partition,
         stats: &shared.stats,
+        consumed: Some(started),
     };
     // An `Err` means an output was refused: the producer logged it and is marked failed,
     // and the polling thread stops the service without committing past it.

@@ -64,6 +64,9 @@ pub struct Output<'a> {
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// For a processed record, the Unix time (ms) of the end of its window's last sample:
+    /// where the latency from the signal to its record starts.
+    pub window_end_ms: Option<i64>,
 }
 
 impl Output<'_> {
@@ -656,6 +659,7 @@ impl PartitionCore {
             key: m.key,
             payload: Some(payload),
             headers: &headers,
+            window_end_ms: None,
         };
         send(outbox, &out, ticket)?;
         self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
@@ -758,6 +762,7 @@ impl PartitionCore {
                 } else {
                     &[]
                 },
+                window_end_ms: None,
             };
             send(outbox, &out, ticket)
         })
@@ -841,6 +846,7 @@ impl<O: Outbox> Sink for OutboxSink<'_, O> {
             key: Some(meta.session_id.as_bytes()),
             payload: Some(&buf),
             headers: &[],
+            window_end_ms: Some(window.end_ms),
         };
         let size = out.size();
         let sent = if size + OUTPUT_OVERHEAD > self.max_bytes {
@@ -864,6 +870,7 @@ impl<O: Outbox> Sink for OutboxSink<'_, O> {
             key: Some(event.session_id.as_bytes()),
             payload: Some(&buf),
             headers: &[],
+            window_end_ms: None,
         };
         let sent = self.send(&out);
         *self.buf = buf;
