@@ -29,8 +29,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Process an EEG file offline: EDF, EDF+, BDF or raw JSONL in, eeg.processed/1 JSONL (or a
-    /// CSV or Parquet table) out.
+    /// Process an EEG file offline: EDF, EDF+, BDF, raw JSONL or a capture of binary raw
+    /// batches in, eeg.processed/1 JSONL (or a CSV or Parquet table) out.
     Process(ProcessArgs),
     /// Run the Kafka service: consume eeg.raw.data, publish eeg.processed.data.
     Run(Box<run::RunArgs>),
@@ -53,8 +53,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ProcessArgs {
-    /// EDF/EDF+/BDF recording, or a JSONL file of eeg.raw/1 messages ("-" reads JSONL from
-    /// standard input).
+    /// EDF/EDF+/BDF recording, a JSONL file of eeg.raw/1 messages, or a capture of binary
+    /// eeg.raw/1 (length-delimited protobuf, as `tail --topic raw --format pb` writes; a .pb
+    /// name or told by its content). "-" reads JSONL or a capture from standard input.
     pub input: PathBuf,
     /// Processing config (TOML); every key is optional.
     #[arg(long, value_name = "FILE.toml")]
@@ -67,12 +68,12 @@ pub struct ProcessArgs {
     /// table's columns are listed in docs/processing.md.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<table::Format>,
-    /// Process only these channels (EDF/BDF signal labels, or JSONL channel names;
+    /// Process only these channels (EDF/BDF signal labels, or the messages' channel names;
     /// comma-separated), in this order.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub channels: Option<Vec<String>>,
-    /// EDF/BDF: the records' session id (default: the file name without extension). JSONL:
-    /// process only this session's messages.
+    /// EDF/BDF: the records' session id (default: the file name without extension). Raw
+    /// messages: process only this session's.
     #[arg(long, value_name = "ID")]
     pub session_id: Option<String>,
     /// Also evaluate the trigger rules (the config's `[[triggers]]`, or the default rules)

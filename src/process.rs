@@ -232,7 +232,7 @@ fn execute(args: &ProcessArgs, mode: Mode) -> anyhow::Result<()> {
     // A JSONL input's first line tells eeg.processed/1 records (which only a report reads)
     // from raw batches.
     let jsonl = match kind {
-        Kind::Edf => None,
+        Kind::Edf | Kind::Protobuf => None,
         Kind::Jsonl => Some(open_jsonl(args)?),
     };
     if let Some((name, head, _)) = &jsonl
@@ -305,6 +305,20 @@ fn execute(args: &ProcessArgs, mode: Mode) -> anyhow::Result<()> {
     };
     let progress = progress_bar(input, args.quiet);
     let result = match jsonl {
+        None if kind == Kind::Protobuf => File::open(&args.input)
+            .map_err(|e| BadInput(format!("{}: cannot open: {e}", input.display())).into())
+            .and_then(|file| {
+                process_raw(
+                    args,
+                    &input.display().to_string(),
+                    Box::new(file),
+                    &config,
+                    &mut writer,
+                    triggers.as_mut(),
+                    report.as_mut(),
+                    &progress,
+                )
+            }),
         None => process_edf(
             args,
             &config,
@@ -313,7 +327,7 @@ fn execute(args: &ProcessArgs, mode: Mode) -> anyhow::Result<()> {
             report.as_mut(),
             &progress,
         ),
-        Some((name, head, rest)) => process_jsonl(
+        Some((name, head, rest)) => process_raw(
             args,
             &name,
             Box::new(std::io::Cursor::new(head).chain(rest)),
@@ -447,6 +461,8 @@ fn open_jsonl(args: &ProcessArgs) -> anyhow::Result<(String, Vec<u8>, Box<dyn Bu
 pub(crate) enum Kind {
     Edf,
     Jsonl,
+    /// A capture of binary `eeg.raw/1`: length-delimited messages.
+    Protobuf,
 }
 
 /// EDF/BDF by extension, JSONL by extension or for standard input; otherwise by content.
@@ -461,17 +477,19 @@ pub(crate) fn detect(input: &Path) -> anyhow::Result<Kind> {
     match ext.as_deref() {
         Some("edf" | "bdf" | "rec") => return Ok(Kind::Edf),
         Some("jsonl" | "ndjson" | "json") => return Ok(Kind::Jsonl),
+        Some("pb" | "binpb") => return Ok(Kind::Protobuf),
         _ => {}
     }
-    let mut head = [0u8; 8];
+    let mut head = [0u8; 16];
     let n = File::open(input)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| BadInput(format!("{}: cannot open: {e}", input.display())))?;
     match &head[..n] {
         h if is_edf(h) => Ok(Kind::Edf),
         [b'{', ..] => Ok(Kind::Jsonl),
+        h if eeg_schema::looks_delimited(h) => Ok(Kind::Protobuf),
         _ => Err(BadInput(format!(
-            "{}: not an EDF/BDF file nor eeg.raw/1 JSONL (use a .edf, .bdf or .jsonl name)",
+            "{}: not an EDF/BDF file, eeg.raw/1 JSONL nor a capture of binary eeg.raw/1 (use a .edf, .bdf, .jsonl or .pb name)",
             input.display()
         ))
         .into()),
@@ -1211,7 +1229,7 @@ fn process_edf(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn process_jsonl(
+fn process_raw(
     args: &ProcessArgs,
     name: &str,
     input: Box<dyn Read>,
@@ -1222,55 +1240,40 @@ fn process_jsonl(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<Summary>> {
     let limits = eeg_schema::Limits::default();
-    let mut reader = BufReader::with_capacity(1 << 16, input);
     // A file is told by its name or content before it gets here; standard input is taken
-    // for JSONL, so an EDF piped in is named as such rather than failing as bad JSON.
-    let head = reader
-        .fill_buf()
+    // for JSONL unless it starts like a capture, and an EDF piped in is named as such rather
+    // than failing as bad JSON. (Its first bytes may come in pieces: a pipe, or the first
+    // line `open_jsonl` read.)
+    let mut input = input;
+    let mut head = Vec::with_capacity(16);
+    (&mut input)
+        .take(16)
+        .read_to_end(&mut head)
         .map_err(|e| BadInput(format!("{name}: cannot read: {e}")))?;
-    if is_edf(head) {
+    let protobuf = eeg_schema::looks_delimited(&head);
+    if is_edf(&head) {
         return Err(BadInput(format!(
-            "{name}: this is an EDF/BDF recording; give its path instead (standard input takes eeg.raw/1 JSONL only)"
+            "{name}: this is an EDF/BDF recording; give its path instead (standard input takes eeg.raw/1 JSONL or a capture of binary eeg.raw/1)"
         ))
         .into());
     }
+    let reader = BufReader::with_capacity(1 << 16, std::io::Cursor::new(head).chain(input));
+    let mut messages = RawMessages::new(reader, protobuf, &limits);
     let only = args.session_id.as_deref();
     // Other sessions' ids, to name a few when `--session-id` matches none.
     let mut others: std::collections::BTreeSet<String> = Default::default();
-    let mut line = Vec::new();
-    let mut line_no = 0u64;
+    let mut read = 0u64;
 
-    /// What the JSONL path keeps beside each session.
+    /// What the raw path keeps beside each session.
     struct Kept {
         summary: Summary,
         triggers: TriggerState,
     }
     let mut sessions: eeg_session::Sessions<Kept> = eeg_session::Sessions::new(config.clone());
     let mut order: Vec<String> = Vec::new();
-    loop {
-        line.clear();
-        let n = (&mut reader)
-            .take(limits.max_message_bytes as u64 + 2)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| BadInput(format!("{name}: line {}: cannot read: {e}", line_no + 1)))?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        progress.inc(n as u64);
-        if line.last() != Some(&b'\n') && n > limits.max_message_bytes {
-            return Err(BadInput(format!(
-                "{name}: line {line_no}: longer than {} bytes",
-                limits.max_message_bytes
-            ))
-            .into());
-        }
-        let text = line.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        let batch = eeg_schema::decode_raw(text, &limits)
-            .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
+    while let Some((at, batch)) = messages.next_batch(name, &limits, progress)? {
+        read += 1;
+        let line_no = at.index();
         if let Some(id) = only
             && batch.session_id != id
         {
@@ -1281,7 +1284,7 @@ fn process_jsonl(
         }
         let batch = match &args.channels {
             Some(wanted) => select_channels(batch, wanted, &limits)
-                .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?,
+                .map_err(|e| BadInput(format!("{name}: {at}: {e}")))?,
             None => batch,
         };
         let (admission, session) = sessions
@@ -1294,7 +1297,7 @@ fn process_jsonl(
                 ),
                 triggers: TriggerState::default(),
             })
-            .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")))?;
+            .map_err(|e| BadInput(format!("{name}: {at}: {e}")))?;
         let Some(session) = session else {
             if let Some(s) = sessions.get_mut(&batch.session_id) {
                 s.extra.summary.duplicates += 1;
@@ -1305,7 +1308,7 @@ fn process_jsonl(
             eeg_session::Admission::New => order.push(batch.session_id.clone()),
             eeg_session::Admission::Reset(ref reason) => {
                 tracing::warn!(
-                    "{name}: line {line_no}: session '{}': {reason}; state reset",
+                    "{name}: {at}: session '{}': {reason}; state reset",
                     batch.session_id
                 );
                 session.extra.summary.resets += 1;
@@ -1336,18 +1339,25 @@ fn process_jsonl(
             |sink| {
                 processor
                     .push_channel_major(batch.samples(), batch.samples_per_channel(), sink)
-                    .map_err(|e| BadInput(format!("{name}: line {line_no}: {e}")).into())
+                    .map_err(|e| BadInput(format!("{name}: {at}: {e}")).into())
             },
         )?;
         if !pushed {
             return Ok(Vec::new());
         }
     }
-    if line_no == 0 {
+    if read == 0 {
         return Err(BadInput(format!("{name}: empty input, no eeg.raw/1 message")).into());
     }
     if let Some(r) = report {
-        r.set_input(report::InputMeta::jsonl(name, "eeg.raw/1 JSONL", line_no));
+        r.set_input(match messages {
+            RawMessages::Jsonl { line_no, .. } => {
+                report::InputMeta::jsonl(name, "eeg.raw/1 JSONL", line_no)
+            }
+            RawMessages::Protobuf(_) => {
+                report::InputMeta::messages(name, "binary eeg.raw/1, length-delimited", read)
+            }
+        });
     }
     if let Some(id) = only
         && order.is_empty()
@@ -1363,6 +1373,119 @@ fn process_jsonl(
         .into_iter()
         .filter_map(|id| sessions.remove(&id).map(|s| s.extra.summary))
         .collect())
+}
+
+/// Where a raw message is in its input, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum At {
+    Line(u64),
+    Message { index: u64, offset: u64 },
+}
+
+impl At {
+    /// The line's or message's number, counted from 1.
+    fn index(self) -> u64 {
+        match self {
+            At::Line(n) => n,
+            At::Message { index, .. } => index,
+        }
+    }
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Line(n) => write!(f, "line {n}"),
+            At::Message { index, offset } => write!(f, "message {index} at byte {offset}"),
+        }
+    }
+}
+
+/// The raw messages of an input: JSONL lines, or a capture of binary `eeg.raw/1`.
+pub(crate) enum RawMessages<R> {
+    Jsonl {
+        reader: R,
+        line: Vec<u8>,
+        line_no: u64,
+    },
+    Protobuf(eeg_schema::DelimitedReader<R>),
+}
+
+impl<R: BufRead> RawMessages<R> {
+    pub(crate) fn new(reader: R, protobuf: bool, limits: &eeg_schema::Limits) -> Self {
+        if protobuf {
+            RawMessages::Protobuf(eeg_schema::DelimitedReader::new(
+                reader,
+                limits.max_message_bytes,
+            ))
+        } else {
+            RawMessages::Jsonl {
+                reader,
+                line: Vec::new(),
+                line_no: 0,
+            }
+        }
+    }
+
+    /// The next message, decoded, and where it is; blank lines are skipped.
+    pub(crate) fn next_batch(
+        &mut self,
+        name: &str,
+        limits: &eeg_schema::Limits,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Option<(At, eeg_schema::RawBatch)>, BadInput> {
+        match self {
+            RawMessages::Jsonl {
+                reader,
+                line,
+                line_no,
+            } => loop {
+                line.clear();
+                let n = reader
+                    .take(limits.max_message_bytes as u64 + 2)
+                    .read_until(b'\n', line)
+                    .map_err(|e| {
+                        BadInput(format!("{name}: line {}: cannot read: {e}", *line_no + 1))
+                    })?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                *line_no += 1;
+                progress.inc(n as u64);
+                if line.last() != Some(&b'\n') && n > limits.max_message_bytes {
+                    return Err(BadInput(format!(
+                        "{name}: line {line_no}: longer than {} bytes",
+                        limits.max_message_bytes
+                    )));
+                }
+                let text = line.trim_ascii();
+                if text.is_empty() {
+                    continue;
+                }
+                let at = At::Line(*line_no);
+                return eeg_schema::decode_raw(text, limits)
+                    .map(|b| Some((at, b)))
+                    .map_err(|e| BadInput(format!("{name}: {at}: {e}")));
+            },
+            RawMessages::Protobuf(capture) => {
+                let before = capture.position();
+                let Some(m) = capture
+                    .next_message()
+                    .map_err(|e| BadInput(format!("{name}: {e}")))?
+                else {
+                    return Ok(None);
+                };
+                let at = At::Message {
+                    index: m.index,
+                    offset: m.offset,
+                };
+                let batch = eeg_schema::decode_raw_protobuf(m.bytes, limits)
+                    .map_err(|e| BadInput(format!("{name}: {at}: {e}")))?;
+                progress.inc(capture.position() - before);
+                Ok(Some((at, batch)))
+            }
+        }
+    }
 }
 
 /// The batch with only the `wanted` channels, in that order; a channel it does not have is

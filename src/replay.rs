@@ -1,7 +1,7 @@
 //! `eeg-pipeline replay`: plays a recording into the raw topic as simulated devices.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +21,8 @@ use crate::run::KafkaArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// EDF/EDF+/BDF recording, or a JSONL file of eeg.raw/1 messages.
+    /// EDF/EDF+/BDF recording, a JSONL file of eeg.raw/1 messages, or a capture of binary
+    /// eeg.raw/1 (length-delimited, a .pb name or told by its content).
     pub input: PathBuf,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -239,7 +240,8 @@ impl Player {
 /// The input, opened and its header read, before any connection is made: a file that
 /// cannot be replayed is reported as such, not as a broker problem.
 enum Source {
-    Jsonl(File),
+    /// JSONL, or a capture of binary messages (`protobuf`).
+    Messages { file: File, protobuf: bool },
     Edf {
         reader: Box<eeg_edf::EdfReader<BufReader<File>>>,
         groups: Vec<crate::process::SessionGroup>,
@@ -250,16 +252,21 @@ impl Source {
     fn open(name: &str, args: &ReplayArgs) -> anyhow::Result<Source> {
         crate::process::check_channels(args.channels.as_deref())?;
         Ok(match crate::process::detect(&args.input)? {
-            crate::process::Kind::Jsonl if args.user_id.is_some() => {
+            crate::process::Kind::Jsonl | crate::process::Kind::Protobuf
+                if args.user_id.is_some() =>
+            {
                 return Err(BadInput(format!(
-                    "{name}: --user-id is for EDF/BDF input; JSONL messages carry their own user_id"
+                    "{name}: --user-id is for EDF/BDF input; raw messages carry their own user_id"
                 ))
                 .into());
             }
-            crate::process::Kind::Jsonl => Source::Jsonl(
-                File::open(&args.input)
-                    .map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
-            ),
+            kind @ (crate::process::Kind::Jsonl | crate::process::Kind::Protobuf) => {
+                Source::Messages {
+                    file: File::open(&args.input)
+                        .map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
+                    protobuf: kind == crate::process::Kind::Protobuf,
+                }
+            }
             crate::process::Kind::Edf => {
                 let reader =
                     eeg_edf::EdfReader::open(&args.input).map_err(|e| BadInput(e.to_string()))?;
@@ -323,7 +330,9 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         samples: 0,
     };
     let played = match source {
-        Source::Jsonl(file) => replay_jsonl(&name, file, &mut player, &progress),
+        Source::Messages { file, protobuf } => {
+            replay_messages(&name, file, protobuf, &mut player, &progress)
+        }
         Source::Edf { reader, groups } => replay_edf(*reader, groups, args, &mut player, &progress),
     };
     progress.finish_and_clear();
@@ -382,22 +391,17 @@ fn check_broker(args: &ReplayArgs, auth: &eeg_kafka::Auth) -> anyhow::Result<()>
     }
 }
 
-fn replay_jsonl(
+fn replay_messages(
     name: &str,
     file: File,
+    protobuf: bool,
     player: &mut Player,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let limits = Limits::default();
     let mut first_ms = None;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| BadInput(format!("{name}: line {}: {e}", i + 1)))?;
-        progress.inc(line.len() as u64 + 1);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let batch = eeg_schema::decode_raw(line.as_bytes(), &limits)
-            .map_err(|e| BadInput(format!("{name}: line {}: {e}", i + 1)))?;
+    let mut messages = crate::process::RawMessages::new(BufReader::new(file), protobuf, &limits);
+    while let Some((_, batch)) = messages.next_batch(name, &limits, progress)? {
         let t0 = *first_ms.get_or_insert(batch.start_ms);
         let at_s = (batch.start_ms - t0).max(0) as f64 / 1000.0;
         player.play(batch, at_s)?;

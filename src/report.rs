@@ -131,6 +131,18 @@ impl InputMeta {
     }
 
     /// A JSONL input: raw batches or processed records.
+    /// A file of binary messages.
+    pub fn messages(name: &str, what: &str, messages: u64) -> InputMeta {
+        InputMeta {
+            rows: vec![
+                ("File".into(), name.to_string()),
+                ("Format".into(), what.to_string()),
+                ("Messages".into(), messages.to_string()),
+            ],
+            signals: Vec::new(),
+        }
+    }
+
     pub fn jsonl(name: &str, what: &str, lines: u64) -> InputMeta {
         InputMeta {
             rows: vec![

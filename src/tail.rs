@@ -40,7 +40,9 @@ pub struct TailArgs {
     #[arg(long, value_name = "S")]
     pub idle_exit: Option<f64>,
     /// jsonl: each message's JSON, one per line; table: one short line per message for a
-    /// person. Default: table on a terminal, jsonl otherwise.
+    /// person; pb (with --topic raw): a capture of binary eeg.raw/1, length-delimited, that
+    /// `process` and `replay` read (binary messages as they are, JSON ones converted
+    /// exactly). Default: table on a terminal, jsonl otherwise.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Seconds to wait for the broker's answer before giving up.
@@ -61,6 +63,7 @@ pub enum Which {
 pub enum Format {
     Jsonl,
     Table,
+    Pb,
 }
 
 pub fn run(args: &TailArgs) -> anyhow::Result<()> {
@@ -84,6 +87,20 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
     } else {
         Format::Jsonl
     });
+    if format == Format::Pb {
+        if args.topic != Which::Raw {
+            return Err(BadInput(
+                "--format pb: captures are of raw batches; use it with --topic raw".into(),
+            )
+            .into());
+        }
+        if std::io::stdout().is_terminal() {
+            return Err(BadInput(
+                "--format pb: a capture is binary; redirect standard output to a file (e.g. > capture.pb)".into(),
+            )
+            .into());
+        }
+    }
     let auth = args.kafka.auth()?;
     let client = args.kafka.client_config()?;
     let timeout = Duration::from_secs(args.connect_timeout_s);
@@ -162,8 +179,21 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
         match format {
             Format::Jsonl => jsonl(args.topic, &message, &mut line),
             Format::Table => table(args.topic, &message, &mut line),
+            Format::Pb => {
+                if let Err(e) = delimited(&message, &mut line) {
+                    // Only what the service would also refuse; it stays on the broker.
+                    tracing::warn!(
+                        "partition {} offset {}: not in the capture: {e}",
+                        message.partition(),
+                        message.offset()
+                    );
+                    continue;
+                }
+            }
         }
-        line.push(b'\n');
+        if format != Format::Pb {
+            line.push(b'\n');
+        }
         if !write(&mut out, &line)? {
             return Ok(());
         }
@@ -248,6 +278,23 @@ fn jsonl(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
         "payload": String::from_utf8_lossy(payload),
     });
     line.extend_from_slice(entry.to_string().as_bytes());
+}
+
+/// The raw message as a message of a capture: its own bytes when binary, JSON converted to
+/// binary with 64-bit floats (the values the service decodes, bit for bit).
+fn delimited(m: &BorrowedMessage<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let payload = m.payload().unwrap_or_default();
+    match binary_raw(m) {
+        Some(Ok(_)) => eeg_schema::write_delimited(payload, out).map_err(|e| e.to_string()),
+        Some(Err(e)) => Err(e),
+        None => {
+            let batch = eeg_schema::decode_raw(payload, &eeg_schema::Limits::default())
+                .map_err(|e| e.to_string())?;
+            let mut message = Vec::new();
+            batch.encode_protobuf(&mut message);
+            eeg_schema::write_delimited(&message, out).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// A raw message that its `content-type` header says is not JSON, decoded as the service

@@ -219,6 +219,96 @@ fn jsonl_input_gives_the_same_records_as_the_edf_it_came_from() {
     assert_eq!(records(&jsonl), records(&edf));
 }
 
+/// The EDF fixture's samples (µV) cut into batches of 50 as a capture of binary eeg.raw/1,
+/// and where each message (its length prefix) starts, with its length.
+fn subsecond_capture() -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut reader = eeg_edf::EdfReader::open(fixture("test_subsecond.edf")).expect("opens");
+    let t0 = reader.header().start_unix_ms();
+    let mut record = eeg_edf::Record::default();
+    let mut samples = Vec::new();
+    while reader.read_record(&mut record).expect("reads") {
+        samples.extend_from_slice(record.signal(0));
+    }
+    let mut capture = Vec::new();
+    let mut message = Vec::new();
+    let mut frames = Vec::new();
+    for (seq, chunk) in samples.chunks(50).enumerate() {
+        let parts = eeg_schema::RawBatchParts {
+            session_id: "s".into(),
+            device_id: "test_subsecond.edf".into(),
+            user_id: None,
+            seq: seq as u64,
+            start_ms: t0 + (seq as f64 * 50.0 * 1000.0 / 128.0).round() as i64,
+            sample_rate_hz: 128.0,
+            channels: vec!["Fp1".into()],
+            samples: chunk.to_vec(),
+        };
+        let batch = eeg_schema::RawBatch::new(parts, &eeg_schema::Limits::default()).unwrap();
+        message.clear();
+        batch.encode_protobuf(&mut message);
+        frames.push((capture.len(), message.len()));
+        eeg_schema::write_delimited(&message, &mut capture).unwrap();
+    }
+    (capture, frames)
+}
+
+#[test]
+fn a_binary_capture_gives_the_same_records_as_the_edf_it_came_from() {
+    let dir = scratch("capture_equals_edf");
+    let edf = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--session-id",
+        "s",
+    ]);
+    assert!(edf.status.success());
+    let (capture, _) = subsecond_capture();
+    // Known by its name, or told by its content.
+    for name in ["stream.pb", "stream.bin"] {
+        let input = dir.join(name);
+        std::fs::write(&input, &capture).expect("write");
+        let o = eeg(&["process", input.to_str().expect("utf8")]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert_eq!(records(&o), records(&edf), "{name}");
+    }
+    let piped = eeg_with_stdin(&["process", "-"], &capture);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(records(&piped), records(&edf));
+}
+
+#[test]
+fn a_broken_capture_is_named_with_its_message_and_byte_offset() {
+    let dir = scratch("broken_capture");
+    let (capture, frames) = subsecond_capture();
+    let messages = frames.len();
+    let (last, length) = frames[messages - 1];
+    let second = frames[1].0;
+    let out = dir.join("features.jsonl");
+    let out_arg = out.to_str().expect("utf8");
+
+    // Cut short: named, and no output file left half written.
+    let cut = dir.join("cut.pb");
+    std::fs::write(&cut, &capture[..capture.len() - 5]).expect("write");
+    let o = eeg(&["process", cut.to_str().expect("utf8"), "--out", out_arg]);
+    assert_bad_input(
+        &o,
+        &[&format!(
+            "cut.pb: message {messages} at byte {last}: truncated: {length} bytes announced, {} present",
+            length - 5
+        )],
+    );
+    assert!(!out.exists());
+
+    // A frame whose bytes are not a RawBatch.
+    let mut garbage = capture[..second].to_vec();
+    garbage.extend_from_slice(&[3, 0x0a, 0xff, 0xff]);
+    let bad = dir.join("bad.pb");
+    std::fs::write(&bad, &garbage).expect("write");
+    let o = eeg(&["process", bad.to_str().expect("utf8"), "--out", out_arg]);
+    assert_bad_input(&o, &[&format!("bad.pb: message 2 at byte {second}: ")]);
+    assert!(!out.exists());
+}
+
 #[test]
 fn out_file_is_written_whole_or_not_at_all() {
     let dir = scratch("out_file");
@@ -590,9 +680,17 @@ fn eeg_with_stdin(args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    // The command may stop reading early (bad input): a broken pipe here is its answer.
-    let _ = child.stdin.take().expect("stdin").write_all(input);
-    child.wait_with_output().expect("runs")
+    // Written from a thread while the output is read here: a large input and its output
+    // would otherwise fill both pipes. The command may stop reading early (bad input): a
+    // broken pipe is its answer.
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("runs");
+    writer.join().expect("writer");
+    out
 }
 
 #[test]

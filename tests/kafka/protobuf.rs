@@ -1,7 +1,8 @@
 //! Binary `eeg.raw/1` (Protocol Buffers, chosen by the record's `content-type` header) on a
 //! real broker: recordings replayed as their digital values give the records `process`
-//! computes from the file, byte for byte, and binary poison goes to the dead-letter topic
-//! with its reason and its content type.
+//! computes from the file, byte for byte (and so does `process` of the topic captured by
+//! `tail --format pb`), and binary poison goes to the dead-letter topic with its reason and
+//! its content type.
 
 use super::*;
 
@@ -80,6 +81,32 @@ fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
             "{file}: dead letters {:?}",
             dead[0].headers
         );
+
+        // The raw topic captured by `tail --format pb` (its binary messages as they are) is
+        // an input `process` reads, with the same records again.
+        let capture = cli_ok(
+            &t,
+            "tail",
+            &[
+                "--topic",
+                "raw",
+                "--format",
+                "pb",
+                "--from-beginning",
+                "--idle-exit",
+                "3",
+            ],
+        )
+        .stdout;
+        let path =
+            std::env::temp_dir().join(format!("eeg-capture-{session}-{}.pb", std::process::id()));
+        std::fs::write(&path, &capture).unwrap();
+        let mut from_capture = process_lines(&path, &[]);
+        let _ = std::fs::remove_file(&path);
+        let mut want = want;
+        from_capture.sort();
+        want.sort();
+        assert_eq!(from_capture, want, "{file}: process of the capture");
     }
 }
 

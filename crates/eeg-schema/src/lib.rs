@@ -135,12 +135,14 @@
 //! `invalid JSON at line 1 column 17: expected ',' or '}'`. Text quoted from the input is
 //! escaped and shortened so that it cannot break the line.
 
+mod capture;
 mod error;
 mod processed;
 mod raw;
 mod raw_protobuf;
 mod trigger;
 
+pub use capture::{CaptureError, Delimited, DelimitedReader, looks_delimited, write_delimited};
 pub use eeg_dsp::{Indices, Quality};
 pub use error::SchemaError;
 pub use processed::{
