@@ -102,11 +102,42 @@ fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
             std::env::temp_dir().join(format!("eeg-capture-{session}-{}.pb", std::process::id()));
         std::fs::write(&path, &capture).unwrap();
         let mut from_capture = process_lines(&path, &[]);
-        let _ = std::fs::remove_file(&path);
         let mut want = want;
         from_capture.sort();
         want.sort();
         assert_eq!(from_capture, want, "{file}: process of the capture");
+        // And `replay` plays a capture: captured again, it gives the same records once more.
+        let again = Topics::create(&format!("pb-again-{session}"));
+        replay(
+            &again,
+            &[
+                path.to_str().unwrap(),
+                "--speed",
+                "max",
+                "--encoding",
+                "protobuf",
+            ],
+        );
+        let _ = std::fs::remove_file(&path);
+        let recaptured = cli_ok(
+            &again,
+            "tail",
+            &[
+                "--topic",
+                "raw",
+                "--format",
+                "pb",
+                "--from-beginning",
+                "--idle-exit",
+                "3",
+            ],
+        )
+        .stdout;
+        std::fs::write(&path, &recaptured).unwrap();
+        let mut replayed = process_lines(&path, &[]);
+        let _ = std::fs::remove_file(&path);
+        replayed.sort();
+        assert_eq!(replayed, want, "{file}: the capture replayed");
     }
 }
 
