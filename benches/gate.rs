@@ -12,7 +12,10 @@ use std::io::Cursor;
 use eeg_dsp::welch::{BandBins, SegmentPsd};
 use eeg_dsp::{FilterBank, Kernel, OwnedWindow, Plan, ProcessingConfig, SessionProcessor, Window};
 use eeg_edf::{EdfReader, Record, WriteSpec, write_edf};
-use eeg_schema::{Limits, ProcessedRecord, RawBatch, SessionMeta, decode_raw, encode_processed};
+use eeg_schema::{
+    Limits, ProcessedRecord, RawBatch, RawMeta, RawSamples, RawUnits, SessionMeta, decode_raw,
+    decode_raw_protobuf, encode_processed, encode_raw_protobuf,
+};
 use gungraun::{library_benchmark, library_benchmark_group, main};
 
 mod support;
@@ -96,6 +99,52 @@ fn welch(mut w: WelchInput) -> f64 {
 #[bench::raw_8ch_32(args = (RAW))]
 fn decode(bytes: &[u8]) -> RawBatch {
     decode_raw(black_box(bytes), &Limits::default()).expect("the fixture is valid")
+}
+
+/// The fixture's batch as binary `eeg.raw/1`: its values as 24-bit digital values of an
+/// amplifier with 0.02235 µV per count (`digital`), or as float32.
+fn binary_setup(digital: bool) -> Vec<u8> {
+    let batch = decode_raw(RAW, &Limits::default()).expect("the fixture is valid");
+    let meta = RawMeta {
+        session_id: &batch.session_id,
+        device_id: &batch.device_id,
+        user_id: batch.user_id.as_deref(),
+        seq: batch.seq,
+        start_ms: batch.start_ms,
+        sample_rate_hz: batch.sample_rate_hz,
+        channels: &batch.channels,
+        units: RawUnits::Microvolts,
+    };
+    let scale = vec![0.02235; batch.channels.len()];
+    let offset = vec![0.0; batch.channels.len()];
+    let counts: Vec<i32> = batch
+        .samples()
+        .iter()
+        .map(|v| (v / scale[0]).round() as i32)
+        .collect();
+    let floats: Vec<f32> = batch.samples().iter().map(|&v| v as f32).collect();
+    let samples = if digital {
+        RawSamples::Digital {
+            bytes_per_sample: 3,
+            data: &counts,
+            scale: &scale,
+            offset: &offset,
+        }
+    } else {
+        RawSamples::Float32(&floats)
+    };
+    let mut out = Vec::new();
+    encode_raw_protobuf(&meta, samples, &mut out).expect("in range");
+    out
+}
+
+// Decoding the same batch sent as binary `eeg.raw/1` (`content-type:
+// application/x-protobuf`).
+#[library_benchmark]
+#[bench::digital24_8ch_32(args = (true), setup = binary_setup)]
+#[bench::float32_8ch_32(args = (false), setup = binary_setup)]
+fn decode_binary(bytes: Vec<u8>) -> RawBatch {
+    decode_raw_protobuf(black_box(&bytes), &Limits::default()).expect("the message is valid")
 }
 
 fn meta(nch: usize) -> SessionMeta {
@@ -203,7 +252,7 @@ fn edf((mut reader, mut record): (EdfReader<Cursor<Vec<u8>>>, Record)) -> Record
 }
 
 library_benchmark_group!(name = dsp; benchmarks = filter_chain, welch);
-library_benchmark_group!(name = wire; benchmarks = decode, encode);
+library_benchmark_group!(name = wire; benchmarks = decode, decode_binary, encode);
 library_benchmark_group!(name = pipeline; benchmarks = session, edf);
 
 main!(library_benchmark_groups = dsp, wire, pipeline);
