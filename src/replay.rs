@@ -402,8 +402,10 @@ fn replay_messages(
     let mut first_ms = None;
     let mut messages = crate::process::RawMessages::new(BufReader::new(file), protobuf, &limits);
     while let Some((_, batch)) = messages.next_batch(name, &limits, progress)? {
+        // Due once its last sample has been acquired, as a device sends it.
         let t0 = *first_ms.get_or_insert(batch.start_ms);
-        let at_s = (batch.start_ms - t0).max(0) as f64 / 1000.0;
+        let at_s = (batch.start_ms - t0).max(0) as f64 / 1000.0
+            + batch.samples_per_channel() as f64 / batch.sample_rate_hz;
         player.play(batch, at_s)?;
     }
     Ok(())
@@ -568,8 +570,10 @@ impl Stream {
         Ok(batch)
     }
 
-    fn at_s(&self, file_t0_ms: i64) -> f64 {
-        (self.t0_ms - file_t0_ms) as f64 / 1000.0 + self.sent as f64 / self.rate
+    /// When a message of the next `n` samples is due, in seconds of recording from
+    /// `file_t0_ms`: once its last sample has been acquired, as a device sends it.
+    fn due_s(&self, file_t0_ms: i64, n: usize) -> f64 {
+        (self.t0_ms - file_t0_ms) as f64 / 1000.0 + (self.sent + n as u64) as f64 / self.rate
     }
 }
 
@@ -664,7 +668,7 @@ fn replay_edf(
                 }
             }
             while s.pending() >= chunk {
-                let at = s.at_s(t0);
+                let at = s.due_s(t0, chunk);
                 s.send(chunk, at, player)?;
             }
         }
@@ -679,7 +683,7 @@ fn replay_edf(
 fn flush(s: &mut Stream, player: &mut Player, t0: i64, chunk: usize) -> anyhow::Result<()> {
     while s.pending() > 0 {
         let n = s.pending().min(chunk);
-        let at = s.at_s(t0);
+        let at = s.due_s(t0, n);
         s.send(n, at, player)?;
     }
     Ok(())

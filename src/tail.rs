@@ -45,6 +45,12 @@ pub struct TailArgs {
     /// exactly). Default: table on a terminal, jsonl otherwise.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// With --format jsonl: each message in an envelope that says where and when it was
+    /// written and read: {"partition", "offset", "timestamp_ms" (the record's Kafka
+    /// timestamp), "received_ms" (when this command got it), "key", "value" (the JSON
+    /// above)}.
+    #[arg(long)]
+    pub envelope: bool,
     /// Seconds to wait for the broker's answer before giving up.
     #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -87,6 +93,9 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
     } else {
         Format::Jsonl
     });
+    if args.envelope && format != Format::Jsonl {
+        return Err(BadInput("--envelope: for --format jsonl only".into()).into());
+    }
     if format == Format::Pb {
         if args.topic != Which::Raw {
             return Err(BadInput(
@@ -177,6 +186,11 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
         }
         line.clear();
         match format {
+            Format::Jsonl if args.envelope => {
+                let mut value = Vec::new();
+                jsonl(args.topic, &message, &mut value);
+                envelope(&message, &value, &mut line);
+            }
             Format::Jsonl => jsonl(args.topic, &message, &mut line),
             Format::Table => table(args.topic, &message, &mut line),
             Format::Pb => {
@@ -278,6 +292,34 @@ fn jsonl(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
         "payload": String::from_utf8_lossy(payload),
     });
     line.extend_from_slice(entry.to_string().as_bytes());
+}
+
+/// `value` (one message as `jsonl` prints it) with where and when the message was written
+/// and read. A value that is not JSON (a raw message the service would dead-letter) goes as
+/// text, under `value_text`.
+fn envelope(m: &BorrowedMessage<'_>, value: &[u8], line: &mut Vec<u8>) {
+    let received_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut entry = serde_json::json!({
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "timestamp_ms": m.timestamp().to_millis(),
+        "received_ms": received_ms,
+        "key": m.key().map(String::from_utf8_lossy),
+    });
+    let text = serde_json::to_string(&entry).expect("a JSON object");
+    if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok() {
+        // The value goes in as it is, not parsed and printed again: its numbers stay the
+        // publisher's text.
+        line.extend_from_slice(&text.as_bytes()[..text.len() - 1]);
+        line.extend_from_slice(b",\"value\":");
+        line.extend_from_slice(value);
+        line.push(b'}');
+    } else {
+        entry["value_text"] = String::from_utf8_lossy(value).into();
+        line.extend_from_slice(entry.to_string().as_bytes());
+    }
 }
 
 /// The raw message as a message of a capture: its own bytes when binary, JSON converted to

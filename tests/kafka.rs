@@ -3,7 +3,7 @@
 //! starts. Every test uses its own topics and consumer group, so tests run in parallel and
 //! against a shared broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -557,6 +557,63 @@ fn tail_prints_what_the_service_publishes_and_never_joins_its_group() {
         };
         assert!(row.ends_with(word), "{row}");
     }
+
+    // In envelopes: the same records, each with where and when it was written and read.
+    let before_tail = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let enveloped = tail(
+        &t,
+        &[
+            "--from-beginning",
+            "--session",
+            "tail-a",
+            "--idle-exit",
+            "3",
+            "--format",
+            "jsonl",
+            "--envelope",
+        ],
+    );
+    let entries: Vec<serde_json::Value> = enveloped
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), want.len());
+    let mut offsets = BTreeSet::new();
+    for (e, w) in entries.iter().zip(&want) {
+        let value: serde_json::Value = serde_json::from_slice(w).unwrap();
+        assert_eq!(e["value"], value);
+        assert_eq!(e["key"], "tail-a");
+        let (written, read) = (
+            e["timestamp_ms"].as_i64().unwrap(),
+            e["received_ms"].as_i64().unwrap(),
+        );
+        assert!(written <= before_tail && before_tail <= read, "{e}");
+        assert!(offsets.insert((
+            e["partition"].as_i64().unwrap(),
+            e["offset"].as_i64().unwrap()
+        )));
+    }
+    // The poison on the raw topic is not JSON: it comes as text.
+    let raw = tail(
+        &t,
+        &[
+            "--from-beginning",
+            "--topic",
+            "raw",
+            "--session",
+            "junk",
+            "--idle-exit",
+            "3",
+            "--format",
+            "jsonl",
+            "--envelope",
+        ],
+    );
+    let junk: serde_json::Value = serde_json::from_str(raw.trim()).unwrap();
+    assert_eq!(junk["value_text"], "not json", "{raw}");
 
     // --max stops early, and both sessions are there without --session.
     let some = tail(&t, &["--from-beginning", "--max", "7", "--format", "jsonl"]);
