@@ -131,24 +131,21 @@ impl InputMeta {
     }
 
     /// A JSONL input: raw batches or processed records.
-    /// A file of binary messages.
-    pub fn messages(name: &str, what: &str, messages: u64) -> InputMeta {
-        InputMeta {
-            rows: vec![
-                ("File".into(), name.to_string()),
-                ("Format".into(), what.to_string()),
-                ("Messages".into(), messages.to_string()),
-            ],
-            signals: Vec::new(),
-        }
+    pub fn jsonl(name: &str, what: &str, lines: u64) -> InputMeta {
+        InputMeta::counted(name, what, "Lines", lines)
     }
 
-    pub fn jsonl(name: &str, what: &str, lines: u64) -> InputMeta {
+    /// A file of binary messages.
+    pub fn messages(name: &str, what: &str, messages: u64) -> InputMeta {
+        InputMeta::counted(name, what, "Messages", messages)
+    }
+
+    fn counted(name: &str, what: &str, unit: &str, count: u64) -> InputMeta {
         InputMeta {
             rows: vec![
                 ("File".into(), name.to_string()),
                 ("Format".into(), what.to_string()),
-                ("Lines".into(), lines.to_string()),
+                (unit.into(), count.to_string()),
             ],
             signals: Vec::new(),
         }

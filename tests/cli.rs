@@ -185,6 +185,18 @@ fn config_file_changes_bands_in_file_order() {
     assert_eq!(r["indices"]["engagement"], Value::Null);
 }
 
+/// The start (Unix ms) and the samples (µV) of the one signal of test_subsecond.edf.
+fn subsecond_samples() -> (i64, Vec<f64>) {
+    let mut reader = eeg_edf::EdfReader::open(fixture("test_subsecond.edf")).expect("opens");
+    let t0 = reader.header().start_unix_ms();
+    let mut record = eeg_edf::Record::default();
+    let mut samples = Vec::new();
+    while reader.read_record(&mut record).expect("reads") {
+        samples.extend_from_slice(record.signal(0));
+    }
+    (t0, samples)
+}
+
 #[test]
 fn jsonl_input_gives_the_same_records_as_the_edf_it_came_from() {
     // Re-chunk the EDF's samples into eeg.raw/1 batches of 50 samples.
@@ -196,13 +208,7 @@ fn jsonl_input_gives_the_same_records_as_the_edf_it_came_from() {
         "s",
     ]);
     assert!(edf.status.success());
-    let mut reader = eeg_edf::EdfReader::open(fixture("test_subsecond.edf")).expect("opens");
-    let t0 = reader.header().start_unix_ms();
-    let mut record = eeg_edf::Record::default();
-    let mut samples = Vec::new();
-    while reader.read_record(&mut record).expect("reads") {
-        samples.extend_from_slice(record.signal(0));
-    }
+    let (t0, samples) = subsecond_samples();
     let mut lines = String::new();
     for (seq, chunk) in samples.chunks(50).enumerate() {
         let start_ms = t0 + (seq as f64 * 50.0 * 1000.0 / 128.0).round() as i64;
@@ -222,13 +228,7 @@ fn jsonl_input_gives_the_same_records_as_the_edf_it_came_from() {
 /// The EDF fixture's samples (µV) cut into batches of 50 as a capture of binary eeg.raw/1,
 /// and where each message (its length prefix) starts, with its length.
 fn subsecond_capture() -> (Vec<u8>, Vec<(usize, usize)>) {
-    let mut reader = eeg_edf::EdfReader::open(fixture("test_subsecond.edf")).expect("opens");
-    let t0 = reader.header().start_unix_ms();
-    let mut record = eeg_edf::Record::default();
-    let mut samples = Vec::new();
-    while reader.read_record(&mut record).expect("reads") {
-        samples.extend_from_slice(record.signal(0));
-    }
+    let (t0, samples) = subsecond_samples();
     let mut capture = Vec::new();
     let mut message = Vec::new();
     let mut frames = Vec::new();

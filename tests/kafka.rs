@@ -511,36 +511,25 @@ fn tail_prints_what_the_service_publishes_and_never_joins_its_group() {
     assert!(status.success(), "{log}");
     let committed_before = committed(&t);
 
-    // One session's records, byte for byte what process computes.
-    let jsonl = tail(
-        &t,
-        &[
+    // Everything of session tail-a that is on the broker.
+    let session_a = |format: &[&str]| {
+        let from_start = [
             "--from-beginning",
             "--session",
             "tail-a",
             "--idle-exit",
             "3",
-            "--format",
-            "jsonl",
-        ],
-    );
+        ];
+        tail(&t, &[&from_start[..], format].concat())
+    };
+    // One session's records, byte for byte what process computes.
+    let jsonl = session_a(&["--format", "jsonl"]);
     let lines: Vec<&[u8]> = jsonl.lines().map(str::as_bytes).collect();
     assert_eq!(lines.len(), want.len());
     assert!(lines.iter().zip(&want).all(|(g, w)| g == w));
 
     // A person's view: one line per window, in order, with each channel's summary.
-    let table = tail(
-        &t,
-        &[
-            "--from-beginning",
-            "--session",
-            "tail-a",
-            "--idle-exit",
-            "3",
-            "--format",
-            "table",
-        ],
-    );
+    let table = session_a(&["--format", "table"]);
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), want.len());
     for (i, (row, w)) in rows.iter().zip(&want).enumerate() {
@@ -563,19 +552,7 @@ fn tail_prints_what_the_service_publishes_and_never_joins_its_group() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let enveloped = tail(
-        &t,
-        &[
-            "--from-beginning",
-            "--session",
-            "tail-a",
-            "--idle-exit",
-            "3",
-            "--format",
-            "jsonl",
-            "--envelope",
-        ],
-    );
+    let enveloped = session_a(&["--format", "jsonl", "--envelope"]);
     let entries: Vec<serde_json::Value> = enveloped
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

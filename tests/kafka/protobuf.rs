@@ -30,6 +30,20 @@ fn same_records(records: &[Record], want: &[Vec<u8>], what: &str) {
     }
 }
 
+/// The raw topic as a capture of binary eeg.raw/1, from `tail --format pb`.
+fn capture(t: &Topics) -> Vec<u8> {
+    let args = [
+        "--topic",
+        "raw",
+        "--format",
+        "pb",
+        "--from-beginning",
+        "--idle-exit",
+        "3",
+    ];
+    cli_ok(t, "tail", &args).stdout
+}
+
 #[test]
 fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
     // 16-bit EDF in one session, and a 24-bit BDF whose signals each have their own rate
@@ -84,23 +98,10 @@ fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
 
         // The raw topic captured by `tail --format pb` (its binary messages as they are) is
         // an input `process` reads, with the same records again.
-        let capture = cli_ok(
-            &t,
-            "tail",
-            &[
-                "--topic",
-                "raw",
-                "--format",
-                "pb",
-                "--from-beginning",
-                "--idle-exit",
-                "3",
-            ],
-        )
-        .stdout;
+        let captured = capture(&t);
         let path =
             std::env::temp_dir().join(format!("eeg-capture-{session}-{}.pb", std::process::id()));
-        std::fs::write(&path, &capture).unwrap();
+        std::fs::write(&path, &captured).unwrap();
         let mut from_capture = process_lines(&path, &[]);
         let mut want = want;
         from_capture.sort();
@@ -119,20 +120,7 @@ fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
             ],
         );
         let _ = std::fs::remove_file(&path);
-        let recaptured = cli_ok(
-            &again,
-            "tail",
-            &[
-                "--topic",
-                "raw",
-                "--format",
-                "pb",
-                "--from-beginning",
-                "--idle-exit",
-                "3",
-            ],
-        )
-        .stdout;
+        let recaptured = capture(&again);
         std::fs::write(&path, &recaptured).unwrap();
         let mut replayed = process_lines(&path, &[]);
         let _ = std::fs::remove_file(&path);
