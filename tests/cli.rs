@@ -185,6 +185,19 @@ fn config_file_changes_bands_in_file_order() {
     assert_eq!(r["indices"]["engagement"], Value::Null);
 }
 
+/// `process` of test_subsecond.edf as session "s", the records the re-chunked inputs below
+/// must give.
+fn subsecond_records() -> Output {
+    let edf = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--session-id",
+        "s",
+    ]);
+    assert!(edf.status.success());
+    edf
+}
+
 /// The start (Unix ms) and the samples (µV) of the one signal of test_subsecond.edf.
 fn subsecond_samples() -> (i64, Vec<f64>) {
     let mut reader = eeg_edf::EdfReader::open(fixture("test_subsecond.edf")).expect("opens");
@@ -201,13 +214,7 @@ fn subsecond_samples() -> (i64, Vec<f64>) {
 fn jsonl_input_gives_the_same_records_as_the_edf_it_came_from() {
     // Re-chunk the EDF's samples into eeg.raw/1 batches of 50 samples.
     let dir = scratch("jsonl_equals_edf");
-    let edf = eeg(&[
-        "process",
-        "fixtures/test_subsecond.edf",
-        "--session-id",
-        "s",
-    ]);
-    assert!(edf.status.success());
+    let edf = subsecond_records();
     let (t0, samples) = subsecond_samples();
     let mut lines = String::new();
     for (seq, chunk) in samples.chunks(50).enumerate() {
@@ -255,13 +262,7 @@ fn subsecond_capture() -> (Vec<u8>, Vec<(usize, usize)>) {
 #[test]
 fn a_binary_capture_gives_the_same_records_as_the_edf_it_came_from() {
     let dir = scratch("capture_equals_edf");
-    let edf = eeg(&[
-        "process",
-        "fixtures/test_subsecond.edf",
-        "--session-id",
-        "s",
-    ]);
-    assert!(edf.status.success());
+    let edf = subsecond_records();
     let (capture, _) = subsecond_capture();
     // Known by its name, or told by its content.
     for name in ["stream.pb", "stream.bin"] {
