@@ -239,4 +239,32 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
     let json: Vec<Vec<u8>> = by_window(&json).into_values().collect();
     assert_eq!(json.len(), 7);
     same_records(&processed, &json, "mixed encodings");
+
+    // A capture of the topic leaves out what the service dead-letters, one warning each
+    // naming where it is; the rest (both encodings) gives the same records again.
+    let mut tail = Command::new(BIN);
+    tail.args([
+        "tail",
+        "--topic",
+        "raw",
+        "--format",
+        "pb",
+        "--from-beginning",
+        "--idle-exit",
+        "3",
+    ]);
+    t.env(&mut tail);
+    let out = tail.output().unwrap();
+    assert!(out.status.success());
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        warnings.matches("not in the capture").count(),
+        poison.len(),
+        "{warnings}"
+    );
+    let path = std::env::temp_dir().join(format!("eeg-capture-dlq-{}.pb", std::process::id()));
+    std::fs::write(&path, &out.stdout).unwrap();
+    let from_capture = process_lines(&path, &[]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(from_capture, json, "process of the capture");
 }
