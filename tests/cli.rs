@@ -1133,3 +1133,32 @@ fn default_trigger_rules_the_bands_cannot_feed_are_a_warning() {
         "{err}"
     );
 }
+
+#[test]
+fn tail_options_that_cannot_go_together_are_refused_before_any_connection() {
+    // No broker listens there: each refusal comes before a connection is tried.
+    let nowhere = [
+        "--bootstrap-servers",
+        "127.0.0.1:9",
+        "--connect-timeout-s",
+        "1",
+    ];
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--topic", "processed", "--format", "pb"],
+            "--format pb: captures are of raw batches; use it with --topic raw",
+        ),
+        (
+            &["--format", "table", "--envelope"],
+            "--envelope: for --format jsonl only",
+        ),
+        (
+            &["--format", "pb", "--envelope"],
+            "--envelope: for --format jsonl only",
+        ),
+    ];
+    for (args, said) in cases {
+        let o = eeg(&[&["tail"][..], &nowhere, args].concat());
+        assert_bad_input(&o, &[said]);
+    }
+}
