@@ -30,9 +30,12 @@ fn same_records(records: &[Record], want: &[Vec<u8>], what: &str) {
     }
 }
 
-/// The raw topic as a capture of binary eeg.raw/1, from `tail --format pb`.
-fn capture(t: &Topics) -> Vec<u8> {
-    let args = [
+/// `tail --format pb` of the raw topic: a capture of binary eeg.raw/1 on standard output,
+/// a warning for each message left out on standard error.
+fn capture(t: &Topics) -> std::process::Output {
+    let mut tail = Command::new(BIN);
+    tail.args([
+        "tail",
         "--topic",
         "raw",
         "--format",
@@ -40,8 +43,15 @@ fn capture(t: &Topics) -> Vec<u8> {
         "--from-beginning",
         "--idle-exit",
         "3",
-    ];
-    cli_ok(t, "tail", &args).stdout
+    ]);
+    t.env(&mut tail);
+    let out = tail.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[test]
@@ -98,7 +108,7 @@ fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
 
         // The raw topic captured by `tail --format pb` (its binary messages as they are) is
         // an input `process` reads, with the same records again.
-        let captured = capture(&t);
+        let captured = capture(&t).stdout;
         let path =
             std::env::temp_dir().join(format!("eeg-capture-{session}-{}.pb", std::process::id()));
         std::fs::write(&path, &captured).unwrap();
@@ -120,7 +130,7 @@ fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
             ],
         );
         let _ = std::fs::remove_file(&path);
-        let recaptured = capture(&again);
+        let recaptured = capture(&again).stdout;
         std::fs::write(&path, &recaptured).unwrap();
         let mut replayed = process_lines(&path, &[]);
         let _ = std::fs::remove_file(&path);
@@ -242,20 +252,7 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
 
     // A capture of the topic leaves out what the service dead-letters, one warning each
     // naming where it is; the rest (both encodings) gives the same records again.
-    let mut tail = Command::new(BIN);
-    tail.args([
-        "tail",
-        "--topic",
-        "raw",
-        "--format",
-        "pb",
-        "--from-beginning",
-        "--idle-exit",
-        "3",
-    ]);
-    t.env(&mut tail);
-    let out = tail.output().unwrap();
-    assert!(out.status.success());
+    let out = capture(&t);
     let warnings = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         warnings.matches("not in the capture").count(),
