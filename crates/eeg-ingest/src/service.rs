@@ -1304,7 +1304,7 @@ impl PartitionWorker {
 
 /// The value of the message's `content-type` header (the name compared without regard to
 /// case, as HTTP does, since producers spell it either way), which chooses the decoder.
-fn content_type<'m>(m: &'m rdkafka::message::BorrowedMessage<'_>) -> Option<&'m [u8]> {
+pub fn content_type<'m>(m: &'m rdkafka::message::BorrowedMessage<'_>) -> Option<&'m [u8]> {
     use rdkafka::message::{Headers, Message};
     let headers = m.headers()?;
     headers

@@ -7,58 +7,13 @@ use eeg_schema::{
 };
 use proptest::prelude::*;
 
+mod support;
+use support::{apply, edit};
+
 const EXAMPLE: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "device_id": "bud-7", "user_id": "u-1",
  "seq": 0, "start_ms": 1732270000000, "sample_rate_hz": 250.0,
  "channels": ["TP9", "AF7", "AF8", "TP10"], "units": "mV",
  "samples": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]}"#;
-
-/// Bytes that make mutations hit the grammar: structure, quotes, digits, escapes.
-fn interesting_byte() -> impl Strategy<Value = u8> {
-    prop_oneof![
-        any::<u8>(),
-        prop::sample::select(b"{}[],:\"\\0123456789.eE+-nul tfaV\n\x00\xff".to_vec()),
-    ]
-}
-
-#[derive(Debug, Clone)]
-enum Edit {
-    Set(usize, u8),
-    Insert(usize, u8),
-    Remove(usize),
-    Duplicate(usize, usize),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Edit::Set(i, b)),
-        (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Edit::Insert(i, b)),
-        any::<usize>().prop_map(Edit::Remove),
-        (any::<usize>(), 1usize..40).prop_map(|(i, n)| Edit::Duplicate(i, n)),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, e: &Edit) {
-    let len = bytes.len().max(1);
-    match *e {
-        Edit::Set(i, b) => {
-            if !bytes.is_empty() {
-                bytes[i % len] = b;
-            }
-        }
-        Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
-        Edit::Remove(i) => {
-            if !bytes.is_empty() {
-                bytes.remove(i % len);
-            }
-        }
-        Edit::Duplicate(i, n) => {
-            let start = i % len;
-            let end = (start + n).min(bytes.len());
-            let piece = bytes[start.min(bytes.len())..end].to_vec();
-            bytes.splice(end..end, piece);
-        }
-    }
-}
 
 /// Also that `decode_raw` (fast path first) decides exactly as the serde decoder alone.
 fn check_error_is_one_line(bytes: &[u8], limits: &Limits) {

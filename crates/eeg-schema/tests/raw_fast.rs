@@ -8,6 +8,9 @@ use eeg_schema::{
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
+mod support;
+use support::{apply, edit};
+
 const EXAMPLE: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "device_id": "bud-7", "user_id": "u-1",
  "seq": 0, "start_ms": 1732270000000, "sample_rate_hz": 250.0,
  "channels": ["TP9", "AF7", "AF8", "TP10"], "units": "uV",
@@ -244,59 +247,6 @@ prop_compose! {
             .collect();
         let (a, b) = (rng.ws(), rng.ws());
         format!("{a}{{{}}}{b}", members.join(","))
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Edit {
-    Set(usize, u8),
-    Insert(usize, u8),
-    Remove(usize),
-    Duplicate(usize, usize),
-    Truncate(usize),
-}
-
-/// Bytes that make mutations hit the grammar: structure, quotes, digits, escapes.
-fn interesting_byte() -> impl Strategy<Value = u8> {
-    prop_oneof![
-        any::<u8>(),
-        prop::sample::select(
-            b"{}[],:\"\\0123456789.eE+-nul tfaVu\n\x00\x1f\x7f\xc3\xa9\xff".to_vec()
-        ),
-    ]
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        3 => (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Edit::Set(i, b)),
-        3 => (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Edit::Insert(i, b)),
-        2 => any::<usize>().prop_map(Edit::Remove),
-        1 => (any::<usize>(), 1usize..40).prop_map(|(i, n)| Edit::Duplicate(i, n)),
-        1 => any::<usize>().prop_map(Edit::Truncate),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, e: &Edit) {
-    let len = bytes.len().max(1);
-    match *e {
-        Edit::Set(i, b) => {
-            if !bytes.is_empty() {
-                bytes[i % len] = b;
-            }
-        }
-        Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
-        Edit::Remove(i) => {
-            if !bytes.is_empty() {
-                bytes.remove(i % len);
-            }
-        }
-        Edit::Duplicate(i, n) => {
-            let start = (i % len).min(bytes.len());
-            let end = (start + n).min(bytes.len());
-            let piece = bytes[start..end].to_vec();
-            bytes.splice(end..end, piece);
-        }
-        Edit::Truncate(i) => bytes.truncate(i % len),
     }
 }
 
