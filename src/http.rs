@@ -101,7 +101,7 @@ async fn detail(State(app): State<App>) -> impl IntoResponse {
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        eeg_ingest::health::metrics(&app.stats, &app.health),
+        eeg_ingest::metrics::render(&app.stats, &app.health),
     )
 }
 

@@ -125,7 +125,7 @@ fn msk_iam(region: &str) -> Result<eeg_kafka::Auth, BadInput> {
     /// (librdkafka then retries it).
     const SIGNING_TIMEOUT: Duration = Duration::from_secs(10);
     let signer = eeg_kafka::msk_iam::MskIam::from_default_chain(region, SIGNING_TIMEOUT)
-        .map_err(BadInput)?;
+        .map_err(|e| BadInput(e.to_string()))?;
     Ok(eeg_kafka::Auth::with_tokens(std::sync::Arc::new(signer)))
 }
 
@@ -349,7 +349,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let cache = args.redis.start()?;
     config.cache = cache
         .clone()
-        .map(|c| c as std::sync::Arc<dyn eeg_ingest::OutputCache>);
+        .map(|c| c as std::sync::Arc<dyn eeg_session::OutputCache>);
     tracing::info!(
         bootstrap_servers = %config.bootstrap_servers,
         security_protocol = %args.kafka.security_protocol,

@@ -342,7 +342,7 @@ fn delimited(m: &BorrowedMessage<'_>, out: &mut Vec<u8>) -> Result<(), String> {
 /// A raw message that its `content-type` header says is not JSON, decoded as the service
 /// decodes it (an error is the service's reason to dead-letter it); `None` for JSON.
 fn binary_raw(m: &BorrowedMessage<'_>) -> Option<Result<eeg_schema::RawBatch, String>> {
-    let ct = eeg_ingest::service::content_type(m);
+    let ct = eeg_ingest::content_type(m);
     let limits = eeg_schema::Limits::default();
     match eeg_schema::RawEncoding::from_content_type(ct) {
         Ok(eeg_schema::RawEncoding::Json) => None,

@@ -3,11 +3,10 @@
 //! endpoints. No secret is ever stored here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::service::Stats;
+use crate::figures::{Stats, read};
 
 /// Where the service is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +46,25 @@ impl Phase {
     }
 }
 
+/// Why the service is not ready, as `/health/ready` says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    #[error("starting: Kafka not contacted yet")]
+    Starting,
+    #[error("broker not reachable: {0}")]
+    Broker(String),
+    #[error("topics not ready: {0}")]
+    Topics(String),
+    #[error("failed: {0}")]
+    Failed(String),
+    #[error("stopping")]
+    Stopping,
+    /// The cache beside Kafka, when readiness depends on it; the cache words the reason.
+    #[error("{0}")]
+    Cache(String),
+}
+
 #[derive(Debug)]
 struct State {
     phase: Phase,
@@ -79,6 +97,17 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What `/metrics` shows of [`Health`], read at once.
+#[derive(Debug)]
+pub(crate) struct Gauges {
+    pub assigned: u64,
+    pub lag: BTreeMap<i32, i64>,
+    pub connected: bool,
+    pub down_s: u64,
+    pub outages: u64,
+    pub unconsumed: u64,
 }
 
 /// Shared health of one service.
@@ -145,7 +174,7 @@ impl Health {
         self.with(|s| s.assigned.clone())
     }
 
-    /// The partitions nobody seems to consume (see [`crate::watchdog`]).
+    /// The partitions nobody seems to consume (the group watchdog finds them).
     pub fn set_unconsumed(&self, partitions: &BTreeSet<i32>) {
         self.with(|s| s.unconsumed.clone_from(partitions));
     }
@@ -173,27 +202,39 @@ impl Health {
     }
 
     /// `Ok` when the service is connected, its topics exist and it is consuming; otherwise
-    /// the reason, in one line. A broker outage while consuming does not make the service
-    /// unready: librdkafka reconnects by itself, the committed offsets and snapshots are safe,
-    /// and a replaced container would meet the same outage; `/health` and `/metrics` show it.
-    pub fn ready(&self) -> Result<(), String> {
+    /// the reason. A broker outage while consuming does not make the service unready:
+    /// librdkafka reconnects by itself, the committed offsets and snapshots are safe, and a
+    /// replaced container would meet the same outage; `/health` and `/metrics` show it.
+    pub fn ready(&self) -> Result<(), NotReady> {
         match self.phase() {
             Phase::Consuming => Ok(()),
-            Phase::Starting => Err("starting: Kafka not contacted yet".into()),
-            Phase::WaitingForBroker(r) => Err(format!("broker not reachable: {r}")),
-            Phase::WaitingForTopics(r) => Err(format!("topics not ready: {r}")),
-            Phase::Failed(r) => Err(format!("failed: {r}")),
-            Phase::Stopping => Err("stopping".into()),
+            Phase::Starting => Err(NotReady::Starting),
+            Phase::WaitingForBroker(r) => Err(NotReady::Broker(r)),
+            Phase::WaitingForTopics(r) => Err(NotReady::Topics(r)),
+            Phase::Failed(r) => Err(NotReady::Failed(r)),
+            Phase::Stopping => Err(NotReady::Stopping),
         }
     }
 
     /// [`Health::ready`], and the cache's readiness when the service's depends on it.
-    pub fn ready_with(&self, stats: &Stats) -> Result<(), String> {
+    pub fn ready_with(&self, stats: &Stats) -> Result<(), NotReady> {
         self.ready()?;
         match stats.cache.as_ref().and_then(|c| c.not_ready()) {
-            Some(reason) => Err(reason),
+            Some(reason) => Err(NotReady::Cache(reason)),
             None => Ok(()),
         }
+    }
+
+    /// The figures of the group and the broker connection that `/metrics` shows.
+    pub(crate) fn gauges(&self) -> Gauges {
+        self.with(|s| Gauges {
+            assigned: s.assigned.len() as u64,
+            lag: s.lag.clone(),
+            connected: Health::connected(s),
+            down_s: s.outage.as_ref().map_or(0, |o| o.since.elapsed().as_secs()),
+            outages: s.outages,
+            unconsumed: s.unconsumed.len() as u64,
+        })
     }
 
     /// The detailed view of `/health`, as JSON.
@@ -214,7 +255,7 @@ impl Health {
                     s.unconsumed.iter().copied().collect::<Vec<_>>(),
                 )
             });
-        let n = |name: &str| stats.get(name);
+        let (t, c) = (&stats.transport, &stats.core);
         let cache_ready = stats.cache.as_ref().is_none_or(|c| c.not_ready().is_none());
         let mut detail = serde_json::json!({
             // From the same snapshot as the rest, not a second look at the phase.
@@ -225,12 +266,12 @@ impl Health {
                 "reason": phase.reason(),
                 "assigned_partitions": assigned,
                 "lag": lag,
-                "consumed": n("messages_consumed"),
-                "rebalances": n("rebalances"),
+                "consumed": read(&t.messages_consumed),
+                "rebalances": read(&t.rebalances),
                 // Partitions with messages and no commit for a while, not assigned here:
                 // nobody in the group seems to consume them.
                 "unconsumed_partitions": unconsumed,
-                "group_rejoins": n("group_rejoins"),
+                "group_rejoins": read(&t.group_rejoins),
             },
             "broker": {
                 "connected": connected,
@@ -243,18 +284,18 @@ impl Health {
                 "last_error_at_ms": last_error.1,
             },
             "producer": {
-                "records_published": n("records_published"),
-                "triggers_published": n("triggers_published"),
-                "dead_letters": n("dead_letters"),
+                "records_published": read(&c.records_published),
+                "triggers_published": read(&c.triggers_published),
+                "dead_letters": read(&c.dead_letters),
                 "delivery_failed": matches!(phase, Phase::Failed(_)),
             },
             "sessions": {
-                "active": n("active_sessions"),
-                "started": n("sessions_started"),
-                "evicted": n("sessions_evicted"),
-                "resets": n("session_resets"),
-                "duplicates_dropped": n("duplicates_dropped"),
-                "state_bytes": n("session_state_bytes"),
+                "active": read(&c.active_sessions),
+                "started": read(&c.sessions_started),
+                "evicted": read(&c.sessions_evicted),
+                "resets": read(&c.session_resets),
+                "duplicates_dropped": read(&c.duplicates_dropped),
+                "state_bytes": read(&c.session_state_bytes),
             },
         });
         if let Some(cache) = &stats.cache {
@@ -262,90 +303,6 @@ impl Health {
         }
         detail
     }
-}
-
-/// The Prometheus text exposition of `stats` and `health`. Labels stay bounded: no session
-/// or device id ever becomes a label.
-pub fn metrics(stats: &Stats, health: &Health) -> String {
-    let mut out = String::new();
-    // Every counter and gauge of the one list: `eeg_<name>_total` or `eeg_<name>`.
-    stats.each(|f| {
-        let (name, kind) = match f.kind {
-            eeg_session::MetricKind::Counter => (format!("eeg_{}_total", f.name), "counter"),
-            eeg_session::MetricKind::Gauge => (format!("eeg_{}", f.name), "gauge"),
-        };
-        let _ = writeln!(out, "# HELP {name} {}", f.help);
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {}", f.value);
-    });
-    let (assigned, lag, connected, down_s, outages, unconsumed) = health.with(|s| {
-        (
-            s.assigned.len() as u64,
-            s.lag.clone(),
-            Health::connected(s),
-            s.outage.as_ref().map_or(0, |o| o.since.elapsed().as_secs()),
-            s.outages,
-            s.unconsumed.len() as u64,
-        )
-    });
-    let _ = writeln!(
-        out,
-        "# HELP eeg_consumer_lag Messages of the raw topic on the broker not consumed yet.\n# TYPE eeg_consumer_lag gauge"
-    );
-    for (p, l) in &lag {
-        let _ = writeln!(out, "eeg_consumer_lag{{partition=\"{p}\"}} {l}");
-    }
-    stats.latency.write(
-        &mut out,
-        "eeg_processing_seconds",
-        "Time to decode, process and hand over the output of one raw message.",
-    );
-    stats.window_latency.write(&mut out);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
-    };
-    metric(
-        "eeg_assigned_partitions",
-        "gauge",
-        "Partitions of the raw topic assigned to this instance.",
-        assigned,
-    );
-    metric(
-        "eeg_unconsumed_partitions",
-        "gauge",
-        "Partitions of the raw topic with messages and no commit for a while, not assigned here.",
-        unconsumed,
-    );
-    metric(
-        "eeg_ready",
-        "gauge",
-        "1 when the service is ready.",
-        u64::from(health.ready_with(stats).is_ok()),
-    );
-    metric(
-        "eeg_broker_connected",
-        "gauge",
-        "1 when consuming with a broker reachable; 0 while starting or in a broker outage.",
-        u64::from(connected),
-    );
-    metric(
-        "eeg_broker_down_seconds",
-        "gauge",
-        "Seconds since every broker became unreachable; 0 when one is reachable.",
-        down_s,
-    );
-    metric(
-        "eeg_broker_outages_total",
-        "counter",
-        "Times every broker became unreachable.",
-        outages,
-    );
-    if let Some(cache) = &stats.cache {
-        cache.metrics(&mut out);
-    }
-    out
 }
 
 /// Broker outages as librdkafka reports them, from any client of the process.
@@ -378,15 +335,15 @@ impl eeg_kafka::client_log::BrokerObserver for Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn readiness_follows_the_phase_and_names_the_reason() {
         let h = Health::default();
-        assert!(h.ready().unwrap_err().starts_with("starting"));
+        assert_eq!(h.ready(), Err(NotReady::Starting));
+        assert!(h.ready().unwrap_err().to_string().starts_with("starting"));
         h.set_phase(Phase::WaitingForTopics("missing topics: a, b".into()));
         assert_eq!(
-            h.ready().unwrap_err(),
+            h.ready().unwrap_err().to_string(),
             "topics not ready: missing topics: a, b"
         );
         h.set_phase(Phase::Consuming);
@@ -433,10 +390,6 @@ mod tests {
         assert!(d["broker"]["last_error_at_ms"].as_u64().is_some());
         assert!(d["broker"]["down_for_s"].as_u64().is_some());
         assert_eq!(d["broker"]["outages"], 2);
-        let text = metrics(&stats, &h);
-        assert!(text.contains("\neeg_broker_connected 0\n"), "{text}");
-        assert!(text.contains("\neeg_broker_outages_total 2\n"), "{text}");
-        assert!(text.contains("\neeg_ready 1\n"), "{text}");
 
         h.broker_up();
         let d = h.detail(&stats, "v");
@@ -444,90 +397,5 @@ mod tests {
         assert_eq!(d["broker"]["down_since_ms"], serde_json::Value::Null);
         assert_eq!(d["broker"]["down_reason"], serde_json::Value::Null);
         assert_eq!(d["broker"]["last_error"], "all brokers down: later");
-        let text = metrics(&stats, &h);
-        assert!(text.contains("\neeg_broker_connected 1\n"), "{text}");
-        assert!(text.contains("\neeg_broker_down_seconds 0\n"), "{text}");
-    }
-
-    #[test]
-    fn metrics_are_prometheus_text() {
-        let stats = Stats::default();
-        stats
-            .transport
-            .messages_consumed
-            .store(7, Ordering::Relaxed);
-        stats.latency.observe(std::time::Duration::from_micros(70));
-        stats.latency.observe(std::time::Duration::from_millis(3));
-        let h = Health::default();
-        h.assign(&[0, 2]);
-        h.set_lag(2, 41);
-        h.set_lag(1, 5); // not assigned: ignored
-        let text = metrics(&stats, &h);
-        for line in text.lines() {
-            if line.starts_with('#') {
-                assert!(line.starts_with("# HELP ") || line.starts_with("# TYPE "));
-            } else {
-                let (series, value) = line.rsplit_once(' ').unwrap();
-                let name = series.split('{').next().unwrap();
-                assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-                value.parse::<f64>().unwrap();
-            }
-        }
-        assert!(text.contains("\neeg_messages_consumed_total 7\n"));
-        assert!(text.contains("\neeg_assigned_partitions 2\n"));
-        assert!(text.contains("\neeg_ready 0\n"));
-        assert!(text.contains("\neeg_consumer_lag{partition=\"2\"} 41\n"));
-        assert!(!text.contains("partition=\"1\""));
-        // Cumulative buckets: 70 µs falls in le=0.0001, 3 ms in le=0.005.
-        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.00005\"} 0\n"));
-        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.0001\"} 1\n"));
-        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.0025\"} 1\n"));
-        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"0.005\"} 2\n"));
-        assert!(text.contains("\neeg_processing_seconds_bucket{le=\"+Inf\"} 2\n"));
-        assert!(text.contains("\neeg_processing_seconds_count 2\n"));
-        assert!(text.contains("\neeg_processing_seconds_sum 0.00307\n"));
-    }
-
-    #[test]
-    fn window_latencies_are_one_histogram_with_a_label_per_starting_point() {
-        let stats = Stats::default();
-        let now_ms = 1_800_000_000_000;
-        let lat = &stats.window_latency;
-        // 40 ms behind the window's end; consumed more than 3 s ago.
-        let long_ago = std::time::Instant::now()
-            .checked_sub(std::time::Duration::from_secs(3))
-            .unwrap();
-        lat.observe(now_ms - 40, Some(long_ago), now_ms);
-        // A device clock 2 s fast counts as 0; no consume time (nothing observed for it).
-        lat.observe(now_ms + 2_000, None, now_ms);
-        let text = metrics(&stats, &Health::default());
-        let name = "eeg_window_latency_seconds";
-        assert_eq!(
-            text.matches(&format!("# TYPE {name} histogram\n")).count(),
-            1
-        );
-        for (series, count) in [
-            ("since=\"window_end\",le=\"0.001\"", 1),
-            ("since=\"window_end\",le=\"0.025\"", 1),
-            ("since=\"window_end\",le=\"0.05\"", 2),
-            ("since=\"window_end\",le=\"+Inf\"", 2),
-            ("since=\"consume\",le=\"2.5\"", 0),
-            ("since=\"consume\",le=\"+Inf\"", 1),
-        ] {
-            assert!(
-                text.contains(&format!("\n{name}_bucket{{{series}}} {count}\n")),
-                "{series} {count}:\n{text}"
-            );
-        }
-        assert!(text.contains(&format!("\n{name}_count{{since=\"window_end\"}} 2\n")));
-        assert!(text.contains(&format!("\n{name}_sum{{since=\"window_end\"}} 0.04\n")));
-        assert!(text.contains(&format!("\n{name}_count{{since=\"consume\"}} 1\n")));
-        let consume_sum: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}_sum{{since=\"consume\"}} ")))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(consume_sum >= 3.0, "{consume_sum}");
     }
 }

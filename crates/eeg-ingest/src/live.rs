@@ -133,6 +133,12 @@ impl LiveSessions {
     }
 }
 
+impl eeg_session::OutputObserver for LiveSessions {
+    fn processed(&self, partition: i32, key: &[u8], record: &[u8]) {
+        self.record(partition, key, record);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,6 @@
 //! outputs are all acknowledged.
 
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eeg_kafka::Auth;
@@ -15,7 +13,9 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::service::WindowLatency;
+use crate::bell::Bell;
+use crate::error::{Failure, Failures, ProduceError};
+use crate::figures::WindowLatency;
 
 /// librdkafka's default `message.max.bytes`, which the service keeps unless told otherwise:
 /// it is also the default `max.message.bytes` of a topic, so a record the producer takes is
@@ -23,28 +23,12 @@ use crate::service::WindowLatency;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 /// Delivery reports settle tickets. A failed delivery fails its ticket, so no offset behind
-/// lost output is ever committed.
+/// lost output is ever committed, and is reported as the service's failure.
 #[derive(Debug)]
 struct Deliveries {
-    failure: Mutex<Option<String>>,
-    failed: AtomicBool,
+    failures: Arc<Failures>,
     auth: Auth,
     latency: Arc<WindowLatency>,
-}
-
-impl Deliveries {
-    /// Records a failure; only the first is logged (once the broker is gone, every queued
-    /// record fails the same way).
-    fn fail(&self, line: String) {
-        self.failed.store(true, Ordering::Release);
-        let mut first = self.failure.lock().expect("failure lock");
-        if first.is_none() {
-            tracing::error!("{line}");
-            *first = Some(line);
-        } else {
-            tracing::debug!("{line}");
-        }
-    }
 }
 
 impl ClientContext for Deliveries {
@@ -57,6 +41,8 @@ impl ClientContext for Deliveries {
 struct Delivery {
     ticket: Arc<Ticket>,
     stamp: Option<Stamp>,
+    /// Rung when this delivery settles its ticket, or fails.
+    bell: Option<Arc<Bell>>,
 }
 
 /// Where a processed record's latency starts.
@@ -72,7 +58,11 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
-        let Delivery { ticket, stamp } = *delivery;
+        let Delivery {
+            ticket,
+            stamp,
+            bell,
+        } = *delivery;
         match result {
             Ok(_) => {
                 if let Some(stamp) = stamp {
@@ -82,15 +72,22 @@ impl ProducerContext for Deliveries {
                     self.latency
                         .observe(stamp.window_end_ms, stamp.consumed, now_ms);
                 }
-                ticket.ack();
+                if ticket.ack()
+                    && let Some(bell) = bell
+                {
+                    bell.ring();
+                }
             }
             Err((e, m)) => {
                 ticket.fail();
-                self.fail(format!(
-                    "delivery to {} partition {} failed after retries: {e}",
-                    m.topic(),
-                    m.partition()
-                ));
+                self.failures.report(Failure::Delivery {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    source: e.clone(),
+                });
+                if let Some(bell) = bell {
+                    bell.ring();
+                }
             }
         }
     }
@@ -108,15 +105,8 @@ pub struct Record<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
     /// For a processed record: its latency is measured when it is acknowledged.
     pub stamp: Option<Stamp>,
-}
-
-/// A record the producer did not take.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot produce to {topic}: {source}")]
-pub struct ProduceError {
-    pub topic: String,
-    #[source]
-    pub source: KafkaError,
+    /// Rung when the record's delivery settles its ticket, or fails.
+    pub bell: Option<&'a Arc<Bell>>,
 }
 
 /// The idempotent producer. Clones share the same client.
@@ -134,12 +124,13 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A producer from `client` (bootstrap servers, security) with idempotence and
-    /// `acks=all` on, which records the latency of stamped records in `latency`; no network
-    /// round trip happens here.
+    /// `acks=all` on, which records the latency of stamped records in `latency` and a failed
+    /// delivery in `failures`; no network round trip happens here.
     pub fn new(
         client: &ClientConfig,
         auth: &Auth,
         latency: Arc<WindowLatency>,
+        failures: Arc<Failures>,
     ) -> KafkaResult<Publisher> {
         // Defaults first, so `client` can change them; idempotence and acks=all are what
         // the delivery promise rests on and are not overridable.
@@ -158,8 +149,7 @@ impl Publisher {
             .create_with_context(Deliveries {
                 auth: auth.clone(),
                 latency,
-                failure: Mutex::default(),
-                failed: AtomicBool::default(),
+                failures,
             })?;
         Ok(Publisher {
             producer: Arc::new(producer),
@@ -174,14 +164,15 @@ impl Publisher {
 
     /// Produces `record`; its delivery report acknowledges or fails `ticket`. Waits while
     /// the producer's queue is full: a full queue is backpressure, not an error. A record
-    /// that cannot be produced at all (e.g. larger than `message.max.bytes`) is an error,
-    /// and the publisher is marked failed.
+    /// that cannot be produced at all (e.g. larger than `message.max.bytes`) is an error for
+    /// the caller to report.
     pub fn send(&self, record: &Record<'_>, ticket: &Arc<Ticket>) -> Result<(), ProduceError> {
         let mut r = BaseRecord::with_opaque_to(
             record.topic,
             Box::new(Delivery {
                 ticket: Arc::clone(ticket),
                 stamp: record.stamp,
+                bell: record.bell.cloned(),
             }),
         );
         if let Some(k) = record.key {
@@ -211,9 +202,6 @@ impl Publisher {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err((e, _)) => {
-                    self.producer
-                        .context()
-                        .fail(format!("cannot produce to {}: {e}", record.topic));
                     return Err(ProduceError {
                         topic: record.topic.to_string(),
                         source: e,
@@ -221,20 +209,6 @@ impl Publisher {
                 }
             }
         }
-    }
-
-    /// The first delivery failure, once there was one.
-    pub fn failure(&self) -> Option<String> {
-        let ctx = self.producer.context();
-        if ctx.failed.load(Ordering::Acquire) {
-            ctx.failure.lock().expect("failure lock").clone()
-        } else {
-            None
-        }
-    }
-
-    pub fn failed(&self) -> bool {
-        self.producer.context().failed.load(Ordering::Acquire)
     }
 
     /// Waits up to `timeout` for everything queued to be delivered.

@@ -8,10 +8,38 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 
 use eeg_kafka::{Auth, AuthContext};
 use eeg_session::{StateReader, StateRecord};
+
+/// Why a partition's snapshots could not be read; its sessions then restart.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The reading client could not be made.
+    #[error("state reader: {0}")]
+    Client(#[source] KafkaError),
+    /// The broker did not answer a request about a partition.
+    #[error("{topic} partition {partition}: {what}: {source}")]
+    Broker {
+        topic: String,
+        partition: i32,
+        /// The request: `committed offset`, `watermarks`, `assign`, `fetch`.
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    /// The partition was not read to its end in time.
+    #[error("{topic} partition {partition}: read to offset {next} of {high} before the timeout")]
+    Timeout {
+        topic: String,
+        partition: i32,
+        next: i64,
+        high: i64,
+    },
+}
 
 /// What is saved about one partition: its sessions' state records (the one to restore per
 /// session) and the group's committed offset on the raw topic.
@@ -33,7 +61,7 @@ pub fn read_partition(
     topic: &str,
     partition: i32,
     timeout: Duration,
-) -> Result<Saved, String> {
+) -> Result<Saved, StateError> {
     let deadline = Instant::now() + timeout;
     // The service's group, to read its committed offset; this client only assigns, so it
     // never joins the group, and it never commits.
@@ -44,15 +72,24 @@ pub fn read_partition(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .create_with_context(AuthContext(auth.clone()))
-        .map_err(|e| format!("state reader: {e}"))?;
+        .map_err(StateError::Client)?;
     auth.prime(|d| {
         let _ = consumer.poll(d);
     });
     let mut raw = TopicPartitionList::new();
     raw.add_partition(raw_topic, partition);
+    let broker = |topic: &str, what: &'static str| {
+        let topic = topic.to_string();
+        move |source| StateError::Broker {
+            topic,
+            partition,
+            what,
+            source,
+        }
+    };
     let committed = consumer
         .committed_offsets(raw, timeout)
-        .map_err(|e| format!("{raw_topic} partition {partition}: committed offset: {e}"))?
+        .map_err(broker(raw_topic, "committed offset"))?
         .find_partition(raw_topic, partition)
         .and_then(|p| match p.offset() {
             Offset::Offset(o) => Some(o),
@@ -60,25 +97,28 @@ pub fn read_partition(
         });
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, timeout)
-        .map_err(|e| format!("{topic} partition {partition}: watermarks: {e}"))?;
+        .map_err(broker(topic, "watermarks"))?;
     let mut reader = StateReader::new();
     if high > low {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+            .map_err(broker(topic, "assign"))?;
+        consumer.assign(&tpl).map_err(broker(topic, "assign"))?;
         let mut next = low;
         while next < high {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!(
-                    "{topic} partition {partition}: read to offset {next} of {high} before the timeout"
-                ));
+                return Err(StateError::Timeout {
+                    topic: topic.to_string(),
+                    partition,
+                    next,
+                    high,
+                });
             }
             match consumer.poll(left.min(Duration::from_millis(200))) {
                 None => {}
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(format!("{topic} partition {partition}: {e}")),
+                Some(Err(e)) => return Err(broker(topic, "fetch")(e)),
                 Some(Ok(m)) => {
                     next = m.offset() + 1;
                     let Some(key) = m.key() else { continue };

@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 
-use crate::service::Topics;
+use crate::config::Topics;
 
 /// Why the broker could not be asked, or refused; callers match on the kind (e.g. to tell an
 /// unreachable broker from wrong credentials), and the display is one line.
@@ -136,7 +136,7 @@ fn admin(
         .map_err(|e| BrokerError::Client(e.to_string()))?;
     // rdkafka's admin client serves no token refreshes; one token outlives these calls.
     auth.set_token_now(admin.inner())
-        .map_err(BrokerError::Client)?;
+        .map_err(|e| BrokerError::Client(e.to_string()))?;
     let opts = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));

@@ -17,8 +17,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use eeg_kafka::AuthContext;
 
+use crate::config::ServiceConfig;
 use crate::health::Health;
-use crate::service::{ServiceConfig, StopHandle};
+use crate::stop::StopHandle;
 
 /// What was last seen of one partition.
 #[derive(Debug, Clone, Copy)]

@@ -17,7 +17,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use rdkafka::client::OAuthToken;
 
-use crate::TokenSource;
+use crate::auth::{TokenError, TokenSource};
 
 /// How much earlier than its real expiry (the signer's `X-Amz-Expires`, 900 s) the token is
 /// reported to expire. librdkafka refreshes at 80 % of the reported lifetime, so a 10-minute
@@ -61,15 +61,14 @@ impl MskIam {
     /// Uses the AWS default credential chain (environment, profile, web identity, ECS
     /// container credentials, EC2 instance metadata). Nothing is fetched here: the chain is
     /// asked when the first token is needed.
-    pub fn from_default_chain(region: &str, timeout: Duration) -> Result<MskIam, String> {
+    pub fn from_default_chain(region: &str, timeout: Duration) -> Result<MskIam, TokenError> {
         let runtime = runtime()?;
         let region = Region::new(region.to_string());
         let loader = aws_config::defaults(BehaviorVersion::latest()).region(region.clone());
-        let config = run_on(&runtime, timeout, loader.load())
-            .map_err(|e| format!("loading the AWS configuration: {e}"))?;
+        let config = run_on(&runtime, timeout, "the AWS configuration", loader.load())?;
         let credentials = config
             .credentials_provider()
-            .ok_or("the AWS configuration has no credentials provider")?;
+            .ok_or(TokenError::NoCredentialsProvider)?;
         Ok(MskIam {
             region,
             credentials,
@@ -84,7 +83,7 @@ impl MskIam {
         region: &str,
         credentials: SharedCredentialsProvider,
         timeout: Duration,
-    ) -> Result<MskIam, String> {
+    ) -> Result<MskIam, TokenError> {
         Ok(MskIam {
             region: Region::new(region.to_string()),
             credentials,
@@ -96,14 +95,14 @@ impl MskIam {
 }
 
 impl TokenSource for MskIam {
-    fn token(&self) -> Result<OAuthToken, String> {
+    fn token(&self) -> Result<OAuthToken, TokenError> {
         let sign = aws_msk_iam_sasl_signer::generate_auth_token_from_credentials_provider(
             self.region.clone(),
             self.credentials.clone(),
         );
         let runtime = self.runtime.as_ref().expect("runtime until drop");
-        let (token, expiry_ms) = run_on(runtime, self.timeout, sign)?
-            .map_err(|e| format!("signing an MSK IAM token: {e}"))?;
+        let (token, expiry_ms) = run_on(runtime, self.timeout, "the AWS credentials", sign)?
+            .map_err(|e| TokenError::Signing(Box::new(e)))?;
         if self.signed.swap(true, Ordering::Relaxed) {
             tracing::debug!("signed a fresh MSK IAM token");
         } else {
@@ -121,13 +120,13 @@ impl TokenSource for MskIam {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, TokenError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("msk-iam")
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the MSK IAM signer: {e}"))
+        .map_err(TokenError::Signer)
 }
 
 /// Runs `fut` on `runtime` and waits at most `timeout` for it, from any thread: also from a
@@ -135,8 +134,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn run_on<F>(
     runtime: &tokio::runtime::Runtime,
     timeout: Duration,
+    waiting_for: &'static str,
     fut: F,
-) -> Result<F::Output, String>
+) -> Result<F::Output, TokenError>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
@@ -148,11 +148,13 @@ where
     });
     match rx.recv_timeout(timeout + Duration::from_secs(1)) {
         Ok(Ok(out)) => Ok(out),
-        Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
-            "the AWS credentials did not arrive within {} s",
-            timeout.as_secs_f64()
-        )),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err("the MSK IAM signer stopped".into()),
+        Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Timeout) => Err(TokenError::Timeout {
+            waiting_for,
+            after: timeout,
+        }),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(TokenError::Signer(std::io::Error::other("stopped")))
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use eeg_ingest::OutputCache;
 use eeg_redis::{RedisCache, RedisConfig};
+use eeg_session::OutputObserver;
 
 /// An `eeg.processed/1` record of 8 channels and 5 bands, as the service writes it.
 fn record(session: &str, window: u64) -> Vec<u8> {
@@ -49,7 +49,7 @@ fn hand_over(c: &mut Criterion) {
     let mut g = c.benchmark_group("redis");
     g.throughput(Throughput::Elements(1));
     g.bench_function("hand_over_8ch_window", |b| {
-        b.iter(|| cache.processed(black_box(b"s-bench"), black_box(&rec)))
+        b.iter(|| cache.processed(0, black_box(b"s-bench"), black_box(&rec)))
     });
     g.finish();
     cache.shutdown(Duration::ZERO);
@@ -82,7 +82,7 @@ fn write(c: &mut Criterion) {
                 let before = cache.written();
                 let t = Instant::now();
                 for (k, r) in &records {
-                    cache.processed(k, r);
+                    cache.processed(0, k, r);
                 }
                 while cache.written() < before + records.len() as u64 {
                     std::thread::yield_now();

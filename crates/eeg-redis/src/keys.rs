@@ -3,6 +3,8 @@
 //! Every name of a session carries the session id as a hash tag (`{s-42}`), so in cluster
 //! mode all of a session's keys share one slot and its writes go out as one pipeline.
 
+use crate::config::ConfigError;
+
 /// Names under one prefix (`REDIS_KEY_PREFIX`, default `eeg:`).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -11,11 +13,11 @@ pub struct Keys {
 
 impl Keys {
     /// Refuses a prefix with a brace: it would become the hash tag of every key.
-    pub fn new(prefix: &str) -> Result<Keys, String> {
+    pub fn new(prefix: &str) -> Result<Keys, ConfigError> {
         if prefix.contains(['{', '}']) {
-            return Err(format!(
-                "{prefix:?} has a brace, which would make it the cluster hash tag of every key"
-            ));
+            return Err(ConfigError::Prefix {
+                prefix: prefix.to_string(),
+            });
         }
         Ok(Keys {
             prefix: prefix.to_string(),

@@ -13,261 +13,24 @@
 //! or a rebalance (which Kafka receives again, identical) neither turn the latest key back
 //! nor reach subscribers twice; a trigger event already in its stream is not added again.
 
+mod cause;
+mod config;
 mod keys;
+mod shared;
 mod writer;
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::IntoConnectionInfo;
-use tokio::sync::Notify;
 
+pub use config::{ConfigError, RedisConfig, redacted};
 pub use keys::{Keys, slot};
 
-/// How the service reaches Redis, and what it keeps there.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
-    pub url: String,
-    /// Overrides the URL's user (an ElastiCache RBAC user).
-    pub username: Option<String>,
-    /// Overrides the URL's password (the AUTH token, e.g. from Secrets Manager).
-    pub password: Option<String>,
-    /// A cluster (an ElastiCache configuration endpoint): keys are routed by slot.
-    pub cluster: bool,
-    pub key_prefix: String,
-    /// Lifetime of every key, renewed by each write: an ended session disappears by itself.
-    pub ttl: Duration,
-    /// Readiness depends on Redis accepting writes.
-    pub required: bool,
-    /// Updates kept while Redis is slow or down; beyond it the oldest are dropped.
-    pub queue: usize,
-    /// Trigger events kept per session stream (approximately: `MAXLEN ~`).
-    pub events_max: usize,
-    /// Bound on connecting and on each round trip.
-    pub timeout: Duration,
-    /// PEM file of the CA(s) to trust for `rediss://` instead of the system's (a self-hosted
-    /// Redis with a private CA; ElastiCache's certificates chain to a public root the
-    /// system store holds).
-    pub tls_ca_file: Option<std::path::PathBuf>,
-}
-
-impl RedisConfig {
-    pub fn new(url: impl Into<String>) -> RedisConfig {
-        RedisConfig {
-            url: url.into(),
-            username: None,
-            password: None,
-            cluster: false,
-            key_prefix: "eeg:".into(),
-            ttl: Duration::from_secs(300),
-            required: false,
-            queue: 10_000,
-            events_max: 1_000,
-            timeout: Duration::from_secs(5),
-            tls_ca_file: None,
-        }
-    }
-}
-
-/// A setting that cannot work; one line naming it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("REDIS_URL {url}: {reason}")]
-    Url { url: String, reason: String },
-    #[error("REDIS_KEY_PREFIX {0}")]
-    Prefix(String),
-    #[error("{name} must be at least 1")]
-    Zero { name: &'static str },
-    #[error("REDIS_TLS_CA_FILE {path}: {reason}")]
-    CaFile { path: String, reason: String },
-}
-
-/// The URL with its password replaced, for logs and `/health`.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://{user}@{host}")
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum State {
-    Connecting = 0,
-    Up = 1,
-    Down = 2,
-}
-
-impl State {
-    fn name(self) -> &'static str {
-        match self {
-            State::Connecting => "connecting",
-            State::Up => "up",
-            State::Down => "down",
-        }
-    }
-}
-
-/// One record to mirror.
-#[derive(Debug)]
-enum Update {
-    Window(Vec<u8>),
-    Trigger(Vec<u8>),
-}
-
-#[derive(Debug, Default)]
-struct Failure {
-    /// The causes logged since Redis last answered: each is logged once per outage, however
-    /// often it recurs or alternates with another.
-    logged: std::collections::BTreeSet<String>,
-    last_error: Option<String>,
-    last_error_at_ms: Option<u64>,
-    down_since: Option<(Instant, u64)>,
-}
-
-/// What the service and the writer share.
-#[derive(Debug)]
-struct Shared {
-    config: RedisConfig,
-    target: String,
-    keys: Keys,
-    queue: Mutex<VecDeque<Update>>,
-    /// A record was queued.
-    wake: Notify,
-    /// [`RedisCache::shutdown`] was called: ends a retry wait, which records do not.
-    stop: Notify,
-    stopping: std::sync::atomic::AtomicBool,
-    state: AtomicU8,
-    failure: Mutex<Failure>,
-    written: AtomicU64,
-    dropped: AtomicU64,
-    errors: AtomicU64,
-}
-
-impl Shared {
-    fn new(config: RedisConfig, keys: Keys) -> Shared {
-        Shared {
-            target: redacted(&config.url),
-            keys,
-            queue: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
-            stop: Notify::new(),
-            stopping: false.into(),
-            state: AtomicU8::new(State::Connecting as u8),
-            failure: Mutex::new(Failure::default()),
-            written: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            config,
-        }
-    }
-
-    fn state(&self) -> State {
-        match self.state.load(Ordering::Acquire) {
-            1 => State::Up,
-            2 => State::Down,
-            _ => State::Connecting,
-        }
-    }
-
-    fn push(&self, update: Update) {
-        {
-            let mut q = self.queue.lock().expect("redis queue lock");
-            if q.len() >= self.config.queue {
-                q.pop_front();
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            q.push_back(update);
-        }
-        self.wake.notify_one();
-    }
-
-    /// Redis answered: logs the recovery once after a failure.
-    fn up(&self) {
-        let was = self.state.swap(State::Up as u8, Ordering::AcqRel);
-        let mut f = self.failure.lock().expect("redis failure lock");
-        let had_failed = !f.logged.is_empty();
-        f.logged.clear();
-        if had_failed || was == State::Down as u8 {
-            let down = f
-                .down_since
-                .map_or(0.0, |(at, _)| at.elapsed().as_secs_f64());
-            tracing::info!("redis {}: writing again (down {down:.1} s)", self.target);
-        } else if was == State::Connecting as u8 {
-            tracing::info!("redis {}: connected", self.target);
-        }
-        f.down_since = None;
-    }
-
-    /// A failure, logged once per distinct cause.
-    fn failed(&self, cause: String) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        self.state.store(State::Down as u8, Ordering::Release);
-        let mut f = self.failure.lock().expect("redis failure lock");
-        let now = unix_ms();
-        if f.down_since.is_none() {
-            f.down_since = Some((Instant::now(), now));
-        }
-        f.last_error_at_ms = Some(now);
-        if !f.logged.contains(&cause) {
-            tracing::error!(
-                "redis {}: {cause}; the service goes on without it (updates dropped and counted)",
-                self.target
-            );
-            f.logged.insert(cause.clone());
-        }
-        f.last_error = Some(cause);
-    }
-}
-
-/// The CA file's PEM, checked to hold at least one certificate, for a `rediss://` URL only.
-fn read_ca(
-    path: &std::path::Path,
-    info: &redis::ConnectionInfo,
-) -> Result<redis::TlsCertificates, ConfigError> {
-    let error = |reason: String| ConfigError::CaFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
-        return Err(error(
-            "set, but REDIS_URL is redis:// (no TLS); use rediss://".into(),
-        ));
-    }
-    let pem = std::fs::read(path).map_err(|e| error(format!("cannot read it: {e}")))?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(error(
-            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-        ));
-    }
-    Ok(redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem),
-    })
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use config::read_ca;
+use shared::{Shared, State, Update};
 
 /// The Redis cache of a running service. Cloning the `Arc` shares it.
 #[derive(Debug)]
@@ -280,7 +43,7 @@ impl RedisCache {
     /// Checks the settings and starts the writer thread, which connects in the background:
     /// Redis being down or slow never delays the service's start.
     pub fn start(config: RedisConfig) -> Result<Arc<RedisCache>, ConfigError> {
-        let keys = Keys::new(&config.key_prefix).map_err(ConfigError::Prefix)?;
+        let keys = Keys::new(&config.key_prefix)?;
         if config.queue == 0 {
             return Err(ConfigError::Zero {
                 name: "REDIS_QUEUE",
@@ -369,15 +132,17 @@ impl RedisCache {
     }
 }
 
-impl eeg_ingest::OutputCache for RedisCache {
-    fn processed(&self, _key: &[u8], record: &[u8]) {
+impl eeg_session::OutputObserver for RedisCache {
+    fn processed(&self, _partition: i32, _key: &[u8], record: &[u8]) {
         self.shared.push(Update::Window(record.to_vec()));
     }
 
-    fn trigger(&self, _key: &[u8], record: &[u8]) {
+    fn trigger(&self, _partition: i32, _key: &[u8], record: &[u8]) {
         self.shared.push(Update::Trigger(record.to_vec()));
     }
+}
 
+impl eeg_session::OutputCache for RedisCache {
     fn name(&self) -> &'static str {
         "redis"
     }

@@ -10,7 +10,10 @@ use redis::aio::ConnectionLike;
 use redis::{ConnectionInfo, Pipeline, RedisError};
 use serde::Deserialize;
 
-use crate::{RedisConfig, Shared, Update, slot};
+use crate::cause::{Cause, Problem};
+use crate::config::RedisConfig;
+use crate::keys::slot;
+use crate::shared::{Shared, State, Update};
 
 /// Most updates sent in one round of pipelines.
 const BATCH: usize = 512;
@@ -116,11 +119,11 @@ impl Client {
     }
 
     /// `Err` with the cause when the host name does not resolve in time.
-    async fn resolve(&self) -> Result<(), String> {
+    async fn resolve(&self) -> Result<(), Cause> {
         let Some((host, port)) = &self.host else {
             return Ok(());
         };
-        let dns = "cannot resolve the host name (DNS; in a VPC, the endpoint's name and the VPC's DNS settings)";
+        let dns = |detail: String| Cause::new(Problem::Dns, detail);
         match tokio::time::timeout(
             self.timeout,
             tokio::net::lookup_host((host.as_str(), *port)),
@@ -129,13 +132,13 @@ impl Client {
         {
             Ok(Ok(mut addrs)) => match addrs.next() {
                 Some(_) => Ok(()),
-                None => Err(format!("{dns}: {host} has no address")),
+                None => Err(dns(format!("{host} has no address"))),
             },
-            Ok(Err(e)) => Err(format!("{dns}: {e}")),
-            Err(_) => Err(format!(
-                "{dns}: no answer for {host} within {} s",
+            Ok(Err(e)) => Err(dns(e.to_string())),
+            Err(_) => Err(dns(format!(
+                "no answer for {host} within {} s",
                 self.timeout.as_secs_f64()
-            )),
+            ))),
         }
     }
 
@@ -182,7 +185,7 @@ pub(crate) fn run(shared: Arc<Shared>, client: Client) {
     {
         Ok(rt) => rt,
         Err(e) => {
-            shared.failed(format!("cannot start its runtime: {e}"));
+            shared.failed(Cause::new(Problem::Runtime, e.to_string()));
             return;
         }
     };
@@ -242,13 +245,13 @@ async fn write_loop(shared: &Shared, client: &Client) {
                         || e.is_connection_dropped()
                         || e.is_connection_refusal()
                         || e.is_unrecoverable_error();
-                    shared.failed(describe(&e, shared.config.cluster));
+                    shared.failed(Cause::of(&e, shared.config.cluster));
                 }
             }
         }
         if broken {
             conn = None;
-        } else if all_ok && shared.state() != crate::State::Up {
+        } else if all_ok && shared.state() != State::Up {
             shared.up();
         }
     }
@@ -257,9 +260,9 @@ async fn write_loop(shared: &Shared, client: &Client) {
 /// A connection that answered: the host name resolved first, so that a DNS failure is named
 /// as one, then a round trip, so that a wrong password or a cluster-mode mismatch shows now,
 /// not at the first write.
-async fn connect(shared: &Shared, client: &Client) -> Result<Conn, String> {
+async fn connect(shared: &Shared, client: &Client) -> Result<Conn, Cause> {
     client.resolve().await?;
-    let cause = |e: RedisError| describe(&e, shared.config.cluster);
+    let cause = |e: RedisError| Cause::of(&e, shared.config.cluster);
     let c = client.connect().await.map_err(cause)?;
     c.ping().await.map_err(cause)?;
     Ok(c)
@@ -312,7 +315,7 @@ fn plan(shared: &Shared, batch: &[Update]) -> Vec<(Pipeline, u64)> {
         let Ok(h) = serde_json::from_slice::<Head<'_>>(bytes) else {
             // The service's own encoder wrote it; never expected.
             shared.dropped.fetch_add(1, Ordering::Relaxed);
-            shared.failed("a record without session_id or end_ms was not written".into());
+            shared.failed(Cause::new(Problem::BadRecord, String::new()));
             continue;
         };
         if window {
@@ -365,48 +368,4 @@ fn plan(shared: &Shared, batch: &[Update]) -> Vec<(Pipeline, u64)> {
         }
     }
     by_slot.into_values().collect()
-}
-
-/// One line for an operator: what is wrong and where to look, then the client's words.
-fn describe(e: &RedisError, cluster: bool) -> String {
-    let text = e.to_string();
-    let lower = text.to_lowercase();
-    let hint = if lower.contains("failed to lookup address")
-        || lower.contains("name or service not known")
-        || lower.contains("no address associated")
-        || lower.contains("temporary failure in name resolution")
-    {
-        "cannot resolve the host name (DNS; in a VPC, the endpoint's name and the VPC's DNS settings)"
-    } else if e.is_connection_refusal() && lower.contains("refused") {
-        "connection refused (nothing listens on that port)"
-    } else if e.is_timeout() || lower.contains("timed out") || lower.contains("timeout") {
-        "no answer in time (a security group or network ACL that drops the traffic, or an overloaded server)"
-    } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
-        || lower.contains("wrongpass")
-        || lower.contains("noauth")
-        || lower.contains("invalid username-password")
-    {
-        "authentication failed (REDIS_PASSWORD, REDIS_USERNAME and the user's ACL)"
-    } else if lower.contains("moved") && !cluster {
-        "the server is a cluster: set REDIS_CLUSTER=true"
-    } else if lower.contains("cluster support disabled")
-        || (cluster && lower.contains("cluster_slots"))
-    {
-        "the server is not a cluster: unset REDIS_CLUSTER"
-    } else if lower.contains("unknownissuer")
-        || lower.contains("unknown issuer")
-        || lower.contains("self-signed")
-        || lower.contains("self signed")
-    {
-        "the server's TLS certificate is not trusted (its CA is neither in the system's store nor in REDIS_TLS_CA_FILE)"
-    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
-        "the server's TLS certificate does not name the host in REDIS_URL (use the endpoint's DNS name)"
-    } else if lower.contains("tls") || lower.contains("ssl") || lower.contains("certificate") {
-        "TLS failed (rediss:// needs in-transit encryption on the server, redis:// needs it off)"
-    } else if e.is_connection_dropped() || lower.contains("connection reset") {
-        "the connection was closed (rediss:// against a server without TLS, or the server went away)"
-    } else {
-        "failed"
-    };
-    format!("{hint}: {text}")
 }

@@ -146,11 +146,13 @@ pub use capture::{CaptureError, Delimited, DelimitedReader, looks_delimited, wri
 pub use eeg_dsp::{Indices, Quality};
 pub use error::SchemaError;
 pub use processed::{
-    ChannelFeatures, ChannelOwned, IndicesOwned, OrderedBands, ProcessedRecord,
+    ChannelFeatures, ChannelOwned, IndicesOwned, OrderedBands, PROCESSED_SCHEMA, ProcessedRecord,
     ProcessedRecordOwned, QualityOwned, SessionMeta, WindowData, WindowFeatures, decode_processed,
     encode_processed,
 };
-pub use raw::{Limits, MAX_CHANNEL_NAME_BYTES, MAX_ID_BYTES, RawBatch, RawBatchParts, decode_raw};
+pub use raw::{
+    Limits, MAX_CHANNEL_NAME_BYTES, MAX_ID_BYTES, RAW_SCHEMA, RawBatch, RawBatchParts, decode_raw,
+};
 #[doc(hidden)]
 pub use raw::{decode_raw_fast, decode_raw_reference};
 pub use raw_protobuf::{
@@ -161,8 +163,3 @@ pub use trigger::{
     DecodeError as TriggerDecodeError, EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord,
     decode_trigger,
 };
-
-/// The `schema` value of a raw batch.
-pub const RAW_SCHEMA: &str = "eeg.raw/1";
-/// The `schema` value of a processed record.
-pub const PROCESSED_SCHEMA: &str = "eeg.processed/1";

@@ -1,13 +1,15 @@
 //! `eeg.processed/1`: zero-copy encoding of a window's features, and the owned form for
 //! reading records back.
 
-use crate::PROCESSED_SCHEMA;
 use crate::error::{SchemaError, field, from_json, quote};
 use eeg_dsp::{Indices, Quality};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// The `schema` value of a processed record.
+pub const PROCESSED_SCHEMA: &str = "eeg.processed/1";
 
 /// The identity of a session's records: everything in a record that is not per window.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,12 +1,14 @@
 //! `eeg.raw/1`: decoding with validation, the validated [`RawBatch`], canonical encoding.
 
-use crate::RAW_SCHEMA;
 use crate::error::{SchemaError, field, from_json, input_field_name, quote};
 use serde::Serialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use std::borrow::Cow;
 use std::fmt;
+
+/// The `schema` value of a raw batch.
+pub const RAW_SCHEMA: &str = "eeg.raw/1";
 
 mod fast;
 
@@ -650,24 +652,31 @@ impl Visitor<'_> for KeySeed {
     }
 }
 
+/// A value other than the one expected, quoted for the message.
+struct Unexpected(String);
+
 /// A string compared with an expected value without copying it; a mismatch yields the
 /// quoted value for the message.
 struct Exact(&'static str);
 
 impl<'de> DeserializeSeed<'de> for Exact {
-    type Value = Result<(), String>;
+    type Value = Result<(), Unexpected>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl Visitor<'_> for Exact {
-    type Value = Result<(), String>;
+    type Value = Result<(), Unexpected>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "the string \"{}\"", self.0)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(if v == self.0 { Ok(()) } else { Err(quote(v)) })
+        Ok(if v == self.0 {
+            Ok(())
+        } else {
+            Err(Unexpected(quote(v)))
+        })
     }
 }
 
@@ -675,14 +684,14 @@ impl Visitor<'_> for Exact {
 struct UnitsSeed;
 
 impl<'de> DeserializeSeed<'de> for UnitsSeed {
-    type Value = Result<Units, String>;
+    type Value = Result<Units, Unexpected>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_option(self)
     }
 }
 
 impl<'de> Visitor<'de> for UnitsSeed {
-    type Value = Result<Units, String>;
+    type Value = Result<Units, Unexpected>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"uV\", \"mV\" or \"V\"")
     }
@@ -700,7 +709,7 @@ impl<'de> Visitor<'de> for UnitsSeed {
             "uV" | "µV" | "μV" => Ok(Units::Microvolts),
             "mV" => Ok(Units::Millivolts),
             "V" => Ok(Units::Volts),
-            other => Err(quote(other)),
+            other => Err(Unexpected(quote(other))),
         })
     }
 }
@@ -725,7 +734,7 @@ impl<'de> Visitor<'de> for RawSeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire, A::Error> {
         let ctx = self.0;
         let mut seen = [false; KEYS.len()];
-        let mut schema: Option<Result<(), String>> = None;
+        let mut schema: Option<Result<(), Unexpected>> = None;
         let mut session_id: Option<String> = None;
         let mut device_id: Option<String> = None;
         let mut user_id: Option<String> = None;
@@ -775,7 +784,7 @@ impl<'de> Visitor<'de> for RawSeed<'_, '_> {
 
         match schema {
             None => return Err(ctx.fail(field("schema", "is missing"))),
-            Some(Err(got)) => {
+            Some(Err(Unexpected(got))) => {
                 return Err(ctx.fail(field(
                     "schema",
                     format!("expected \"{RAW_SCHEMA}\", got {got}"),
@@ -791,7 +800,7 @@ impl<'de> Visitor<'de> for RawSeed<'_, '_> {
         }
         let units = match units {
             Ok(u) => u,
-            Err(got) => {
+            Err(Unexpected(got)) => {
                 return Err(ctx.fail(field(
                     "units",
                     format!("expected \"uV\", \"mV\" or \"V\", got {got}"),

@@ -2,9 +2,10 @@
 //! choosing it by the Kafka record's `content-type`, decoding with the JSON decoder's
 //! validation, and encoding for producers and replay.
 
-use crate::RAW_SCHEMA;
 use crate::error::{SchemaError, field, one_line, quote};
-use crate::raw::{Header, Limits, RawBatch, Units, check_finite, decode_raw, too_many_channels};
+use crate::raw::{
+    Header, Limits, RAW_SCHEMA, RawBatch, Units, check_finite, decode_raw, too_many_channels,
+};
 use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 

@@ -46,9 +46,10 @@ impl Ticket {
         self.remaining.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The broker acknowledged one output.
-    pub fn ack(&self) {
-        self.remaining.fetch_sub(1, Ordering::AcqRel);
+    /// The broker acknowledged one output. True when that settled the entry, so that whoever
+    /// waits for it can be woken then and not on every acknowledgement.
+    pub fn ack(&self) -> bool {
+        self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && !self.failed()
     }
 
     /// One output is lost (its delivery failed for good, or it could not be produced): the
@@ -68,7 +69,7 @@ impl Ticket {
 
     /// The entry produced all its outputs.
     fn close(&self) {
-        self.ack();
+        let _ = self.ack();
     }
 }
 

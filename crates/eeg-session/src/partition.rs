@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use eeg_dsp::{Checkpoint, ProcessingConfig, RestoreError, SessionProcessor, Window};
 use eeg_schema::{Limits, ProcessedRecord, SessionMeta, TriggerEvent, encode_processed};
 
-use crate::Counters;
 use crate::admission::{Admission, ResetReason, Session, Sessions};
+use crate::counters::Counters;
 use crate::fanout::{Fanout, Produced, Sink};
 use crate::ledger::{Ledger, StateWrite, Ticket};
 use crate::snapshot::{
@@ -893,12 +893,13 @@ mod tests {
     struct Kept(Vec<(Topic, Vec<u8>, Headers)>);
 
     impl Outbox for Kept {
-        type Error = String;
+        /// The size of an output refused for being too large.
+        type Error = usize;
 
-        fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), String> {
+        fn send(&mut self, out: &Output<'_>, ticket: &Arc<Ticket>) -> Result<(), usize> {
             let size = out.size();
             if size > 1_000_000 {
-                return Err(format!("{size} bytes"));
+                return Err(size);
             }
             self.0.push((
                 out.topic,

@@ -129,14 +129,28 @@ impl fmt::Display for Metric {
     }
 }
 
-impl FromStr for Metric {
-    /// What is wrong with the text, one line.
-    type Err = String;
+/// Text that names no metric or comparison; the display is one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    #[error("{} needs a band name after the dot", quoted(.0))]
+    MissingBand(String),
+    #[error(
+        "unknown metric {}, expected indices.engagement, indices.theta_beta, indices.alpha_theta, relative_power.<band>, band_power.<band> or quality.good_fraction",
+        quoted(.0)
+    )]
+    UnknownMetric(String),
+    #[error("must be \">\", \">=\", \"<\" or \"<=\", got {}", quoted(.0))]
+    UnknownOp(String),
+}
 
-    fn from_str(s: &str) -> Result<Metric, String> {
+impl FromStr for Metric {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Metric, ParseError> {
         let band = |b: &str| {
             if b.is_empty() {
-                Err(format!("{} needs a band name after the dot", quoted(s)))
+                Err(ParseError::MissingBand(s.to_string()))
             } else {
                 Ok(b.to_string())
             }
@@ -152,12 +166,7 @@ impl FromStr for Metric {
                 } else if let Some(b) = s.strip_prefix("band_power.") {
                     band(b).map(Metric::BandPower)
                 } else {
-                    Err(format!(
-                        "unknown metric {}, expected indices.engagement, indices.theta_beta, \
-                         indices.alpha_theta, relative_power.<band>, band_power.<band> or \
-                         quality.good_fraction",
-                        quoted(s)
-                    ))
+                    Err(ParseError::UnknownMetric(s.to_string()))
                 }
             }
         }
@@ -210,18 +219,15 @@ impl fmt::Display for Op {
 }
 
 impl FromStr for Op {
-    type Err = String;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Op, String> {
+    fn from_str(s: &str) -> Result<Op, ParseError> {
         match s {
             ">" => Ok(Op::Gt),
             ">=" => Ok(Op::Ge),
             "<" => Ok(Op::Lt),
             "<=" => Ok(Op::Le),
-            _ => Err(format!(
-                "must be \">\", \">=\", \"<\" or \"<=\", got {}",
-                quoted(s)
-            )),
+            _ => Err(ParseError::UnknownOp(s.to_string())),
         }
     }
 }
@@ -616,10 +622,10 @@ fn rule_from_table(index: usize, table: &toml::Table) -> Result<Rule, TriggerCon
     let rule_id = string("id", required("id", t.id)?)?;
     let metric = string("metric", required("metric", t.metric)?)?
         .parse::<Metric>()
-        .map_err(|p| err("metric", p))?;
+        .map_err(|p| err("metric", p.to_string()))?;
     let op = string("op", required("op", t.op)?)?
         .parse::<Op>()
-        .map_err(|p| err("op", p))?;
+        .map_err(|p| err("op", p.to_string()))?;
     let threshold = number("threshold", required("threshold", t.threshold)?)?;
     let mut rule = Rule::new(rule_id, metric, op, threshold);
     if let Some(v) = t.for_windows {
