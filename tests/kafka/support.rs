@@ -125,13 +125,25 @@ fn tansu_on(dir: &Path, port: u16, storage: &str, authentication: bool) -> Daemo
     Daemon::start(&mut cmd, port)
 }
 
-/// A port nothing listens on right now.
+/// A port for a server of a test's own (a service's HTTP endpoints, a private broker or Redis
+/// node): one nothing listens on now, never given twice by this process, and below the
+/// ports the kernel picks for `bind(0)` and for outgoing connections (32768 and up), so
+/// that no other server or client connection takes it before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Up to 27000, where the cluster buses of `scripts/redis` begin.
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 7_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test runs side by side start at different ports.
+    let start = std::process::id() % COUNT;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < COUNT, "no free port left");
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
