@@ -13,22 +13,7 @@ use crate::support::*;
 fn poison_messages_go_to_the_dead_letter_topic_byte_for_byte() {
     let t = Topics::create("dlq");
     let producer: BaseProducer = client().create().unwrap();
-    let valid = |seq: u64| {
-        let rows: Vec<Vec<f64>> = (0..2)
-            .map(|c| {
-                (0..64)
-                    .map(|i| ((i + c) as f64 * 0.3).sin() * 20.0)
-                    .collect()
-            })
-            .collect();
-        serde_json::json!({
-            "schema": "eeg.raw/1", "session_id": "ok", "device_id": "d", "seq": seq,
-            "start_ms": 1_700_000_000_000i64 + seq as i64 * 250, "sample_rate_hz": 256.0,
-            "channels": ["A", "B"], "samples": rows,
-        })
-        .to_string()
-        .into_bytes()
-    };
+    let valid = |seq: u64| ok_batch(seq).encode();
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         ("junk", b"\xff\xfe not json".to_vec(), "JSON"),
         (

@@ -112,23 +112,6 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
     let t = Topics::create("pb-dlq");
     let producer: BaseProducer = client().create().unwrap();
     let protobuf = "application/x-protobuf";
-    let batch = |seq: u64| {
-        let channels = vec!["A".to_string(), "B".to_string()];
-        let samples: Vec<f64> = (0..128)
-            .map(|i| ((i % 64 + i / 64) as f64 * 0.3).sin() * 20.0)
-            .collect();
-        let parts = eeg_schema::RawBatchParts {
-            session_id: "ok".into(),
-            device_id: "d".into(),
-            user_id: None,
-            seq,
-            start_ms: 1_700_000_000_000 + seq as i64 * 250,
-            sample_rate_hz: 256.0,
-            channels,
-            samples,
-        };
-        eeg_schema::RawBatch::new(parts, &eeg_schema::Limits::default()).unwrap()
-    };
     let send = |key: &str, payload: &[u8], content_type: Option<&str>| {
         let mut r = BaseRecord::to(&t.raw).key(key).payload(payload);
         if let Some(ct) = content_type {
@@ -151,14 +134,14 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
         ),
         (
             "other",
-            batch(0).encode(),
+            ok_batch(0).encode(),
             Some("text/csv"),
             "header 'content-type'",
         ),
         ("ok", Vec::new(), Some(protobuf), "schema"),
     ];
     for seq in 0..40 {
-        let b = batch(seq);
+        let b = ok_batch(seq);
         if seq % 2 == 0 {
             send("ok", &b.encode(), None);
         } else {
@@ -181,7 +164,7 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
             .send(
                 BaseRecord::to(&reference.raw)
                     .key("ok")
-                    .payload(&batch(seq).encode()),
+                    .payload(&ok_batch(seq).encode()),
             )
             .unwrap();
     }

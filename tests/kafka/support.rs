@@ -464,6 +464,24 @@ pub fn fixture_records(session: &str) -> Vec<Vec<u8>> {
     process_lines(&fixture(), &["--session-id", session])
 }
 
+/// Batch `seq` of session `ok`: two channels of 64 samples at 256 Hz, 0.25 s, the same in
+/// either encoding. Forty of them are 10 s of signal: windows 0 to 6.
+pub fn ok_batch(seq: u64) -> eeg_schema::RawBatch {
+    let parts = eeg_schema::RawBatchParts {
+        session_id: "ok".into(),
+        device_id: "d".into(),
+        user_id: None,
+        seq,
+        start_ms: 1_700_000_000_000 + seq as i64 * 250,
+        sample_rate_hz: 256.0,
+        channels: vec!["A".into(), "B".into()],
+        samples: (0..128)
+            .map(|i| ((i % 64 + i / 64) as f64 * 0.3).sin() * 20.0)
+            .collect(),
+    };
+    eeg_schema::RawBatch::new(parts, &eeg_schema::Limits::default()).unwrap()
+}
+
 /// Reads `t`'s processed topic until it holds `n` records (90 s at most).
 pub fn published(t: &Topics, n: usize) -> Vec<Record> {
     consume_at(&t.bootstrap, &t.processed, Duration::from_secs(90), |r| {
