@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
 
-use common::{assert_bad_input, eeg, fixture, peak_rss_kb, root, stderr};
+use common::{assert_bad_input, eeg, fixture, root, stderr};
+#[cfg(target_os = "linux")]
+use common::{long_edf, peak_rss_of, sines};
 
 /// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
@@ -713,46 +715,17 @@ fn jsonl_from_standard_input_equals_the_file() {
 #[cfg(target_os = "linux")]
 #[test]
 fn memory_stays_flat_on_a_long_recording() {
-    use eeg_edf::{WriteSpec, write_edf};
-    use std::process::Stdio;
     // 64 channels x 20 minutes at 256 Hz: 39 MB of EDF, 157 MB as f64 samples.
     let dir = scratch("flat_memory");
     let path = dir.join("long.edf");
-    let spec = WriteSpec::eeg(64, 256, 1200);
-    let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-    write_edf(file, "long.edf", &spec, |record, signals| {
-        for (c, s) in signals.iter_mut().enumerate() {
-            for (i, v) in s.iter_mut().enumerate() {
-                let t = (record as usize * 256 + i) as f64 / 256.0;
-                *v = 20.0 * (2.0 * std::f64::consts::PI * (8.0 + c as f64 * 0.1) * t).sin();
-            }
-        }
-    })
-    .expect("write");
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
-        .args([
-            "process",
-            path.to_str().expect("utf8"),
-            "--out",
-            "/dev/null",
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // VmHWM is the peak so far; the last reading before the process exits is the largest.
-    let mut peak = 0;
-    while child.try_wait().expect("wait").is_none() {
-        if let Some(kb) = peak_rss_kb(child.id()) {
-            peak = peak.max(kb);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let status = child.wait().expect("exit");
-    assert!(status.success());
-    assert!(peak > 0, "no memory reading taken");
+    long_edf(&path, 1200, sines);
+    let peak = peak_rss_of(Command::new(env!("CARGO_BIN_EXE_eeg-pipeline")).args([
+        "process",
+        path.to_str().expect("utf8"),
+        "--out",
+        "/dev/null",
+        "-q",
+    ]));
     println!("peak RSS of process on 20 min x 64 channels: {peak} kB");
     assert!(
         peak < 40 * 1024,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
 
-use common::{assert_bad_input, eeg, fixture, stderr};
+use common::{assert_bad_input, eeg, fixture, long_edf, stderr};
 
 /// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
@@ -535,24 +535,15 @@ fn bad_input_and_clashing_outputs_are_refused_before_anything_is_written() {
 /// Chromium draws all of it. (docs/performance.md has the render time; it is not asserted.)
 #[test]
 fn a_64_channel_hour_makes_a_page_under_5_mb_that_draws() {
-    use eeg_edf::{WriteSpec, write_edf};
     let dir = scratch("hour64");
     let path = dir.join("hour64.edf");
-    let spec = WriteSpec::eeg(64, 256, 3600);
-    let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-    write_edf(file, "hour64.edf", &spec, |record, signals| {
-        for (c, s) in signals.iter_mut().enumerate() {
-            for (i, v) in s.iter_mut().enumerate() {
-                let t = (record as usize * 256 + i) as f64 / 256.0;
-                // Alpha that waxes and wanes over minutes, over a little broadband activity.
-                let a = 20.0 * (1.0 + (2.0 * std::f64::consts::PI * t / (300.0 + c as f64)).sin());
-                *v = a * (2.0 * std::f64::consts::PI * 10.0 * t).sin()
-                    + 5.0 * (2.0 * std::f64::consts::PI * (4.0 + c as f64 * 0.3) * t).sin()
-                    + 3.0 * (2.0 * std::f64::consts::PI * 21.0 * t + c as f64).sin();
-            }
-        }
-    })
-    .expect("write");
+    long_edf(&path, 3600, |c, t| {
+        // Alpha that waxes and wanes over minutes, over a little broadband activity.
+        let a = 20.0 * (1.0 + (2.0 * std::f64::consts::PI * t / (300.0 + c as f64)).sin());
+        a * (2.0 * std::f64::consts::PI * 10.0 * t).sin()
+            + 5.0 * (2.0 * std::f64::consts::PI * (4.0 + c as f64 * 0.3) * t).sin()
+            + 3.0 * (2.0 * std::f64::consts::PI * 21.0 * t + c as f64).sin()
+    });
     let page = dir.join("hour64.html");
     let o = eeg(&["report", s(&path), "--out", s(&page)]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
 
-use common::{eeg, peak_rss_kb, root, stderr};
+use common::{eeg, root, stderr};
+#[cfg(target_os = "linux")]
+use common::{long_edf, peak_rss_of, sines};
 
 /// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
@@ -612,38 +614,18 @@ fn table_bad_combinations_are_refused_before_writing() {
 #[cfg(target_os = "linux")]
 #[test]
 fn parquet_memory_stays_bounded_on_a_long_recording() {
-    use eeg_edf::{WriteSpec, write_edf};
-    use std::process::Stdio;
     // 64 channels x 20 minutes at 256 Hz: 1197 windows, 76 608 rows.
     let dir = scratch("parquet_memory");
     let path = dir.join("long.edf");
-    let spec = WriteSpec::eeg(64, 256, 1200);
-    let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-    write_edf(file, "long.edf", &spec, |record, signals| {
-        for (c, s) in signals.iter_mut().enumerate() {
-            for (i, v) in s.iter_mut().enumerate() {
-                let t = (record as usize * 256 + i) as f64 / 256.0;
-                *v = 20.0 * (2.0 * std::f64::consts::PI * (8.0 + c as f64 * 0.1) * t).sin();
-            }
-        }
-    })
-    .expect("write");
+    long_edf(&path, 1200, sines);
     let out = dir.join("long.parquet");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eeg-pipeline"))
-        .args(["process", path_str(&path), "--out", path_str(&out), "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut peak = 0;
-    while child.try_wait().expect("wait").is_none() {
-        if let Some(kb) = peak_rss_kb(child.id()) {
-            peak = peak.max(kb);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    assert!(child.wait().expect("exit").success());
-    assert!(peak > 0, "no memory reading taken");
+    let peak = peak_rss_of(Command::new(env!("CARGO_BIN_EXE_eeg-pipeline")).args([
+        "process",
+        path_str(&path),
+        "--out",
+        path_str(&out),
+        "-q",
+    ]));
     println!("peak RSS of process to Parquet on 20 min x 64 channels: {peak} kB");
     let reader = parquet_reader(&out);
     let meta = reader.metadata();

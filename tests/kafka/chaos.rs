@@ -5,10 +5,15 @@
 //! on the same messages, trigger events likewise. The figures (windows expected and
 //! received, duplicates, time to complete after the last fault) go to standard error.
 
-use super::*;
-
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::support::*;
 
 /// Sessions of the fleet, their channels, rate and length.
 const SESSIONS: usize = 12;
@@ -72,71 +77,18 @@ fn fleet(tag: &str) -> Fleet {
     out.flush().unwrap();
     drop(out);
     let events_file = dir.join("events.jsonl");
-    let records = process_lines(&file, &["--triggers", events_file.to_str().unwrap()]);
-    let records = records
+    let records = process_lines(&file, &["--triggers", events_file.to_str().unwrap()])
         .into_iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(&r).unwrap();
-            let key = (
-                v["session_id"].as_str().unwrap().to_string(),
-                v["window_index"].as_u64().unwrap(),
-            );
-            (key, r)
-        })
+        .map(|r| (window_of(&r), r))
         .collect();
-    let events = std::fs::read(&events_file)
-        .unwrap()
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
+    let events = lines(&std::fs::read(&events_file).unwrap())
+        .into_iter()
         .collect();
     Fleet {
         file,
         records,
         events,
     }
-}
-
-/// Reads a topic from the start and keeps everything, across calls.
-struct Reader {
-    consumer: BaseConsumer,
-    records: Vec<Record>,
-}
-
-impl Reader {
-    fn new(bootstrap: &str, topic: &str) -> Reader {
-        Reader {
-            consumer: reader_at(bootstrap, topic),
-            records: Vec::new(),
-        }
-    }
-
-    /// Reads until `done` or `timeout`; true when done.
-    fn until(&mut self, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !done(&self.records) {
-            if Instant::now() > deadline {
-                return false;
-            }
-            // A broker that is down answers nothing for a while: keep polling.
-            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
-                self.records.push(Record {
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers: BTreeMap::new(),
-                });
-            }
-        }
-        true
-    }
-}
-
-fn key_of(r: &Record) -> (String, u64) {
-    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-    (
-        v["session_id"].as_str().unwrap().to_string(),
-        v["window_index"].as_u64().unwrap(),
-    )
 }
 
 /// One chaos run: topics, the fleet and its reference, a reader of the output.
@@ -177,7 +129,11 @@ impl Run {
     }
 
     fn distinct(records: &[Record]) -> usize {
-        records.iter().map(key_of).collect::<BTreeSet<_>>().len()
+        records
+            .iter()
+            .map(|r| window_of(&r.payload))
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// Streams the fleet at `speed` times real time (`max` for as fast as possible).
@@ -201,6 +157,17 @@ impl Run {
         self.last_fault = Instant::now();
     }
 
+    /// Reads until every window was received (two minutes at most), noting when.
+    fn wait_complete(&mut self) {
+        let total = self.total();
+        if self
+            .out
+            .until(Duration::from_secs(120), |r| Run::distinct(r) >= total)
+        {
+            self.completed = Some(Instant::now());
+        }
+    }
+
     /// Reads until every window was received (or `timeout`) and checks every copy against
     /// `process`. Returns the figures line.
     fn finish(&mut self, timeout: Duration, logs: &str) -> String {
@@ -211,7 +178,7 @@ impl Run {
         let mut seen: BTreeMap<(String, u64), &Record> = BTreeMap::new();
         let mut changed = Vec::new();
         for r in &self.out.records {
-            let key = key_of(r);
+            let key = window_of(&r.payload);
             match self.fleet.records.get(&key) {
                 Some(want) if *want == r.payload && r.key.as_deref() == Some(key.0.as_bytes()) => {}
                 _ => changed.push(key.clone()),
@@ -273,9 +240,7 @@ fn start(run: &Run, name: &str) -> Service {
 fn stop_all(services: Vec<Service>) -> String {
     let mut logs = String::new();
     for s in services {
-        let (status, log) = s.stop();
-        assert!(status.success(), "exit {status}:\n{log}");
-        logs.push_str(&log);
+        logs.push_str(&s.stop_cleanly());
     }
     logs
 }
@@ -289,8 +254,7 @@ fn chaos_one_instance_leaves_and_one_joins_mid_stream() {
     group.push(start(&run, "d"));
     run.fault();
     run.wait_for(0.5);
-    let (status, log_a) = group.remove(0).stop();
-    assert!(status.success(), "{log_a}");
+    let log_a = group.remove(0).stop_cleanly();
     run.fault();
     assert!(player.wait().unwrap().success());
     let logs = stop_all_after(&mut run, group, log_a);
@@ -300,13 +264,7 @@ fn chaos_one_instance_leaves_and_one_joins_mid_stream() {
 /// Finishes a run: waits for the output, then stops the services (their logs go into a
 /// failure message).
 fn stop_all_after(run: &mut Run, group: Vec<Service>, earlier: String) -> String {
-    let total = run.total();
-    if run
-        .out
-        .until(Duration::from_secs(120), |r| Run::distinct(r) >= total)
-    {
-        run.completed = Some(Instant::now());
-    }
+    run.wait_complete();
     let logs = earlier + &stop_all(group);
     run.finish(Duration::from_secs(5), &logs);
     logs
@@ -321,9 +279,7 @@ fn chaos_rolling_restart_of_three() {
     for (k, share) in [0.2, 0.45, 0.7].into_iter().enumerate() {
         run.wait_for(share);
         // As ECS replaces a task: SIGTERM, wait for the exit, start the new one.
-        let (status, log) = group.remove(0).stop();
-        assert!(status.success(), "exit {status}:\n{log}");
-        logs.push_str(&log);
+        logs.push_str(&group.remove(0).stop_cleanly());
         group.push(start(&run, &format!("new{k}")));
         run.fault();
     }
@@ -377,23 +333,21 @@ fn chaos_broker_restarted_mid_stream() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
-    let mut broker = private_broker(&dir, port, false);
+    let broker = private_broker(&dir, port, false);
     let mut run = Run::on("broker", &bootstrap);
     let group = vec![start(&run, "a"), start(&run, "b"), start(&run, "c")];
     let mut player = run.replay("4");
     run.wait_for(0.3);
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    drop(broker);
     std::thread::sleep(Duration::from_secs(5));
-    let mut broker = private_broker(&dir, port, false);
+    let broker = private_broker(&dir, port, false);
     run.fault();
     assert!(
         player.wait().unwrap().success(),
         "the replay survives the outage"
     );
     stop_all_after(&mut run, group, String::new());
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -419,13 +373,8 @@ fn chaos_a_partition_nobody_consumes_is_reported_and_the_service_rejoins() {
     }
     let mut player = run.replay("max");
     assert!(player.wait().unwrap().success());
-    let port = free_port();
-    let service = Service::start_with(
-        &run.t,
-        "alive",
-        &["--stall-after-s", "5"],
-        &[("HTTP_ADDR", &format!("127.0.0.1:{port}"))],
-    );
+    let service = Service::start_with(&run.t, "alive", &["--stall-after-s", "5"], &[]);
+    let port = service.port;
     // Whatever the broker gives the service meanwhile, the zombie's partitions (every one
     // has data) are consumed by nobody: said in the log, /health and /metrics.
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -476,13 +425,7 @@ fn chaos_a_partition_nobody_consumes_is_reported_and_the_service_rejoins() {
     // window is then published and the report clears.
     vanish(zombie);
     run.fault();
-    let total = run.total();
-    if run
-        .out
-        .until(Duration::from_secs(120), |r| Run::distinct(r) >= total)
-    {
-        run.completed = Some(Instant::now());
-    }
+    run.wait_complete();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, metrics) = http_get(port, "/metrics").unwrap();
@@ -496,8 +439,7 @@ fn chaos_a_partition_nobody_consumes_is_reported_and_the_service_rejoins() {
         assert!(Instant::now() < deadline, "{metrics}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (status, log) = service.stop();
-    assert!(status.success(), "exit {status}:\n{log}");
+    let log = service.stop_cleanly();
     assert!(log.contains("is consumed again"), "{log}");
     run.finish(Duration::from_secs(5), &log);
 }

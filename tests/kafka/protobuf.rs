@@ -4,38 +4,16 @@
 //! `tail --format pb`), and binary poison goes to the dead-letter topic with its reason and
 //! its content type.
 
-use super::*;
+use std::time::Duration;
 
-/// Every record of `records` and of `want`, keyed by session and window, must be equal.
-fn same_records(records: &[Record], want: &[Vec<u8>], what: &str) {
-    let key = |payload: &[u8]| {
-        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
-        (
-            v["session_id"].as_str().unwrap().to_string(),
-            v["window_index"].as_u64().unwrap(),
-        )
-    };
-    let got: BTreeMap<_, &[u8]> = records
-        .iter()
-        .map(|r| (key(&r.payload), &r.payload[..]))
-        .collect();
-    let want: BTreeMap<_, &[u8]> = want.iter().map(|w| (key(w), &w[..])).collect();
-    assert_eq!(got.len(), want.len(), "{what}: number of records");
-    for (k, w) in &want {
-        assert_eq!(
-            got.get(k).map(|g| String::from_utf8_lossy(g)),
-            Some(String::from_utf8_lossy(w)),
-            "{what}: record {k:?}"
-        );
-    }
-}
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::support::*;
 
 /// `tail --format pb` of the raw topic: a capture of binary eeg.raw/1 on standard output,
 /// a warning for each message left out on standard error.
 fn capture(t: &Topics) -> std::process::Output {
-    let mut tail = Command::new(BIN);
-    tail.args([
-        "tail",
+    let args = [
         "--topic",
         "raw",
         "--format",
@@ -43,15 +21,8 @@ fn capture(t: &Topics) -> std::process::Output {
         "--from-beginning",
         "--idle-exit",
         "3",
-    ]);
-    t.env(&mut tail);
-    let out = tail.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    ];
+    cli_ok(t, "tail", &args)
 }
 
 #[test]
@@ -93,12 +64,9 @@ fn recordings_replayed_as_protobuf_give_the_records_process_computes() {
         assert!(serde_json::from_slice::<serde_json::Value>(&raw[0].payload).is_err());
 
         let service = Service::start(&t, "pb");
-        let got = consume(&t.processed, Duration::from_secs(90), |r| {
-            r.len() >= want.len()
-        });
-        let (status, log) = service.stop();
-        assert!(status.success(), "exit {status}:\n{log}");
-        same_records(&got, &want, file);
+        let got = published(&t, want.len());
+        let log = service.stop_cleanly();
+        assert_windows(&got, &want, &format!("{file}:\n{log}"));
         let dead = consume(&t.dlq, Duration::from_secs(2), |r| !r.is_empty());
         assert!(
             dead.is_empty(),
@@ -144,23 +112,6 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
     let t = Topics::create("pb-dlq");
     let producer: BaseProducer = client().create().unwrap();
     let protobuf = "application/x-protobuf";
-    let batch = |seq: u64| {
-        let channels = vec!["A".to_string(), "B".to_string()];
-        let samples: Vec<f64> = (0..128)
-            .map(|i| ((i % 64 + i / 64) as f64 * 0.3).sin() * 20.0)
-            .collect();
-        let parts = eeg_schema::RawBatchParts {
-            session_id: "ok".into(),
-            device_id: "d".into(),
-            user_id: None,
-            seq,
-            start_ms: 1_700_000_000_000 + seq as i64 * 250,
-            sample_rate_hz: 256.0,
-            channels,
-            samples,
-        };
-        eeg_schema::RawBatch::new(parts, &eeg_schema::Limits::default()).unwrap()
-    };
     let send = |key: &str, payload: &[u8], content_type: Option<&str>| {
         let mut r = BaseRecord::to(&t.raw).key(key).payload(payload);
         if let Some(ct) = content_type {
@@ -183,14 +134,14 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
         ),
         (
             "other",
-            batch(0).encode(),
+            ok_batch(0).encode(),
             Some("text/csv"),
             "header 'content-type'",
         ),
         ("ok", Vec::new(), Some(protobuf), "schema"),
     ];
     for seq in 0..40 {
-        let b = batch(seq);
+        let b = ok_batch(seq);
         if seq % 2 == 0 {
             send("ok", &b.encode(), None);
         } else {
@@ -213,7 +164,7 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
             .send(
                 BaseRecord::to(&reference.raw)
                     .key("ok")
-                    .payload(&batch(seq).encode()),
+                    .payload(&ok_batch(seq).encode()),
             )
             .unwrap();
     }
@@ -223,14 +174,10 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
     let dead = consume(&t.dlq, Duration::from_secs(60), |r| r.len() >= poison.len());
     // 40 batches of 0.25 s = 10 s of signal: windows 0..=6.
     let processed = consume(&t.processed, Duration::from_secs(30), |r| r.len() >= 7);
-    let (status, log) = service.stop();
-    assert!(status.success(), "exit {status}:\n{log}");
+    let log = service.stop_cleanly();
     let json_service = Service::start(&reference, "pb-dlq-json");
-    let json = consume(&reference.processed, Duration::from_secs(60), |r| {
-        r.len() >= 7
-    });
-    let (status, log) = json_service.stop();
-    assert!(status.success(), "exit {status}:\n{log}");
+    let json = published(&reference, 7);
+    json_service.stop_cleanly();
 
     assert_eq!(dead.len(), poison.len(), "{log}");
     for (k, p, ct, reason) in &poison {
@@ -248,7 +195,7 @@ fn binary_poison_goes_to_the_dead_letter_topic_with_its_reason_and_content_type(
     // Mixed encodings in one session: the records of the all-JSON stream, byte for byte.
     let json: Vec<Vec<u8>> = by_window(&json).into_values().collect();
     assert_eq!(json.len(), 7);
-    same_records(&processed, &json, "mixed encodings");
+    assert_windows(&processed, &json, "mixed encodings");
 
     // A capture of the topic leaves out what the service dead-letters, one warning each
     // naming where it is; the rest (both encodings) gives the same records again.

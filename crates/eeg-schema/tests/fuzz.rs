@@ -2,13 +2,13 @@
 //! round-trip exactly.
 
 use eeg_schema::{
-    ChannelOwned, IndicesOwned, Limits, OrderedBands, ProcessedRecordOwned, QualityOwned, RawBatch,
-    RawBatchParts, decode_processed, decode_raw, decode_raw_fast, decode_raw_reference,
+    ChannelOwned, IndicesOwned, Limits, OrderedBands, ProcessedRecordOwned, QualityOwned,
+    decode_processed, decode_raw, decode_raw_fast, decode_raw_reference,
 };
 use proptest::prelude::*;
 
 mod support;
-use support::{apply, edit};
+use support::{apply, batch, bits, edit, finite, id};
 
 const EXAMPLE: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "device_id": "bud-7", "user_id": "u-1",
  "seq": 0, "start_ms": 1732270000000, "sample_rate_hz": 250.0,
@@ -24,7 +24,6 @@ fn check_error_is_one_line(bytes: &[u8], limits: &Limits) {
     }
     match (&got, &reference) {
         (Ok(g), Ok(r)) => {
-            let bits = |b: &RawBatch| b.samples().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(g, r);
             assert_eq!(bits(g), bits(r));
         }
@@ -35,46 +34,6 @@ fn check_error_is_one_line(bytes: &[u8], limits: &Limits) {
         let text = e.to_string();
         assert!(!text.contains('\n') && !text.contains('\r'), "{text:?}");
         assert!(text.len() < 1000, "{text}");
-    }
-}
-
-fn finite() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        any::<f64>().prop_filter("finite", |v| v.is_finite()),
-        -1e3f64..1e3,
-        Just(0.0),
-        Just(-0.0),
-        Just(f64::MIN_POSITIVE),
-        Just(5e-324),
-    ]
-}
-
-fn id() -> impl Strategy<Value = String> {
-    // Printable text including quotes, backslashes and non-ASCII, 1..=256 bytes.
-    "[a-zA-Z0-9 _\\-\"\\\\/é€😀]{1,60}"
-}
-
-prop_compose! {
-    fn batch()(
-        n_ch in 1usize..6,
-        per in 1usize..40,
-        seq in any::<u64>(),
-        start_ms in 0i64..=i64::MAX,
-        rate in prop_oneof![1e-3f64..100_000.0, Just(100_000.0), Just(250.0)],
-        session_id in id(),
-        device_id in id(),
-        user_id in prop::option::of(id()),
-    )(
-        samples in prop::collection::vec(finite(), n_ch * per),
-        channels in Just((0..n_ch).map(|c| format!("ch\"{c}\\é")).collect::<Vec<_>>()),
-        seq in Just(seq), start_ms in Just(start_ms), rate in Just(rate),
-        session_id in Just(session_id), device_id in Just(device_id), user_id in Just(user_id),
-    ) -> RawBatch {
-        RawBatch::new(
-            RawBatchParts { session_id, device_id, user_id, seq, start_ms, sample_rate_hz: rate, channels, samples },
-            &Limits::default(),
-        )
-        .expect("generated batches are valid")
     }
 }
 
@@ -166,7 +125,6 @@ proptest! {
     fn valid_batches_round_trip_exactly(b in batch()) {
         let bytes = b.encode();
         let again = decode_raw(&bytes, &Limits::default()).expect("canonical encoding decodes");
-        let bits = |b: &RawBatch| b.samples().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(bits(&again), bits(&b));
         prop_assert_eq!(&again, &b);
         prop_assert_eq!(again.encode(), bytes);

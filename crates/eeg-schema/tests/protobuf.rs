@@ -5,15 +5,17 @@
 
 use eeg_edf::{DigitalRecord, EdfReader, Record, WriteFormat, WriteSignal, WriteSpec, write_edf};
 use eeg_schema::{
-    Limits, PROTOBUF_CONTENT_TYPE, RAW_PROTO, RawBatch, RawBatchParts, RawEncoding, RawMeta,
-    RawSamples, RawUnits, SchemaError, decode_raw, decode_raw_as, decode_raw_protobuf,
-    encode_raw_protobuf,
+    Limits, PROTOBUF_CONTENT_TYPE, RAW_PROTO, RawBatch, RawEncoding, RawMeta, RawSamples, RawUnits,
+    SchemaError, decode_raw, decode_raw_as, decode_raw_protobuf, encode_raw_protobuf,
 };
 use proptest::prelude::*;
 use prost::Message as _;
 use protox::prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+mod support;
+use support::{batch, bits};
 
 // ---------------------------------------------------------------------------------------
 // Messages built with the .proto's descriptors.
@@ -139,10 +141,6 @@ const EXAMPLE_JSON: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "dev
  "seq": 0, "start_ms": 1732270000000, "sample_rate_hz": 250.0,
  "channels": ["TP9", "AF7", "AF8", "TP10"], "units": "uV",
  "samples": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]}"#;
-
-fn bits(b: &RawBatch) -> Vec<u64> {
-    b.samples().iter().map(|v| v.to_bits()).collect()
-}
 
 // ---------------------------------------------------------------------------------------
 // Decoding, and agreement with JSON.
@@ -1118,45 +1116,6 @@ fn bytes_per_sample_json_against_protobuf() {
 
 // ---------------------------------------------------------------------------------------
 // Properties.
-
-fn finite() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        any::<f64>().prop_filter("finite", |v| v.is_finite()),
-        -1e3f64..1e3,
-        Just(0.0),
-        Just(-0.0),
-        Just(f64::MIN_POSITIVE),
-        Just(5e-324),
-    ]
-}
-
-fn id() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9 _\\-\"\\\\/é€😀]{1,60}"
-}
-
-prop_compose! {
-    fn batch()(
-        n_ch in 1usize..6,
-        per in 1usize..40,
-        seq in any::<u64>(),
-        start_ms in 0i64..=i64::MAX,
-        rate in prop_oneof![1e-3f64..100_000.0, Just(100_000.0), Just(250.0)],
-        session_id in id(),
-        device_id in id(),
-        user_id in prop::option::of(id()),
-    )(
-        samples in prop::collection::vec(finite(), n_ch * per),
-        channels in Just((0..n_ch).map(|c| format!("ch\"{c}\\é")).collect::<Vec<_>>()),
-        seq in Just(seq), start_ms in Just(start_ms), rate in Just(rate),
-        session_id in Just(session_id), device_id in Just(device_id), user_id in Just(user_id),
-    ) -> RawBatch {
-        RawBatch::new(
-            RawBatchParts { session_id, device_id, user_id, seq, start_ms, sample_rate_hz: rate, channels, samples },
-            &Limits::default(),
-        )
-        .expect("generated batches are valid")
-    }
-}
 
 fn units() -> impl Strategy<Value = RawUnits> {
     prop_oneof![

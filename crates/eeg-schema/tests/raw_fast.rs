@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 mod support;
-use support::{apply, edit};
+use support::{apply, bits, edit};
 
 const EXAMPLE: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "device_id": "bud-7", "user_id": "u-1",
  "seq": 0, "start_ms": 1732270000000, "sample_rate_hz": 250.0,
@@ -17,10 +17,6 @@ const EXAMPLE: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "device_i
  "samples": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]}"#;
 
 const FIXTURE: &[u8] = include_bytes!("../../../fixtures/gate/raw_8ch_32.json");
-
-fn bits(b: &RawBatch) -> Vec<u64> {
-    b.samples().iter().map(|v| v.to_bits()).collect()
-}
 
 /// The same batch to the bit (`PartialEq` on f64 equates 0.0 and -0.0), or the same error.
 fn same(

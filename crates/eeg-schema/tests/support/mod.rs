@@ -1,7 +1,60 @@
-//! Byte-level mutations of valid messages, shared by the property tests of the decoders.
+//! Shared by the property tests of the decoders: valid batches to encode, byte-level
+//! mutations of valid messages, and the bits of a batch's samples.
 
+// Each test file uses its own share of these.
+#![allow(dead_code)]
+
+use eeg_schema::{Limits, RawBatch, RawBatchParts};
 use proptest::prelude::*;
 
+/// The samples' bits: equal batches to the bit (`PartialEq` on f64 equates 0.0 and -0.0).
+pub fn bits(b: &RawBatch) -> Vec<u64> {
+    b.samples().iter().map(|v| v.to_bits()).collect()
+}
+
+/// Finite values, with zeros of both signs and the smallest normal and subnormal.
+pub fn finite() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>().prop_filter("finite", |v| v.is_finite()),
+        -1e3f64..1e3,
+        Just(0.0),
+        Just(-0.0),
+        Just(f64::MIN_POSITIVE),
+        Just(5e-324),
+    ]
+}
+
+/// Printable text including quotes, backslashes and non-ASCII, 1..=256 bytes.
+pub fn id() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 _\\-\"\\\\/é€😀]{1,60}"
+}
+
+prop_compose! {
+    /// A valid batch: 1 to 5 channels of 1 to 39 finite samples, any header within the limits.
+    pub fn batch()(
+        n_ch in 1usize..6,
+        per in 1usize..40,
+        seq in any::<u64>(),
+        start_ms in 0i64..=i64::MAX,
+        rate in prop_oneof![1e-3f64..100_000.0, Just(100_000.0), Just(250.0)],
+        session_id in id(),
+        device_id in id(),
+        user_id in prop::option::of(id()),
+    )(
+        samples in prop::collection::vec(finite(), n_ch * per),
+        channels in Just((0..n_ch).map(|c| format!("ch\"{c}\\é")).collect::<Vec<_>>()),
+        seq in Just(seq), start_ms in Just(start_ms), rate in Just(rate),
+        session_id in Just(session_id), device_id in Just(device_id), user_id in Just(user_id),
+    ) -> RawBatch {
+        RawBatch::new(
+            RawBatchParts { session_id, device_id, user_id, seq, start_ms, sample_rate_hz: rate, channels, samples },
+            &Limits::default(),
+        )
+        .expect("generated batches are valid")
+    }
+}
+
+/// A byte-level mutation.
 #[derive(Debug, Clone)]
 pub enum Edit {
     Set(usize, u8),

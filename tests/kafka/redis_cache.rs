@@ -8,9 +8,13 @@
 //! `EEG_TEST_REDIS_TLS_CA_FILE`; `.ci/run` starts them all); without them the tests start
 //! their own with `scripts/redis`.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use redis::Commands;
+
+use crate::support::*;
 
 const PASSWORD: &str = "eeg-test";
 
@@ -253,12 +257,10 @@ fn mirror(target: &Target, test: &str, n_sessions: usize) {
     let (url, cluster) = (target.url.as_str(), target.cluster);
     let t = Topics::create(test);
     let prefix = prefix(&t);
-    let fixture = root().join("fixtures/test_subsecond.edf");
-    let f = fixture.to_str().unwrap();
     let sessions: Vec<String> = (0..n_sessions)
         .map(|i| format!("{}-s{i}", t.group))
         .collect();
-    let windows = process_lines(&fixture, &[]).len();
+    let windows = fixture_records(SESSION).len();
     let live = subscribe(
         target,
         sessions
@@ -269,19 +271,13 @@ fn mirror(target: &Target, test: &str, n_sessions: usize) {
         Duration::from_secs(90),
     );
     for (i, s) in sessions.iter().enumerate() {
-        let mut args = vec![f, "--speed", "max", "--session-id", s];
-        if i == 0 {
-            args.extend(["--user-id", "u-1"]);
-        }
-        replay(&t, &args);
+        let user: &[&str] = if i == 0 { &["--user-id", "u-1"] } else { &[] };
+        replay_fixture(&t, s, user);
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let mut env = vec![
         ("REDIS_URL", url),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("REDIS_TTL_S", "30"),
-        ("HTTP_ADDR", addr.as_str()),
     ];
     if cluster {
         env.push(("REDIS_CLUSTER", "true"));
@@ -292,10 +288,9 @@ fn mirror(target: &Target, test: &str, n_sessions: usize) {
     }
     let started = Instant::now();
     let service = Service::start_with(&t, "redis", &[], &env);
-    let records = consume(&t.processed, Duration::from_secs(90), |r| {
-        r.len() >= windows * n_sessions
-    });
-    let n_events = trigger_lines(&fixture, &t).len();
+    let port = service.port;
+    let records = published(&t, windows * n_sessions);
+    let n_events = trigger_lines(&fixture(), &t).len();
     let triggers = consume(&t.triggers, Duration::from_secs(30), |r| {
         r.len() >= n_events * n_sessions
     });
@@ -319,8 +314,7 @@ fn mirror(target: &Target, test: &str, n_sessions: usize) {
         metrics.contains("\neeg_redis_dropped_total 0\n"),
         "{metrics}"
     );
-    let (status, log) = service.stop();
-    assert!(status.success(), "exit {status}:\n{log}");
+    let log = service.stop_cleanly();
     assert!(!log.contains(PASSWORD), "the password was logged:\n{log}");
 
     let kafka = per_session(&records);
@@ -437,19 +431,9 @@ fn redis_keys_expire_with_their_session() {
     let url = redis_url();
     let t = Topics::create("redis-ttl");
     let prefix = prefix(&t);
-    let fixture = root().join("fixtures/test_subsecond.edf");
     let s = format!("{}-s", t.group);
-    replay(
-        &t,
-        &[
-            fixture.to_str().unwrap(),
-            "--speed",
-            "max",
-            "--session-id",
-            &s,
-        ],
-    );
-    let windows = process_lines(&fixture, &[]).len();
+    replay_fixture(&t, &s, &[]);
+    let windows = fixture_records(&s).len();
     let service = Service::start_with(
         &t,
         "redis-ttl",
@@ -460,9 +444,7 @@ fn redis_keys_expire_with_their_session() {
             ("REDIS_TTL_S", "2"),
         ],
     );
-    consume(&t.processed, Duration::from_secs(60), |r| {
-        r.len() >= windows
-    });
+    published(&t, windows);
     let mut con = redis::Client::open(url.as_str())
         .unwrap()
         .get_connection()
@@ -479,36 +461,29 @@ fn redis_keys_expire_with_their_session() {
         2,
         "the latest record and the event stream: {keys:?}"
     );
-    let (status, log) = service.stop();
-    assert!(status.success(), "{log}");
+    service.stop_cleanly();
     // Nothing renews them once the session's windows stop.
     std::thread::sleep(Duration::from_millis(3_000));
     let left: Vec<String> = con.keys(format!("{prefix}*")).unwrap();
     assert!(left.is_empty(), "still there after the TTL: {left:?}");
 }
 
-/// A redis-server of the test's own, on `port`, without persistence.
-fn private_redis(port: u16) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (Debian's redis-server package) runs");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server on {port} not up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+/// A redis-server (Debian's redis-server package) of the test's own, on `port`, without
+/// persistence.
+fn private_redis(port: u16) -> Daemon {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .stdout(Stdio::null());
+    Daemon::start(&mut cmd, port)
 }
 
 #[test]
@@ -517,13 +492,8 @@ fn redis_killed_mid_stream_costs_kafka_nothing_and_the_cache_catches_up() {
     let prefix = prefix(&t);
     let redis_port = free_port();
     let url = format!("redis://127.0.0.1:{redis_port}");
-    let mut redis_server = private_redis(redis_port);
-    let fixture = root().join("fixtures/test_subsecond.edf");
-    let f = fixture.to_str().unwrap();
-    let reference = process_lines(&fixture, &[]);
-    let s = "test_subsecond";
-    let http = free_port();
-    let addr = format!("127.0.0.1:{http}");
+    let redis_server = private_redis(redis_port);
+    let reference = fixture_records(SESSION);
     let service = Service::start_with(
         &t,
         "redis-kill",
@@ -531,21 +501,29 @@ fn redis_killed_mid_stream_costs_kafka_nothing_and_the_cache_catches_up() {
         &[
             ("REDIS_URL", url.as_str()),
             ("REDIS_KEY_PREFIX", prefix.as_str()),
-            ("HTTP_ADDR", addr.as_str()),
             // A small queue, so that the outage overflows it.
             ("REDIS_QUEUE", "16"),
         ],
     );
+    let http = service.port;
     // 698 s of recording at 40 times real time: about 17 s of windows.
-    let mut replaying = spawn_replay(&t, &[f, "--speed", "40", "--session-id", s]);
+    let mut replaying = spawn_replay(
+        &t,
+        &[
+            fixture().to_str().unwrap(),
+            "--speed",
+            "40",
+            "--session-id",
+            SESSION,
+        ],
+    );
     let written = |d: &serde_json::Value| d["redis"]["written"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while written(&health_detail(http)) < 20 {
         assert!(Instant::now() < deadline, "nothing written to Redis");
         std::thread::sleep(Duration::from_millis(50));
     }
-    redis_server.kill().unwrap();
-    redis_server.wait().unwrap();
+    drop(redis_server);
     let killed = Instant::now();
     // Down: shown in /health, and the service stays ready.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -570,28 +548,22 @@ fn redis_killed_mid_stream_costs_kafka_nothing_and_the_cache_catches_up() {
         down_metrics.contains("\neeg_redis_up 0\n"),
         "{down_metrics}"
     );
-    let mut redis_server = private_redis(redis_port);
+    let redis_server = private_redis(redis_port);
     let restarted = Instant::now();
     let down_s = restarted.duration_since(killed).as_secs_f64();
 
     let status = replaying.wait().unwrap();
     assert!(status.success());
-    let records = consume(&t.processed, Duration::from_secs(60), |r| {
-        r.len() >= reference.len()
-    });
     // Kafka: complete and identical, whatever Redis did.
-    let got = by_window(&records);
-    assert_eq!(got.len(), reference.len());
-    for (i, line) in reference.iter().enumerate() {
-        assert_eq!(&got[&(i as u64)], line, "window {i}");
-    }
+    let records = published_windows(&t, reference.len());
+    assert_windows(&records, &reference, "Kafka with Redis killed");
     // The cache is current again: the last record Kafka holds.
     let last = reference.last().unwrap().clone();
     let mut con = redis::Client::open(url.as_str())
         .unwrap()
         .get_connection()
         .unwrap();
-    let latest = format!("{prefix}session:{{{s}}}:latest");
+    let latest = format!("{prefix}session:{{{SESSION}}}:latest");
     let deadline = Instant::now() + Duration::from_secs(15);
     while get(&mut con, &latest).as_deref() != Some(last.as_slice()) {
         assert!(
@@ -605,8 +577,7 @@ fn redis_killed_mid_stream_costs_kafka_nothing_and_the_cache_catches_up() {
     assert_eq!(detail["redis"]["state"], "up", "{detail}");
     let dropped = detail["redis"]["dropped"].as_u64().unwrap();
     assert!(dropped > 0, "{detail}");
-    let (status, log) = service.stop();
-    assert!(status.success(), "{log}");
+    let log = service.stop_cleanly();
     // One line per distinct cause, not one per retry or per update.
     let errors: Vec<&str> = log
         .lines()
@@ -624,8 +595,7 @@ fn redis_killed_mid_stream_costs_kafka_nothing_and_the_cache_catches_up() {
         reference.len(),
         errors.len()
     );
-    let _ = redis_server.kill();
-    let _ = redis_server.wait();
+    drop(redis_server);
 }
 
 #[test]
@@ -641,8 +611,7 @@ fn redis_settings_that_cannot_work_are_one_line_and_processing_goes_on() {
         wrong_password
     };
     let tls = tls_node().url;
-    let fixture = root().join("fixtures/test_subsecond.edf");
-    let reference = process_lines(&fixture, &[]);
+    let reference = fixture_records(SESSION);
     for (case, url, hint) in [
         (
             "wrong-password",
@@ -658,28 +627,18 @@ fn redis_settings_that_cannot_work_are_one_line_and_processing_goes_on() {
         ("untrusted-certificate", tls.as_str(), "not trusted"),
     ] {
         let t = Topics::create(&format!("redis-{case}"));
-        replay(&t, &[fixture.to_str().unwrap(), "--speed", "max"]);
-        let http = free_port();
-        let addr = format!("127.0.0.1:{http}");
-        let service = Service::start_with(
-            &t,
-            case,
-            &[],
-            &[("REDIS_URL", url), ("HTTP_ADDR", addr.as_str())],
-        );
-        let records = consume(&t.processed, Duration::from_secs(60), |r| {
-            r.len() >= reference.len()
-        });
-        assert_eq!(by_window(&records).len(), reference.len(), "{case}");
+        replay_fixture(&t, SESSION, &[]);
+        let service = Service::start_with(&t, case, &[], &[("REDIS_URL", url)]);
+        let records = published_windows(&t, reference.len());
+        assert_windows(&records, &reference, case);
         assert_eq!(
-            http_get(http, "/health/ready").map(|r| r.0),
+            http_get(service.port, "/health/ready").map(|r| r.0),
             Some(200),
             "{case}"
         );
-        let detail = health_detail(http);
+        let detail = health_detail(service.port);
         assert_eq!(detail["redis"]["state"], "down", "{case}: {detail}");
-        let (status, log) = service.stop();
-        assert!(status.success(), "{case}: {log}");
+        let log = service.stop_cleanly();
         let errors: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("ERROR") && l.contains("redis "))
@@ -695,8 +654,6 @@ fn redis_settings_that_cannot_work_are_one_line_and_processing_goes_on() {
 
     // With REDIS_REQUIRED=true the service is not ready without Redis, and says why.
     let t = Topics::create("redis-required");
-    let http = free_port();
-    let addr = format!("127.0.0.1:{http}");
     let service = Service::start_with(
         &t,
         "required",
@@ -704,11 +661,9 @@ fn redis_settings_that_cannot_work_are_one_line_and_processing_goes_on() {
         &[
             ("REDIS_URL", "redis://no-such-host.invalid:6379"),
             ("REDIS_REQUIRED", "true"),
-            ("HTTP_ADDR", addr.as_str()),
         ],
     );
-    let reason = not_ready_because(http, "REDIS_REQUIRED", &service);
+    let reason = service.not_ready_because("REDIS_REQUIRED");
     assert!(reason.contains("cannot resolve"), "{reason}");
-    let (status, log) = service.stop();
-    assert!(status.success(), "{log}");
+    service.stop_cleanly();
 }

@@ -1,0 +1,18 @@
+//! The service against a real Kafka-protocol broker: `KAFKA_BOOTSTRAP_SERVERS` when set
+//! (any Kafka-compatible broker), otherwise the local tansu broker that `scripts/broker`
+//! starts. Every test uses its own topics and consumer group, so tests run in parallel and
+//! against a shared broker. One module per area; `support` holds what they share.
+
+mod support;
+
+mod auth;
+mod chaos;
+mod dead_letters;
+mod delivery;
+mod health;
+mod outages;
+mod protobuf;
+mod redis_cache;
+mod replay;
+mod tail;
+mod topics;
