@@ -2,7 +2,7 @@
 //! topics create`), never as a side effect of starting a service.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eeg_kafka::{Auth, AuthContext};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
@@ -210,9 +210,25 @@ fn metadata(
     auth.prime(|d| {
         let _ = probe.poll(d);
     });
-    probe.fetch_metadata(None, timeout).map_err(|e| {
-        let _ = probe.poll(Duration::from_millis(100));
-        let detail = e.to_string();
+    // Asked in slices, with librdkafka's error events served between them, so that a
+    // broker that refuses the connection (or the credentials) is reported at once rather
+    // than after the whole timeout.
+    let deadline = Instant::now() + timeout;
+    let failed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match probe.fetch_metadata(None, left.min(METADATA_SLICE)) {
+            Ok(m) => return Ok(m),
+            Err(e) => {
+                let _ = probe.poll(Duration::ZERO);
+                if left <= METADATA_SLICE || probe.context().hopeless() {
+                    break e;
+                }
+            }
+        }
+    };
+    let _ = probe.poll(Duration::from_millis(100));
+    Err({
+        let detail = failed.to_string();
         match probe.context().first.lock().expect("errors lock").take() {
             Some((cause, true)) => BrokerError::Authentication { cause, detail },
             Some((cause, false)) => BrokerError::Unreachable {
@@ -227,12 +243,24 @@ fn metadata(
     })
 }
 
+/// How long one metadata request may wait before the error events are looked at.
+const METADATA_SLICE: Duration = Duration::from_millis(500);
+
 /// Keeps the first error librdkafka reports, the most telling one, and whether it is an
 /// authentication failure.
 #[derive(Debug, Default)]
 struct Errors {
     first: std::sync::Mutex<Option<(String, bool)>>,
+    /// Every broker is down (refused, unresolvable), or the credentials were refused:
+    /// waiting longer would not change the answer.
+    hopeless: std::sync::atomic::AtomicBool,
     auth: Auth,
+}
+
+impl Errors {
+    fn hopeless(&self) -> bool {
+        self.hopeless.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl ClientContext for Errors {
@@ -244,6 +272,13 @@ impl ClientContext for Errors {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Authentication)
+        ) {
+            self.hopeless
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         let mut first = self.first.lock().expect("errors lock");
         if first.is_none() {
             // Without timings and the like, so that the same failure at the next retry reads
