@@ -4,8 +4,9 @@
 //! The input is streamed (one EDF data record or one JSONL line at a time), so memory stays
 //! flat however long the recording is.
 
+use crate::flags::{BadInput, ProcessArgs};
 use crate::table::Format;
-use crate::{BadInput, ProcessArgs, config, output, report};
+use crate::{config, output, report};
 use anyhow::Context;
 use eeg_dsp::OwnedWindow;
 use eeg_dsp::{ProcessingConfig, SessionProcessor, Window};

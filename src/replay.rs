@@ -16,8 +16,7 @@ use eeg_schema::{
     encode_raw_protobuf,
 };
 
-use crate::BadInput;
-use crate::run::KafkaArgs;
+use crate::flags::{BadInput, KafkaArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use eeg_dsp::{Band, ProcessingConfig, Window};
 use eeg_schema::{SessionMeta, TriggerEvent, TriggerRecord};
 
-use crate::BadInput;
+use crate::flags::{BadInput, ProcessArgs};
 
 /// Most points a displayed time series keeps: about one per pixel of a wide chart.
 pub const MAX_POINTS: usize = 1024;
@@ -47,7 +47,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "ID")]
     pub session_id: Option<String>,
     /// Threads for the signal processing, as for `process`.
-    #[arg(long, value_name = "N", default_value_t = crate::default_threads())]
+    #[arg(long, value_name = "N", default_value_t = crate::flags::default_threads())]
     pub threads: usize,
     /// No summary on standard error.
     #[arg(long, short)]
@@ -61,7 +61,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let process = crate::ProcessArgs {
+    let process = ProcessArgs {
         input: args.input.clone(),
         config: args.config.clone(),
         out: PathBuf::from("-"),

@@ -13,8 +13,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use crate::BadInput;
-use crate::run::{KafkaArgs, TopicArgs};
+use crate::flags::{BadInput, KafkaArgs, TopicArgs};
 use crate::time::clock_ms;
 
 #[derive(Debug, clap::Args)]
