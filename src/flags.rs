@@ -1,12 +1,11 @@
-//! The argument groups several commands share, and the error that makes exit code 2.
+//! The argument groups several commands share, the checks of arguments they share, and
+//! the error that makes exit code 2.
 //!
 //! Commands flatten these groups into their own arguments; keeping them here lets `run`,
 //! `replay`, `topics`, `tail`, `process` and `report` share them without importing each
 //! other or `main.rs`.
 
-use std::path::PathBuf;
-
-use crate::table;
+use std::path::{Path, PathBuf};
 
 /// An error caused by the input, the config or the arguments: exit code 2.
 #[derive(Debug)]
@@ -36,7 +35,7 @@ pub struct ProcessArgs {
     /// Output format. Default: from the extension of --out (.csv, .parquet), else jsonl. The
     /// table's columns are listed in docs/processing.md.
     #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<table::Format>,
+    pub format: Option<FormatArg>,
     /// Process only these channels (EDF/BDF signal labels, or the messages' channel names;
     /// comma-separated), in this order.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
@@ -64,6 +63,130 @@ pub struct ProcessArgs {
 
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `process --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// eeg.processed/1 records, one JSON object per line
+    Jsonl,
+    /// a long table, one row per window and channel, with a header row
+    Csv,
+    /// the same table as Parquet (Snappy-compressed)
+    Parquet,
+}
+
+impl From<FormatArg> for eeg_offline::Format {
+    fn from(f: FormatArg) -> eeg_offline::Format {
+        match f {
+            FormatArg::Jsonl => eeg_offline::Format::Jsonl,
+            FormatArg::Csv => eeg_offline::Format::Csv,
+            FormatArg::Parquet => eeg_offline::Format::Parquet,
+        }
+    }
+}
+
+/// Refuses outputs that would overwrite the input or each other, before anything is created:
+/// `--out`, `--triggers` or `--report` naming the input file (by any path: a symlink, a hard
+/// link), or two of them naming one file. Files are compared by identity (device and inode),
+/// not by path. Standard output and devices (`/dev/null`) are never refused.
+pub fn check_outputs(input: &Path, outputs: &[(&str, Option<&PathBuf>)]) -> Result<(), BadInput> {
+    use std::os::unix::fs::MetadataExt;
+    /// The identity of an existing regular file; `None` for anything else (a device, a pipe,
+    /// standard output, a file not there yet, which cannot be the input).
+    fn identity(meta: std::io::Result<std::fs::Metadata>) -> Option<(u64, u64)> {
+        meta.ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev(), m.ino()))
+    }
+    /// Where a path will land: its directory resolved (symlinks, `..`) and its name, so two
+    /// spellings of one output not created yet compare equal.
+    fn resolved(path: &Path) -> PathBuf {
+        if let Ok(p) = path.canonicalize() {
+            return p;
+        }
+        let parent = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        match (parent.canonicalize(), path.file_name()) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => path.to_path_buf(),
+        }
+    }
+    /// What an output holds, for the message when two are one file.
+    fn holds(flag: &str) -> &'static str {
+        match flag {
+            "--triggers" => "the events",
+            "--out" => "the records",
+            _ => "the report",
+        }
+    }
+    let stdio = |p: &Path| p == Path::new("-");
+    let input_id = if stdio(input) {
+        // Standard input redirected from a file (`< rec.jsonl`) is that file.
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        identity(
+            stdin
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+                .and_then(|f| f.metadata()),
+        )
+    } else {
+        identity(std::fs::metadata(input))
+    };
+    let files: Vec<(&str, &PathBuf)> = outputs
+        .iter()
+        .filter_map(|&(flag, path)| path.filter(|p| !stdio(p)).map(|p| (flag, p)))
+        .collect();
+    for &(flag, path) in &files {
+        if input_id.is_some() && identity(std::fs::metadata(path)) == input_id {
+            return Err(BadInput(format!(
+                "{flag} {}: is the input file {}; write the output to another file",
+                path.display(),
+                input.display()
+            )));
+        }
+    }
+    for (j, &(flag, path)) in files.iter().enumerate() {
+        for &(earlier, first) in &files[..j] {
+            let same = match (
+                identity(std::fs::metadata(first)),
+                identity(std::fs::metadata(path)),
+            ) {
+                (Some(a), Some(b)) => a == b,
+                // Not there yet (or not a regular file, when both are absent): the same place.
+                (None, None) => {
+                    !std::fs::metadata(first).is_ok_and(|m| !m.is_file())
+                        && resolved(first) == resolved(path)
+                }
+                _ => false,
+            };
+            if same {
+                return Err(BadInput(format!(
+                    "{flag} {}: is the same file as {earlier} {}; {} and {} need a file each",
+                    path.display(),
+                    first.display(),
+                    holds(flag),
+                    holds(earlier)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--channels` naming a channel twice would output it twice: bad input.
+pub fn check_channels(channels: Option<&[String]>) -> Result<(), BadInput> {
+    let Some(c) = channels else { return Ok(()) };
+    for (i, ch) in c.iter().enumerate() {
+        if c[..i].contains(ch) {
+            return Err(BadInput(format!("--channels: '{ch}' is named twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Kafka connection settings shared by `run` and `replay`.

@@ -7,14 +7,12 @@
 mod config;
 mod flags;
 mod http;
-mod output;
+mod offline;
 mod process;
 mod replay;
 mod report;
 mod run;
-mod table;
 mod tail;
-mod time;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -116,7 +114,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(bad) = e.downcast_ref::<BadInput>() {
+            let bad = e
+                .downcast_ref::<BadInput>()
+                .map(ToString::to_string)
+                .or_else(|| {
+                    e.downcast_ref::<eeg_offline::Error>()
+                        .filter(|e| e.is_bad_input())
+                        .map(ToString::to_string)
+                });
+            if let Some(bad) = bad {
                 eprintln!("error: {bad}");
                 ExitCode::from(2)
             } else {

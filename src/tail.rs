@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::flags::{BadInput, KafkaArgs, TopicArgs};
-use crate::time::clock_ms;
+use eeg_offline::time::clock_ms;
 
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
