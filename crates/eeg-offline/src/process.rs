@@ -230,24 +230,31 @@ pub fn process(
         // Nothing but the report is wanted: no record is encoded.
         None => (None, Writer::discard()),
     };
+    // A file named or told as JSON lines is read as such; standard input is told here.
+    let file_kind = match options.input {
+        Input::Stdin => None,
+        Input::File(_) => Some(kind),
+    };
     let result = match (jsonl, &options.input) {
         (Some(Jsonl { name, head, rest }), _) => {
-            raw_messages(&name, std::io::Cursor::new(head).chain(rest)).and_then(|messages| {
-                raw::process_raw(
-                    options,
-                    messages,
-                    &mut writer,
-                    triggers.as_mut(),
-                    report.as_mut(),
-                    progress,
-                )
-            })
+            raw_messages(&name, std::io::Cursor::new(head).chain(rest), file_kind).and_then(
+                |messages| {
+                    raw::process_raw(
+                        options,
+                        messages,
+                        &mut writer,
+                        triggers.as_mut(),
+                        report.as_mut(),
+                        progress,
+                    )
+                },
+            )
         }
         (None, Input::File(path)) if kind == Kind::Capture => {
             let name = path.display().to_string();
             File::open(path)
                 .map_err(|e| Error::bad(format!("{name}: cannot open: {e}")))
-                .and_then(|file| raw_messages(&name, file))
+                .and_then(|file| raw_messages(&name, file, Some(Kind::Capture)))
                 .and_then(|messages| {
                     raw::process_raw(
                         options,
@@ -319,23 +326,25 @@ pub fn process(
     Ok(Processed { sessions, report })
 }
 
-/// The raw messages of a JSONL input or a capture, told by its first bytes: a capture
-/// starts with a length prefix and the `schema` field; an EDF piped in is named as such
-/// rather than failing as bad JSON.
-fn raw_messages<R: Read>(name: &str, mut input: R) -> Result<RawMessages<Reread<R>>, Error> {
+/// The raw messages of a JSONL input or a capture. A file is what its name or content said
+/// (`kind`); standard input (`None`) is told by its first bytes ([`detect::sniff`]: a
+/// capture's first message in any field order), and taken for JSONL otherwise. An EDF
+/// there is named as such rather than failing as bad JSON.
+fn raw_messages<R: Read>(
+    name: &str,
+    mut input: R,
+    kind: Option<Kind>,
+) -> Result<RawMessages<Reread<R>>, Error> {
     let limits = eeg_schema::Limits::default();
     // Its first bytes may come in pieces: a pipe, or the first line `open_jsonl` read.
-    let mut head = Vec::with_capacity(16);
-    (&mut input)
-        .take(16)
-        .read_to_end(&mut head)
+    let head = detect::read_head(&mut input, limits.max_message_bytes)
         .map_err(|e| Error::bad(format!("{name}: cannot read: {e}")))?;
     if detect::is_edf(&head) {
         return Err(Error::bad(format!(
             "{name}: this is an EDF/BDF recording; give its path instead (standard input takes eeg.raw/1 JSONL or a capture of binary eeg.raw/1)"
         )));
     }
-    let capture = eeg_schema::looks_delimited(&head);
+    let capture = kind.or_else(|| detect::sniff(&head)) == Some(Kind::Capture);
     let reader = BufReader::with_capacity(1 << 16, std::io::Cursor::new(head).chain(input));
     Ok(if capture {
         RawMessages::capture(name, reader, limits)
