@@ -32,8 +32,9 @@ pub struct ProcessArgs {
     /// name and renamed when processing succeeds.
     #[arg(long, value_name = "FILE|-", default_value = "-")]
     pub out: PathBuf,
-    /// Output format. Default: from the extension of --out (.csv, .parquet), else jsonl. The
-    /// table's columns are listed in docs/processing.md.
+    /// Output format. Default: from the extension of --out (.jsonl, .csv, .parquet; another
+    /// extension is refused), jsonl for a name without one. The table's columns are listed
+    /// in docs/processing.md.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<FormatArg>,
     /// Process only these channels (EDF/BDF signal labels, or the messages' channel names;

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use eeg_offline::{Format, Outputs};
 
-use crate::flags::{BadInput, ProcessArgs, check_channels, check_outputs};
+use clap::ValueEnum;
+
+use crate::flags::{BadInput, FormatArg, ProcessArgs, check_channels, check_outputs};
 use crate::offline;
 
 pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
@@ -34,7 +36,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
         .into());
     }
     check_channels(args.channels.as_deref())?;
-    let format = format(args);
+    let format = format(args)?;
     check_format(args, format)?;
     // The report marks the events on its time axes, so the rules run for it too.
     let rules_run = args.triggers.is_some() || args.report.is_some();
@@ -61,16 +63,31 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     )
 }
 
-/// `--format` when given; otherwise `--out`'s extension (`.csv`, `.parquet`), else JSONL.
-fn format(args: &ProcessArgs) -> Format {
+/// `--format` when given; otherwise `--out`'s extension (`.jsonl`, `.csv`, `.parquet`, ...),
+/// and JSON lines for a name without one (standard output, `/dev/null`). An extension no
+/// format is written as is bad input: the output would not be what its name says.
+fn format(args: &ProcessArgs) -> Result<Format, BadInput> {
     if let Some(f) = args.format {
-        return f.into();
+        return Ok(f.into());
     }
-    match args.out.extension().and_then(|e| e.to_str()) {
-        Some(ext) if ext.eq_ignore_ascii_case("csv") => Format::Csv,
-        Some(ext) if ext.eq_ignore_ascii_case("parquet") => Format::Parquet,
-        _ => Format::Jsonl,
-    }
+    let Some(ext) = args.out.extension() else {
+        return Ok(Format::Jsonl);
+    };
+    let ext = ext.to_string_lossy();
+    Format::from_extension(&ext).ok_or_else(|| {
+        let accepted: Vec<String> = Format::EXTENSIONS.iter().map(|e| format!(".{e}")).collect();
+        let formats: Vec<String> = FormatArg::value_variants()
+            .iter()
+            .filter_map(|f| f.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        BadInput(format!(
+            "--out {}: unknown extension .{ext} (accepted: {}); --format {} picks the format explicitly",
+            args.out.display(),
+            accepted.join(", "),
+            formats.join("|")
+        ))
+    })
 }
 
 /// Refuses what the output format cannot do, before anything is created: binary Parquet to a
@@ -92,4 +109,56 @@ fn check_format(args: &ProcessArgs, format: Format) -> Result<(), BadInput> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProcessArgs,
+    }
+
+    fn resolve(flags: &[&str]) -> Result<Format, String> {
+        let cli =
+            Cli::try_parse_from([&["process", "in.edf"][..], flags].concat()).expect("flags parse");
+        format(&cli.args).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn the_format_comes_from_the_flag_then_the_extension() {
+        assert_eq!(resolve(&[]), Ok(Format::Jsonl));
+        assert_eq!(resolve(&["--out", "-"]), Ok(Format::Jsonl));
+        assert_eq!(resolve(&["--out", "/dev/null"]), Ok(Format::Jsonl));
+        assert_eq!(resolve(&["--out", "a/b.csv"]), Ok(Format::Csv));
+        assert_eq!(resolve(&["--out", "b.CSV"]), Ok(Format::Csv));
+        assert_eq!(resolve(&["--out", "b.parquet"]), Ok(Format::Parquet));
+        assert_eq!(resolve(&["--out", "b.jsonl"]), Ok(Format::Jsonl));
+        assert_eq!(resolve(&["--out", "b.ndjson"]), Ok(Format::Jsonl));
+        assert_eq!(resolve(&["--out", "parquet"]), Ok(Format::Jsonl));
+        assert_eq!(
+            resolve(&["--out", "b.parquet", "--format", "csv"]),
+            Ok(Format::Csv)
+        );
+        assert_eq!(
+            resolve(&["--out", "b.xlsx", "--format", "jsonl"]),
+            Ok(Format::Jsonl)
+        );
+    }
+
+    #[test]
+    fn an_extension_no_format_is_written_as_is_bad_input() {
+        assert_eq!(
+            resolve(&["--out", "features.xlsx"]),
+            Err(
+                "--out features.xlsx: unknown extension .xlsx (accepted: .jsonl, .ndjson, \
+                 .json, .csv, .parquet); --format jsonl|csv|parquet picks the format explicitly"
+                    .into()
+            )
+        );
+        assert!(resolve(&["--out", "b.parquet.txt"]).is_err());
+    }
 }

@@ -1227,3 +1227,35 @@ fn a_capture_whose_messages_do_not_start_with_field_1_is_read() {
     assert!(piped.status.success(), "{}", stderr(&piped));
     assert_eq!(records(&piped), records(&edf));
 }
+
+#[test]
+fn an_out_file_of_unknown_extension_is_bad_input_unless_the_format_is_given() {
+    let dir = scratch("out_extension");
+    let out = dir.join("features.xlsx");
+    let out_s = out.to_str().expect("utf8");
+    let o = eeg(&["process", "fixtures/test_subsecond.edf", "--out", out_s]);
+    assert_bad_input(
+        &o,
+        &[
+            &format!("--out {out_s}: unknown extension .xlsx"),
+            ".jsonl",
+            ".csv",
+            ".parquet",
+            "--format",
+        ],
+    );
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+    // Named explicitly, the format is written whatever the name.
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--out",
+        out_s,
+        "--format",
+        "jsonl",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).expect("written");
+    assert_eq!(text.lines().count(), 695);
+}
