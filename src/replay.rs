@@ -16,7 +16,7 @@ use eeg_schema::{
     encode_raw_protobuf,
 };
 
-use eeg_offline::{Kind, RawMessages};
+use eeg_offline::{Accepts, Kind, RawMessages};
 
 use crate::flags::{BadInput, KafkaArgs, check_channels};
 
@@ -252,7 +252,7 @@ enum Source {
 impl Source {
     fn open(name: &str, args: &ReplayArgs) -> anyhow::Result<Source> {
         check_channels(args.channels.as_deref())?;
-        Ok(match eeg_offline::detect(&args.input)? {
+        Ok(match eeg_offline::detect(&args.input, Accepts::Raw)? {
             Kind::Jsonl | Kind::Capture if args.user_id.is_some() => {
                 return Err(BadInput(format!(
                     "{name}: --user-id is for EDF/BDF input; raw messages carry their own user_id"

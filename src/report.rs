@@ -12,8 +12,9 @@ use crate::offline;
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// What `process` reads (EDF/EDF+/BDF, eeg.raw/1 JSONL, "-" for standard input), or a
-    /// JSONL file of eeg.processed/1 records (e.g. captured with `tail`), told by content.
+    /// What `process` reads (EDF/EDF+/BDF, eeg.raw/1 JSONL or a capture of binary eeg.raw/1,
+    /// "-" for standard input), or a JSONL file of eeg.processed/1 records (e.g. captured with
+    /// `tail`), told by content.
     pub input: PathBuf,
     /// The HTML file to write ("-": standard output, when it is not a terminal).
     #[arg(long, value_name = "FILE.html")]

@@ -1259,3 +1259,35 @@ fn an_out_file_of_unknown_extension_is_bad_input_unless_the_format_is_given() {
     let text = std::fs::read_to_string(&out).expect("written");
     assert_eq!(text.lines().count(), 695);
 }
+
+#[test]
+fn report_of_a_table_names_every_input_it_reads() {
+    let dir = scratch("report_of_table");
+    for table in ["records.csv", "records.parquet"] {
+        let path = dir.join(table);
+        let path_s = path.to_str().expect("utf8");
+        let o = eeg(&[
+            "process",
+            "fixtures/test_subsecond.edf",
+            "--out",
+            path_s,
+            "-q",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let page = dir.join("page.html");
+        let o = eeg(&["report", path_s, "--out", page.to_str().expect("utf8")]);
+        assert_bad_input(
+            &o,
+            &[
+                &format!("{path_s}: not an EDF/BDF file"),
+                "eeg.raw/1 or eeg.processed/1 JSONL",
+                "capture of binary eeg.raw/1",
+            ],
+        );
+        assert!(!page.exists());
+        // `process` reads no records, and does not offer them.
+        let o = eeg(&["process", path_s, "--out", "/dev/null"]);
+        assert_bad_input(&o, &["eeg.raw/1 JSONL nor a capture"]);
+        assert!(!stderr(&o).contains("eeg.processed/1"), "{}", stderr(&o));
+    }
+}

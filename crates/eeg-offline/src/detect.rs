@@ -20,10 +20,21 @@ pub enum Kind {
     Capture,
 }
 
+/// What a caller reads, for the message about an input it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Accepts {
+    /// Recordings and raw messages (processing, replay).
+    Raw,
+    /// Those, and `eeg.processed/1` records (a report).
+    RawOrProcessed,
+}
+
 /// The kind of the input file at `path`. Its extension decides when it names a kind (`.edf`,
 /// `.bdf`, `.rec`; `.jsonl`, `.ndjson`, `.json`; `.pb`, `.binpb`, any case); otherwise its
-/// first bytes do ([`sniff`]). An input of no kind is bad input.
-pub fn detect(path: &Path) -> Result<Kind, Error> {
+/// first bytes do ([`sniff`]). An input of no kind is bad input, with a message listing what
+/// `accepts` reads.
+pub fn detect(path: &Path, accepts: Accepts) -> Result<Kind, Error> {
     if let Some(kind) = by_extension(path) {
         return Ok(kind);
     }
@@ -31,7 +42,7 @@ pub fn detect(path: &Path) -> Result<Kind, Error> {
     let head = File::open(path)
         .and_then(|mut f| read_head(&mut f, limit))
         .map_err(|e| Error::bad(format!("{}: cannot open: {e}", path.display())))?;
-    sniff(&head).ok_or_else(|| unknown(path))
+    sniff(&head).ok_or_else(|| unknown(path, accepts))
 }
 
 fn by_extension(path: &Path) -> Option<Kind> {
@@ -44,9 +55,13 @@ fn by_extension(path: &Path) -> Option<Kind> {
     }
 }
 
-fn unknown(path: &Path) -> Error {
+fn unknown(path: &Path, accepts: Accepts) -> Error {
+    let jsonl = match accepts {
+        Accepts::Raw => "eeg.raw/1 JSONL",
+        Accepts::RawOrProcessed => "eeg.raw/1 or eeg.processed/1 JSONL",
+    };
     Error::bad(format!(
-        "{}: not an EDF/BDF file, eeg.raw/1 JSONL nor a capture of binary eeg.raw/1 (use a .edf, .bdf, .jsonl or .pb name)",
+        "{}: not an EDF/BDF file, {jsonl} nor a capture of binary eeg.raw/1 (use a .edf, .bdf, .jsonl or .pb name)",
         path.display()
     ))
 }
@@ -210,7 +225,11 @@ mod tests {
             ("a.binpb", Kind::Capture),
         ] {
             // Not opened: the files do not exist.
-            assert_eq!(detect(Path::new(name)).unwrap(), kind, "{name}");
+            assert_eq!(
+                detect(Path::new(name), Accepts::Raw).unwrap(),
+                kind,
+                "{name}"
+            );
         }
     }
 
@@ -220,7 +239,7 @@ mod tests {
         for fixture_name in ["test_subsecond.edf", "test_generator.bdf"] {
             let copy = dir.join(format!("{fixture_name}.dat"));
             std::fs::copy(fixture(fixture_name), &copy).unwrap();
-            assert_eq!(detect(&copy).unwrap(), Kind::Edf);
+            assert_eq!(detect(&copy, Accepts::Raw).unwrap(), Kind::Edf);
         }
         assert!(is_edf(b"0       X"));
         assert!(is_edf(b"\xffBIOSEMI"));
@@ -289,7 +308,7 @@ mod tests {
         let bytes = delimited(&[text_field(2, &long_id), text_field(1, b"eeg.raw/1")]);
         let path = dir.join("stream.bin");
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(detect(&path).unwrap(), Kind::Capture);
+        assert_eq!(detect(&path, Accepts::Raw).unwrap(), Kind::Capture);
         let head = read_head(&mut bytes.as_slice(), 1 << 20).unwrap();
         assert_eq!(head, bytes);
         // No more than the limit is read.
@@ -303,7 +322,7 @@ mod tests {
         let path = dir.join("table.csv");
         std::fs::write(&path, "session_id,device_id\n").unwrap();
         let shown = path.display();
-        let e = detect(&path).unwrap_err();
+        let e = detect(&path, Accepts::Raw).unwrap_err();
         assert!(e.is_bad_input());
         assert_eq!(
             e.to_string(),
@@ -311,8 +330,16 @@ mod tests {
                 "{shown}: not an EDF/BDF file, eeg.raw/1 JSONL nor a capture of binary eeg.raw/1 (use a .edf, .bdf, .jsonl or .pb name)"
             )
         );
+        // A report reads eeg.processed/1 records too, and says so.
+        let e = detect(&path, Accepts::RawOrProcessed).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{shown}: not an EDF/BDF file, eeg.raw/1 or eeg.processed/1 JSONL nor a capture of binary eeg.raw/1 (use a .edf, .bdf, .jsonl or .pb name)"
+            )
+        );
         let missing = dir.join("missing.dat");
-        let e = detect(&missing).unwrap_err();
+        let e = detect(&missing, Accepts::Raw).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with(&format!("{}: cannot open: ", missing.display())),

@@ -47,7 +47,7 @@ mod writer;
 #[cfg(test)]
 mod testing;
 
-pub use detect::{Kind, detect};
+pub use detect::{Accepts, Kind, detect};
 pub use edf::{SessionGroup, session_groups};
 pub use encode::{Encode, Jsonl};
 pub use error::Error;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use eeg_dsp::ProcessingConfig;
 use eeg_session::{TriggerConfig, TriggerEngine};
 
-use crate::detect::{self, Kind};
+use crate::detect::{self, Accepts, Kind};
 use crate::output::{Output, Target};
 use crate::raw::RawMessages;
 use crate::report::{Collector, ConfigMeta, InputMeta};
@@ -149,9 +149,15 @@ pub fn process(
     let mut report = outputs.report.as_ref().map(|_| Collector::default());
     // The input's kind, and a JSONL input's first line, before any output is created: an
     // input that cannot be read leaves no file behind.
+    // Records read back make a report, and nothing else.
+    let accepts = if outputs.records.is_none() && outputs.report.is_some() {
+        Accepts::RawOrProcessed
+    } else {
+        Accepts::Raw
+    };
     let kind = match &options.input {
         Input::Stdin => Kind::Jsonl,
-        Input::File(path) => detect::detect(path)?,
+        Input::File(path) => detect::detect(path, accepts)?,
     };
     // A JSONL input's first line tells eeg.processed/1 records (which only a report reads)
     // from raw batches.
@@ -162,7 +168,7 @@ pub fn process(
     if let Some(Jsonl { name, head, .. }) = &jsonl
         && report::is_processed(head)
     {
-        if outputs.records.is_some() {
+        if accepts == Accepts::Raw {
             return Err(Error::bad(format!(
                 "{name}: line 1: an eeg.processed/1 record; `process` reads eeg.raw/1 messages (`eeg-pipeline report` reads records)"
             )));
