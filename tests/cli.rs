@@ -1291,3 +1291,32 @@ fn report_of_a_table_names_every_input_it_reads() {
         assert!(!stderr(&o).contains("eeg.processed/1"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn an_output_in_a_missing_directory_names_the_directory() {
+    let dir = scratch("missing_dir");
+    let missing = dir.join("no_such_dir");
+    for flag in ["--out", "--triggers", "--report"] {
+        let path = missing.join("a.jsonl");
+        let o = eeg(&[
+            "process",
+            "fixtures/test_subsecond.edf",
+            flag,
+            path.to_str().expect("utf8"),
+            "-q",
+        ]);
+        let err = stderr(&o);
+        // The output cannot be written: exit 1, not bad input.
+        assert_eq!(o.status.code(), Some(1), "{flag}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "error: {}: cannot create output file: the directory {} does not exist",
+                path.display(),
+                missing.display()
+            ),
+            "{flag}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+}

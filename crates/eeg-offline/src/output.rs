@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::Error;
 
@@ -51,8 +51,12 @@ impl Output {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".partial");
         let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).map_err(|e| {
-            Error::output(format!("{}: cannot create output file", tmp.display()), e)
+        let file = File::create(&tmp).map_err(|e| match unusable_directory(path) {
+            Some(why) => Error::Output {
+                message: format!("{}: cannot create output file: {why}", path.display()),
+                source: None,
+            },
+            None => Error::output(format!("{}: cannot create output file", tmp.display()), e),
         })?;
         let out = BufWriter::with_capacity(1 << 16, file);
         Ok((
@@ -84,11 +88,23 @@ impl Output {
     }
 }
 
+/// Why the directory `path` would be created in cannot hold it, if that is why creating it
+/// failed: it does not exist, or it is not a directory.
+fn unusable_directory(path: &Path) -> Option<String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("the directory {} does not exist", dir.display()))
+        }
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", dir.display())),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::scratch;
-    use std::path::Path;
 
     fn partial(path: &Path) -> PathBuf {
         PathBuf::from(format!("{}.partial", path.display()))
@@ -132,5 +148,39 @@ mod tests {
         out.commit().unwrap();
         assert!(!partial(&null).exists());
         assert!(!std::fs::metadata(&null).unwrap().is_file());
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let dir = scratch("output_missing_dir");
+        let missing = dir.join("no").join("such");
+        let path = missing.join("a.jsonl");
+        let Err(e) = Output::create(&Target::File(path.clone())) else {
+            panic!("{} created", path.display());
+        };
+        assert!(!e.is_bad_input());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: cannot create output file: the directory {} does not exist",
+                path.display(),
+                missing.display()
+            )
+        );
+        // A file where the directory should be.
+        let file = dir.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let path = file.join("a.jsonl");
+        let Err(e) = Output::create(&Target::File(path.clone())) else {
+            panic!("{} created", path.display());
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: cannot create output file: {} is not a directory",
+                path.display(),
+                file.display()
+            )
+        );
     }
 }
