@@ -264,7 +264,7 @@ impl Source {
                     .map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
                 protobuf: kind == Kind::Capture,
             },
-            _ => {
+            Kind::Edf => {
                 let reader =
                     eeg_edf::EdfReader::open(&args.input).map_err(|e| BadInput(e.to_string()))?;
                 let session_id = args.session_id.clone().unwrap_or_else(|| {

@@ -9,7 +9,6 @@ use crate::Error;
 
 /// The kinds of input the library reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Kind {
     /// An EDF, EDF+ or BDF/BDF+ recording.
     Edf,

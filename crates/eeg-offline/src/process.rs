@@ -147,20 +147,19 @@ pub fn process(
         None
     };
     let mut report = outputs.report.as_ref().map(|_| Collector::default());
-    // The input's kind, and a JSONL input's first line, before any output is created: an
-    // input that cannot be read leaves no file behind.
     // Records read back make a report, and nothing else.
     let accepts = if outputs.records.is_none() && outputs.report.is_some() {
         Accepts::RawOrProcessed
     } else {
         Accepts::Raw
     };
+    // The input's kind, and a JSONL input's first line, before any output is created: an
+    // input that cannot be read leaves no file behind. The first line tells eeg.processed/1
+    // records (which only a report reads) from raw batches.
     let kind = match &options.input {
         Input::Stdin => Kind::Jsonl,
         Input::File(path) => detect::detect(path, accepts)?,
     };
-    // A JSONL input's first line tells eeg.processed/1 records (which only a report reads)
-    // from raw batches.
     let jsonl = match kind {
         Kind::Jsonl => Some(open_jsonl(&options.input)?),
         _ => None,
@@ -173,35 +172,8 @@ pub fn process(
                 "{name}: line 1: an eeg.processed/1 record; `process` reads eeg.raw/1 messages (`eeg-pipeline report` reads records)"
             )));
         }
-        let Jsonl { name, head, rest } = jsonl.expect("matched above");
         let engine = triggers.map(|t| t.engine).expect("rules run for a report");
-        let mut collector = Collector::default();
-        let mut reader = std::io::Cursor::new(head).chain(rest);
-        let lines = report::read_processed(
-            &name,
-            &mut reader,
-            options.session_id.as_deref(),
-            options.channels.as_deref(),
-            &engine,
-            &mut collector,
-        )?;
-        collector.set_input(InputMeta::jsonl(
-            &name,
-            "eeg.processed/1 JSONL (records processed elsewhere)",
-            lines,
-        ));
-        let meta = ConfigMeta {
-            processing: None,
-            path: options.config_file.clone(),
-            rules: engine.rules().cloned().collect(),
-        };
-        let target = outputs.report.as_ref().expect("a report is asked for");
-        let (out, sink) = Output::create(target)?;
-        let written = write_report(options, target, &collector, &meta, out, sink)?;
-        return Ok(Processed {
-            sessions: Vec::new(),
-            report: Some(written),
-        });
+        return report_of_records(options, outputs, jsonl.expect("matched above"), &engine);
     }
     if let (Some(t), Some(target)) = (triggers.as_mut(), &outputs.events) {
         t.output = Some(Output::create(target)?);
@@ -236,52 +208,15 @@ pub fn process(
         // Nothing but the report is wanted: no record is encoded.
         None => (None, Writer::discard()),
     };
-    // A file named or told as JSON lines is read as such; standard input is told here.
-    let file_kind = match options.input {
-        Input::Stdin => None,
-        Input::File(_) => Some(kind),
-    };
-    let result = match (jsonl, &options.input) {
-        (Some(Jsonl { name, head, rest }), _) => {
-            raw_messages(&name, std::io::Cursor::new(head).chain(rest), file_kind).and_then(
-                |messages| {
-                    raw::process_raw(
-                        options,
-                        messages,
-                        &mut writer,
-                        triggers.as_mut(),
-                        report.as_mut(),
-                        progress,
-                    )
-                },
-            )
-        }
-        (None, Input::File(path)) if kind == Kind::Capture => {
-            let name = path.display().to_string();
-            File::open(path)
-                .map_err(|e| Error::bad(format!("{name}: cannot open: {e}")))
-                .and_then(|file| raw_messages(&name, file, Some(Kind::Capture)))
-                .and_then(|messages| {
-                    raw::process_raw(
-                        options,
-                        messages,
-                        &mut writer,
-                        triggers.as_mut(),
-                        report.as_mut(),
-                        progress,
-                    )
-                })
-        }
-        (None, Input::File(path)) => edf::process_edf(
-            options,
-            path,
-            &mut writer,
-            triggers.as_mut(),
-            report.as_mut(),
-            progress,
-        ),
-        (None, Input::Stdin) => unreachable!("standard input is read as JSON lines"),
-    };
+    let result = read_input(
+        options,
+        kind,
+        jsonl,
+        &mut writer,
+        triggers.as_mut(),
+        report.as_mut(),
+        progress,
+    );
     // The writer's own error (e.g. a full disk) explains a failed run best.
     let written = writer.finish();
     let flushed = |s| {
@@ -330,6 +265,76 @@ pub fn process(
         _ => None,
     };
     Ok(Processed { sessions, report })
+}
+
+/// A report of `eeg.processed/1` records: the trigger rules evaluated on them, the page
+/// written whole or not at all.
+fn report_of_records(
+    options: &Options,
+    outputs: &Outputs,
+    jsonl: Jsonl,
+    engine: &TriggerEngine,
+) -> Result<Processed, Error> {
+    let Jsonl { name, head, rest } = jsonl;
+    let mut collector = Collector::default();
+    let mut reader = std::io::Cursor::new(head).chain(rest);
+    let lines = report::read_processed(
+        &name,
+        &mut reader,
+        options.session_id.as_deref(),
+        options.channels.as_deref(),
+        engine,
+        &mut collector,
+    )?;
+    collector.set_input(InputMeta::jsonl(
+        &name,
+        "eeg.processed/1 JSONL (records processed elsewhere)",
+        lines,
+    ));
+    let meta = ConfigMeta {
+        processing: None,
+        path: options.config_file.clone(),
+        rules: engine.rules().cloned().collect(),
+    };
+    let target = outputs.report.as_ref().expect("a report is asked for");
+    let (out, sink) = Output::create(target)?;
+    let written = write_report(options, target, &collector, &meta, out, sink)?;
+    Ok(Processed {
+        sessions: Vec::new(),
+        report: Some(written),
+    })
+}
+
+/// Reads the input of `kind` (its first line already read when it is JSONL) through its
+/// sessions into the writer, the events and the report.
+fn read_input(
+    options: &Options,
+    kind: Kind,
+    jsonl: Option<Jsonl>,
+    writer: &mut Writer,
+    triggers: Option<&mut Triggers>,
+    report: Option<&mut Collector>,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<Summary>, Error> {
+    let (name, input): (String, Box<dyn Read>) = match (jsonl, &options.input) {
+        (Some(Jsonl { name, head, rest }), _) => {
+            (name, Box::new(std::io::Cursor::new(head).chain(rest)))
+        }
+        (None, Input::File(path)) if kind == Kind::Capture => {
+            let name = path.display().to_string();
+            let file =
+                File::open(path).map_err(|e| Error::bad(format!("{name}: cannot open: {e}")))?;
+            (name, Box::new(file))
+        }
+        (None, Input::File(path)) => {
+            return edf::process_edf(options, path, writer, triggers, report, progress);
+        }
+        (None, Input::Stdin) => unreachable!("standard input is read as JSON lines"),
+    };
+    // A file is what its name or content said; standard input is told by its first bytes.
+    let kind = matches!(options.input, Input::File(_)).then_some(kind);
+    let messages = raw_messages(&name, input, kind)?;
+    raw::process_raw(options, messages, writer, triggers, report, progress)
 }
 
 /// The raw messages of a JSONL input or a capture. A file is what its name or content said
