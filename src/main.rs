@@ -5,20 +5,20 @@
 //! 1 any other failure (e.g. the output cannot be written).
 
 mod config;
+mod flags;
 mod http;
-mod output;
+mod offline;
 mod process;
 mod replay;
 mod report;
 mod run;
-mod table;
 mod tail;
-mod time;
 mod topics;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
+
+use flags::{BadInput, ProcessArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "eeg-pipeline", version, about, propagate_version = true)]
@@ -50,64 +50,6 @@ enum Command {
         http_addr: std::net::SocketAddr,
     },
 }
-
-#[derive(Debug, clap::Args)]
-pub struct ProcessArgs {
-    /// EDF/EDF+/BDF recording, a JSONL file of eeg.raw/1 messages, or a capture of binary
-    /// eeg.raw/1 (length-delimited protobuf, as `tail --topic raw --format pb` writes; a .pb
-    /// name or told by its content). "-" reads JSONL or a capture from standard input.
-    pub input: PathBuf,
-    /// Processing config (TOML); every key is optional.
-    #[arg(long, value_name = "FILE.toml")]
-    pub config: Option<PathBuf>,
-    /// Where to write the output; "-" is standard output. A file is written under a temporary
-    /// name and renamed when processing succeeds.
-    #[arg(long, value_name = "FILE|-", default_value = "-")]
-    pub out: PathBuf,
-    /// Output format. Default: from the extension of --out (.csv, .parquet), else jsonl. The
-    /// table's columns are listed in docs/processing.md.
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<table::Format>,
-    /// Process only these channels (EDF/BDF signal labels, or the messages' channel names;
-    /// comma-separated), in this order.
-    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
-    pub channels: Option<Vec<String>>,
-    /// EDF/BDF: the records' session id (default: the file name without extension). Raw
-    /// messages: process only this session's.
-    #[arg(long, value_name = "ID")]
-    pub session_id: Option<String>,
-    /// Also evaluate the trigger rules (the config's `[[triggers]]`, or the default rules)
-    /// and write their analytics.trigger/1 events to FILE, one per line.
-    #[arg(long, value_name = "FILE")]
-    pub triggers: Option<PathBuf>,
-    /// Threads for the signal processing of an EDF/BDF session with many channels (its
-    /// channels are split between them; the output is the same for any number). Default:
-    /// the number of CPUs.
-    #[arg(long, value_name = "N", default_value_t = default_threads())]
-    pub threads: usize,
-    /// Also write an HTML report of the session(s) to FILE (as `eeg-pipeline report` does).
-    #[arg(long, value_name = "FILE.html")]
-    pub report: Option<PathBuf>,
-    /// No summary and no progress bar on standard error.
-    #[arg(long, short)]
-    pub quiet: bool,
-}
-
-pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// An error caused by the input, the config or the arguments: exit code 2.
-#[derive(Debug)]
-pub struct BadInput(pub String);
-
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
 
 /// Logs go to standard error. The service (`run`) logs at `info` by default, as JSON lines
 /// when `LOG_FORMAT=json` or when standard output is not a terminal (a container), as text
@@ -172,7 +114,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(bad) = e.downcast_ref::<BadInput>() {
+            let bad = e
+                .downcast_ref::<BadInput>()
+                .map(ToString::to_string)
+                .or_else(|| {
+                    e.downcast_ref::<eeg_offline::Error>()
+                        .filter(|e| e.is_bad_input())
+                        .map(ToString::to_string)
+                });
+            if let Some(bad) = bad {
                 eprintln!("error: {bad}");
                 ExitCode::from(2)
             } else {

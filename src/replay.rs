@@ -16,8 +16,9 @@ use eeg_schema::{
     encode_raw_protobuf,
 };
 
-use crate::BadInput;
-use crate::run::KafkaArgs;
+use eeg_offline::{Accepts, Kind, RawMessages};
+
+use crate::flags::{BadInput, KafkaArgs, check_channels};
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -244,36 +245,32 @@ enum Source {
     Messages { file: File, protobuf: bool },
     Edf {
         reader: Box<eeg_edf::EdfReader<BufReader<File>>>,
-        groups: Vec<crate::process::SessionGroup>,
+        groups: Vec<eeg_offline::SessionGroup>,
     },
 }
 
 impl Source {
     fn open(name: &str, args: &ReplayArgs) -> anyhow::Result<Source> {
-        crate::process::check_channels(args.channels.as_deref())?;
-        Ok(match crate::process::detect(&args.input)? {
-            crate::process::Kind::Jsonl | crate::process::Kind::Protobuf
-                if args.user_id.is_some() =>
-            {
+        check_channels(args.channels.as_deref())?;
+        Ok(match eeg_offline::detect(&args.input, Accepts::Raw)? {
+            Kind::Jsonl | Kind::Capture if args.user_id.is_some() => {
                 return Err(BadInput(format!(
                     "{name}: --user-id is for EDF/BDF input; raw messages carry their own user_id"
                 ))
                 .into());
             }
-            kind @ (crate::process::Kind::Jsonl | crate::process::Kind::Protobuf) => {
-                Source::Messages {
-                    file: File::open(&args.input)
-                        .map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
-                    protobuf: kind == crate::process::Kind::Protobuf,
-                }
-            }
-            crate::process::Kind::Edf => {
+            kind @ (Kind::Jsonl | Kind::Capture) => Source::Messages {
+                file: File::open(&args.input)
+                    .map_err(|e| BadInput(format!("{name}: cannot open: {e}")))?,
+                protobuf: kind == Kind::Capture,
+            },
+            Kind::Edf => {
                 let reader =
                     eeg_edf::EdfReader::open(&args.input).map_err(|e| BadInput(e.to_string()))?;
                 let session_id = args.session_id.clone().unwrap_or_else(|| {
                     run_session_id(&args.input, SystemTime::now(), std::process::id())
                 });
-                let groups = crate::process::session_groups(
+                let groups = eeg_offline::session_groups(
                     name,
                     &args.input,
                     reader.header(),
@@ -317,7 +314,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         auth,
         ..Deliveries::default()
     })?;
-    let progress = crate::process::progress_bar(&args.input, args.quiet);
+    let progress = crate::offline::progress_bar(&args.input, args.quiet);
     let mut player = Player {
         producer,
         topic: args.topic.clone(),
@@ -400,8 +397,13 @@ fn replay_messages(
 ) -> anyhow::Result<()> {
     let limits = Limits::default();
     let mut first_ms = None;
-    let mut messages = crate::process::RawMessages::new(BufReader::new(file), protobuf, &limits);
-    while let Some((_, batch)) = messages.next_batch(name, &limits, progress)? {
+    let mut messages = if protobuf {
+        RawMessages::capture(name, BufReader::new(file), limits)
+    } else {
+        RawMessages::jsonl(name, BufReader::new(file), limits)
+    };
+    while let Some((_, batch)) = messages.next_batch()? {
+        progress.set_position(messages.position());
         // Due once its last sample has been acquired, as a device sends it.
         let t0 = *first_ms.get_or_insert(batch.start_ms);
         let at_s = (batch.start_ms - t0).max(0) as f64 / 1000.0
@@ -424,7 +426,7 @@ fn run_session_id(path: &Path, now: SystemTime, pid: u32) -> String {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::time::civil_from_days(days);
+    let (y, m, d) = eeg_offline::time::civil_from_days(days);
     format!(
         "{stem}-{y:04}{m:02}{d:02}T{:02}{:02}{:02}-{pid}",
         of_day / 3600,
@@ -579,7 +581,7 @@ impl Stream {
 
 fn replay_edf(
     mut reader: eeg_edf::EdfReader<BufReader<File>>,
-    groups: Vec<crate::process::SessionGroup>,
+    groups: Vec<eeg_offline::SessionGroup>,
     args: &ReplayArgs,
     player: &mut Player,
     progress: &indicatif::ProgressBar,

@@ -13,9 +13,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use crate::BadInput;
-use crate::run::{KafkaArgs, TopicArgs};
-use crate::time::clock_ms;
+use crate::flags::{BadInput, KafkaArgs, TopicArgs};
+use eeg_offline::time::clock_ms;
 
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {

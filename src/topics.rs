@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use eeg_ingest::topics::{self, Created};
 
-use crate::run::{KafkaArgs, TopicArgs};
+use crate::flags::{KafkaArgs, TopicArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct TopicsArgs {

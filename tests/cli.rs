@@ -1135,3 +1135,161 @@ fn tail_options_that_cannot_go_together_are_refused_before_any_connection() {
         assert_bad_input(&o, &[said]);
     }
 }
+
+/// A varint at the start of `bytes`: its value and length.
+fn varint(bytes: &[u8]) -> (u64, usize) {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    panic!("a varint cut short");
+}
+
+/// `capture` with the fields of every message in reverse order: as protobuf allows, and as
+/// the service accepts them.
+fn reversed_fields(capture: &[u8]) -> Vec<u8> {
+    let mut reader = eeg_schema::DelimitedReader::new(capture, 1 << 22);
+    let mut out = Vec::new();
+    while let Some(m) = reader.next_message().expect("a capture") {
+        let mut fields = Vec::new();
+        let mut rest = m.bytes;
+        while !rest.is_empty() {
+            let (tag, n) = varint(rest);
+            let len = n + match tag & 7 {
+                0 => varint(&rest[n..]).1,
+                1 => 8,
+                2 => {
+                    let (l, k) = varint(&rest[n..]);
+                    k + l as usize
+                }
+                5 => 4,
+                w => panic!("wire type {w}"),
+            };
+            fields.push(&rest[..len]);
+            rest = &rest[len..];
+        }
+        fields.reverse();
+        eeg_schema::write_delimited(&fields.concat(), &mut out).expect("write");
+    }
+    out
+}
+
+#[test]
+fn a_capture_whose_messages_do_not_start_with_field_1_is_read() {
+    let dir = scratch("capture_field_order");
+    let edf = subsecond_records();
+    let (capture, _) = subsecond_capture();
+    let reversed = reversed_fields(&capture);
+    let (_, prefix) = varint(&reversed);
+    assert_ne!(
+        reversed[prefix], 0x0a,
+        "the first field is no longer field 1"
+    );
+    // A .pb name decides; without one, the content tells, whatever the order of the fields.
+    for name in ["reversed.pb", "reversed.bin"] {
+        let input = dir.join(name);
+        std::fs::write(&input, &reversed).expect("write");
+        let o = eeg(&["process", input.to_str().expect("utf8")]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert_eq!(records(&o), records(&edf), "{name}");
+    }
+    let piped = eeg_with_stdin(&["process", "-"], &reversed);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(records(&piped), records(&edf));
+}
+
+#[test]
+fn an_out_file_of_unknown_extension_is_bad_input_unless_the_format_is_given() {
+    let dir = scratch("out_extension");
+    let out = dir.join("features.xlsx");
+    let out_s = out.to_str().expect("utf8");
+    let o = eeg(&["process", "fixtures/test_subsecond.edf", "--out", out_s]);
+    assert_bad_input(
+        &o,
+        &[
+            &format!("--out {out_s}: unknown extension .xlsx"),
+            ".jsonl",
+            ".csv",
+            ".parquet",
+            "--format",
+        ],
+    );
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+    // Named explicitly, the format is written whatever the name.
+    let o = eeg(&[
+        "process",
+        "fixtures/test_subsecond.edf",
+        "--out",
+        out_s,
+        "--format",
+        "jsonl",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).expect("written");
+    assert_eq!(text.lines().count(), 695);
+}
+
+#[test]
+fn report_of_a_table_names_every_input_it_reads() {
+    let dir = scratch("report_of_table");
+    for table in ["records.csv", "records.parquet"] {
+        let path = dir.join(table);
+        let path_s = path.to_str().expect("utf8");
+        let o = eeg(&[
+            "process",
+            "fixtures/test_subsecond.edf",
+            "--out",
+            path_s,
+            "-q",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let page = dir.join("page.html");
+        let o = eeg(&["report", path_s, "--out", page.to_str().expect("utf8")]);
+        assert_bad_input(
+            &o,
+            &[
+                &format!("{path_s}: not an EDF/BDF file"),
+                "eeg.raw/1 or eeg.processed/1 JSONL",
+                "capture of binary eeg.raw/1",
+            ],
+        );
+        assert!(!page.exists());
+        // `process` reads no records, and does not offer them.
+        let o = eeg(&["process", path_s, "--out", "/dev/null"]);
+        assert_bad_input(&o, &["eeg.raw/1 JSONL nor a capture"]);
+        assert!(!stderr(&o).contains("eeg.processed/1"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn an_output_in_a_missing_directory_names_the_directory() {
+    let dir = scratch("missing_dir");
+    let missing = dir.join("no_such_dir");
+    for flag in ["--out", "--triggers", "--report"] {
+        let path = missing.join("a.jsonl");
+        let o = eeg(&[
+            "process",
+            "fixtures/test_subsecond.edf",
+            flag,
+            path.to_str().expect("utf8"),
+            "-q",
+        ]);
+        let err = stderr(&o);
+        // The output cannot be written: exit 1, not bad input.
+        assert_eq!(o.status.code(), Some(1), "{flag}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "error: {}: cannot create output file: the directory {} does not exist",
+                path.display(),
+                missing.display()
+            ),
+            "{flag}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+}

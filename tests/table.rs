@@ -359,8 +359,10 @@ fn format_flag_overrides_the_extension() {
     assert!(is_csv(&run(&dir.join("a.CSV"), None)));
     assert!(is_parquet(&run(&dir.join("a.parquet"), None)));
     assert!(is_jsonl(&run(&dir.join("a.jsonl"), None)));
-    assert!(is_jsonl(&run(&dir.join("a.txt"), None)));
-    // --format wins over the extension.
+    assert!(is_jsonl(&run(&dir.join("a.ndjson"), None)));
+    // --format wins over the extension, and writes any name (without it, an extension no
+    // format is written as is refused: tests/cli.rs).
+    assert!(is_jsonl(&run(&dir.join("a.txt"), Some("jsonl"))));
     assert!(is_parquet(&run(&dir.join("b.csv"), Some("parquet"))));
     assert!(is_csv(&run(&dir.join("b.parquet"), Some("csv"))));
     assert!(is_jsonl(&run(&dir.join("c.parquet"), Some("jsonl"))));

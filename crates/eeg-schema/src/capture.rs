@@ -155,17 +155,6 @@ pub fn write_delimited(message: &[u8], out: &mut impl Write) -> io::Result<()> {
     out.write_all(message)
 }
 
-/// Whether `head` (the first 16 bytes of a file, or more) starts like a capture rather
-/// than JSON or EDF: a length prefix, then the `schema` field (number 1, written first by
-/// every protobuf library, which write fields in number order) holding `eeg.raw/1`.
-pub fn looks_delimited(head: &[u8]) -> bool {
-    const SCHEMA_FIELD: &[u8] = b"\x0a\x09eeg.raw/1";
-    let Some(prefix) = head.iter().take(5).position(|b| b & 0x80 == 0) else {
-        return false;
-    };
-    head[prefix + 1..].starts_with(SCHEMA_FIELD)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,31 +218,5 @@ mod tests {
                 .to_string()
                 .starts_with("message 1 at byte 0: the length prefix is not a varint")
         );
-    }
-
-    #[test]
-    fn captures_are_told_from_json_and_edf() {
-        let mut message = Vec::new();
-        crate::RawBatch::new(
-            crate::RawBatchParts {
-                session_id: "s".into(),
-                device_id: "d".into(),
-                seq: 0,
-                start_ms: 1_700_000_000_000,
-                sample_rate_hz: 250.0,
-                channels: vec!["Fz".into()],
-                samples: vec![1.0, 2.0],
-                ..Default::default()
-            },
-            &crate::Limits::default(),
-        )
-        .unwrap()
-        .encode_protobuf(&mut message);
-        let bytes = capture(&[&message]);
-        assert!(looks_delimited(&bytes));
-        assert!(!looks_delimited(b"{\"schema\": \"eeg.raw/1\"}"));
-        assert!(!looks_delimited(b"0       "));
-        assert!(!looks_delimited(b"\xffBIOSEMI"));
-        assert!(!looks_delimited(b""));
     }
 }

@@ -142,7 +142,7 @@ mod raw;
 mod raw_protobuf;
 mod trigger;
 
-pub use capture::{CaptureError, Delimited, DelimitedReader, looks_delimited, write_delimited};
+pub use capture::{CaptureError, Delimited, DelimitedReader, write_delimited};
 pub use eeg_dsp::{Indices, Quality};
 pub use error::SchemaError;
 pub use processed::{

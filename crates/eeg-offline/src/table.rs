@@ -1,5 +1,5 @@
-//! `process --format csv|parquet`: the records as a long table, one row per window and
-//! channel, with the same numbers as the `eeg.processed/1` JSON.
+//! The records as a long table (`--format csv|parquet`), one row per window and channel,
+//! with the same numbers as the `eeg.processed/1` JSON.
 //!
 //! Columns, in order: `session_id`, `device_id`, `window_index`, `start_ms`, `end_ms`,
 //! `settling`, `channel`, `<band>_power` and `<band>_rel` for each band in config order,
@@ -10,8 +10,9 @@
 //! [`columns`] names the columns and [`cells`] gives a row's values in the same order; both
 //! writers go through them, so the CSV header, the Parquet schema and every row agree.
 
-use crate::output::{Encode, SessionMeta};
+use crate::encode::Encode;
 use eeg_dsp::{Band, ProcessingConfig, Window};
+use eeg_schema::SessionMeta;
 use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as Physical};
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::errors::ParquetError;
@@ -21,13 +22,14 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnPath, Type};
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::Path;
 use std::sync::Arc;
 
-/// `process --format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// An output format of the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Format {
     /// eeg.processed/1 records, one JSON object per line
+    #[default]
     Jsonl,
     /// a long table, one row per window and channel, with a header row
     Csv,
@@ -36,19 +38,19 @@ pub enum Format {
 }
 
 impl Format {
-    /// `--format` when given; otherwise `--out`'s extension (`.csv`, `.parquet`), else JSONL.
-    pub fn resolve(explicit: Option<Format>, out: &Path) -> Format {
-        if let Some(f) = explicit {
-            return f;
-        }
-        let ext = out
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        match ext.as_deref() {
-            Some("csv") => Format::Csv,
-            Some("parquet") => Format::Parquet,
-            _ => Format::Jsonl,
+    /// The extensions of output file names that pick a format, in the order of
+    /// [`Format::from_extension`]'s formats.
+    pub const EXTENSIONS: [&'static str; 5] = ["jsonl", "ndjson", "json", "csv", "parquet"];
+
+    /// The format a file name's extension (without its dot, any case) picks: `jsonl`,
+    /// `ndjson` or `json` (JSON lines, as inputs with those names are read), `csv` or
+    /// `parquet`; `None` for any other.
+    pub fn from_extension(ext: &str) -> Option<Format> {
+        match ext.to_ascii_lowercase().as_str() {
+            "jsonl" | "ndjson" | "json" => Some(Format::Jsonl),
+            "csv" => Some(Format::Csv),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
         }
     }
 
@@ -67,7 +69,7 @@ impl Format {
         out: Box<dyn Write + Send>,
     ) -> io::Result<Box<dyn Encode>> {
         Ok(match self {
-            Format::Jsonl => Box::new(crate::output::Jsonl::new(out)),
+            Format::Jsonl => Box::new(crate::encode::Jsonl::new(out)),
             Format::Csv => Box::new(Csv::new(&config.bands, out)?),
             Format::Parquet => Box::new(Parquet::new(config, out)?),
         })
@@ -218,6 +220,14 @@ fn check_bands(bands: &[String], w: &Window<'_>) -> io::Result<()> {
 pub struct Csv {
     out: csv::Writer<Box<dyn Write + Send>>,
     bands: Vec<String>,
+}
+
+impl std::fmt::Debug for Csv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Csv")
+            .field("bands", &self.bands)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Csv {
@@ -385,6 +395,15 @@ pub struct Parquet {
     interned: HashMap<Vec<u8>, ByteArray>,
 }
 
+impl std::fmt::Debug for Parquet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parquet")
+            .field("bands", &self.bands)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Parquet {
     fn new(config: &ProcessingConfig, out: Box<dyn Write + Send>) -> io::Result<Parquet> {
         let cols = columns(&config.bands);
@@ -548,19 +567,22 @@ fn parquet_io(e: ParquetError) -> io::Error {
 mod tests {
     use super::*;
     use eeg_dsp::{Indices, Quality};
+    use std::path::Path;
 
     #[test]
-    fn format_from_flag_then_extension() {
-        let resolve = |f, out: &str| Format::resolve(f, Path::new(out));
-        assert_eq!(resolve(None, "-"), Format::Jsonl);
-        assert_eq!(resolve(None, "a/b.csv"), Format::Csv);
-        assert_eq!(resolve(None, "b.CSV"), Format::Csv);
-        assert_eq!(resolve(None, "b.parquet"), Format::Parquet);
-        assert_eq!(resolve(None, "b.jsonl"), Format::Jsonl);
-        assert_eq!(resolve(None, "b.parquet.txt"), Format::Jsonl);
-        assert_eq!(resolve(None, "parquet"), Format::Jsonl);
-        assert_eq!(resolve(Some(Format::Csv), "b.parquet"), Format::Csv);
-        assert_eq!(resolve(Some(Format::Jsonl), "b.csv"), Format::Jsonl);
+    fn an_extension_picks_a_format_in_any_case() {
+        assert_eq!(Format::from_extension("csv"), Some(Format::Csv));
+        assert_eq!(Format::from_extension("CSV"), Some(Format::Csv));
+        assert_eq!(Format::from_extension("Parquet"), Some(Format::Parquet));
+        for ext in ["jsonl", "ndjson", "json"] {
+            assert_eq!(Format::from_extension(ext), Some(Format::Jsonl), "{ext}");
+        }
+        for ext in ["xlsx", "txt", "tsv", ""] {
+            assert_eq!(Format::from_extension(ext), None, "{ext}");
+        }
+        for ext in Format::EXTENSIONS {
+            assert!(Format::from_extension(ext).is_some(), "{ext}");
+        }
     }
 
     #[test]
@@ -575,7 +597,7 @@ mod tests {
             theta_beta: Some(1.0),
             alpha_theta: None,
         };
-        let meta = crate::output::session_meta("s", "d", None, 250.0, vec!["C3".into()]);
+        let meta = crate::encode::session_meta("s", "d", None, 250.0, vec!["C3".into()]);
         let cols = columns(&bands);
         for c in 0..2 {
             let mut kinds = Vec::new();
@@ -609,5 +631,110 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("--format parquet"), "{e}");
+    }
+
+    /// The 28 columns of the default bands, as docs/processing.md lists them.
+    const DEFAULT_HEADER: &str = "session_id,device_id,window_index,start_ms,end_ms,settling,channel,\
+        delta_power,delta_rel,theta_power,theta_rel,alpha_power,alpha_rel,beta_power,beta_rel,\
+        gamma_power,gamma_rel,total_power,rms_uv,ptp_uv,line_noise_ratio,flatline,railed,artifact,\
+        good,engagement,theta_beta,alpha_theta";
+
+    /// Windows 0..3 of two channels of the testing session through `format` into `path`.
+    fn write_table(format: Format, path: &Path) -> Vec<eeg_dsp::OwnedWindow> {
+        let config = ProcessingConfig::default();
+        let file = std::fs::File::create(path).unwrap();
+        let mut encoder = format.encoder(&config, Box::new(file)).unwrap();
+        let meta = Arc::new(crate::testing::meta(2));
+        let windows: Vec<_> = (0..3).map(|i| crate::testing::window(i, 2)).collect();
+        for w in &windows {
+            encoder.window(&meta, &w.view()).unwrap();
+        }
+        encoder.finish().unwrap();
+        windows
+    }
+
+    #[test]
+    fn csv_has_the_documented_header_and_one_row_per_window_and_channel() {
+        let dir = crate::testing::scratch("table_csv");
+        let path = dir.join("t.csv");
+        let windows = write_table(Format::Csv, &path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(DEFAULT_HEADER));
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 6);
+        for (r, row) in rows.iter().enumerate() {
+            let (i, c) = (r / 2, r % 2);
+            let start = 1_000_000 + 1000 * i;
+            assert_eq!(
+                row[..5].join(","),
+                format!("s,d,{i},{start},{}", start + 4000)
+            );
+            assert_eq!(row[5], "false");
+            assert_eq!(row[6], format!("C{c}"));
+            // Band b's power is b + c (b from 1), of a total of 15 + 5c.
+            let total = 15.0 + 5.0 * c as f64;
+            for b in 0..5 {
+                let power = (b + 1 + c) as f64;
+                assert_eq!(row[7 + 2 * b].parse::<f64>().unwrap(), power);
+                assert_eq!(row[8 + 2 * b].parse::<f64>().unwrap(), power / total);
+            }
+            assert_eq!(row[17].parse::<f64>().unwrap(), total);
+            assert_eq!(row[21..25], ["false", "false", "false", "true"]);
+            let indices = windows[i].view().indices;
+            for (cell, v) in
+                row[25..]
+                    .iter()
+                    .zip([indices.engagement, indices.theta_beta, indices.alpha_theta])
+            {
+                assert_eq!(cell.parse::<f64>().ok(), v);
+            }
+        }
+    }
+
+    #[test]
+    fn parquet_reads_back_with_the_same_columns_and_values() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::RowAccessor;
+        let dir = crate::testing::scratch("table_parquet");
+        let path = dir.join("t.parquet");
+        write_table(Format::Parquet, &path);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..4], b"PAR1");
+        assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let meta = reader.metadata().file_metadata();
+        assert_eq!(meta.num_rows(), 6);
+        let names: Vec<&str> = meta
+            .schema_descr()
+            .columns()
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(names.join(","), DEFAULT_HEADER);
+        let kv = meta.key_value_metadata().expect("metadata");
+        let schema = kv
+            .iter()
+            .find(|k| k.key == "eeg.schema")
+            .expect("eeg.schema");
+        assert_eq!(schema.value.as_deref(), Some("eeg.processed/1"));
+        let rows: Vec<_> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        for (r, row) in rows.iter().enumerate() {
+            let (i, c) = (r / 2, r % 2);
+            assert_eq!(row.get_string(0).unwrap(), "s");
+            assert_eq!(row.get_ulong(2).unwrap(), i as u64);
+            assert_eq!(
+                row.get_timestamp_millis(3).unwrap(),
+                1_000_000 + 1000 * i as i64
+            );
+            assert_eq!(row.get_string(6).unwrap(), &format!("C{c}"));
+            assert_eq!(row.get_double(11).unwrap(), (3 + c) as f64);
+            assert_eq!(row.get_double(17).unwrap(), 15.0 + 5.0 * c as f64);
+            assert!(row.get_bool(24).unwrap());
+        }
     }
 }

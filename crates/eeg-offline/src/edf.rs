@@ -1,0 +1,370 @@
+//! EDF, EDF+ and BDF recordings in: the signals grouped into sessions (one per sample rate,
+//! never resampled), read one data record at a time and processed by the channel-split
+//! [`Engine`], each window fanned out to the outputs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use eeg_edf::EdfReader;
+use eeg_schema::SessionMeta;
+use eeg_session::TriggerState;
+
+use crate::encode::session_meta;
+use crate::engine::Engine;
+use crate::report::{Collector, InputMeta};
+use crate::sink::{FileSink, Triggers, fan_out};
+use crate::summary::Summary;
+use crate::writer::Writer;
+use crate::{Error, Options};
+
+/// One session of an EDF/BDF file: its data signals at one sample rate.
+#[derive(Debug)]
+pub struct SessionGroup {
+    pub session_id: String,
+    pub device_id: String,
+    pub rate: f64,
+    /// Indices among the file's data signals (annotation signals excluded).
+    pub signals: Vec<usize>,
+    pub labels: Vec<String>,
+}
+
+/// The sessions of an EDF/BDF file: the voltage signals (or the `channels` asked for),
+/// one session per sample rate, never resampled. A file with several rates gets session ids
+/// suffixed with the rate (`ID@256Hz`).
+pub fn session_groups(
+    name: &str,
+    path: &Path,
+    header: &eeg_edf::Header,
+    channels: Option<&[String]>,
+    session_id: Option<&str>,
+) -> Result<Vec<SessionGroup>, Error> {
+    // Data signals to process, as (index among data signals, label, µV factor, rate).
+    let data: Vec<(usize, &eeg_edf::SignalHeader)> = header
+        .signals
+        .iter()
+        .filter(|s| !s.is_annotation)
+        .enumerate()
+        .collect();
+    let selected: Vec<(usize, &eeg_edf::SignalHeader)> = match channels {
+        Some(wanted) => {
+            let mut sel = Vec::new();
+            for w in wanted {
+                match data.iter().find(|(_, s)| s.label == *w) {
+                    Some(&d) => sel.push(d),
+                    None => {
+                        let labels: Vec<&str> =
+                            data.iter().map(|(_, s)| s.label.as_str()).collect();
+                        return Err(Error::bad(format!(
+                            "{name}: --channels: no signal labelled '{w}' (signals: {})",
+                            labels.join(", ")
+                        )));
+                    }
+                }
+            }
+            sel
+        }
+        None => {
+            let (volts, other): (Vec<_>, Vec<_>) = data
+                .iter()
+                .copied()
+                .partition(|(_, s)| s.microvolts_per_unit().is_some());
+            for (_, s) in &other {
+                tracing::warn!(
+                    "{name}: signal '{}' in '{}' is not a voltage; skipped (select it with --channels to process it)",
+                    s.label,
+                    s.physical_dimension
+                );
+            }
+            volts
+        }
+    };
+    if selected.is_empty() {
+        return Err(Error::bad(format!("{name}: no EEG signal to process")));
+    }
+
+    // One session per sample rate: signals at different rates are never resampled.
+    let duration = header.record_duration_s;
+    let mut groups: Vec<(f64, Vec<usize>, Vec<String>)> = Vec::new();
+    for (i, s) in &selected {
+        let rate = s.sample_rate_hz(duration);
+        match groups.iter_mut().find(|g| g.0 == rate) {
+            Some(g) => {
+                g.1.push(*i);
+                g.2.push(s.label.clone());
+            }
+            None => groups.push((rate, vec![*i], vec![s.label.clone()])),
+        }
+    }
+    let base_id = session_id.map(str::to_string).unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "session".into())
+    });
+    let device_id = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string());
+    let multi = groups.len() > 1;
+    Ok(groups
+        .into_iter()
+        .map(|(rate, signals, labels)| SessionGroup {
+            session_id: if multi {
+                format!("{base_id}@{rate}Hz")
+            } else {
+                base_id.clone()
+            },
+            device_id: device_id.clone(),
+            rate,
+            signals,
+            labels,
+        })
+        .collect())
+}
+
+/// The recording at `path` through its sessions (one per sample rate, split by channel
+/// across `options.threads`), each window fanned out. A data record that does not follow its
+/// predecessor (EDF+D) restarts every session. Returns the sessions' summaries, or none when
+/// the writer stopped (its error explains why).
+pub(crate) fn process_edf(
+    options: &Options,
+    path: &Path,
+    writer: &mut Writer,
+    mut triggers: Option<&mut Triggers>,
+    mut report: Option<&mut Collector>,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<Summary>, Error> {
+    let config = &options.processing;
+    let name = path.display().to_string();
+    let mut reader = EdfReader::open(path).map_err(|e| Error::bad(e.to_string()))?;
+    let header = reader.header().clone();
+    if let Some(r) = report.as_deref_mut() {
+        r.set_input(InputMeta::edf(&name, &header));
+    }
+    if reader.trailing_bytes() > 0 {
+        tracing::warn!(
+            "{name}: {} bytes after the last whole data record ignored",
+            reader.trailing_bytes()
+        );
+    }
+
+    let groups = session_groups(
+        &name,
+        path,
+        &header,
+        options.channels.as_deref(),
+        options.session_id.as_deref(),
+    )?;
+    let duration = header.record_duration_s;
+    let t0 = header.start_unix_ms();
+
+    struct Group {
+        engine: Engine,
+        meta: Arc<SessionMeta>,
+        summary: Summary,
+        /// The session's trigger rules' state (with `--triggers`).
+        triggers: TriggerState,
+    }
+    impl Group {
+        /// Runs `f` on the engine with a fan-out of its windows; `Ok(false)` when the
+        /// writer stopped.
+        fn fan_out(
+            &mut self,
+            writer: &mut Writer,
+            triggers: Option<&mut Triggers>,
+            report: Option<&mut Collector>,
+            f: impl FnOnce(&mut Engine, &mut eeg_session::Fanout<'_, FileSink<'_>>) -> Result<(), Error>,
+        ) -> Result<bool, Error> {
+            let engine = &mut self.engine;
+            fan_out(
+                &self.meta,
+                &mut self.triggers,
+                &mut self.summary,
+                writer,
+                triggers,
+                report,
+                |sink| f(engine, sink),
+            )
+        }
+    }
+    let mut sessions = Vec::new();
+    for g in groups {
+        let rate = g.rate;
+        let engine = Engine::new(config, rate, &g.signals, t0, options.threads.max(1))
+            .map_err(|e| Error::bad(format!("{name}: {e} (signals at {rate} Hz)")))?;
+        for w in &engine.plan().warnings {
+            tracing::warn!("{name}: {w}");
+        }
+        sessions.push(Group {
+            summary: Summary::new(&g.session_id, rate, g.signals.len(), &config.bands),
+            meta: Arc::new(session_meta(
+                &g.session_id,
+                &g.device_id,
+                None,
+                rate,
+                g.labels,
+            )),
+            engine,
+            triggers: TriggerState::default(),
+        });
+    }
+
+    // Records are shared with the worker threads; one whose last reader is done is reused.
+    let mut records: Vec<Arc<eeg_edf::Record>> = Vec::new();
+    let record_bytes = header.record_bytes();
+    let mut expected_onset: Option<f64> = None;
+    loop {
+        let reusable = records.iter().position(|r| Arc::strong_count(r) == 1);
+        let mut record = match reusable {
+            Some(i) => records.swap_remove(i),
+            None => Arc::new(eeg_edf::Record::default()),
+        };
+        let Some(slot) = Arc::get_mut(&mut record) else {
+            continue;
+        };
+        if !reader
+            .read_record(slot)
+            .map_err(|e| Error::bad(e.to_string()))?
+        {
+            break;
+        }
+        progress(record_bytes);
+        // EDF+D: a record that does not follow its predecessor starts a new stretch of
+        // signal; filtering across the gap would smear it, so the sessions restart.
+        let onset = record.onset_s();
+        if let Some(expected) = expected_onset
+            && (onset - expected).abs() > 1e-6
+        {
+            tracing::warn!(
+                "{name}: data record {} starts at {onset} s, not {expected} s; sessions restart",
+                record.index()
+            );
+            for g in &mut sessions {
+                let t0 = t0 + (onset * 1000.0).round() as i64;
+                if !g.fan_out(
+                    writer,
+                    triggers.as_deref_mut(),
+                    report.as_deref_mut(),
+                    |e, sink| e.reset(t0, sink),
+                )? {
+                    return Ok(Vec::new());
+                }
+                g.summary.resets += 1;
+                if let Some(r) = report.as_deref_mut() {
+                    r.reset(&g.meta.session_id);
+                }
+                g.triggers.reset();
+            }
+        }
+        expected_onset = Some(onset + duration);
+        for g in &mut sessions {
+            let pushed = g.fan_out(
+                writer,
+                triggers.as_deref_mut(),
+                report.as_deref_mut(),
+                |e, sink| e.push_record(&record, sink),
+            )?;
+            if !pushed {
+                return Ok(Vec::new());
+            }
+        }
+        records.push(record);
+    }
+    for g in &mut sessions {
+        if !g.fan_out(
+            writer,
+            triggers.as_deref_mut(),
+            report.as_deref_mut(),
+            |e, sink| e.finish(sink),
+        )? {
+            return Ok(Vec::new());
+        }
+    }
+    Ok(sessions.into_iter().map(|g| g.summary).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::scratch;
+    use eeg_edf::{WriteSignal, WriteSpec, write_edf};
+
+    fn signal(label: &str, dimension: &str, rate: usize) -> WriteSignal {
+        WriteSignal {
+            label: label.into(),
+            transducer: String::new(),
+            physical_dimension: dimension.into(),
+            physical_min: -100.0,
+            physical_max: 100.0,
+            digital_min: -32768,
+            digital_max: 32767,
+            prefilter: String::new(),
+            samples_per_record: rate,
+        }
+    }
+
+    /// `rec.edf`: A and B in µV at 256 Hz, C in mV at 128 Hz, T in degC at 256 Hz.
+    fn header(dir: &Path) -> (std::path::PathBuf, eeg_edf::Header) {
+        let mut spec = WriteSpec::eeg(0, 256, 2);
+        spec.signals = vec![
+            signal("A", "uV", 256),
+            signal("B", "uV", 256),
+            signal("C", "mV", 128),
+            signal("T", "degC", 256),
+        ];
+        let path = dir.join("rec.edf");
+        let file = std::fs::File::create(&path).unwrap();
+        write_edf(file, "rec.edf", &spec, |_, _| {}).unwrap();
+        let header = EdfReader::open(&path).unwrap().header().clone();
+        (path, header)
+    }
+
+    #[test]
+    fn voltage_signals_make_one_session_per_rate() {
+        let dir = scratch("edf_groups");
+        let (path, header) = header(&dir);
+        let groups = session_groups("rec.edf", &path, &header, None, None).unwrap();
+        let got: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.session_id.as_str(),
+                    g.rate,
+                    g.signals.clone(),
+                    g.labels.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "rec@256Hz",
+                    256.0,
+                    vec![0, 1],
+                    vec!["A".to_string(), "B".into()]
+                ),
+                ("rec@128Hz", 128.0, vec![2], vec!["C".to_string()]),
+            ]
+        );
+        assert!(groups.iter().all(|g| g.device_id == "rec.edf"));
+    }
+
+    #[test]
+    fn channels_and_a_session_id_are_taken_as_given() {
+        let dir = scratch("edf_groups_options");
+        let (path, header) = header(&dir);
+        let wanted = ["T".to_string(), "A".to_string()];
+        let groups = session_groups("rec.edf", &path, &header, Some(&wanted), Some("x")).unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].session_id, "x");
+        assert_eq!(groups[0].signals, [3, 0]);
+        assert_eq!(groups[0].labels, ["T", "A"]);
+        let e =
+            session_groups("rec.edf", &path, &header, Some(&["Z".to_string()]), None).unwrap_err();
+        assert!(e.is_bad_input());
+        assert_eq!(
+            e.to_string(),
+            "rec.edf: --channels: no signal labelled 'Z' (signals: A, B, C, T)"
+        );
+    }
+}
