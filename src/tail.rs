@@ -450,11 +450,12 @@ fn quality_word(q: &Value) -> &'static str {
     }
 }
 
-/// `time session TRIGGER rule state metric=value (threshold t)`.
+/// `time session TRIGGER rule state metric=value (threshold t)`, at the event's time: its
+/// window's end (docs/triggers.md).
 pub fn trigger_line(v: &Value) -> String {
     format!(
         "{}  {}  TRIGGER {} {} {}={} (threshold {})",
-        v["start_ms"].as_i64().map_or("?".into(), clock_ms),
+        v["end_ms"].as_i64().map_or("?".into(), clock_ms),
         str_of(v, "session_id"),
         str_of(v, "rule_id"),
         str_of(v, "state"),
@@ -495,4 +496,23 @@ fn dead_letter_line(m: &BorrowedMessage<'_>, len: usize) -> String {
         m.key().map_or("-".into(), String::from_utf8_lossy),
         get("error"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_event_is_shown_at_its_windows_end() {
+        let v = serde_json::json!({"schema": "analytics.trigger/1", "rule_id": "r",
+            "session_id": "s", "device_id": "d", "state": "fired", "metric": "m",
+            "value": 0.5, "threshold": 0.4, "window_index": 3,
+            "start_ms": 1_800_000_000_000_i64, "end_ms": 1_800_000_004_000_i64});
+        // 1_800_000_004_000 ms is 08:00:04 UTC on its day.
+        assert!(
+            trigger_line(&v).starts_with("08:00:04.000  s  TRIGGER r fired m=0.500"),
+            "{}",
+            trigger_line(&v)
+        );
+    }
 }

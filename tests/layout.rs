@@ -116,6 +116,19 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             statement.clear();
         }
     }
+    // Exported macros are named from the crate root (`crate::m!`) wherever they are
+    // defined: such a name stands for the module that defines the macro.
+    let mut macros: BTreeMap<String, String> = BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, _) in text.match_indices("macro_rules! ") {
+            let name: String = text[i + "macro_rules! ".len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            macros.insert(name, module_of(file));
+        }
+    }
     let resolve = |base: &str, path: &[String]| -> String {
         let target = resolve(base, path, &modules);
         // `target::Name`, where `target` re-exports `Name` from a module of its own.
@@ -151,12 +164,24 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
                     continue;
                 }
                 for (i, _) in line.match_indices(prefix) {
-                    // `eeg_session::counters!`-style paths end in another crate's name.
+                    // `other_crate::` paths end in another crate's name.
                     let before = line[..i].chars().next_back();
-                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    // `$crate::` in a macro's body is resolved where the macro is used.
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
                         continue;
                     }
-                    for path in paths_after(&line[i + prefix.len()..]) {
+                    let tail = &line[i + prefix.len()..];
+                    let name: String = tail
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if tail[name.len()..].starts_with('!') {
+                        if let Some(m) = macros.get(&name).filter(|m| **m != me) {
+                            refs.insert(m.clone());
+                        }
+                        continue;
+                    }
+                    for path in paths_after(tail) {
                         let target = resolve(&base, &path);
                         if target != me && !me.starts_with(&format!("{target}::")) {
                             refs.insert(target);

@@ -278,11 +278,17 @@ fn a_failing_background_task_is_logged_shown_in_health_and_loses_nothing() {
     fail::remove("partition-worker-message");
     let err = result.expect_err("a failed task ends the service with an error");
     assert!(
-        matches!(&err, eeg_ingest::ServiceError::TaskFailed(line)
-            if line.contains("worker failed: injected fault")),
+        matches!(&err, eeg_ingest::ServiceError::TaskFailed(
+            eeg_ingest::Failure::WorkerPanicked { message, .. })
+            if message == "injected fault"),
         "{err}"
     );
     let reason = health.ready().unwrap_err();
+    assert!(
+        matches!(&reason, eeg_ingest::NotReady::Failed(r) if r.starts_with("partition ")),
+        "{reason}"
+    );
+    let reason = reason.to_string();
     assert!(reason.starts_with("failed: partition "), "{reason}");
     assert!(reason.contains("worker failed: injected fault"), "{reason}");
     let detail = health.detail(&stats, "test");

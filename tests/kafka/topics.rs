@@ -2,7 +2,7 @@
 //! for rather than failing or creating them itself.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -73,18 +73,38 @@ fn topics_are_an_admin_step_the_service_waits_for() {
     assert!(log.contains("topics present; starting"), "{log}");
 }
 
+/// A refused connection is said at once, not after the whole timeout: `topics check`,
+/// `tail` and `replay` each check the broker first, with a 60 s timeout here.
 #[test]
-fn topic_commands_name_an_unreachable_broker() {
-    let o = Command::new(BIN)
-        .args(["topics", "check", "--timeout-s", "2"])
-        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.lines()
-            .any(|l| l.starts_with("error: cannot reach Kafka at 127.0.0.1:1")),
-        "{err}"
-    );
+fn commands_name_a_refused_broker_at_once_not_after_their_timeout() {
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["topics", "check", "--timeout-s", "60"],
+        vec!["tail", "--connect-timeout-s", "60"],
+        vec!["replay", "--speed", "max", "--connect-timeout-s", "60"],
+    ] {
+        let mut command = Command::new(BIN);
+        command
+            .args(&args)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap);
+        if args[0] == "replay" {
+            command.arg(fixture());
+        }
+        let started = Instant::now();
+        let o = command.output().unwrap();
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.lines().any(|l| l
+                .starts_with(&format!("error: cannot reach Kafka at {bootstrap}"))
+                && l.contains("Connection refused")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            took < Duration::from_secs(20),
+            "{args:?} waited {took:?} for a broker that refused at once: {err}"
+        );
+    }
 }

@@ -296,7 +296,20 @@ mod tests {
         )
         .unwrap();
         let err = s.token().map(|t| t.token).unwrap_err();
-        assert!(err.contains("did not arrive within 0.2 s"), "{err}");
+        assert!(
+            matches!(
+                err,
+                TokenError::Timeout {
+                    waiting_for: "the AWS credentials",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("did not arrive within 0.2 s"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,13 +9,14 @@ use eeg_edf::EdfReader;
 use eeg_schema::SessionMeta;
 use eeg_session::TriggerState;
 
+use crate::Error;
 use crate::encode::session_meta;
 use crate::engine::Engine;
+use crate::options::Options;
 use crate::report::{Collector, InputMeta};
 use crate::sink::{FileSink, Triggers, fan_out};
 use crate::summary::Summary;
 use crate::writer::Writer;
-use crate::{Error, Options};
 
 /// One session of an EDF/BDF file: its data signals at one sample rate.
 #[derive(Debug)]

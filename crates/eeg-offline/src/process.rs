@@ -3,12 +3,12 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use eeg_dsp::ProcessingConfig;
-use eeg_session::{TriggerConfig, TriggerEngine};
+use eeg_session::TriggerEngine;
 
 use crate::detect::{self, Accepts, Kind};
+use crate::options::{Input, Options, Outputs};
 use crate::output::{Output, Target};
 use crate::raw::RawMessages;
 use crate::report::{Collector, ConfigMeta, InputMeta};
@@ -17,89 +17,6 @@ use crate::summary::Summary;
 use crate::table::Format;
 use crate::writer::Writer;
 use crate::{Error, edf, raw, report, table};
-
-/// What a run reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// JSON lines or a capture (told by content) on standard input.
-    Stdin,
-    /// A file of any kind [`crate::detect`] tells.
-    File(PathBuf),
-}
-
-impl Input {
-    /// The input in messages: its path, or `<stdin>`.
-    pub fn name(&self) -> String {
-        match self {
-            Input::Stdin => "<stdin>".into(),
-            Input::File(p) => p.display().to_string(),
-        }
-    }
-
-    /// The input in a report's title: its file name, or `standard input`.
-    fn title(&self) -> String {
-        match self {
-            Input::Stdin => "standard input".into(),
-            Input::File(p) => p.file_name().map_or_else(
-                || p.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
-        }
-    }
-}
-
-/// How a run reads and processes its input. Make one with [`Options::new`] and set the
-/// fields that differ from the defaults.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Options {
-    pub input: Input,
-    pub processing: ProcessingConfig,
-    /// The trigger rules, evaluated when events or a report are asked for.
-    pub triggers: TriggerConfig,
-    /// The config file `processing` and `triggers` came from, as a report names it; `None`
-    /// for the defaults.
-    pub config_file: Option<PathBuf>,
-    /// Only these channels (EDF/BDF signal labels, or the messages' channel names), in this
-    /// order.
-    pub channels: Option<Vec<String>>,
-    /// EDF/BDF: the records' session id (default: the file name without extension). Raw
-    /// messages and records: only this session's.
-    pub session_id: Option<String>,
-    /// Threads an EDF/BDF session's channels are split across (the output is the same for
-    /// any number).
-    pub threads: usize,
-}
-
-impl Options {
-    /// The defaults: the default processing and trigger rules, every channel and session,
-    /// one thread.
-    pub fn new(input: Input) -> Options {
-        Options {
-            input,
-            processing: ProcessingConfig::default(),
-            triggers: TriggerConfig::default(),
-            config_file: None,
-            channels: None,
-            session_id: None,
-            threads: 1,
-        }
-    }
-}
-
-/// What a run writes. With no records, an `eeg.processed/1` JSONL input is read back for
-/// the report.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct Outputs {
-    /// The records, in `format`.
-    pub records: Option<Target>,
-    pub format: Format,
-    /// The trigger events, `analytics.trigger/1` JSON lines.
-    pub events: Option<Target>,
-    /// The HTML report.
-    pub report: Option<Target>,
-}
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]

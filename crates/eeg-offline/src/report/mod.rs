@@ -514,6 +514,9 @@ mod tests {
         let s = &c.sessions[0];
         assert_eq!((s.resets, s.events.len()), (1, 1));
         assert_eq!((c.n_sessions(), c.windows()), (1, 3));
+        // Marked on the charts at its window's end: 6 s after the first window's start.
+        let events = &s.data()["events"];
+        assert_eq!(events[0]["t"], 6.0, "{events}");
     }
 
     #[test]

@@ -281,7 +281,7 @@ impl Series {
     }
 
     /// The series as the page's script reads them.
-    fn data(&self) -> serde_json::Value {
+    pub(super) fn data(&self) -> serde_json::Value {
         let (nch, nb, np) = (self.n_channels(), self.bands.len(), self.buckets.len());
         let t: Vec<f64> = self
             .buckets
@@ -343,7 +343,8 @@ impl Series {
             .iter()
             .map(|e| {
                 serde_json::json!({
-                    "t": ((e.start_ms + e.end_ms) / 2 - self.first_ms) as f64 / 1000.0,
+                    // An event happens at its window's end (docs/triggers.md).
+                    "t": (e.end_ms - self.first_ms) as f64 / 1000.0,
                     "rule": e.rule_id,
                     "state": e.state.as_str(),
                     "metric": e.metric,
