@@ -49,7 +49,7 @@ pub fn process(
 ) -> Result<Processed, Error> {
     let config = &options.processing;
     if outputs.records.is_some() && outputs.format != Format::Jsonl {
-        table::check_columns(&config.bands, outputs.format).map_err(Error::BadInput)?;
+        table::check_columns(&config.bands, outputs.format)?;
     }
     // The report marks the events on its time axes, so the rules run for it too.
     let evaluate = outputs.events.is_some() || outputs.report.is_some();

@@ -181,23 +181,23 @@ pub fn select_channels(
     batch: RawBatch,
     wanted: &[String],
     limits: &Limits,
-) -> Result<RawBatch, String> {
+) -> Result<RawBatch, Error> {
     let mut parts = batch.into_parts();
     let n = parts.samples.len() / parts.channels.len().max(1);
     let mut samples = Vec::with_capacity(n * wanted.len());
     for w in wanted {
         let Some(i) = parts.channels.iter().position(|c| c == w) else {
-            return Err(format!(
+            return Err(Error::bad(format!(
                 "--channels: session '{}' has no channel '{w}' (channels: {})",
                 parts.session_id,
                 parts.channels.join(", ")
-            ));
+            )));
         };
         samples.extend_from_slice(&parts.samples[i * n..(i + 1) * n]);
     }
     parts.channels = wanted.to_vec();
     parts.samples = samples;
-    RawBatch::new(parts, limits).map_err(|e| e.to_string())
+    RawBatch::new(parts, limits).map_err(|e| Error::bad(e.to_string()))
 }
 
 /// Every message of `messages` through its session: admitted (duplicates skipped, a gap or
@@ -461,8 +461,9 @@ mod tests {
         assert_eq!(picked.channels, ["C", "A"]);
         assert_eq!(picked.samples(), &[5.0, 6.0, 1.0, 2.0]);
         let e = select_channels(batch, &["D".to_string()], &limits()).unwrap_err();
+        assert!(e.is_bad_input());
         assert_eq!(
-            e,
+            e.to_string(),
             "--channels: session 's' has no channel 'D' (channels: A, B, C)"
         );
     }

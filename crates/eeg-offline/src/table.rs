@@ -131,17 +131,17 @@ pub fn columns(bands: &[Band]) -> Vec<(String, Kind)> {
 
 /// Refuses bands whose columns would take the name of another column (a band called
 /// `total` makes `total_power`): a table cannot have two columns of one name.
-pub fn check_columns(bands: &[Band], format: Format) -> Result<(), String> {
+pub fn check_columns(bands: &[Band], format: Format) -> Result<(), crate::Error> {
     let cols = columns(bands);
     for b in bands {
         for col in [format!("{}_power", b.name), format!("{}_rel", b.name)] {
             if cols.iter().filter(|(n, _)| *n == col).count() > 1 {
-                return Err(format!(
+                return Err(crate::Error::bad(format!(
                     "bands.{}: its column '{col}' is also the name of another column of the \
                      --format {} table; rename the band",
                     b.name,
                     format.name()
-                ));
+                )));
             }
         }
     }
@@ -626,6 +626,8 @@ mod tests {
         };
         assert!(check_columns(&ProcessingConfig::default().bands, Format::Csv).is_ok());
         let e = check_columns(&[band("slow"), band("total")], Format::Parquet).unwrap_err();
+        assert!(e.is_bad_input());
+        let e = e.to_string();
         assert!(
             e.starts_with("bands.total: its column 'total_power'"),
             "{e}"

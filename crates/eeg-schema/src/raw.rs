@@ -10,6 +10,9 @@ use std::fmt;
 /// The `schema` value of a raw batch.
 pub const RAW_SCHEMA: &str = "eeg.raw/1";
 
+/// The units a batch may be in, as its error messages list them.
+pub(crate) const UNITS_EXPECTED: &str = "\"uV\" (or \"µV\", \"μV\"), \"mV\" or \"V\"";
+
 mod fast;
 
 /// Longest `session_id`, `device_id` or `user_id`, in bytes.
@@ -693,7 +696,7 @@ impl<'de> DeserializeSeed<'de> for UnitsSeed {
 impl<'de> Visitor<'de> for UnitsSeed {
     type Value = Result<Units, Unexpected>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"uV\", \"mV\" or \"V\"")
+        f.write_str(UNITS_EXPECTED)
     }
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Ok(Units::Microvolts))
@@ -803,7 +806,7 @@ impl<'de> Visitor<'de> for RawSeed<'_, '_> {
             Err(Unexpected(got)) => {
                 return Err(ctx.fail(field(
                     "units",
-                    format!("expected \"uV\", \"mV\" or \"V\", got {got}"),
+                    format!("expected {UNITS_EXPECTED}, got {got}"),
                 )));
             }
         };

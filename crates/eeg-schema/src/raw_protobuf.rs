@@ -320,7 +320,11 @@ pub fn decode_raw_protobuf(bytes: &[u8], limits: &Limits) -> Result<RawBatch, Sc
         name => RawUnits::from_name(name).ok_or_else(|| {
             field(
                 "units",
-                format!("expected \"uV\", \"mV\" or \"V\", got {}", quote(name)),
+                format!(
+                    "expected {}, got {}",
+                    crate::raw::UNITS_EXPECTED,
+                    quote(name)
+                ),
             )
         })?,
     };
@@ -332,17 +336,17 @@ pub fn decode_raw_protobuf(bytes: &[u8], limits: &Limits) -> Result<RawBatch, Sc
             let bps = d.bytes_per_sample;
             if !(2..=4).contains(&bps) {
                 return Err(field(
-                    "samples",
-                    format!("digital bytes_per_sample must be 2, 3 or 4, got {bps}"),
+                    "digital.bytes_per_sample",
+                    format!("must be 2, 3 or 4, got {bps}"),
                 ));
             }
             // 2..=4 fits any usize.
             let bps = bps as usize;
             if !d.data.len().is_multiple_of(bps) {
                 return Err(field(
-                    "samples",
+                    "digital.data",
                     format!(
-                        "digital data has {} bytes, not a multiple of bytes_per_sample {bps}",
+                        "has {} bytes, not a multiple of bytes_per_sample {bps}",
                         d.data.len()
                     ),
                 ));
@@ -379,8 +383,8 @@ pub fn decode_raw_protobuf(bytes: &[u8], limits: &Limits) -> Result<RawBatch, Sc
     let to_uv = units.to_microvolts();
     let samples = match samples {
         wire::Samples::Digital(d) => {
-            check_per_channel("scale", &d.scale, &msg.channels)?;
-            check_per_channel("offset", &d.offset, &msg.channels)?;
+            check_per_channel("digital.scale", &d.scale, &msg.channels)?;
+            check_per_channel("digital.offset", &d.offset, &msg.channels)?;
             let mut out = Vec::with_capacity(values);
             match d.bytes_per_sample {
                 2 => scale_digital::<2>(&d, per_channel, to_uv, &mut out),
@@ -494,13 +498,17 @@ fn count_channel_names(mut buf: &[u8]) -> usize {
     n
 }
 
-/// `scale` or `offset` of a digital batch: one finite value per channel.
-fn check_per_channel(name: &str, values: &[f64], channels: &[String]) -> Result<(), SchemaError> {
+/// `digital.scale` or `digital.offset` of a batch: one finite value per channel.
+fn check_per_channel(
+    name: &'static str,
+    values: &[f64],
+    channels: &[String],
+) -> Result<(), SchemaError> {
     if values.len() != channels.len() {
         return Err(field(
-            "samples",
+            name,
             format!(
-                "digital {name} has {} values, expected {} (one per channel)",
+                "has {} values, expected {} (one per channel)",
                 values.len(),
                 channels.len()
             ),
@@ -508,9 +516,9 @@ fn check_per_channel(name: &str, values: &[f64], channels: &[String]) -> Result<
     }
     if let Some(c) = values.iter().position(|v| !v.is_finite()) {
         return Err(field(
-            "samples",
+            name,
             format!(
-                "digital {name} of channel {c} ({}) is {}, must be a finite number",
+                "channel {c} ({}) is {}, must be a finite number",
                 quote(&channels[c]),
                 values[c]
             ),
@@ -619,16 +627,16 @@ pub fn encode_raw_protobuf(
             4 => (i32::MIN, i32::MAX),
             bps => {
                 return Err(field(
-                    "samples",
-                    format!("digital bytes_per_sample must be 2, 3 or 4, got {bps}"),
+                    "digital.bytes_per_sample",
+                    format!("must be 2, 3 or 4, got {bps}"),
                 ));
             }
         };
         if let Some(i) = data.iter().position(|v| !(lo..=hi).contains(v)) {
             return Err(field(
-                "samples",
+                "digital.data",
                 format!(
-                    "digital value {} at index {i} does not fit in {bytes_per_sample} bytes ({lo}..={hi})",
+                    "value {} at index {i} does not fit in {bytes_per_sample} bytes ({lo}..={hi})",
                     data[i]
                 ),
             ));

@@ -375,7 +375,7 @@ fn schema_must_be_eeg_raw_1() {
 fn units_must_be_known() {
     assert_eq!(
         err(&with("units", s("nV"))),
-        "field 'units': expected \"uV\", \"mV\" or \"V\", got \"nV\""
+        "field 'units': expected \"uV\" (or \"µV\", \"μV\"), \"mV\" or \"V\", got \"nV\""
     );
     assert_eq!(RawUnits::from_name("nV"), None);
     assert_eq!(RawUnits::from_name("uv"), None);
@@ -392,7 +392,7 @@ fn bytes_per_sample_must_be_2_3_or_4() {
         let m = with("digital", digital(bps, &[0; 40], &[0.1; 4], &[0.0; 4]));
         assert_eq!(
             err(&m),
-            format!("field 'samples': digital bytes_per_sample must be 2, 3 or 4, got {bps}")
+            format!("field 'digital.bytes_per_sample': must be 2, 3 or 4, got {bps}")
         );
     }
 }
@@ -402,7 +402,7 @@ fn digital_data_must_be_whole_samples() {
     let m = with("digital", digital(3, &[0; 25], &[0.1; 4], &[0.0; 4]));
     assert_eq!(
         err(&m),
-        "field 'samples': digital data has 25 bytes, not a multiple of bytes_per_sample 3"
+        "field 'digital.data': has 25 bytes, not a multiple of bytes_per_sample 3"
     );
 }
 
@@ -430,15 +430,15 @@ fn scale_and_offset_need_one_value_per_channel() {
     let data = i24(&[1; 8]);
     assert_eq!(
         err(&with("digital", digital(3, &data, &[0.1; 3], &[0.0; 4]))),
-        "field 'samples': digital scale has 3 values, expected 4 (one per channel)"
+        "field 'digital.scale': has 3 values, expected 4 (one per channel)"
     );
     assert_eq!(
         err(&with("digital", digital(3, &data, &[0.1; 4], &[0.0; 5]))),
-        "field 'samples': digital offset has 5 values, expected 4 (one per channel)"
+        "field 'digital.offset': has 5 values, expected 4 (one per channel)"
     );
     assert_eq!(
         err(&with("digital", digital(3, &data, &[], &[]))),
-        "field 'samples': digital scale has 0 values, expected 4 (one per channel)"
+        "field 'digital.scale': has 0 values, expected 4 (one per channel)"
     );
 }
 
@@ -450,14 +450,14 @@ fn scale_and_offset_must_be_finite() {
             "digital",
             digital(3, &data, &[0.1, f64::NAN, 0.1, 0.1], &[0.0; 4])
         )),
-        "field 'samples': digital scale of channel 1 (\"AF7\") is NaN, must be a finite number"
+        "field 'digital.scale': channel 1 (\"AF7\") is NaN, must be a finite number"
     );
     assert_eq!(
         err(&with(
             "digital",
             digital(3, &data, &[0.1; 4], &[0.0, 0.0, 0.0, f64::NEG_INFINITY])
         )),
-        "field 'samples': digital offset of channel 3 (\"TP10\") is -inf, must be a finite number"
+        "field 'digital.offset': channel 3 (\"TP10\") is -inf, must be a finite number"
     );
 }
 
@@ -754,7 +754,7 @@ fn encoder_rejects_what_it_cannot_write() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "field 'samples': digital bytes_per_sample must be 2, 3 or 4, got 5"
+        "field 'digital.bytes_per_sample': must be 2, 3 or 4, got 5"
     );
     for (bps, value, range) in [
         (2, 32_768, "-32768..=32767"),
@@ -776,7 +776,7 @@ fn encoder_rejects_what_it_cannot_write() {
         assert_eq!(
             e.to_string(),
             format!(
-                "field 'samples': digital value {value} at index 1 does not fit in {bps} bytes ({range})"
+                "field 'digital.data': value {value} at index 1 does not fit in {bps} bytes ({range})"
             )
         );
     }

@@ -127,11 +127,11 @@ fn units_are_converted_to_microvolts() {
     }
     assert_eq!(
         err(&with("units", "\"mmHg\"")),
-        "field 'units': expected \"uV\", \"mV\" or \"V\", got \"mmHg\""
+        "field 'units': expected \"uV\" (or \"µV\", \"μV\"), \"mV\" or \"V\", got \"mmHg\""
     );
     assert_eq!(
         err(&with("units", "\"uv\"")),
-        "field 'units': expected \"uV\", \"mV\" or \"V\", got \"uv\""
+        "field 'units': expected \"uV\" (or \"µV\", \"μV\"), \"mV\" or \"V\", got \"uv\""
     );
     assert!(err(&with("units", "1")).starts_with("field 'units': invalid type"));
 }
