@@ -1293,3 +1293,54 @@ fn an_output_in_a_missing_directory_names_the_directory() {
     }
     assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
 }
+
+/// The README's synopsis names every command and every flag `--help` lists, so that it stays
+/// true as flags come and go.
+#[test]
+fn the_readme_synopsis_names_every_command_and_flag() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let synopsis = readme
+        .split("## Command line\n```\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a synopsis under ## Command line");
+    let help = |args: &[&str]| {
+        let o = eeg(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let commands: Vec<String> = help(&["--help"])
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 7, "{commands:?}");
+    for command in &commands {
+        assert!(
+            synopsis.contains(&format!("eeg-pipeline {command} ")),
+            "the synopsis lacks the command {command}"
+        );
+        for line in help(&[command, "--help"]).lines() {
+            // Flag lines: `  -q, --quiet  ...` or `      --out <FILE>  ...`.
+            let line = line.trim_start();
+            if !line.starts_with('-') {
+                continue;
+            }
+            let Some(at) = line.find("--") else { continue };
+            let name: String = line[at..]
+                .chars()
+                .take_while(|c| *c == '-' || c.is_ascii_alphanumeric())
+                .collect();
+            if name == "--help" || name == "--version" {
+                continue;
+            }
+            assert!(
+                synopsis.contains(&format!("{name} ")) || synopsis.contains(&format!("{name}]")),
+                "the synopsis lacks {command} {name}"
+            );
+        }
+    }
+}
