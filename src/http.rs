@@ -1,5 +1,6 @@
 //! The service's HTTP endpoints: `/health/live`, `/health/ready`, `/health`, `/metrics`,
-//! and (unless `HTTP_UI=off`) `/sessions` and the `/ui` page that reads it.
+//! and (unless `HTTP_UI=off`) `/sessions`, `/sessions/trend` and the `/ui` page that reads
+//! them.
 //! They listen before any Kafka connection is tried, so an orchestrator always gets an
 //! answer, and the answer says why the service is not ready.
 
@@ -53,6 +54,7 @@ pub fn serve(
                         if app.stats.live.enabled() {
                             router = router
                                 .route("/sessions", get(sessions))
+                                .route("/sessions/trend", get(trend))
                                 .route("/ui", get(ui));
                         }
                         let router = router.with_state(app);
@@ -105,26 +107,81 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
     )
 }
 
-/// Most sessions one `/sessions` page holds.
+/// Most sessions one `/sessions` page or `/sessions/trend` answer holds.
 const MAX_PAGE: usize = 200;
 
-/// `/sessions?offset=N&limit=M`: the active sessions, most recently updated first, each with
-/// its latest record.
+/// `/sessions?offset=N&limit=M[&latest=false]`: the active sessions, most recently updated
+/// first, each with its latest record as published (left out with `latest=false`).
 async fn sessions(State(app): State<App>, RawQuery(query): RawQuery) -> impl IntoResponse {
     let mut offset = 0;
     let mut limit = 20;
-    for pair in query.as_deref().unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match (k, v.parse::<usize>()) {
+    let mut latest = true;
+    for (k, v) in query_pairs(query.as_deref().unwrap_or("")) {
+        match (k.as_str(), v.parse::<usize>()) {
             ("offset", Ok(n)) => offset = n,
             ("limit", Ok(n)) => limit = n.min(MAX_PAGE),
+            ("latest", _) => latest = !matches!(v.as_str(), "false" | "0"),
             _ => {}
         }
     }
     (
         [(header::CONTENT_TYPE, "application/json")],
-        app.stats.live.page(offset, limit).to_string(),
+        app.stats.live.page(offset, limit, latest),
     )
+}
+
+/// `/sessions/trend?session=ID&since=N[&session=ID2&since=N2...]`: for each session, its
+/// trend's windows and trigger events numbered above its `since` (default 0: all kept).
+async fn trend(State(app): State<App>, RawQuery(query): RawQuery) -> impl IntoResponse {
+    let mut asks: Vec<(String, u64)> = Vec::new();
+    for (k, v) in query_pairs(query.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "session" if asks.len() < MAX_PAGE => asks.push((v, 0)),
+            "since" => {
+                if let (Some(last), Ok(n)) = (asks.last_mut(), v.parse()) {
+                    last.1 = n;
+                }
+            }
+            _ => {}
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.stats.live.trend(&asks),
+    )
+}
+
+/// The `key=value` pairs of a query string, percent-decoded (`+` is a space), in order.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 /// A live view of the sessions for a person: one self-contained page, no external assets.
@@ -155,4 +212,30 @@ pub fn healthcheck(addr: SocketAddr) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded_in_order() {
+        let pairs = query_pairs("session=a%20b&since=12&session=c%2Bd+e&since=&x&%zz=%4");
+        let want = [
+            ("session", "a b"),
+            ("since", "12"),
+            ("session", "c+d e"),
+            ("since", ""),
+            ("x", ""),
+            ("%zz", "%4"),
+        ];
+        let got: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(query_pairs(""), []);
+        // Bytes that are not UTF-8 do not fail the request.
+        assert_eq!(query_pairs("s=%ff")[0].1, "\u{fffd}");
+    }
 }
