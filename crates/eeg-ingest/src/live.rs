@@ -8,15 +8,16 @@
 //! not seen yet.
 //!
 //! Memory is bounded whatever the number of sessions and channels:
-//! - at most [`LiveSessions::CAPACITY`] sessions (the least recently updated goes first), each
-//!   with one record: at most 10,000 times the size of a record (about 450 bytes a channel
-//!   at five bands: 20 MB at 4 channels, 290 MB at 64);
+//! - at most [`LiveSessions::CAPACITY`] sessions and at most [`LiveSessions::LATEST_BYTES`] of
+//!   latest records (the least recently updated sessions go first): 64 MiB, 10,000 sessions
+//!   of 4 channels (2 KB a record at five bands) or 2,300 of 64 channels (29 KB);
 //! - at most [`LiveSessions::TREND_SESSIONS`] trends, each with at most
 //!   [`LiveSessions::TREND_WINDOWS`] windows and at most [`LiveSessions::TREND_BYTES`] of
-//!   numbers (a window of more channels than fit gets fewer windows, one at least), names of
-//!   at most 1,024 channels of 64 bytes and of its bands, and [`LiveSessions::TREND_EVENTS`]
-//!   events of at most 4 KiB: 64 × (1 MiB + 64 KiB + 80 KiB) = 72 MiB in the worst case
-//!   (1,024-channel sessions); 4.5 MB for 64 sessions of 4 channels and five bands.
+//!   numbers (a window of more channels than fit gets fewer windows: at the limits of a raw
+//!   batch, 1,024 channels and 32 bands, 3 windows of 271 KB), the names of at most 1,024
+//!   channels of 64 bytes (88 KiB with their headers) and [`LiveSessions::TREND_EVENTS`]
+//!   events of at most 4 KiB: 64 × (1 MiB + 88 KiB + 81 KiB) = 75 MiB in the worst case,
+//!   61 MB for 64 sessions of 64 channels, 4.5 MB for 64 sessions of 4 channels.
 //!
 //! It is a view, never a source of truth: nothing here takes part in delivery.
 
@@ -38,6 +39,8 @@ pub struct LiveSessions {
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
+    /// The bytes the entries' latest records take.
+    latest_bytes: usize,
     /// The sessions that have a trend: at most `TREND_SESSIONS`, each also in `entries`.
     trends: HashMap<String, Trend>,
     /// The number of the last window or event put in any trend: numbers grow over the
@@ -67,6 +70,10 @@ impl Default for LiveSessions {
 impl LiveSessions {
     /// Most sessions kept.
     pub const CAPACITY: usize = 10_000;
+    /// Most bytes of latest records kept, all sessions together; beyond, the least recently
+    /// updated sessions go until a tenth of it is free (so that a registry over its budget
+    /// sorts its sessions once in a while, not at every record).
+    pub const LATEST_BYTES: usize = 64 << 20;
     /// Most sessions with a trend at a time: five pages of the `/ui` page's twelve.
     pub const TREND_SESSIONS: usize = 64;
     /// Most windows in a trend: 5 minutes at the default hop of 1 s, what a person watching
@@ -272,39 +279,81 @@ impl Inner {
             e.partition = partition;
             e.windows += 1;
             e.updated = now;
+            self.latest_bytes -= e.latest.capacity();
             e.latest.clear();
             e.latest.extend_from_slice(record);
+            self.latest_bytes += e.latest.capacity();
+        } else {
+            if self.entries.len() >= LiveSessions::CAPACITY {
+                self.prune(now, idle);
+                if self.entries.len() >= LiveSessions::CAPACITY
+                    && let Some(oldest) = self
+                        .entries
+                        .iter()
+                        .min_by_key(|(_, e)| e.updated)
+                        .map(|(k, _)| k.clone())
+                {
+                    self.remove(&oldest);
+                }
+            }
+            self.latest_bytes += record.len();
+            self.entries.insert(
+                id.to_string(),
+                Entry {
+                    partition,
+                    windows: 1,
+                    first: now,
+                    updated: now,
+                    latest: record.to_vec(),
+                },
+            );
+        }
+        if self.latest_bytes > LiveSessions::LATEST_BYTES {
+            self.prune(now, idle);
+            self.shed(id);
+        }
+    }
+
+    /// Drops the least recently updated sessions but `keep` until the latest records take a
+    /// tenth less than their budget.
+    fn shed(&mut self, keep: &str) {
+        let goal = LiveSessions::LATEST_BYTES - LiveSessions::LATEST_BYTES / 10;
+        if self.latest_bytes <= goal {
             return;
         }
-        if self.entries.len() >= LiveSessions::CAPACITY {
-            self.prune(now, idle);
-            if self.entries.len() >= LiveSessions::CAPACITY
-                && let Some(oldest) = self
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.updated)
-                    .map(|(k, _)| k.clone())
-            {
-                self.entries.remove(&oldest);
-                self.trends.remove(&oldest);
+        let mut order: Vec<(Instant, String)> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.as_str() != keep)
+            .map(|(k, e)| (e.updated, k.clone()))
+            .collect();
+        order.sort_unstable();
+        for (_, id) in order {
+            if self.latest_bytes <= goal {
+                break;
             }
+            self.remove(&id);
         }
-        self.entries.insert(
-            id.to_string(),
-            Entry {
-                partition,
-                windows: 1,
-                first: now,
-                updated: now,
-                latest: record.to_vec(),
-            },
-        );
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(e) = self.entries.remove(id) {
+            self.latest_bytes -= e.latest.capacity();
+        }
+        self.trends.remove(id);
     }
 
     /// Drops the sessions not updated within `idle`, and their trends.
     fn prune(&mut self, now: Instant, idle: Duration) {
-        self.entries
-            .retain(|_, e| now.duration_since(e.updated) < idle);
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            let keep = now.duration_since(e.updated) < idle;
+            if !keep {
+                freed += e.latest.capacity();
+            }
+            keep
+        });
+        self.latest_bytes -= freed;
         let entries = &self.entries;
         self.trends.retain(|id, _| entries.contains_key(id));
     }
@@ -1200,6 +1249,39 @@ mod tests {
         assert!(!kept.entries.contains_key("s0") && kept.entries.contains_key("s5"));
         assert!(kept.trends.len() <= LiveSessions::TREND_SESSIONS);
         assert!(kept.trends.keys().all(|k| kept.entries.contains_key(k)));
+    }
+
+    #[test]
+    fn the_latest_records_stay_within_their_bytes() {
+        let live = LiveSessions::new(true, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        // Records of 1 MB (as large as a producer takes by default), 100 sessions.
+        let pad = format!("\"{}\"", "x".repeat(1 << 20));
+        let big = |id: &str| format!("{{\"session_id\":\"{id}\",\"pad\":{pad}}}").into_bytes();
+        for i in 0..100 {
+            let id = format!("s{i:03}");
+            live.record_at(0, id.as_bytes(), &big(&id), t0 + Duration::from_millis(i));
+        }
+        let inner = live.lock();
+        let held: usize = inner.entries.values().map(|e| e.latest.capacity()).sum();
+        assert_eq!(inner.latest_bytes, held);
+        assert!(held <= LiveSessions::LATEST_BYTES, "{held}");
+        // The most recently updated stayed, the least recently updated went, with their
+        // trends.
+        assert!(inner.entries.contains_key("s099") && !inner.entries.contains_key("s000"));
+        let n = inner.entries.len();
+        assert!((50..64).contains(&n), "{n}");
+        let oldest_kept = (0..100).find(|i| inner.entries.contains_key(&format!("s{i:03}")));
+        assert_eq!(oldest_kept, Some(100 - n));
+        assert!(inner.trends.keys().all(|k| inner.entries.contains_key(k)));
+        drop(inner);
+        // A session leaving on its own gives its bytes back.
+        let later = t0 + Duration::from_secs(3600);
+        live.record_at(0, b"s099", &rec("s099", 0), later);
+        let _ = live.page_at(0, 1, false, later + Duration::from_millis(200));
+        let inner = live.lock();
+        assert_eq!(inner.entries.len(), 1);
+        assert_eq!(inner.latest_bytes, inner.entries["s099"].latest.capacity());
     }
 
     #[test]
