@@ -119,13 +119,13 @@ const Page = (() => {
     return new Date(ms).toISOString().slice(0, 10) + " " + utcTime(ms);
   }
 
-  /* A duration in seconds for a person: "4.2 s", "3 min 05 s", "2 h 03 min". */
+  /* A duration in seconds for a person: "4.2 s", "3 min 05 s", "5 min", "2 h 03 min". */
   function duration(s) {
     if (!isFinite(s)) return "–";
     if (s < 10) return s.toFixed(1) + " s";
     if (s < 60) return Math.round(s) + " s";
-    const m = Math.floor(s / 60);
-    if (m < 60) return m + " min " + pad(Math.floor(s % 60)) + " s";
+    const m = Math.floor(s / 60), rest = Math.floor(s % 60);
+    if (m < 60) return m + " min" + (rest ? " " + pad(rest) + " s" : "");
     return Math.floor(m / 60) + " h " + pad(m % 60) + " min";
   }
 
@@ -205,16 +205,19 @@ const Page = (() => {
     g.textAlign = "right";
     g.fillText("UTC", f.right, f.bottom + 3);
     const room = f.right - g.measureText("UTC").width - 6;
+    let free = -Infinity;
+    g.textAlign = "left";
     for (const [t, label] of ticks) {
       const x = Math.round(f.x(t)) + 0.5;
       if (grid !== false) {
         g.strokeStyle = p.grid;
         g.beginPath(); g.moveTo(x, f.top); g.lineTo(x, f.bottom); g.stroke();
       }
-      const half = g.measureText(label).width / 2;
-      if (x + half > room) continue;
-      g.textAlign = x - half < f.left ? "left" : "center";
-      g.fillText(label, g.textAlign === "left" ? f.left : x, f.bottom + 3);
+      /* Centred under its tick, inside the frame, never over the label before it. */
+      const w = g.measureText(label).width, at = Math.max(f.left, x - w / 2);
+      if (at + w > room || at < free) continue;
+      g.fillText(label, at, f.bottom + 3);
+      free = at + w + 8;
     }
   }
 

@@ -533,4 +533,19 @@ mod tests {
         assert_eq!(dom.matches("<canvas data-chart=\"indices\"").count(), 11);
         assert!((1..11).contains(&drawn), "{drawn} drawn");
     }
+
+    #[test]
+    fn with_no_session_the_page_says_so() {
+        let (addr, _stats) = serve_sessions(&[], 4);
+        let dom = chromium_dom(&format!("http://{addr}/ui"), 2000, 1000);
+        let body = dom.find("<body").unwrap();
+        assert_eq!(attribute(&dom, body, "data-errors"), "", "{dom}");
+        assert_eq!(attribute(&dom, body, "data-rendered"), "true");
+        assert_eq!(attribute(&dom, body, "data-sessions"), "0");
+        assert!(dom.contains(
+            "<div id=\"empty\">No active session: no record published in the last 5 min.</div>"
+        ));
+        assert!(dom.contains("0 active sessions · updated <span id=\"clock\">"));
+        assert!(!dom.contains("<section"));
+    }
 }
