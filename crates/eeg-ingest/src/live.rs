@@ -9,8 +9,8 @@
 //!
 //! Memory is bounded whatever the number of sessions and channels:
 //! - at most [`LiveSessions::CAPACITY`] sessions and at most [`LiveSessions::LATEST_BYTES`] of
-//!   latest records (the least recently updated sessions go first): 64 MiB, 10,000 sessions
-//!   of 4 channels (2 KB a record at five bands) or 2,300 of 64 channels (29 KB);
+//!   latest records (the least recently updated sessions go first): 64 MiB holds 10,000
+//!   sessions of 4 channels (2.5 KB a record at five bands), about 1,900 of 64 (35 KB);
 //! - at most [`LiveSessions::TREND_SESSIONS`] trends, each with at most
 //!   [`LiveSessions::TREND_WINDOWS`] windows and at most [`LiveSessions::TREND_BYTES`] of
 //!   numbers (a window of more channels than fit gets fewer windows: at the limits of a raw
