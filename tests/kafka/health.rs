@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// The DOM of `url` after its scripts ran, from Debian's headless Chromium (which `.ci/run`
-/// installs).
+/// installs), in a window tall enough for every card the page draws here.
 fn chromium_dom(url: &str) -> String {
     let out = Command::new("chromium")
         .args([
             "--headless=new",
             "--no-sandbox",
             "--disable-gpu",
+            "--window-size=1400,2000",
             "--virtual-time-budget=5000",
             "--dump-dom",
             url,
@@ -28,12 +29,34 @@ fn chromium_dom(url: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The value of attribute `name` of the tag that starts at `at`.
+fn attribute<'a>(dom: &'a str, at: usize, name: &str) -> &'a str {
+    let tag = &dom[at..at + dom[at..].find('>').unwrap()];
+    let start = tag
+        .find(&format!(" {name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + name.len()
+        + 3;
+    &tag[start..start + tag[start..].find('"').unwrap()]
+}
+
 #[test]
 fn the_live_page_shows_the_active_sessions_and_can_be_switched_off() {
     let t = Topics::create("ui");
     let fixture = fixture();
     let f = fixture.to_str().unwrap();
-    let service = Service::start(&t, "a");
+    // Bands in an order that is not alphabetical (nor the default one), and a rule that
+    // fires on every session's first window.
+    let bands = ["gamma", "beta", "alpha", "theta", "delta"];
+    let config = std::env::temp_dir().join(format!("{}-ui.toml", t.group));
+    std::fs::write(
+        &config,
+        "[bands]\ngamma = [30.0, 45.0]\nbeta = [13.0, 30.0]\nalpha = [8.0, 13.0]\n\
+         theta = [4.0, 8.0]\ndelta = [1.0, 4.0]\n\n[[triggers]]\nid = \"signal_seen\"\n\
+         metric = \"quality.good_fraction\"\nop = \">=\"\nthreshold = 0.0\n",
+    )
+    .unwrap();
+    let service = Service::start_with(&t, "a", &[], &[("EEG_CONFIG", config.to_str().unwrap())]);
     let port = service.port;
     let addr = format!("127.0.0.1:{port}");
     // Two sessions, about 14 s of replay.
@@ -58,15 +81,56 @@ fn the_live_page_shows_the_active_sessions_and_can_be_switched_off() {
     }
     // A person's view, drawn in a real browser while the sessions stream.
     let dom = chromium_dom(&format!("http://{addr}/ui"));
-    assert!(dom.contains("data-rendered=\"true\""), "{dom}");
-    assert!(dom.contains("data-errors=\"\""), "{dom}");
-    assert!(dom.contains("data-sessions=\"2\""), "{dom}");
+    let body = dom.find("<body").unwrap();
+    assert_eq!(attribute(&dom, body, "data-errors"), "", "{dom}");
+    assert_eq!(attribute(&dom, body, "data-rendered"), "true", "{dom}");
+    assert_eq!(attribute(&dom, body, "data-sessions"), "2", "{dom}");
     for id in ["ui-1", "ui-2"] {
-        assert!(dom.contains(&format!("data-session=\"{id}\"")), "{dom}");
+        let at = dom.find(&format!("data-session=\"{id}\"")).unwrap();
+        let at = dom[..at].rfind('<').unwrap();
+        assert_eq!(attribute(&dom, at, "data-trend"), "true", "{id}");
+        let card = &dom[at..at + dom[at..].find("</section>").unwrap()];
+        // Every chart drew the windows the service had kept: three at least.
+        let charts: Vec<(&str, u64)> = card
+            .match_indices("<canvas ")
+            .map(|(i, _)| {
+                let kind = attribute(card, i, "data-chart");
+                (kind, attribute(card, i, "data-points").parse().unwrap())
+            })
+            .collect();
+        let kinds: Vec<&str> = charts.iter().map(|c| c.0).collect();
+        assert_eq!(kinds, ["indices", "quality", "power"], "{id}");
+        assert!(charts.iter().all(|c| c.1 >= 3), "{id}: {charts:?}");
+        // The rule fired on the first window: listed, at its time in UTC.
+        let events = card.find("data-events=").unwrap();
+        assert_eq!(
+            attribute(card, card[..events].rfind('<').unwrap(), "data-events"),
+            "1"
+        );
+        assert!(card.contains("<b>signal_seen</b>"), "{card}");
+        assert!(card.contains(" UTC</time>"), "{card}");
+        // One channel: one row, its five bands in the config's order.
+        assert_eq!(card.matches("class=\"channel\"").count(), 1, "{id}");
+        let titles: Vec<usize> = bands
+            .iter()
+            .map(|b| card.find(&format!("<span title=\"{b} ")).unwrap())
+            .collect();
+        assert!(titles.is_sorted(), "{id}: bands out of order");
     }
-    // One channel per session: one row each, with its five band segments.
-    assert_eq!(dom.matches("class=\"channel\"").count(), 2, "{dom}");
-    assert!(dom.matches("<span title=\"alpha ").count() >= 2, "{dom}");
+    // The legend lists the bands in the config's order too.
+    let legend = &dom[dom.find("id=\"bands-legend\"").unwrap()..];
+    let legend = &legend[..legend.find("</div>").unwrap()];
+    let order: Vec<usize> = bands
+        .iter()
+        .map(|b| legend.find(&format!(">{b}<")).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{legend}");
+    // The clock is UTC.
+    let clock = &dom[dom.find("id=\"clock\">").unwrap() + 11..];
+    assert!(
+        clock[..clock.find('<').unwrap()].ends_with(" UTC"),
+        "{clock}"
+    );
     assert!(player.wait().unwrap().success());
 
     // After the replay, each session's latest record is the last one it published.
@@ -85,11 +149,24 @@ fn the_live_page_shows_the_active_sessions_and_can_be_switched_off() {
         let last = got
             .iter()
             .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
-            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
-            .max_by_key(|v| v["window_index"].as_u64())
+            .max_by_key(|r| window_index(&r.payload))
             .unwrap();
-        assert_eq!(s["latest"], last, "{id}");
+        // Byte for byte as published: its bands in the config's order.
+        let published = std::str::from_utf8(&last.payload).unwrap();
+        assert!(
+            body.contains(&format!("\"latest\":{published}}}")),
+            "{id}: {body}"
+        );
         assert_eq!(s["windows"].as_u64(), Some(want as u64), "{id}");
+        // Its trend: the last 300 windows, the last one the latest record's.
+        let (_, trend) = http_get(port, &format!("/sessions/trend?session={id}&since=0")).unwrap();
+        let trend: serde_json::Value = serde_json::from_str(&trend).unwrap();
+        let trend = &trend["sessions"][0];
+        assert_eq!(trend["bands"], serde_json::json!(bands), "{id}");
+        let windows = trend["windows"].as_array().unwrap();
+        assert_eq!(windows.len(), 300, "{id}");
+        assert_eq!(windows[299]["end_ms"], s["latest"]["end_ms"], "{id}");
+        assert_eq!(trend["triggers"][0]["event"]["rule_id"], "signal_seen");
     }
     // No session id ever appears in the metrics.
     let (_, metrics) = http_get(port, "/metrics").unwrap();
