@@ -243,6 +243,16 @@ fn the_image_checks_its_own_health_and_runs_unprivileged() {
     assert_ne!(user.trim(), "root");
     assert_ne!(user.trim(), "0");
     assert!(runtime.contains("ca-certificates"));
+    // The service image signs MSK IAM tokens and is built fully optimised.
+    let build = lines
+        .iter()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build");
+    assert!(
+        build.contains("--features msk-iam") && build.contains("--profile dist"),
+        "{build}"
+    );
+    assert!(joined.contains("COPY --from=build /src/target/dist/eeg-pipeline"));
 }
 
 #[test]
@@ -264,15 +274,15 @@ fn the_github_workflow_runs_what_ci_runs() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     for wanted in [
         "cargo fmt --all -- --check",
-        "cargo clippy --workspace --all-targets --locked -- -D warnings",
-        "cargo clippy --locked --no-default-features --bin eeg-pipeline -- -D warnings",
+        "cargo clippy --workspace --all-targets --locked --features msk-iam -- -D warnings",
+        "cargo clippy --locked --bin eeg-pipeline -- -D warnings",
         "scripts/broker install",
         "redis-server redis-tools",
         "scripts/redis start --port",
         "scripts/redis cluster --ports",
         "--tls",
         "packages+=(chromium)",
-        "cargo test --workspace --release --locked",
+        "cargo test --workspace --release --locked --features msk-iam",
         "--features sim-canary --test sim",
         "cargo bench --workspace --no-run --locked",
         "valgrind",

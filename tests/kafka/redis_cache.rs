@@ -69,6 +69,8 @@ impl Target {
     }
 
     fn certs(&self) -> Option<redis::TlsCertificates> {
+        // A build with MSK IAM has two TLS providers: rustls needs one named.
+        eeg_redis::use_ring_for_tls();
         self.ca.as_ref().map(|p| redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(std::fs::read(p).unwrap()),

@@ -32,6 +32,14 @@ pub use keys::{Keys, slot};
 use config::read_ca;
 use shared::{Shared, State, Update};
 
+/// Makes ring the process's TLS crypto provider, unless one is set already. rustls picks a
+/// provider by itself only when it was built with exactly one, and a build with MSK IAM also
+/// has the AWS SDK's; a TLS client made before this would panic. Call it before making a
+/// Redis client of your own (tests do).
+pub fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The Redis cache of a running service. Cloning the `Arc` shares it.
 #[derive(Debug)]
 pub struct RedisCache {
@@ -43,6 +51,7 @@ impl RedisCache {
     /// Checks the settings and starts the writer thread, which connects in the background:
     /// Redis being down or slow never delays the service's start.
     pub fn start(config: RedisConfig) -> Result<Arc<RedisCache>, ConfigError> {
+        use_ring_for_tls();
         let keys = Keys::new(&config.key_prefix)?;
         if config.queue == 0 {
             return Err(ConfigError::Zero {
