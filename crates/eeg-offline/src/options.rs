@@ -91,3 +91,27 @@ pub struct Outputs {
     /// The HTML report.
     pub report: Option<Target>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_is_named_by_its_path_in_messages_and_by_its_file_name_in_a_title() {
+        let file = Input::File(PathBuf::from("/data/sub-01/eeg.edf"));
+        assert_eq!(file.name(), "/data/sub-01/eeg.edf");
+        assert_eq!(file.title(), "eeg.edf");
+        assert_eq!(Input::Stdin.name(), "<stdin>");
+        assert_eq!(Input::Stdin.title(), "standard input");
+        // A path with no file name (the root) is titled by the whole path.
+        assert_eq!(Input::File(PathBuf::from("/")).title(), "/");
+    }
+
+    #[test]
+    fn the_defaults_read_every_channel_and_session_on_one_thread() {
+        let o = Options::new(Input::Stdin);
+        assert_eq!(o.threads, 1);
+        assert!(o.channels.is_none() && o.session_id.is_none() && o.config_file.is_none());
+        assert_eq!(o.processing, ProcessingConfig::default());
+    }
+}
