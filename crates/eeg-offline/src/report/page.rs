@@ -5,7 +5,18 @@ use std::fmt::Write as _;
 
 use super::{Collector, ConfigMeta, MAX_POINTS, N_STATES, REASONS, Series};
 
-const TEMPLATE: &str = include_str!("../../assets/report.html");
+/// The page's template, in the repository's `assets/` beside the live page and what the two
+/// share; [`template`] puts the shared style and script into it.
+const TEMPLATE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../assets/report.html"
+));
+
+/// The template with the pages' shared style and script in it, made once.
+fn template() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| crate::pages::splice(TEMPLATE))
+}
 
 impl Collector {
     /// The whole page.
@@ -33,7 +44,7 @@ impl Collector {
             "maxPoints": MAX_POINTS,
             "sessions": self.sessions.iter().map(Series::data).collect::<Vec<_>>(),
         });
-        TEMPLATE
+        template()
             .replace("{{TITLE}}", &esc(title))
             .replace("{{BODY}}", &body)
             .replace("{{DATA}}", &script_json(&data))
