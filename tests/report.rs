@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
 
-use common::{assert_bad_input, eeg, fixture, long_edf, stderr};
+use common::{assert_bad_input, chromium, eeg, fixture, long_edf, stderr};
 
 /// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
@@ -26,21 +26,6 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect()
-}
-
-/// The Chromium binary: `$CHROMIUM`, else `chromium` on the PATH.
-fn chromium() -> String {
-    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "Chromium is needed to test the report (`{bin}` did not run): install it \
-         (Debian: apt-get install chromium; .ci/run does) or set CHROMIUM to its path"
-    );
-    bin
 }
 
 /// Chromium headless on `page`, offline: every host name fails to resolve.
