@@ -151,6 +151,11 @@ fn assert_drawn(page: &Path, records: &[Value], events: &[Value]) {
         "{}",
         r.body
     );
+    assert!(
+        attr(&r.body, "data-render-ms").is_some_and(|ms| ms.parse::<u64>().is_ok()),
+        "{}",
+        r.body
+    );
     let sessions = shape(records);
     assert_eq!(r.panels.len(), 5 * sessions.len(), "{:?}", r.panels);
     for (i, (id, channels, bands, indices)) in sessions.iter().enumerate() {
@@ -222,6 +227,19 @@ fn the_fixture_report_draws_every_panel_offline() {
         html.contains("not thinned"),
         "a short recording is shown whole"
     );
+    // The look of the live page: its style sheet (the palette) and script, whole.
+    assert!(html.contains(include_str!("../assets/page.css")));
+    assert!(html.contains(include_str!("../assets/page.js")));
+    // The time axes are UTC clock times, as on the live page, counted from the start of the
+    // first window, which the page states.
+    let data: Value = serde_json::from_str(data_block(&html)).expect("JSON data");
+    let start = data["sessions"][0]["startMs"].as_i64().expect("startMs");
+    let (y, m, d) = eeg_offline::time::civil_from_days(start.div_euclid(86_400_000));
+    let first = format!(
+        "<th>First window (UTC)</th><td>{y:04}-{m:02}-{d:02} {}</td>",
+        eeg_offline::time::clock_ms(start)
+    );
+    assert!(html.contains(&first), "{first}");
 
     // What the page should show, from `process` on the same file.
     let (records, events) = (dir.join("records.jsonl"), dir.join("events.jsonl"));
