@@ -221,17 +221,73 @@ const Page = (() => {
     }
   }
 
-  /* Round values of a log10 axis over [lo, hi] (log10 units): [log10 v, label]. */
-  function logTicks(lo, hi) {
-    const out = [];
-    const mult = hi - lo > 3 ? [1] : hi - lo > 1.2 ? [1, 3] : [1, 2, 5];
-    for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) {
-      for (const m of mult) {
-        const v = Math.log10(m) + d;
-        if (v >= lo - 1e-9 && v <= hi + 1e-9) out.push([v, fmt(Math.pow(10, v))]);
+  /* Round values of a log10 axis over [lo, hi] (log10 units): [log10 v, label], labels as
+     short as they can be ("1e-9", not "1.0e-9"). At most `most` of them when it is given:
+     then every decade, or every second, third… */
+  function logTicks(lo, hi, most) {
+    const at = (mult, every) => {
+      const out = [];
+      for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) {
+        if (d % every !== 0) continue;
+        for (const m of mult) {
+          const v = Math.log10(m) + d;
+          if (v >= lo - 1e-9 && v <= hi + 1e-9) out.push([v, fmt(Math.pow(10, v)).replace(".0e", "e")]);
+        }
       }
-    }
+      return out;
+    };
+    let out = at(hi - lo > 3 ? [1] : hi - lo > 1.2 ? [1, 3] : [1, 2, 5], 1);
+    for (let every = 1; most && out.length > most; every++) out = at([1], every);
     return out;
+  }
+
+  /* About `n` round values of a linear axis over [lo, hi]: [v, label]. */
+  function linearTicks(lo, hi, n) {
+    const raw = (hi - lo) / Math.max(1, n);
+    if (!(raw > 0) || !isFinite(raw)) return [];
+    const p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+    const step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+    const out = [];
+    for (let k = Math.ceil(lo / step); k * step <= hi + step * 1e-9; k++) out.push([k * step, fmt(k * step)]);
+    return out;
+  }
+
+  /* Draws the labels of a y axis left of frame `f` at `ticks` ([v, label], as from
+     logTicks or linearTicks), and their grid lines unless `grid` is false. */
+  function yAxis(g, f, ticks, grid) {
+    const p = colors();
+    g.lineWidth = 1;
+    g.textAlign = "right";
+    g.textBaseline = "middle";
+    g.fillStyle = p.muted;
+    g.strokeStyle = p.grid;
+    for (const [v, label] of ticks) {
+      const y = Math.round(f.y(v)) + 0.5;
+      if (grid !== false) { g.beginPath(); g.moveTo(f.left, y); g.lineTo(f.right, y); g.stroke(); }
+      g.fillText(label, f.left - 4, y);
+    }
+  }
+
+  /* The border of frame `f`. */
+  function outline(g, f) {
+    g.lineWidth = 1;
+    g.strokeStyle = colors().axis;
+    g.strokeRect(f.left + 0.5, f.top + 0.5, f.right - f.left - 1, f.bottom - f.top);
+  }
+
+  /* Trigger events across frame `f`: `marks` are [ms, fired] pairs; a fired event is a
+     solid line, a cleared one dashed. Those before the frame are left out. */
+  function triggerMarks(g, f, marks) {
+    const p = colors();
+    g.lineWidth = 1;
+    for (const [t, fired] of marks) {
+      const x = Math.round(f.x(t)) + 0.5;
+      if (x < f.left) continue;
+      g.strokeStyle = fired ? p.fired : p.cleared;
+      g.setLineDash(fired ? [] : [3, 3]);
+      g.beginPath(); g.moveTo(x, f.top); g.lineTo(x, f.bottom); g.stroke();
+    }
+    g.setLineDash([]);
   }
 
   /* A polyline of (xs[i], value(i)) in frame `f`; a value that is null or not finite, or
@@ -260,6 +316,6 @@ const Page = (() => {
     STATES, INDICES, colors, bandColor, qualityState,
     fmt, utcClock, utcTime, utcDateTime, duration,
     el, legend,
-    canvas, frame, timeTicks, timeAxis, logTicks, polyline,
+    canvas, frame, timeTicks, timeAxis, logTicks, linearTicks, yAxis, outline, triggerMarks, polyline,
   });
 })();

@@ -185,15 +185,12 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 /// The live page as served: `assets/live.html` with the pages' shared style and script
-/// (`assets/page.css`, `assets/page.js`) put in place of its markers, once. One
-/// self-contained document: no asset is fetched, no other address is asked anything.
+/// (`assets/page.css`, `assets/page.js`) put in place of its markers, once, as the report's
+/// are ([`eeg_offline::pages`]). One self-contained document: no asset is fetched, no other
+/// address is asked anything.
 fn live_page() -> &'static str {
     static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PAGE.get_or_init(|| {
-        include_str!("../assets/live.html")
-            .replacen("/*PAGE_CSS*/", include_str!("../assets/page.css"), 1)
-            .replacen("/*PAGE_JS*/", include_str!("../assets/page.js"), 1)
-    })
+    PAGE.get_or_init(|| eeg_offline::pages::splice(include_str!("../assets/live.html")))
 }
 
 /// The live view of the sessions for a person.

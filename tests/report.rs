@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
 
-use common::{assert_bad_input, eeg, fixture, long_edf, stderr};
+use common::{assert_bad_input, chromium, eeg, fixture, long_edf, stderr};
 
 /// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
@@ -26,21 +26,6 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect()
-}
-
-/// The Chromium binary: `$CHROMIUM`, else `chromium` on the PATH.
-fn chromium() -> String {
-    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "Chromium is needed to test the report (`{bin}` did not run): install it \
-         (Debian: apt-get install chromium; .ci/run does) or set CHROMIUM to its path"
-    );
-    bin
 }
 
 /// Chromium headless on `page`, offline: every host name fails to resolve.
@@ -166,6 +151,11 @@ fn assert_drawn(page: &Path, records: &[Value], events: &[Value]) {
         "{}",
         r.body
     );
+    assert!(
+        attr(&r.body, "data-render-ms").is_some_and(|ms| ms.parse::<u64>().is_ok()),
+        "{}",
+        r.body
+    );
     let sessions = shape(records);
     assert_eq!(r.panels.len(), 5 * sessions.len(), "{:?}", r.panels);
     for (i, (id, channels, bands, indices)) in sessions.iter().enumerate() {
@@ -237,6 +227,19 @@ fn the_fixture_report_draws_every_panel_offline() {
         html.contains("not thinned"),
         "a short recording is shown whole"
     );
+    // The look of the live page: its style sheet (the palette) and script, whole.
+    assert!(html.contains(include_str!("../assets/page.css")));
+    assert!(html.contains(include_str!("../assets/page.js")));
+    // The time axes are UTC clock times, as on the live page, counted from the start of the
+    // first window, which the page states.
+    let data: Value = serde_json::from_str(data_block(&html)).expect("JSON data");
+    let start = data["sessions"][0]["startMs"].as_i64().expect("startMs");
+    let (y, m, d) = eeg_offline::time::civil_from_days(start.div_euclid(86_400_000));
+    let first = format!(
+        "<th>First window (UTC)</th><td>{y:04}-{m:02}-{d:02} {}</td>",
+        eeg_offline::time::clock_ms(start)
+    );
+    assert!(html.contains(&first), "{first}");
 
     // What the page should show, from `process` on the same file.
     let (records, events) = (dir.join("records.jsonl"), dir.join("events.jsonl"));

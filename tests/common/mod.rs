@@ -1,4 +1,5 @@
-//! Helpers shared by the tests that run the `eeg-pipeline` binary on files.
+//! Helpers shared by the tests that run the `eeg-pipeline` binary on files, and by the
+//! tests of the pages (`chromium`); `tests/kafka` includes it too.
 
 // Each test file uses its own share of these.
 #![allow(dead_code)]
@@ -25,6 +26,23 @@ pub fn eeg(args: &[&str]) -> Output {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The Chromium the pages are tested with: `$CHROMIUM`, else `chromium` on the PATH
+/// (Debian's, which `.ci/run` installs). A test that needs it fails, saying so, when it does
+/// not run.
+pub fn chromium() -> String {
+    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let found = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "Chromium is needed to test the pages (`{bin}` did not run): install it \
+         (Debian: apt-get install chromium; .ci/run does) or set CHROMIUM to its path"
+    );
+    bin
 }
 
 /// An empty directory `target/GROUP/TEST` for one test.

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The DOM of `url` after its scripts ran, from Debian's headless Chromium (which `.ci/run`
-/// installs), in a window tall enough for every card the page draws here.
+/// The DOM of `url` after its scripts ran, from headless Chromium (`$CHROMIUM`, else
+/// Debian's `chromium`, which `.ci/run` installs), in a window tall enough for every card
+/// the page draws here.
 fn chromium_dom(url: &str) -> String {
-    let out = Command::new("chromium")
+    let out = Command::new(crate::common::chromium())
         .args([
             "--headless=new",
             "--no-sandbox",
@@ -20,7 +21,7 @@ fn chromium_dom(url: &str) -> String {
             url,
         ])
         .output()
-        .unwrap_or_else(|e| panic!("chromium cannot run ({e}); install Debian's chromium"));
+        .expect("chromium runs");
     assert!(
         out.status.success(),
         "{}",

@@ -4,6 +4,9 @@
 //! against a shared broker. One module per area; `support` holds what they share.
 
 mod support;
+// What the tests of files share with these: the Chromium the pages are tested with.
+#[path = "../common/mod.rs"]
+mod common;
 
 mod auth;
 mod chaos;

@@ -23,6 +23,8 @@
 //! - Outputs: `eeg.processed/1` JSON lines, or the same records as a CSV or Parquet table
 //!   ([`Format`]), `analytics.trigger/1` events, and the report ([`report`]). Files are
 //!   written under `FILE.partial` and renamed when the run succeeds ([`Output`]).
+//! - The style and script the report shares with the service's live page, and how they go
+//!   into a page ([`pages`]).
 //! - Errors ([`Error`]) are one line each; [`Error::is_bad_input`] tells the input's faults
 //!   from the outputs' and the library's.
 //!
@@ -36,6 +38,7 @@ mod engine;
 mod error;
 mod options;
 mod output;
+pub mod pages;
 mod process;
 pub mod raw;
 pub mod report;

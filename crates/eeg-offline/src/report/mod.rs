@@ -8,8 +8,9 @@
 //! recording is. The per-channel summary is computed from every window, not from the thinned
 //! points.
 //!
-//! The page (`assets/report.html`, filled in by [`Collector::render`]) draws everything with
-//! its own inline script on canvases; its Content-Security-Policy allows no request to any
+//! The page (the repository's `assets/report.html`, filled in by [`Collector::render`] with
+//! the style and script it shares with the service's live page, [`crate::pages`]) draws
+//! everything inline on canvases; its Content-Security-Policy allows no request to any
 //! address, so it opens offline and leaks nothing when opened.
 
 mod page;

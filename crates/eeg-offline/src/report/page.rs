@@ -5,7 +5,18 @@ use std::fmt::Write as _;
 
 use super::{Collector, ConfigMeta, MAX_POINTS, N_STATES, REASONS, Series};
 
-const TEMPLATE: &str = include_str!("../../assets/report.html");
+/// The page's template, in the repository's `assets/` beside the live page and what the two
+/// share; [`template`] puts the shared style and script into it.
+const TEMPLATE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../assets/report.html"
+));
+
+/// The template with the pages' shared style and script in it, made once.
+fn template() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| crate::pages::splice(TEMPLATE))
+}
 
 impl Collector {
     /// The whole page.
@@ -33,10 +44,14 @@ impl Collector {
             "maxPoints": MAX_POINTS,
             "sessions": self.sessions.iter().map(Series::data).collect::<Vec<_>>(),
         });
-        TEMPLATE
-            .replace("{{TITLE}}", &esc(title))
-            .replace("{{BODY}}", &body)
-            .replace("{{DATA}}", &script_json(&data))
+        fill(
+            template(),
+            &[
+                ("{{TITLE}}", &esc(title)),
+                ("{{BODY}}", &body),
+                ("{{DATA}}", &script_json(&data)),
+            ],
+        )
     }
 
     fn render_input(&self, out: &mut String) {
@@ -355,6 +370,9 @@ impl Series {
             .collect();
         serde_json::json!({
             "id": self.title(),
+            // Where the times above count from: the start of the first window, Unix ms
+            // (the page draws UTC clock times).
+            "startMs": self.first_ms,
             "channels": self.meta.channels,
             "bands": self.bands,
             "span": (self.last_end_ms - self.first_ms) as f64 / 1000.0,
@@ -412,6 +430,30 @@ fn base64(bytes: &[u8]) -> String {
             }
         }
     }
+    out
+}
+
+/// `template` with each placeholder replaced by its text, in one pass: text put in is never
+/// searched for placeholders (a channel named `{{DATA}}` stays a name).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out =
+        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match values.iter().find(|(k, _)| rest.starts_with(k)) {
+            Some((k, v)) => {
+                out.push_str(v);
+                rest = &rest[k.len()..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = &rest[2..];
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -496,19 +538,62 @@ mod tests {
         assert_eq!(duration(698.0), "0:11:38 (698 s)");
     }
 
-    #[test]
-    fn an_empty_report_says_no_window_was_completed() {
-        let c = Collector::default();
+    fn empty_page(title: &str) -> String {
         let config = ConfigMeta {
             processing: None,
             path: None,
             rules: Vec::new(),
         };
-        let page = c.render("<rec>.edf", &config);
+        Collector::default().render(title, &config)
+    }
+
+    #[test]
+    fn an_empty_report_says_no_window_was_completed() {
+        let page = empty_page("<rec>.edf");
         assert!(page.starts_with("<!doctype html>") || page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains("<h1>EEG report: &lt;rec&gt;.edf</h1>"));
         assert!(page.contains("No window was completed"));
         assert!(page.contains("none (the defaults)"));
         assert!(!page.contains("{{"), "every placeholder is filled");
+    }
+
+    #[test]
+    fn the_page_carries_the_shared_style_and_script_and_no_palette_of_its_own() {
+        use crate::pages::{CSS_MARKER, JS_MARKER, PAGE_CSS, PAGE_JS};
+        for marker in [CSS_MARKER, JS_MARKER] {
+            assert_eq!(TEMPLATE.matches(marker).count(), 1, "{marker}");
+        }
+        let page = empty_page("r");
+        assert!(page.contains(PAGE_CSS) && page.contains(PAGE_JS));
+        assert!(!page.contains("/*PAGE_"), "a marker is left");
+        // Every colour comes from page.css (the script reads them through `Page`): the
+        // report's own style and script name none.
+        for (i, _) in TEMPLATE.match_indices('#') {
+            let hex = TEMPLATE[i + 1..]
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .count();
+            assert!(
+                ![3, 4, 6, 8].contains(&hex),
+                "a colour of its own: {}",
+                &TEMPLATE[i..i + 1 + hex]
+            );
+        }
+        for f in ["rgb(", "rgba(", "hsl("] {
+            assert!(!TEMPLATE.contains(f), "a colour of its own: {f}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled_once_and_text_put_in_is_left_alone() {
+        let out = fill(
+            "<t>{{TITLE}}</t>{{BODY}}{{ {{DATA}}",
+            &[
+                ("{{TITLE}}", "a {{DATA}}"),
+                ("{{BODY}}", "b"),
+                ("{{DATA}}", "{}"),
+            ],
+        );
+        assert_eq!(out, "<t>a {{DATA}}</t>b{{ {}");
     }
 }
