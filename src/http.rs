@@ -223,8 +223,14 @@ pub fn healthcheck(addr: SocketAddr) -> bool {
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200"
 }
 
+// The browser helpers the integration tests use too (they need nothing but std).
+#[cfg(test)]
+#[path = "../tests/common/browser.rs"]
+mod browser;
+
 #[cfg(test)]
 mod tests {
+    use super::browser::{self, attribute};
     use super::*;
 
     #[test]
@@ -342,42 +348,6 @@ mod tests {
         out
     }
 
-    /// The DOM of `url` after its scripts ran for `budget_ms` of virtual time, from Debian's
-    /// headless Chromium (`$CHROMIUM`, else `chromium`, which `.ci/run` installs), in a
-    /// window `height` pixels tall (the page draws the cards near the screen only).
-    fn chromium_dom(url: &str, budget_ms: u32, height: u32) -> String {
-        let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
-        let out = std::process::Command::new(&bin)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                &format!("--window-size=1400,{height}"),
-                &format!("--virtual-time-budget={budget_ms}"),
-                "--dump-dom",
-                url,
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("{bin} cannot run ({e}); install Debian's chromium"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The value of attribute `name` in the first tag from `at` on.
-    fn attribute<'a>(dom: &'a str, at: usize, name: &str) -> &'a str {
-        let tag = &dom[at..at + dom[at..].find('>').unwrap()];
-        let start = tag
-            .find(&format!(" {name}=\""))
-            .unwrap_or_else(|| panic!("no {name} in {tag}"))
-            + name.len()
-            + 3;
-        &tag[start..start + tag[start..].find('"').unwrap()]
-    }
-
     /// The real page, served by the real endpoints from a real registry, in a real browser:
     /// twelve sessions of 64 channels with five minutes of windows each, more windows
     /// arriving while it runs, a thirteenth session on the next page and a trigger event.
@@ -426,7 +396,7 @@ mod tests {
             })
         };
         // A window tall enough for every card: all are drawn.
-        let dom = chromium_dom(&format!("http://{addr}/ui"), 6000, 30_000);
+        let dom = browser::dom(&format!("http://{addr}/ui"), 6000, 30_000);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         feeder.join().unwrap();
 
@@ -506,7 +476,7 @@ mod tests {
             .collect();
         ids.push("no-trend".into());
         let (addr, _stats) = serve_sessions(&ids, 4);
-        let dom = chromium_dom(&format!("http://{addr}/ui"), 3000, 1000);
+        let dom = browser::dom(&format!("http://{addr}/ui"), 3000, 1000);
         let body = dom.find("<body").unwrap();
         assert_eq!(attribute(&dom, body, "data-errors"), "", "{dom}");
         assert_eq!(attribute(&dom, body, "data-sessions"), "12");
@@ -534,7 +504,7 @@ mod tests {
     #[test]
     fn with_no_session_the_page_says_so() {
         let (addr, _stats) = serve_sessions(&[], 4);
-        let dom = chromium_dom(&format!("http://{addr}/ui"), 2000, 1000);
+        let dom = browser::dom(&format!("http://{addr}/ui"), 2000, 1000);
         let body = dom.find("<body").unwrap();
         assert_eq!(attribute(&dom, body, "data-errors"), "", "{dom}");
         assert_eq!(attribute(&dom, body, "data-rendered"), "true");

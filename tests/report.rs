@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
 
-use common::{assert_bad_input, chromium, eeg, fixture, long_edf, stderr};
+use common::browser::chromium;
+use common::{assert_bad_input, eeg, fixture, long_edf, stderr};
 
 /// A scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod browser;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -26,23 +28,6 @@ pub fn eeg(args: &[&str]) -> Output {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The Chromium the pages are tested with: `$CHROMIUM`, else `chromium` on the PATH
-/// (Debian's, which `.ci/run` installs). A test that needs it fails, saying so, when it does
-/// not run.
-pub fn chromium() -> String {
-    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "Chromium is needed to test the pages (`{bin}` did not run): install it \
-         (Debian: apt-get install chromium; .ci/run does) or set CHROMIUM to its path"
-    );
-    bin
 }
 
 /// An empty directory `target/GROUP/TEST` for one test.

@@ -4,41 +4,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::browser::attribute;
 use crate::support::*;
 
-/// The DOM of `url` after its scripts ran, from headless Chromium (`$CHROMIUM`, else
-/// Debian's `chromium`, which `.ci/run` installs), in a window tall enough for every card
-/// the page draws here.
+/// The DOM of `url` from headless Chromium, in a window tall enough for every card the page
+/// draws here.
 fn chromium_dom(url: &str) -> String {
-    let out = Command::new(crate::common::chromium())
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1400,2000",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            url,
-        ])
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The value of attribute `name` of the tag that starts at `at`.
-fn attribute<'a>(dom: &'a str, at: usize, name: &str) -> &'a str {
-    let tag = &dom[at..at + dom[at..].find('>').unwrap()];
-    let start = tag
-        .find(&format!(" {name}=\""))
-        .unwrap_or_else(|| panic!("no {name} in {tag}"))
-        + name.len()
-        + 3;
-    &tag[start..start + tag[start..].find('"').unwrap()]
+    crate::common::browser::dom(url, 5000, 2000)
 }
 
 #[test]
