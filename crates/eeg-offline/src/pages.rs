@@ -27,16 +27,24 @@ pub const JS_MARKER: &str = "/*PAGE_JS*/";
 /// `template` with [`PAGE_CSS`] and [`PAGE_JS`] in place of the first [`CSS_MARKER`] and
 /// [`JS_MARKER`]. Only the template is searched for the markers, never what is put in.
 pub fn splice(template: &str) -> String {
-    let mut out = String::with_capacity(template.len() + PAGE_CSS.len() + PAGE_JS.len());
+    fill(template, &[(CSS_MARKER, PAGE_CSS), (JS_MARKER, PAGE_JS)])
+}
+
+/// `template` with the first occurrence of each marker replaced by its text, in one pass
+/// from the start: text put in is never searched (a channel named like a marker stays a
+/// name), and a marker the template does not have is left out.
+pub(crate) fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out =
+        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
     let mut rest = template;
-    let mut wanted = vec![(CSS_MARKER, PAGE_CSS), (JS_MARKER, PAGE_JS)];
+    let mut wanted = values.to_vec();
     while let Some((k, at)) = wanted
         .iter()
         .enumerate()
         .filter_map(|(k, (marker, _))| rest.find(marker).map(|at| (k, at)))
         .min_by_key(|&(_, at)| at)
     {
-        let (marker, text) = wanted.remove(k);
+        let (marker, text) = wanted.swap_remove(k);
         out.push_str(&rest[..at]);
         out.push_str(text);
         rest = &rest[at + marker.len()..];
@@ -68,5 +76,18 @@ mod tests {
     fn the_shared_assets_are_the_palette_and_page() {
         assert!(PAGE_CSS.contains("--band-0:") && PAGE_CSS.contains("--state-good:"));
         assert!(PAGE_JS.contains("const Page = ") && PAGE_JS.starts_with("/*"));
+    }
+
+    #[test]
+    fn placeholders_are_filled_once_and_text_put_in_is_left_alone() {
+        let out = fill(
+            "<t>{{TITLE}}</t>{{BODY}}{{ {{DATA}}",
+            &[
+                ("{{TITLE}}", "a {{DATA}}"),
+                ("{{BODY}}", "b"),
+                ("{{DATA}}", "{}"),
+            ],
+        );
+        assert_eq!(out, "<t>a {{DATA}}</t>b{{ {}");
     }
 }

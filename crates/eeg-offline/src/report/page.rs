@@ -44,7 +44,7 @@ impl Collector {
             "maxPoints": MAX_POINTS,
             "sessions": self.sessions.iter().map(Series::data).collect::<Vec<_>>(),
         });
-        fill(
+        crate::pages::fill(
             template(),
             &[
                 ("{{TITLE}}", &esc(title)),
@@ -433,30 +433,6 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// `template` with each placeholder replaced by its text, in one pass: text put in is never
-/// searched for placeholders (a channel named `{{DATA}}` stays a name).
-fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out =
-        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
-    let mut rest = template;
-    while let Some(at) = rest.find("{{") {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        match values.iter().find(|(k, _)| rest.starts_with(k)) {
-            Some((k, v)) => {
-                out.push_str(v);
-                rest = &rest[k.len()..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = &rest[2..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// JSON for a `<script type="application/json">` block: `<` is escaped so that no string in
 /// the data (a channel name, a rule id) can close the block.
 fn script_json(v: &serde_json::Value) -> String {
@@ -560,7 +536,7 @@ mod tests {
     #[test]
     fn the_page_carries_the_shared_style_and_script_and_no_palette_of_its_own() {
         use crate::pages::{CSS_MARKER, JS_MARKER, PAGE_CSS, PAGE_JS};
-        for marker in [CSS_MARKER, JS_MARKER] {
+        for marker in [CSS_MARKER, JS_MARKER, "{{TITLE}}", "{{BODY}}", "{{DATA}}"] {
             assert_eq!(TEMPLATE.matches(marker).count(), 1, "{marker}");
         }
         let page = empty_page("r");
@@ -582,18 +558,5 @@ mod tests {
         for f in ["rgb(", "rgba(", "hsl("] {
             assert!(!TEMPLATE.contains(f), "a colour of its own: {f}");
         }
-    }
-
-    #[test]
-    fn placeholders_are_filled_once_and_text_put_in_is_left_alone() {
-        let out = fill(
-            "<t>{{TITLE}}</t>{{BODY}}{{ {{DATA}}",
-            &[
-                ("{{TITLE}}", "a {{DATA}}"),
-                ("{{BODY}}", "b"),
-                ("{{DATA}}", "{}"),
-            ],
-        );
-        assert_eq!(out, "<t>a {{DATA}}</t>b{{ {}");
     }
 }
