@@ -1427,3 +1427,63 @@ fn raised_limits_accept_a_wide_session_that_holds_only_what_arrived() {
     assert!(kb < 64 * 1024, "peak RSS {kb} kB");
     assert_eq!(std::fs::read(&out).expect("output").len(), 0, "no window");
 }
+
+/// An EDF+C file whose time-keeping annotations contradict its record duration (here the
+/// duration field edited to 0.01 s) cannot be placed in time: bad input naming the first
+/// record that does not follow, rather than a restart and a warning at every record.
+#[test]
+fn an_edf_plus_c_whose_records_do_not_follow_each_other_is_bad_input() {
+    let dir = scratch("edf_plus_c_gaps");
+    let mut bytes = std::fs::read(fixture("test_subsecond.edf")).expect("read");
+    assert_eq!(&bytes[192..197], b"EDF+C");
+    let duration = std::str::from_utf8(&bytes[244..252])
+        .expect("ascii")
+        .to_string();
+    assert_eq!(duration.trim(), "1");
+    bytes[244..252].copy_from_slice(b"0.01    ");
+    let path = dir.join("contradicting.edf");
+    std::fs::write(&path, &bytes).expect("write");
+    let out = dir.join("out.jsonl");
+    let o = eeg(&[
+        "process",
+        path.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
+    assert_bad_input(
+        &o,
+        &[
+            "contradicting.edf: data record 1 starts at 1 s, not 0.01 s",
+            "the file is EDF+C (continuous)",
+            "record duration (0.01 s)",
+        ],
+    );
+    assert!(!out.exists(), "no output left behind");
+}
+
+/// An EDF+D file with a gap at every record restarts its sessions at every record but logs
+/// the first gaps only: its log does not grow with the file.
+#[test]
+fn gaps_at_every_record_are_counted_not_logged_each() {
+    let dir = scratch("edf_plus_d_every_record");
+    let path = dir.join("gappy.edf");
+    edf_plus_d(&path, 2, 40, 99, 0);
+    // Every record's onset one second later than the last one ends: a gap at each.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let (header, record) = (256 * 4, 2 * 128 * 2 + 2 * 32);
+    for k in 1..40usize {
+        let at = header + k * record + 2 * 128 * 2;
+        let old = format!("+{k}\x14\x14\0");
+        assert_eq!(&bytes[at..at + old.len()], old.as_bytes(), "record {k}");
+        let mut tal = format!("+{}\x14\x14\0", 2 * k).into_bytes();
+        tal.resize(2 * 32, 0);
+        bytes[at..at + tal.len()].copy_from_slice(&tal);
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let o = eeg(&["process", path.to_str().expect("utf8")]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("sessions restart").count(), 10, "{err}");
+    assert_eq!(err.matches("further gaps are counted").count(), 1, "{err}");
+    assert!(err.contains("39 reset(s)"), "{err}");
+}

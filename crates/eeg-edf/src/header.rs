@@ -33,6 +33,20 @@ pub enum Format {
     BdfPlusD,
 }
 
+/// The format as its header names it: `EDF`, `EDF+C`, `EDF+D`, `BDF`, `BDF+C`, `BDF+D`.
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Edf => "EDF",
+            Format::EdfPlusC => "EDF+C",
+            Format::EdfPlusD => "EDF+D",
+            Format::Bdf => "BDF",
+            Format::BdfPlusC => "BDF+C",
+            Format::BdfPlusD => "BDF+D",
+        })
+    }
+}
+
 impl Format {
     /// Whether samples are 24-bit (BDF family) rather than 16-bit (EDF family).
     pub fn is_bdf(self) -> bool {

@@ -126,6 +126,9 @@ pub fn session_groups(
 /// across `options.threads`), each window fanned out. A data record that does not follow its
 /// predecessor (EDF+D) restarts every session. Returns the sessions' summaries, or none when
 /// the writer stopped (its error explains why).
+/// Gaps in an EDF+D file logged one line each; the rest are counted in the summary.
+const MAX_GAP_LINES: u64 = 10;
+
 pub(crate) fn process_edf(
     options: &Options,
     path: &Path,
@@ -213,6 +216,7 @@ pub(crate) fn process_edf(
     let mut records: Vec<Arc<eeg_edf::Record>> = Vec::new();
     let record_bytes = header.record_bytes();
     let mut expected_onset: Option<f64> = None;
+    let mut gaps = 0u64;
     loop {
         let reusable = records.iter().position(|r| Arc::strong_count(r) == 1);
         let mut record = match reusable {
@@ -230,15 +234,33 @@ pub(crate) fn process_edf(
         }
         progress(record_bytes);
         // EDF+D: a record that does not follow its predecessor starts a new stretch of
-        // signal; filtering across the gap would smear it, so the sessions restart.
+        // signal; filtering across the gap would smear it, so the sessions restart. In an
+        // EDF+C file records are contiguous by definition: one that is not means its
+        // record duration or its time-keeping annotations are wrong (EDFlib refuses such
+        // files too), and nothing it holds can be placed in time.
         let onset = record.onset_s();
         if let Some(expected) = expected_onset
             && (onset - expected).abs() > 1e-6
         {
-            tracing::warn!(
-                "{name}: data record {} starts at {onset} s, not {expected} s; sessions restart",
-                record.index()
-            );
+            if !header.format.is_discontinuous() {
+                return Err(Error::bad(format!(
+                    "{name}: data record {} starts at {onset} s, not {expected} s, but the file is {} (continuous): its record duration ({duration} s) or its time-keeping annotations are wrong",
+                    record.index(),
+                    header.format,
+                )));
+            }
+            gaps += 1;
+            // The first few are worth a line each; a file of gaps gets one line, not one a
+            // record (the summary counts them all).
+            if gaps <= MAX_GAP_LINES {
+                tracing::warn!(
+                    "{name}: data record {} starts at {onset} s, not {expected} s; sessions restart",
+                    record.index()
+                );
+            }
+            if gaps == MAX_GAP_LINES {
+                tracing::warn!("{name}: further gaps are counted, not logged");
+            }
             for g in &mut sessions {
                 let t0 = t0 + (onset * 1000.0).round() as i64;
                 if !g.fan_out(
