@@ -166,3 +166,100 @@ fn dead_letters_fit_the_dead_letter_topic_when_it_takes_less_than_the_producer()
     assert_eq!(d.headers["original.length"], "500000");
     assert!(log.contains("outputs kept under 300000 bytes"), "{log}");
 }
+
+/// The inputs that once made sessions reserve gigabytes, sent to an instance whose address
+/// space is capped at 2 GiB: eleven 20 KB batches declaring 1,024 channels at 100 kHz
+/// (3.2 GB of state each, unlimited), a batch at 166,667 Hz, one of 1,025 channels. Each is
+/// dead-lettered naming its limit; the instance stays up; the good sessions beside them (one
+/// at an odd rate whose window and hop share no factor) equal `process` of the same batches.
+#[test]
+fn sessions_beyond_the_limits_are_dead_lettered_under_a_memory_cap() {
+    let t = Topics::create("limits");
+    let producer: BaseProducer = client().create().unwrap();
+    let line = |session: &str, fs: f64, nch: usize| {
+        let channels: Vec<String> = (0..nch).map(|c| format!("C{c}")).collect();
+        serde_json::json!({
+            "schema": "eeg.raw/1", "session_id": session, "device_id": "d", "seq": 0,
+            "start_ms": 1_700_000_000_000i64, "sample_rate_hz": fs, "channels": channels,
+            "samples": vec![vec![1.0, 2.0]; nch],
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let mut poison: Vec<(String, Vec<u8>, &str)> = (0..11)
+        .map(|k| {
+            let id = format!("wide-{k}");
+            let body = line(&id, 100_000.0, 1024);
+            (id, body, "limits.max_session_state_mib")
+        })
+        .collect();
+    poison.push((
+        "fast".into(),
+        line("fast", 166_666.67, 11),
+        "limits.max_sample_rate_hz",
+    ));
+    poison.push((
+        "many".into(),
+        line("many", 256.0, 1025),
+        "limits.max_channels",
+    ));
+    // Good sessions: 40 batches of 0.25 s at 256 Hz, and 40 of 64 samples at 256.3 Hz.
+    let odd = |seq: u64| {
+        let mut b = ok_batch(seq);
+        b.session_id = "odd".into();
+        b.sample_rate_hz = 256.3;
+        b.encode()
+    };
+    let mut good: Vec<(String, Vec<u8>)> = Vec::new();
+    for seq in 0..40 {
+        good.push(("ok".into(), ok_batch(seq).encode()));
+        good.push(("odd".into(), odd(seq)));
+    }
+    let input = std::env::temp_dir().join(format!("{}-good.jsonl", t.group));
+    let mut jsonl = Vec::new();
+    for (_, body) in &good {
+        jsonl.extend_from_slice(body);
+        jsonl.push(b'\n');
+    }
+    std::fs::write(&input, &jsonl).unwrap();
+    let want = process_lines(&input, &[]);
+    // The poison first, then the good batches.
+    for (k, body) in poison
+        .iter()
+        .map(|(k, b, _)| (k, b))
+        .chain(good.iter().map(|(k, b)| (k, b)))
+    {
+        producer
+            .send(BaseRecord::to(&t.raw).key(k.as_str()).payload(&body[..]))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let service = Service::start_capped(&t, "limits", 2048);
+    let dead = consume(&t.dlq, Duration::from_secs(60), |r| r.len() >= poison.len());
+    let processed = consume(&t.processed, Duration::from_secs(60), |r| {
+        r.len() >= want.len()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let log = service.stop_cleanly();
+    assert_eq!(dead.len(), poison.len(), "{log}");
+    for (k, body, limit) in &poison {
+        let d = dead
+            .iter()
+            .find(|d| d.key.as_deref() == Some(k.as_bytes()))
+            .unwrap_or_else(|| panic!("{k} not dead-lettered: {log}"));
+        assert_eq!(&d.payload, body);
+        assert!(
+            d.headers["error"].contains(limit) && d.headers["error"].contains("raise"),
+            "{k}: {}",
+            d.headers["error"]
+        );
+    }
+    let mut got: Vec<Vec<u8>> = processed.iter().map(|r| r.payload.clone()).collect();
+    let mut want = want;
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(got.len(), want.len(), "{log}");
+    assert!(got == want, "the service's records equal process's");
+}

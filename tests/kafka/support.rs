@@ -617,9 +617,36 @@ impl Service {
 
     /// With more arguments and environment.
     pub fn start_with(t: &Topics, name: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
+        Service::spawn(t, name, args, env, None)
+    }
+
+    /// With its address space capped at `mib` MiB (`ulimit -v`): an allocation past the cap
+    /// fails and the service aborts, as under a container's memory limit.
+    pub fn start_capped(t: &Topics, name: &str, mib: u64) -> Service {
+        Service::spawn(t, name, &[], &[], Some(mib))
+    }
+
+    fn spawn(
+        t: &Topics,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        cap_mib: Option<u64>,
+    ) -> Service {
         let log = std::env::temp_dir().join(format!("{}-{name}.log", t.group));
         let port = free_port();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match cap_mib {
+            Some(mib) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -v {} && exec \"$0\" \"$@\"", mib * 1024),
+                ])
+                .arg(BIN);
+                sh
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("run")
             // A killed member is noticed within seconds, not the default 45.
             .args(["--consumer-kafka", "session.timeout.ms=6000"])

@@ -158,7 +158,7 @@ pub fn parse_all(text: &str) -> Result<Config, ConfigFileError> {
         });
         ConfigFileError::Syntax {
             line,
-            message: e.message().trim().replace('\n', " "),
+            message: crate::text::message(e.message().trim()),
         }
     })?;
     let mut c = ProcessingConfig::default();
@@ -221,7 +221,20 @@ fn set<T>(slot: &mut T, v: Option<T>) {
     }
 }
 
+/// Longest band name, in bytes: names are keys of every record.
+pub const MAX_BAND_NAME_BYTES: usize = 64;
+
 fn band(name: &str, v: &toml::Value) -> Result<Band, ConfigFileError> {
+    // Band names go into every record and into messages: one short line each.
+    if name.is_empty() || name.len() > MAX_BAND_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(ConfigFileError::Invalid {
+            key: "bands".into(),
+            problem: format!(
+                "band name {} must be 1 to {MAX_BAND_NAME_BYTES} bytes with no control characters",
+                crate::text::quoted(name)
+            ),
+        });
+    }
     let edges = v.as_array().and_then(|a| match a.as_slice() {
         [lo, hi] => Some((number(lo)?, number(hi)?)),
         _ => None,
@@ -234,7 +247,10 @@ fn band(name: &str, v: &toml::Value) -> Result<Band, ConfigFileError> {
         }),
         None => Err(ConfigFileError::Invalid {
             key: format!("bands.{name}"),
-            problem: format!("must be [low_hz, high_hz], got {v}"),
+            problem: format!(
+                "must be [low_hz, high_hz], got {}",
+                crate::text::shown(&v.to_string())
+            ),
         }),
     }
 }
@@ -274,6 +290,14 @@ mod tests {
         assert!(e.starts_with("line 2:"), "{e}");
         let e = parse("[bands]\nalpha = [8]\n").unwrap_err();
         assert_eq!(e, "bands.alpha: must be [low_hz, high_hz], got [8]");
+        // What the file holds is quoted on one line and cut.
+        let e = parse("[bands]\n\"alpha\\nforged line\" = 1\n").unwrap_err();
+        assert_eq!(
+            e,
+            "bands: band name \"alpha\\nforged line\" must be 1 to 64 bytes with no control characters"
+        );
+        let e = parse(&format!("[bands]\na = \"{}\"\n", "x".repeat(3000))).unwrap_err();
+        assert!(!e.contains('\n') && e.len() < 200, "{e}");
         let e = parse("[filter]\nmains_hz = 55\n").unwrap_err();
         assert_eq!(e, "filter.mains_hz: must be 50, 60 or 0 (off), got 55");
         let e = parse("[bands]\nalpha = [13, 8]\n").unwrap_err();

@@ -31,6 +31,7 @@ pub mod ledger;
 pub mod mirror;
 pub mod partition;
 pub mod snapshot;
+mod text;
 pub mod triggers;
 
 pub use admission::{Admission, ResetReason, Session, Sessions, StartError};

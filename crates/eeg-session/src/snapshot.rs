@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use eeg_dsp::Checkpoint;
 
+use crate::text::quoted;
 use crate::triggers::TriggerState;
 
 pub const SCHEMA: &str = "eeg.session.state/1";
@@ -62,10 +63,16 @@ pub struct Snapshot {
     pub triggers: Option<TriggerState>,
 }
 
-/// A state record that cannot be read back; one line.
+/// A state record that cannot be read back; one line, whatever the record holds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SnapshotError(String);
+
+impl SnapshotError {
+    fn new(message: impl AsRef<str>) -> SnapshotError {
+        SnapshotError(crate::text::message(message.as_ref()))
+    }
+}
 
 impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
@@ -74,11 +81,11 @@ impl Snapshot {
 
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         let s: Snapshot =
-            serde_json::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::new(e.to_string()))?;
         if s.schema != SCHEMA {
-            return Err(SnapshotError(format!(
-                "schema '{}', expected '{SCHEMA}'",
-                s.schema
+            return Err(SnapshotError::new(format!(
+                "schema {}, expected '{SCHEMA}'",
+                quoted(&s.schema)
             )));
         }
         Ok(s)
@@ -118,7 +125,7 @@ impl StateRecord {
         header: impl Fn(&str) -> Option<&'h [u8]>,
     ) -> Result<StateRecord, SnapshotError> {
         let session_id = std::str::from_utf8(key)
-            .map_err(|_| SnapshotError("key is not UTF-8".into()))?
+            .map_err(|_| SnapshotError::new("key is not UTF-8"))?
             .to_string();
         let number = |name: &str| -> Result<Option<i64>, SnapshotError> {
             match header(name) {
@@ -127,7 +134,9 @@ impl StateRecord {
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .map(Some)
-                    .ok_or_else(|| SnapshotError(format!("header '{name}' is not an integer"))),
+                    .ok_or_else(|| {
+                        SnapshotError::new(format!("header '{name}' is not an integer"))
+                    }),
             }
         };
         match value {
@@ -141,9 +150,10 @@ impl StateRecord {
             Some(bytes) => {
                 let snap = Snapshot::decode(bytes)?;
                 if snap.session_id != session_id {
-                    return Err(SnapshotError(format!(
-                        "snapshot of session '{}' under key '{session_id}'",
-                        snap.session_id
+                    return Err(SnapshotError::new(format!(
+                        "snapshot of session {} under key {}",
+                        quoted(&snap.session_id),
+                        quoted(&session_id)
                     )));
                 }
                 Ok(StateRecord {
@@ -289,7 +299,7 @@ mod tests {
     fn a_snapshot_under_another_key_or_a_bad_header_is_an_error() {
         let s = snapshot("s", 1, Some(1));
         let err = StateRecord::decode(b"t", Some(&s.encode()), |_| None).unwrap_err();
-        assert!(err.to_string().contains("under key 't'"), "{err}");
+        assert!(err.to_string().contains("under key \"t\""), "{err}");
         let err = StateRecord::decode(b"t", None, |h| {
             (h == POSITION_HEADER).then_some(b"x1".as_slice())
         })

@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::text::{one_line, quoted};
+
 /// Longest rule id, in bytes: ids are written into every event.
 pub const MAX_ID_BYTES: usize = 64;
 
@@ -417,21 +419,6 @@ fn id_label(id: Option<&str>) -> String {
     }
 }
 
-/// Longest piece of config text quoted in a message.
-const QUOTE_MAX_CHARS: usize = 64;
-
-/// `s` in double quotes, escaped (so it stays on one line) and cut at [`QUOTE_MAX_CHARS`].
-fn quoted(s: &str) -> String {
-    match s.char_indices().nth(QUOTE_MAX_CHARS) {
-        Some((cut, _)) => format!("{:?}...", &s[..cut]),
-        None => format!("{s:?}"),
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
-}
-
 /// The trigger rules of a config file: its `[[triggers]]` tables.
 ///
 /// Deserialising reads the `triggers` key of a document and ignores every other key, so the
@@ -645,11 +632,7 @@ fn rule_from_table(index: usize, table: &toml::Table) -> Result<Rule, TriggerCon
 
 /// A TOML value as it would be written, cut to fit in a one-line message.
 fn shown(v: &toml::Value) -> String {
-    let s = one_line(&v.to_string());
-    match s.char_indices().nth(QUOTE_MAX_CHARS) {
-        Some((cut, _)) => format!("{}...", &s[..cut]),
-        None => s,
-    }
+    crate::text::shown(&v.to_string())
 }
 
 fn toml_message(e: &toml::de::Error) -> String {
