@@ -9,11 +9,19 @@
 //!   Trapezoid integration is linear, so the mean of the segments' band powers equals the band
 //!   power of the mean PSD that SciPy integrates (up to rounding in the last bits).
 //! - Quality statistics (min, max, sum of squares, samples at the extremes) are gathered once
-//!   per sample into blocks of `gcd(L, H)` samples; a window combines its blocks.
+//!   per sample into blocks; a window combines its blocks. Window starts are multiples of the
+//!   hop H and window ends are those plus L, so cutting each hop at its start and at
+//!   `L mod H` makes every window exactly a run of whole blocks: at most two blocks per hop,
+//!   `2 (L / H + 1)` in all, whatever the sample rate (one block per hop when H divides L).
 //!
-//! Nothing in [`SessionProcessor::push_channel_major`], [`SessionProcessor::push_rows`] or
-//! [`SessionProcessor::push_interleaved`] allocates: all buffers are sized when the session is
-//! created.
+//! Memory follows the data, never a claim: the ring grows with the samples that arrived, up
+//! to one window, and the Welch plan, window and buffers are made when the first window
+//! completes. A session announced with many channels at a high rate but sent two samples
+//! holds two samples' worth. Once the first window is in, nothing in
+//! [`SessionProcessor::push_channel_major`], [`SessionProcessor::push_rows`] or
+//! [`SessionProcessor::push_interleaved`] allocates.
+
+use std::sync::OnceLock;
 
 use crate::bank::{ChannelStats, FilterBank, Kernel};
 use crate::config::{Band, ConfigError, Plan, ProcessingConfig};
@@ -340,7 +348,8 @@ pub struct SessionProcessor {
     n_channels: usize,
     /// The whole cascade, notch (when on) first.
     bank: FilterBank,
-    /// Channel-major ring of the last `window_len` filtered samples of each channel.
+    /// Channel-major ring of the last `window_len` filtered samples of each channel: one row
+    /// per channel, rows as long as the samples seen so far (at most `window_len`).
     ring: Vec<f64>,
     /// Frames pushed since the session's (last) start.
     pos: u64,
@@ -348,17 +357,23 @@ pub struct SessionProcessor {
     since_start: u64,
     base_index: u64,
     t0_ms: i64,
-    settle_samples: u64,
-    /// Block length `gcd(L, H)` and a ring of the blocks of one window.
-    block_len: usize,
+    /// Computed when first needed (the first window): it runs the cascade for up to a minute
+    /// of samples, which a session that never completes a window should not pay for.
+    settle_samples: OnceLock<u64>,
+    /// `L mod H`, where each hop is cut into a second block (0: one block per hop).
+    tail: usize,
+    blocks_per_hop: usize,
+    /// Hops whose blocks are kept: those of one window and the one being filled.
+    hops_in_ring: usize,
     /// Signal statistics of each block: raw extremes and their counts, what the notch
-    /// removes, filtered extremes and power.
+    /// removes, filtered extremes and power. Block `b` of hop `h` is at
+    /// `(h mod hops_in_ring) * blocks_per_hop + b`.
     blocks: Vec<ChannelStats>,
     /// Interleaved work buffers: the piece being filtered and its filtered samples.
     scratch: Vec<f64>,
     filtered: Vec<f64>,
-    segment: SegmentPsd,
-    bins: BandBins,
+    /// The Welch segment's plan and buffers and the bands' bins, made at the first window.
+    welch: Option<(SegmentPsd, BandBins)>,
     segments_per_window: usize,
     cache: Vec<SegmentEntry>,
     band_power: Vec<f64>,
@@ -366,10 +381,6 @@ pub struct SessionProcessor {
     total_power: Vec<f64>,
     quality: Vec<Quality>,
     sums: Vec<f64>,
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl SessionProcessor {
@@ -399,9 +410,6 @@ impl SessionProcessor {
             });
         }
         let l = plan.window_len;
-        let mut segment = SegmentPsd::new(plan.nperseg, fs);
-        let bins = plan.band_bins(segment.freqs());
-        segment.limit_bins(bins.bins_used());
         let nb = plan.bands.len();
         let segments_per_window = (l - plan.nperseg / 2) / plan.seg_step;
         let cache = (0..segments_per_window)
@@ -410,22 +418,23 @@ impl SessionProcessor {
                 power: vec![0.0; n_channels * (nb + 1)],
             })
             .collect();
-        let block_len = gcd(l, plan.hop);
-        let piece = (PIECE_VALUES / n_channels).clamp(1, block_len) * n_channels;
+        let shape = BlockShape::of(&plan);
+        let piece = (PIECE_VALUES / n_channels).clamp(1, plan.hop) * n_channels;
         Ok(SessionProcessor {
             bank: FilterBank::with_kernel(&plan.cascade(), n_channels, kernel),
-            ring: vec![0.0; l * n_channels],
+            ring: Vec::new(),
             pos: 0,
             since_start: 0,
             base_index: 0,
             t0_ms,
-            settle_samples: settle_samples(&plan),
-            block_len,
-            blocks: vec![ChannelStats::new(n_channels); l / block_len],
+            settle_samples: OnceLock::new(),
+            tail: shape.tail,
+            blocks_per_hop: shape.per_hop,
+            hops_in_ring: shape.hops,
+            blocks: vec![ChannelStats::new(n_channels); shape.len()],
             scratch: vec![0.0; piece],
             filtered: vec![0.0; piece],
-            segment,
-            bins,
+            welch: None,
             segments_per_window,
             cache,
             band_power: vec![0.0; n_channels * nb],
@@ -458,7 +467,9 @@ impl SessionProcessor {
 
     /// Samples after a (re)start during which output is marked `settling`.
     pub fn settle_samples(&self) -> u64 {
-        self.settle_samples
+        *self
+            .settle_samples
+            .get_or_init(|| settle_samples(&self.plan))
     }
 
     pub fn kernel(&self) -> Kernel {
@@ -476,9 +487,8 @@ impl SessionProcessor {
         for e in &mut self.cache {
             e.start = u64::MAX;
         }
-        for b in &mut self.blocks {
-            b.clear();
-        }
+        // The blocks need no clearing: each is cleared when the stream enters it at its
+        // first sample, and a window only reads blocks entered since the restart.
     }
 
     /// The session's state at this point of the stream, enough to carry on exactly from
@@ -523,9 +533,10 @@ impl SessionProcessor {
         Ok(p)
     }
 
-    /// Heap memory held by this session's state, bytes: the filtered ring (window length ×
-    /// channels), the block statistics, the segment cache and the work buffers. The FFT
-    /// plan is shared between sessions of the same segment length and not counted.
+    /// Heap memory held by this session's state now, bytes: the filtered ring (up to window
+    /// length × channels), the block statistics, the segment cache, the Welch buffers and the
+    /// work buffers. The FFT plan is shared between sessions of the same segment length and
+    /// not counted. At most [`SessionProcessor::max_state_bytes`].
     pub fn state_bytes(&self) -> usize {
         let f = std::mem::size_of::<f64>();
         let vecs = self.ring.capacity()
@@ -537,11 +548,38 @@ impl SessionProcessor {
             + self.sums.capacity()
             + self.cache.iter().map(|e| e.power.capacity()).sum::<usize>();
         let blocks = self.blocks.len() * self.n_channels * 8 * f;
+        let welch = self.welch.as_ref().map_or(0, |(segment, bins)| {
+            segment.state_bytes() + bins.state_bytes()
+        });
         vecs * f
             + blocks
             + self.quality.capacity() * std::mem::size_of::<Quality>()
             + self.bank.n_sections() * self.n_channels.next_multiple_of(8) * 2 * f
-            + self.segment.state_bytes()
+            + welch
+    }
+
+    /// The most heap memory a session of `n_channels` channels planned as `plan` holds
+    /// ([`SessionProcessor::state_bytes`] once its first window is in), bytes: what the
+    /// limits and an instance's memory budget count, known before anything is allocated.
+    pub fn max_state_bytes(plan: &Plan, n_channels: usize) -> u64 {
+        let (nch, nb) = (n_channels as u64, plan.bands.len() as u64);
+        let f = std::mem::size_of::<f64>() as u64;
+        let piece = (PIECE_VALUES / n_channels.max(1)).clamp(1, plan.hop) as u64 * nch;
+        let segments = ((plan.window_len - plan.nperseg / 2) / plan.seg_step) as u64;
+        let vecs = plan.window_len as u64 * nch
+            + 2 * piece
+            + 2 * nch * nb
+            + nch
+            + (nb + 1)
+            + segments * nch * (nb + 1);
+        let blocks = BlockShape::of(plan).len() as u64 * nch * 8 * f;
+        let sections = plan.cascade().len() as u64;
+        vecs * f
+            + blocks
+            + nch * std::mem::size_of::<Quality>() as u64
+            + sections * (nch.next_multiple_of(8)) * 2 * f
+            + SegmentPsd::state_bytes_for(plan.nperseg) as u64
+            + BandBins::state_bytes_for(plan.bands.len() + 1, plan.nperseg / 2 + 1) as u64
     }
 
     /// Windows completed since the session's (last) start.
@@ -678,16 +716,15 @@ impl SessionProcessor {
     ) {
         let nch = self.n_channels;
         let l = self.plan.window_len as u64;
-        let g = self.block_len as u64;
         let mut done = 0;
         while done < frames {
-            let block_end = (self.pos / g + 1) * g;
+            let (at, starts, block_end) = self.block_at(self.pos);
             let n = (frames - done)
                 .min((block_end - self.pos) as usize)
                 .min(self.scratch.len() / nch);
-            let n_blocks = self.blocks.len() as u64;
-            let block = &mut self.blocks[((self.pos / g) % n_blocks) as usize];
-            if self.pos.is_multiple_of(g) {
+            self.grow_ring(n);
+            let block = &mut self.blocks[at];
+            if starts {
                 block.clear();
             }
             let raw = &mut self.scratch[..n * nch];
@@ -712,11 +749,64 @@ impl SessionProcessor {
         }
     }
 
+    /// The block holding sample `pos` (its index in `blocks`), whether `pos` is its first
+    /// sample, and the first sample after it.
+    #[inline(always)]
+    fn block_at(&self, pos: u64) -> (usize, bool, u64) {
+        let h = self.plan.hop as u64;
+        let tail = self.tail as u64;
+        let (hop, within) = (pos / h, pos % h);
+        let (sub, end) = if tail != 0 && within < tail {
+            (0, hop * h + tail)
+        } else {
+            (self.blocks_per_hop - 1, (hop + 1) * h)
+        };
+        let at = (hop % self.hops_in_ring as u64) as usize * self.blocks_per_hop + sub;
+        (at, within == 0 || within == tail, end)
+    }
+
+    /// Makes the ring's rows long enough for the next `n` samples: as long as the samples
+    /// seen, doubling, until they reach the window length. Before the first window the ring
+    /// has not wrapped, so each row's samples so far are its first `pos` values.
+    #[inline(always)]
+    fn grow_ring(&mut self, n: usize) {
+        let nch = self.n_channels;
+        let l = self.plan.window_len;
+        let cap = self.ring.len() / nch;
+        if cap == l {
+            return;
+        }
+        let end = self.pos.saturating_add(n as u64);
+        let need = if end >= l as u64 { l } else { end as usize };
+        if need <= cap {
+            return;
+        }
+        let new_cap = need.max(2 * cap).min(l);
+        let mut ring = vec![0.0; new_cap * nch];
+        let kept = cap.min(self.pos as usize);
+        if kept > 0 {
+            for (new, old) in ring
+                .chunks_exact_mut(new_cap)
+                .zip(self.ring.chunks_exact(cap))
+            {
+                new[..kept].copy_from_slice(&old[..kept]);
+            }
+        }
+        self.ring = ring;
+    }
+
     #[inline(always)]
     fn complete_window(&mut self, sink: &mut impl WindowSink) {
         let start = self.since_start * self.plan.hop as u64;
         self.window_quality(start);
+        let settle_samples = self.settle_samples();
         let plan = &self.plan;
+        let (segment, bins) = self.welch.get_or_insert_with(|| {
+            let mut segment = SegmentPsd::new(plan.nperseg, plan.fs);
+            let bins = plan.band_bins(segment.freqs());
+            segment.limit_bins(bins.bins_used());
+            (segment, bins)
+        });
         let nch = self.n_channels;
         let nb = plan.bands.len();
         let l = plan.window_len;
@@ -747,12 +837,11 @@ impl SessionProcessor {
             for c in 0..nch {
                 let row = &self.ring[c * l..(c + 1) * l];
                 let head = n.min(l - first);
-                let psd = self.segment.compute(|buf| {
+                let psd = segment.compute(|buf| {
                     buf[..head].copy_from_slice(&row[first..first + head]);
                     buf[head..].copy_from_slice(&row[..n - head]);
                 });
-                self.bins
-                    .integrate(psd, &mut entry.power[c * (nb + 1)..(c + 1) * (nb + 1)]);
+                bins.integrate(psd, &mut entry.power[c * (nb + 1)..(c + 1) * (nb + 1)]);
             }
         }
 
@@ -785,7 +874,7 @@ impl SessionProcessor {
             len: l,
             start_ms: ms(start),
             end_ms: ms(start + l as u64),
-            settling: start < self.settle_samples,
+            settling: start < settle_samples,
             bands: &plan.bands,
             n_bands: nb,
             band_power: &self.band_power,
@@ -803,8 +892,17 @@ impl SessionProcessor {
     fn window_quality(&mut self, start: u64) {
         let q = &self.plan.quality;
         let l = self.plan.window_len;
-        let n_blocks = self.blocks.len();
-        let first = (start / self.block_len as u64) as usize;
+        // The window's blocks in time order: every block of the hops it covers in full, then
+        // (when H does not divide L) the first block of the hop it ends in.
+        let hops = (l / self.plan.hop) as u64;
+        let first_hop = start / self.plan.hop as u64;
+        let per_hop = self.blocks_per_hop;
+        let ring = self.hops_in_ring as u64;
+        let n_blocks = hops as usize * per_hop + usize::from(self.tail != 0);
+        let block = |i: usize| {
+            let hop = first_hop + (i / per_hop) as u64;
+            (hop % ring) as usize * per_hop + i % per_hop
+        };
         for (c, out) in self.quality.iter_mut().enumerate() {
             let mut fmin = f64::INFINITY;
             let mut fmax = f64::NEG_INFINITY;
@@ -813,7 +911,7 @@ impl SessionProcessor {
             let mut rmax = f64::NEG_INFINITY;
             let (mut rmin_n, mut rmax_n) = (0.0, 0.0);
             for i in 0..n_blocks {
-                let b = &self.blocks[(first + i) % n_blocks];
+                let b = &self.blocks[block(i)];
                 fmin = fmin.min(b.out_min[c]);
                 fmax = fmax.max(b.out_max[c]);
                 fsumsq += b.out_sumsq[c];
@@ -850,6 +948,32 @@ impl SessionProcessor {
                     && line_noise_ratio <= q.max_line_noise_ratio,
             };
         }
+    }
+}
+
+/// How a session's quality statistics are cut into blocks.
+struct BlockShape {
+    /// `L mod H`: where each hop is cut a second time (0: not cut).
+    tail: usize,
+    per_hop: usize,
+    hops: usize,
+}
+
+impl BlockShape {
+    fn of(plan: &Plan) -> BlockShape {
+        let (l, h) = (plan.window_len, plan.hop);
+        let tail = l % h;
+        BlockShape {
+            tail,
+            per_hop: if tail == 0 { 1 } else { 2 },
+            // A window spans L / H whole hops, and part of one more when H does not divide L;
+            // the hop after them is filled while the window's blocks are still to be read.
+            hops: l / h + usize::from(tail != 0),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.hops * self.per_hop
     }
 }
 

@@ -15,10 +15,33 @@
 use rustfft::num_complex::Complex64;
 use rustfft::{Fft, FftPlanner};
 use std::f64::consts::PI;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
-/// The FFT plan, window and scratch of one segment length. Planned once; computing a segment
-/// does not allocate.
+/// The complex FFT of `len` points, planned once per process while any session uses it:
+/// sessions at one rate share a plan, and a session that restarts or changes shape back and
+/// forth does not plan again. Entries of plans no session holds any more are dropped, so the
+/// cache never keeps more than the live sessions' plans.
+fn shared_plan(len: usize) -> Arc<dyn Fft<f64>> {
+    type Plans = Vec<(usize, Weak<dyn Fft<f64>>)>;
+    static PLANS: Mutex<Plans> = Mutex::new(Vec::new());
+    // A panic elsewhere while the lock was held leaves a list that is still consistent.
+    let mut plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(plan) = plans
+        .iter()
+        .find(|(n, _)| *n == len)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return plan;
+    }
+    plans.retain(|(_, w)| w.strong_count() > 0);
+    let plan = FftPlanner::<f64>::new().plan_fft_forward(len);
+    plans.push((len, Arc::downgrade(&plan)));
+    plan
+}
+
+/// The FFT plan, window and buffers of one segment length. Planned once; computing a segment
+/// does not allocate (but for the first segment a thread computes at a new largest length:
+/// the FFT's scratch is the thread's, see [`with_scratch`]).
 ///
 /// A real FFT of even length `N` is one complex FFT of length `N / 2` (even samples as real
 /// parts, odd samples as imaginary parts) and a last butterfly per bin that separates the
@@ -32,7 +55,6 @@ pub struct SegmentPsd {
     scale: f64,
     input: Vec<f64>,
     buffer: Vec<Complex64>,
-    scratch: Vec<Complex64>,
     /// `exp(-2πik/N)` for the bins below `N / 2` (even `N` only).
     twiddles: Vec<Complex64>,
     psd: Vec<f64>,
@@ -51,7 +73,7 @@ impl std::fmt::Debug for SegmentPsd {
 }
 
 impl SegmentPsd {
-    /// Heap memory of the buffers (not the shared FFT plan), bytes.
+    /// Heap memory of the buffers (not the shared FFT plan, not the thread's scratch), bytes.
     pub fn state_bytes(&self) -> usize {
         let f = std::mem::size_of::<f64>();
         let c = std::mem::size_of::<Complex64>();
@@ -60,14 +82,24 @@ impl SegmentPsd {
             + self.psd.capacity()
             + self.freqs.capacity())
             * f
-            + (self.buffer.capacity() + self.scratch.capacity() + self.twiddles.capacity()) * c
+            + (self.buffer.capacity() + self.twiddles.capacity()) * c
+    }
+
+    /// [`SegmentPsd::state_bytes`] of a segment of `nperseg` samples, before planning it.
+    pub fn state_bytes_for(nperseg: usize) -> usize {
+        let f = std::mem::size_of::<f64>();
+        let c = std::mem::size_of::<Complex64>();
+        let even = nperseg.is_multiple_of(2);
+        let len = if even { nperseg / 2 } else { nperseg };
+        let twiddles = if even { len } else { 0 };
+        (2 * nperseg + 2 * (nperseg / 2 + 1)) * f + (len + twiddles) * c
     }
 
     /// Plans a segment of `nperseg >= 2` samples at `fs` Hz.
     pub fn new(nperseg: usize, fs: f64) -> SegmentPsd {
         let even = nperseg.is_multiple_of(2);
         let len = if even { nperseg / 2 } else { nperseg };
-        let fft = FftPlanner::<f64>::new().plan_fft_forward(len);
+        let fft = shared_plan(len);
         // Periodic Hann: the symmetric window of nperseg + 1 points without its last point.
         let window: Vec<f64> = (0..nperseg)
             .map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / nperseg as f64).cos())
@@ -85,7 +117,6 @@ impl SegmentPsd {
         SegmentPsd {
             input: vec![0.0; nperseg],
             buffer: vec![Complex64::default(); len],
-            scratch: vec![Complex64::default(); fft.get_inplace_scratch_len()],
             twiddles,
             psd: vec![0.0; n_bins],
             n_bins,
@@ -124,8 +155,9 @@ impl SegmentPsd {
             for ((z, x), w) in self.buffer.iter_mut().zip(&self.input).zip(&self.window) {
                 *z = Complex64::new((*x - mean) * w, 0.0);
             }
-            self.fft
-                .process_with_scratch(&mut self.buffer, &mut self.scratch);
+            with_scratch(&*self.fft, |scratch| {
+                self.fft.process_with_scratch(&mut self.buffer, scratch)
+            });
             for (p, x) in self.psd[..self.n_bins].iter_mut().zip(&self.buffer) {
                 *p = (x.re * x.re + x.im * x.im) * scale2;
             }
@@ -138,8 +170,9 @@ impl SegmentPsd {
         for (z, (x, w)) in self.buffer.iter_mut().zip(pairs) {
             *z = Complex64::new((x[0] - mean) * w[0], (x[1] - mean) * w[1]);
         }
-        self.fft
-            .process_with_scratch(&mut self.buffer, &mut self.scratch);
+        with_scratch(&*self.fft, |scratch| {
+            self.fft.process_with_scratch(&mut self.buffer, scratch)
+        });
         // With Z the transform of z[m] = x[2m] + i·x[2m+1] (M = N/2 points), the even and
         // odd samples' transforms are E = (Z[k] + conj Z[M-k]) / 2 and
         // O = (Z[k] - conj Z[M-k]) / 2i, and X[k] = E + exp(-2πik/N)·O.
@@ -161,6 +194,25 @@ impl SegmentPsd {
         }
         &self.psd[..self.n_bins]
     }
+}
+
+/// Runs `f` with FFT scratch for `fft` from this thread's buffer, grown to the largest
+/// scratch asked for on the thread. The scratch is the same size as the transform or larger
+/// (twice or more for lengths with a large prime factor), so keeping one per thread rather
+/// than one per session saves a segment's worth of memory in every session.
+fn with_scratch(fft: &dyn Fft<f64>, f: impl FnOnce(&mut [Complex64])) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<Complex64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let len = fft.get_inplace_scratch_len();
+    SCRATCH.with(|cell| {
+        // Never borrowed twice: `f` computes one transform and does not call back here.
+        let mut scratch = cell.borrow_mut();
+        if scratch.len() < len {
+            scratch.resize(len, Complex64::default());
+        }
+        f(&mut scratch[..len]);
+    });
 }
 
 /// Inclusive bin ranges of a set of frequency bands, for trapezoid integration.
@@ -199,6 +251,16 @@ impl BandBins {
 
     pub fn len(&self) -> usize {
         self.ranges.len()
+    }
+
+    /// Heap memory of the ranges and weights, bytes.
+    pub fn state_bytes(&self) -> usize {
+        Self::state_bytes_for(self.ranges.capacity(), self.half_steps.capacity())
+    }
+
+    /// [`BandBins::state_bytes`] of `bands` bands over `bins` frequencies.
+    pub fn state_bytes_for(bands: usize, bins: usize) -> usize {
+        bands * std::mem::size_of::<(usize, usize)>() + bins * std::mem::size_of::<f64>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -297,6 +359,19 @@ pub fn welch(x: &[f64], fs: f64, nperseg: usize) -> Option<(Vec<f64>, Vec<f64>)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_of_one_length_share_a_plan_while_any_holds_it() {
+        // A length no other test uses, so that tests running in parallel do not hold it.
+        let a = SegmentPsd::new(2 * 7919, 256.0);
+        let b = SegmentPsd::new(2 * 7919, 256.0);
+        assert!(Arc::ptr_eq(&a.fft, &b.fft));
+        let other = SegmentPsd::new(2 * 7907, 256.0);
+        assert!(!Arc::ptr_eq(&a.fft, &other.fft));
+        let weak = Arc::downgrade(&a.fft);
+        drop((a, b));
+        assert!(weak.upgrade().is_none(), "the cache does not keep a plan alive");
+    }
 
     #[test]
     fn psd_of_a_sine_integrates_to_its_variance() {

@@ -1,6 +1,6 @@
 //! Signal-quality flags and indices on signals built to trip (or not trip) each one.
 
-use eeg_dsp::{ProcessingConfig, Quality, SessionProcessor, Window};
+use eeg_dsp::{FilterBank, Kernel, ProcessingConfig, Quality, SessionProcessor, Window};
 use std::f64::consts::PI;
 
 const FS: f64 = 250.0;
@@ -90,13 +90,24 @@ fn indices_use_only_good_channels() {
     assert_eq!(none.engagement, None);
 }
 
-/// `railed` and `flatline` of every window equal a direct count over the window's raw
-/// samples, for channels clipped at several levels around the 5 % threshold, fed in
-/// chunks that cross blocks and pieces.
+/// Every window's quality equals a direct computation over the window's samples: `railed`
+/// and `flatline` from a count over the raw samples, `ptp_uv` and `rms_uv` from the filtered
+/// samples. Channels are clipped at several levels around the 5 % threshold and fed in chunks
+/// that cross blocks and pieces; hops that divide the window and hops that do not (the
+/// statistics blocks are cut at `L mod H` then), and a rate whose window and hop share no
+/// factor.
 #[test]
-fn railed_matches_a_direct_count_over_each_window() {
-    let config = ProcessingConfig::default();
-    let (l, h) = (1000usize, 250usize);
+fn quality_matches_a_direct_computation_over_each_window() {
+    for (fs, hop_s) in [(250.0, 1.0), (250.0, 0.3), (250.0, 0.7), (256.3, 1.0)] {
+        quality_matches_direct(fs, hop_s);
+    }
+}
+
+fn quality_matches_direct(fs: f64, hop_s: f64) {
+    let mut config = ProcessingConfig::default();
+    config.window.hop_s = hop_s;
+    let plan = config.plan(fs).unwrap();
+    let (l, h) = (plan.window_len, plan.hop);
     let n = 3000;
     // Clip levels chosen so the share of samples at the extremes falls on both sides of 5 %.
     let clips = [1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9];
@@ -106,8 +117,8 @@ fn railed_matches_a_direct_count_over_each_window() {
         .map(|(c, &clip)| {
             (0..n)
                 .map(|i| {
-                    let x = (2.0 * PI * (7.0 + c as f64) * i as f64 / FS).sin()
-                        + 0.3 * (2.0 * PI * 1.3 * i as f64 / FS).sin();
+                    let x = (2.0 * PI * (7.0 + c as f64) * i as f64 / fs).sin()
+                        + 0.3 * (2.0 * PI * 1.3 * i as f64 / fs).sin();
                     (40.0 * x.clamp(-1.3 * clip, 1.3 * clip)).round() / 4.0
                 })
                 .collect()
@@ -118,8 +129,10 @@ fn railed_matches_a_direct_count_over_each_window() {
     for i in 0..n {
         interleaved.extend(rows.iter().map(|r| r[i]));
     }
-    let mut p = SessionProcessor::new(&config, FS, nch, 0).unwrap();
-    let mut got: Vec<Vec<(bool, bool)>> = Vec::new();
+    let mut filtered = interleaved.clone();
+    FilterBank::with_kernel(&plan.cascade(), nch, Kernel::Scalar).process(&mut filtered);
+    let mut p = SessionProcessor::with_kernel(&config, fs, nch, 0, Kernel::Scalar).unwrap();
+    let mut got: Vec<Vec<Quality>> = Vec::new();
     let mut at = 0;
     for chunk in [7usize, 300, 1, 999, 64].iter().cycle() {
         if at == n {
@@ -129,19 +142,16 @@ fn railed_matches_a_direct_count_over_each_window() {
         p.push_interleaved(&interleaved[at * nch..(at + k) * nch], &mut |w: &Window<
             '_,
         >| {
-            got.push(
-                (0..nch)
-                    .map(|c| (w.quality(c).railed, w.quality(c).flatline))
-                    .collect(),
-            )
+            got.push((0..nch).map(|c| *w.quality(c)).collect())
         })
         .unwrap();
         at += k;
     }
-    assert_eq!(got.len(), (n - l) / h + 1);
+    let case = format!("{fs} Hz, hop {hop_s} s (L {l}, H {h})");
+    assert_eq!(got.len(), (n - l) / h + 1, "{case}");
     let mut railed_seen = [false, false];
     for (k, window) in got.iter().enumerate() {
-        for (c, &(railed, flatline)) in window.iter().enumerate() {
+        for (c, q) in window.iter().enumerate() {
             let x = &rows[c][k * h..k * h + l];
             let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -149,13 +159,23 @@ fn railed_matches_a_direct_count_over_each_window() {
             let want_flat = hi - lo < config.quality.flatline_ptp_uv;
             let want_railed =
                 !want_flat && at_extremes as f64 >= config.quality.railed_fraction * l as f64;
-            assert_eq!(flatline, want_flat, "window {k} channel {c}");
+            assert_eq!(q.flatline, want_flat, "{case}: window {k} channel {c}");
             assert_eq!(
-                railed, want_railed,
-                "window {k} channel {c}: {at_extremes} at extremes"
+                q.railed, want_railed,
+                "{case}: window {k} channel {c}: {at_extremes} at extremes"
             );
-            railed_seen[usize::from(railed)] = true;
+            railed_seen[usize::from(q.railed)] = true;
+            let y: Vec<f64> = (k * h..k * h + l).map(|i| filtered[i * nch + c]).collect();
+            let ylo = y.iter().copied().fold(f64::INFINITY, f64::min);
+            let yhi = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(q.ptp_uv, yhi - ylo, "{case}: window {k} channel {c} ptp");
+            let rms = (y.iter().map(|v| v * v).sum::<f64>() / l as f64).sqrt();
+            assert!(
+                (q.rms_uv - rms).abs() <= 1e-12 * rms,
+                "{case}: window {k} channel {c} rms {} vs {rms}",
+                q.rms_uv
+            );
         }
     }
-    assert_eq!(railed_seen, [true, true], "both outcomes occur");
+    assert_eq!(railed_seen, [true, true], "{case}: both outcomes occur");
 }

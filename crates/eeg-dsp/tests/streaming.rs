@@ -320,27 +320,46 @@ fn a_checkpoint_past_the_next_window_is_refused() {
     assert!(err.to_string().contains("filter values"), "{err}");
 }
 
+/// A session's memory follows the samples that arrived: little before any, the ring's
+/// growth with the first ones, and exactly the declared maximum (what limits and budgets
+/// count) once a window is in, at ordinary and odd rates alike.
 #[test]
-fn session_state_grows_with_window_length_times_channels() {
-    let bytes = |nch: usize, length_s: f64| {
+fn session_state_follows_the_data_up_to_its_declared_maximum() {
+    for (fs, nch, length_s) in [
+        (256.0, 1, 4.0),
+        (256.0, 8, 4.0),
+        (256.0, 64, 4.0),
+        (256.0, 8, 30.0),
+        (256.3, 8, 4.0),
+        (166_666.67, 11, 4.0),
+    ] {
+        let case = format!("{fs} Hz, {nch} ch, {length_s} s");
         let mut config = ProcessingConfig::default();
         config.window.length_s = length_s;
-        SessionProcessor::new(&config, 256.0, nch, 0)
-            .unwrap()
-            .state_bytes()
-    };
-    // The ring alone is 8 bytes per sample of a window per channel.
-    let ring = |nch: usize, length_s: f64| (length_s * 256.0) as usize * nch * 8;
-    for (nch, len) in [(1, 4.0), (8, 4.0), (64, 4.0), (8, 8.0), (8, 30.0)] {
-        let b = bytes(nch, len);
-        assert!(b >= ring(nch, len), "{nch} ch × {len} s: {b} bytes");
-        // Fixed costs (FFT buffers, work pieces) stay below a few ring sizes plus 64 KiB.
+        let mut p = SessionProcessor::new(&config, fs, nch, 0).unwrap();
+        let l = p.plan().window_len;
+        let max = SessionProcessor::max_state_bytes(p.plan(), nch) as usize;
+        // The ring alone is 8 bytes per sample of a window per channel.
+        let ring = l * nch * 8;
+        assert!(max >= ring, "{case}: {max} bytes");
+        assert!(max <= 4 * ring + (64 << 10), "{case}: {max} bytes");
+        // Before any sample: two work pieces and per-channel bookkeeping (statistics and
+        // Welch results per hop of a window), no ring, no Welch buffers.
+        let empty = p.state_bytes();
+        let hops = l / p.plan().hop + 2;
+        assert!(empty + ring <= max, "{case}: {empty} bytes empty");
         assert!(
-            b <= 4 * ring(nch, len) + (64 << 10),
-            "{nch} ch × {len} s: {b} bytes"
+            empty <= (32 << 10) + nch * hops * 200,
+            "{case}: {empty} bytes empty"
         );
+        // Ten samples: ten samples' worth of ring.
+        p.push_interleaved(&signal(nch, 10, 3), &mut |_: &Window<'_>| {})
+            .unwrap();
+        assert_eq!(p.state_bytes(), empty + 10 * nch * 8, "{case}");
+        let mut windows = 0;
+        p.push_interleaved(&signal(nch, l, 4), &mut |_: &Window<'_>| windows += 1)
+            .unwrap();
+        assert_eq!(windows, 1, "{case}");
+        assert_eq!(p.state_bytes(), max, "{case}");
     }
-    // Growth follows the ring: more channels or a longer window cost at least their samples.
-    assert!(bytes(64, 4.0) - bytes(8, 4.0) >= ring(64, 4.0) - ring(8, 4.0));
-    assert!(bytes(8, 30.0) - bytes(8, 4.0) >= ring(8, 30.0) - ring(8, 4.0));
 }
