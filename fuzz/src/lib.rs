@@ -131,3 +131,39 @@ pub fn same_batch(what: &str, a: &eeg_schema::RawBatch, b: &eeg_schema::RawBatch
         "{what}: the samples differ in their bits"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test: the counters are the whole process's.
+    #[test]
+    fn the_allocator_counts_what_a_call_holds_and_a_bound_bites() {
+        let input = [0u8; 1000];
+        let bound = Bound {
+            base: 1 << 20,
+            factor: 2,
+        };
+        let (v, m) = alloc::measure(input.len(), bound, || vec![1u8; 1 << 20]);
+        assert!(m.peak >= 1 << 20 && m.peak < (1 << 20) + 4096, "{m:?}");
+        assert_eq!(m.crossed_by, None);
+        // Freed memory is no longer held; what is grown in place counts by its growth.
+        drop(v);
+        let (_, m) = alloc::measure(input.len(), bound, || {
+            let mut v = Vec::<u8>::with_capacity(1000);
+            v.resize(100_000, 0);
+            v.shrink_to_fit();
+            v.len()
+        });
+        assert!((100_000..110_000).contains(&m.peak), "{m:?}");
+
+        let over = std::panic::catch_unwind(|| {
+            bounded("two megabytes", &input, bound, || vec![0u8; 2 << 20].len())
+        });
+        let message = *over.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.starts_with("two megabytes: held 2097152 bytes at once for 1000 bytes of input, over its bound of 1048576 + 2 × 1000 = 1050576 bytes; first crossed by an allocation of 2097152 bytes"),
+            "{message}"
+        );
+    }
+}
