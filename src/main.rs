@@ -4,7 +4,6 @@
 //! 0 success, 2 bad input or usage (a one-line message names the file, line or key),
 //! 1 any other failure (e.g. the output cannot be written).
 
-mod config;
 mod flags;
 mod http;
 mod offline;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use eeg_offline::{Input, Options, Outputs, Target};
 
-use crate::config;
 use crate::flags::BadInput;
+use eeg_session::config;
 
 /// Inputs larger than this get a progress bar (when standard error is a terminal).
 const PROGRESS_MIN_BYTES: u64 = 16 << 20;
@@ -34,7 +34,7 @@ pub fn target(path: &Path) -> Target {
 /// The config file, or the defaults; its warnings (trigger rules that can never fire) are
 /// logged when the rules will run.
 pub fn load_config(path: Option<&Path>, rules_run: bool) -> Result<config::Config, BadInput> {
-    let file = config::load_or_default(path).map_err(BadInput)?;
+    let file = config::load_or_default(path).map_err(|e| BadInput(e.to_string()))?;
     if rules_run {
         for w in file.warnings() {
             tracing::warn!("{w}");

@@ -134,7 +134,8 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let file = crate::config::load_or_default(args.config.as_deref()).map_err(BadInput)?;
+    let file = eeg_session::config::load_or_default(args.config.as_deref())
+        .map_err(|e| BadInput(e.to_string()))?;
     for w in file.warnings() {
         tracing::warn!("{w}");
     }

@@ -1344,3 +1344,86 @@ fn the_readme_synopsis_names_every_command_and_flag() {
         }
     }
 }
+
+/// One `eeg.raw/1` line of `channels` channels at `fs` Hz with two samples each: the 20 KB
+/// message that, unlimited, made a session reserve gigabytes.
+fn wide_line(channels: usize, fs: f64) -> String {
+    let names: Vec<String> = (0..channels).map(|c| format!("\"C{c}\"")).collect();
+    let rows = vec!["[1.0,2.0]"; channels].join(",");
+    format!(
+        "{{\"schema\":\"eeg.raw/1\",\"session_id\":\"wide\",\"device_id\":\"d\",\"seq\":0,\"start_ms\":0,\"sample_rate_hz\":{fs},\"channels\":[{}],\"samples\":[{rows}]}}\n",
+        names.join(",")
+    )
+}
+
+#[test]
+fn a_session_beyond_the_limits_is_bad_input_naming_the_limit_and_leaves_nothing() {
+    let dir = scratch("beyond_limits");
+    let out = dir.join("out.jsonl");
+    let out_arg = out.to_str().expect("utf8");
+    // 1,024 channels at 100 kHz: within the rate and channel limits, over the state limit.
+    let wide = dir.join("wide.jsonl");
+    std::fs::write(&wide, wide_line(1024, 100_000.0)).expect("write");
+    let o = eeg(&["process", wide.to_str().expect("utf8"), "--out", out_arg]);
+    assert_bad_input(
+        &o,
+        &[
+            "wide.jsonl",
+            "session 'wide'",
+            "1024 channels at 100000 Hz with a 4 s window need",
+            "above limits.max_session_state_mib = 1024; raise limits.max_session_state_mib in the config file",
+        ],
+    );
+    assert!(!out.exists(), "no output left behind");
+    // An EDF with more signals than sessions may have channels.
+    let many = dir.join("many.edf");
+    edf_plus_d(&many, 1025, 2, 99, 0);
+    let o = eeg(&["process", many.to_str().expect("utf8"), "--out", out_arg]);
+    assert_bad_input(
+        &o,
+        &[
+            "many.edf",
+            "1025 channels, above limits.max_channels = 1024",
+        ],
+    );
+    assert!(!out.exists(), "no output left behind");
+    // A record duration edited to 1.2 ms: 128 samples in it make 106,667 Hz.
+    let fast = dir.join("fast.edf");
+    edf_plus_d(&fast, 2, 2, 99, 0);
+    let mut bytes = std::fs::read(&fast).expect("read");
+    bytes[244..252].copy_from_slice(b"0.0012  ");
+    std::fs::write(&fast, bytes).expect("write");
+    let o = eeg(&["process", fast.to_str().expect("utf8"), "--out", out_arg]);
+    assert_bad_input(
+        &o,
+        &[
+            "fast.edf",
+            "sample rate 106666.66",
+            "above limits.max_sample_rate_hz = 100000",
+        ],
+    );
+    assert!(!out.exists(), "no output left behind");
+}
+
+/// Raised limits accept the wide session, and it holds memory for the samples that came,
+/// not for the 3.2 GB its shape declares.
+#[cfg(target_os = "linux")]
+#[test]
+fn raised_limits_accept_a_wide_session_that_holds_only_what_arrived() {
+    let dir = scratch("raised_limits");
+    let wide = dir.join("wide.jsonl");
+    std::fs::write(&wide, wide_line(1024, 100_000.0)).expect("write");
+    let cfg = dir.join("limits.toml");
+    std::fs::write(&cfg, "[limits]\nmax_session_state_mib = 4096\n").expect("write");
+    let out = dir.join("out.jsonl");
+    let kb = peak_rss_of(Command::new(env!("CARGO_BIN_EXE_eeg-pipeline")).args([
+        "process",
+        wide.to_str().expect("utf8"),
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ]));
+    assert!(kb < 64 * 1024, "peak RSS {kb} kB");
+    assert_eq!(std::fs::read(&out).expect("output").len(), 0, "no window");
+}

@@ -12,6 +12,39 @@ pub struct ProcessingConfig {
     pub window: WindowConfig,
     pub bands: Vec<Band>,
     pub quality: QualityConfig,
+    /// What a session may ask for; not part of the numbers, which are the same whatever the
+    /// limits (a session is processed whole or refused).
+    pub limits: SessionLimits,
+}
+
+/// The largest session an instance accepts: checked when a session starts, from its
+/// declared rate and channels and the config alone, before anything is allocated, so the
+/// same session is refused wherever it is read (docs/limits.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionLimits {
+    /// Highest sample rate, Hz. Default 100 kHz: research EEG amplifiers record at up to
+    /// 16-20 kHz and intracranial systems at 30-40 kHz.
+    pub max_sample_rate_hz: f64,
+    /// Most channels in one session. Default 1024, above every EEG cap (256) and the
+    /// intracranial and multi-array systems' counts we know (up to 512).
+    pub max_channels: usize,
+    /// Most memory one session's state may hold ([`crate::SessionProcessor::max_state_bytes`]),
+    /// bytes. Default 1 GiB: 1024 channels at 30 kHz with the default 4 s window fit.
+    pub max_session_state_bytes: u64,
+    /// Longest Welch segment (the FFT length), samples. Default 2^18 = 262,144: the default
+    /// 2 s segment up to 131 kHz.
+    pub max_fft_len: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_sample_rate_hz: 100_000.0,
+            max_channels: 1024,
+            max_session_state_bytes: 1 << 30,
+            max_fft_len: 1 << 18,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +103,7 @@ impl Default for ProcessingConfig {
             },
             bands: default_bands(),
             quality: QualityConfig::default(),
+            limits: SessionLimits::default(),
         }
     }
 }
@@ -117,6 +151,25 @@ pub enum ConfigError {
         key: &'static str,
         source: DesignError,
     },
+    /// A session beyond one of the [`SessionLimits`]; `key` is the config key that raises it.
+    #[error("{problem}, above {key} = {limit}; raise {key} in the config file to accept it")]
+    Limit {
+        key: &'static str,
+        limit: String,
+        problem: String,
+    },
+}
+
+pub(crate) fn over(
+    key: &'static str,
+    limit: impl std::fmt::Display,
+    problem: String,
+) -> ConfigError {
+    ConfigError::Limit {
+        key,
+        limit: limit.to_string(),
+        problem,
+    }
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -279,6 +332,22 @@ impl ProcessingConfig {
                 "quality.railed_fraction",
                 format!("must be in (0, 1], got {}", q.railed_fraction),
             ));
+        }
+        let l = &self.limits;
+        if !(l.max_sample_rate_hz.is_finite() && l.max_sample_rate_hz > 0.0) {
+            return Err(invalid(
+                "limits.max_sample_rate_hz",
+                format!("must be a finite number > 0, got {}", l.max_sample_rate_hz),
+            ));
+        }
+        for (key, v) in [
+            ("limits.max_channels", l.max_channels as u64),
+            ("limits.max_session_state_mib", l.max_session_state_bytes),
+            ("limits.max_fft_len", l.max_fft_len as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         Ok(())
     }

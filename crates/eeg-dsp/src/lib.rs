@@ -37,7 +37,8 @@ pub mod welch;
 
 pub use bank::{FilterBank, Kernel};
 pub use config::{
-    Band, ConfigError, FilterConfig, Plan, ProcessingConfig, QualityConfig, WindowConfig,
+    Band, ConfigError, FilterConfig, Plan, ProcessingConfig, QualityConfig, SessionLimits,
+    WindowConfig,
 };
 pub use design::{BandType, DesignError, Sos};
 pub use processor::{

@@ -402,13 +402,7 @@ impl SessionProcessor {
         t0_ms: i64,
         kernel: Kernel,
     ) -> Result<SessionProcessor, ConfigError> {
-        let plan = config.plan(fs)?;
-        if n_channels == 0 {
-            return Err(ConfigError::Invalid {
-                key: "channels".into(),
-                problem: "at least one channel is needed".into(),
-            });
-        }
+        let (plan, _) = SessionProcessor::plan_session(config, fs, n_channels)?;
         let l = plan.window_len;
         let nb = plan.bands.len();
         let segments_per_window = (l - plan.nperseg / 2) / plan.seg_step;
@@ -445,6 +439,62 @@ impl SessionProcessor {
             n_channels,
             plan,
         })
+    }
+
+    /// Checks a session of `n_channels` channels at `fs` Hz against the config and the
+    /// [`SessionLimits`] and plans it; returns the plan and the most memory its state will
+    /// hold. Nothing is allocated in proportion to the session: a refused session costs
+    /// nothing. Rate and channels are checked before anything else.
+    pub fn plan_session(
+        config: &ProcessingConfig,
+        fs: f64,
+        n_channels: usize,
+    ) -> Result<(Plan, u64), ConfigError> {
+        let l = &config.limits;
+        if fs > l.max_sample_rate_hz {
+            return Err(crate::config::over(
+                "limits.max_sample_rate_hz",
+                l.max_sample_rate_hz,
+                format!("sample rate {fs} Hz"),
+            ));
+        }
+        if n_channels == 0 {
+            return Err(ConfigError::Invalid {
+                key: "channels".into(),
+                problem: "at least one channel is needed".into(),
+            });
+        }
+        if n_channels > l.max_channels {
+            return Err(crate::config::over(
+                "limits.max_channels",
+                l.max_channels,
+                format!("{n_channels} channels"),
+            ));
+        }
+        let plan = config.plan(fs)?;
+        if plan.nperseg > l.max_fft_len {
+            return Err(crate::config::over(
+                "limits.max_fft_len",
+                l.max_fft_len,
+                format!(
+                    "a Welch segment of {} samples (window.welch_segment_s at {fs} Hz)",
+                    plan.nperseg
+                ),
+            ));
+        }
+        let bytes = SessionProcessor::max_state_bytes(&plan, n_channels);
+        if bytes > l.max_session_state_bytes {
+            return Err(crate::config::over(
+                "limits.max_session_state_mib",
+                l.max_session_state_bytes.div_ceil(1 << 20),
+                format!(
+                    "{n_channels} channels at {fs} Hz with a {} s window need {} MiB of session state",
+                    config.window.length_s,
+                    bytes.div_ceil(1 << 20)
+                ),
+            ));
+        }
+        Ok((plan, bytes))
     }
 
     pub fn plan(&self) -> &Plan {

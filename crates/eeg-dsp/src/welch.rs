@@ -370,7 +370,10 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.fft, &other.fft));
         let weak = Arc::downgrade(&a.fft);
         drop((a, b));
-        assert!(weak.upgrade().is_none(), "the cache does not keep a plan alive");
+        assert!(
+            weak.upgrade().is_none(),
+            "the cache does not keep a plan alive"
+        );
     }
 
     #[test]

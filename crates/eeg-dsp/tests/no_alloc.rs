@@ -1,5 +1,6 @@
-//! The hot path allocates nothing: once a session exists, pushing samples and completing
-//! windows never touches the heap.
+//! The hot path allocates nothing: once a session's first window is in, pushing samples and
+//! completing windows never touches the heap. Before that, a session holds memory for the
+//! samples that arrived, not for what it declares.
 
 use eeg_dsp::{OwnedWindow, ProcessingConfig, SessionProcessor, Window};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -10,24 +11,27 @@ struct Counting;
 
 thread_local! {
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// Bytes requested by the current thread (allocations and growth; frees not subtracted).
+    static BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
-fn count() {
+fn count(bytes: usize) {
     let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    let _ = BYTES.try_with(|c| c.set(c.get() + bytes));
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
+        count(new_size.saturating_sub(layout.size()));
         unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -40,6 +44,44 @@ static ALLOCATOR: Counting = Counting;
 
 fn allocations() -> usize {
     ALLOCATIONS.with(Cell::get)
+}
+
+fn bytes() -> usize {
+    BYTES.with(Cell::get)
+}
+
+/// The largest session the default limits accept (1,024 channels at 30 kHz, 940 MiB once
+/// its first window is in) costs what its samples cost until then; a larger one is refused
+/// having cost next to nothing.
+#[test]
+fn sessions_hold_what_arrived_not_what_they_declare() {
+    let config = ProcessingConfig::default();
+    let (fs, nch) = (30_000.0, 1024);
+    let (plan, declared) = SessionProcessor::plan_session(&config, fs, nch).unwrap();
+    assert!(declared > 900 << 20, "{declared}");
+    let before = bytes();
+    let mut p = SessionProcessor::new(&config, fs, nch, 0).unwrap();
+    let created = bytes() - before;
+    assert!(created < 4 << 20, "a new session allocated {created} bytes");
+    // Two samples per channel, as in a 20 KB message.
+    let two = vec![1.0; 2 * nch];
+    let before = bytes();
+    p.push_interleaved(&two, &mut |_: &Window<'_>| {}).unwrap();
+    let pushed = bytes() - before;
+    assert!(
+        pushed <= 2 * nch * 8,
+        "two samples allocated {pushed} bytes"
+    );
+    assert_eq!(p.samples_seen(), 2);
+    assert!(p.state_bytes() < 4 << 20);
+    assert!(plan.window_len > 100_000);
+    // Beyond the limits: refused before anything in proportion to the session.
+    let before = bytes();
+    for (fs, nch) in [(100_000.0, 1024), (200_000.0, 8), (256.0, 5000)] {
+        assert!(SessionProcessor::new(&config, fs, nch, 0).is_err());
+    }
+    let refused = bytes() - before;
+    assert!(refused < 64 << 10, "refusing allocated {refused} bytes");
 }
 
 #[test]

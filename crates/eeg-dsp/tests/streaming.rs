@@ -336,6 +336,8 @@ fn session_state_follows_the_data_up_to_its_declared_maximum() {
         let case = format!("{fs} Hz, {nch} ch, {length_s} s");
         let mut config = ProcessingConfig::default();
         config.window.length_s = length_s;
+        config.limits.max_sample_rate_hz = 200_000.0;
+        config.limits.max_fft_len = 1 << 20;
         let mut p = SessionProcessor::new(&config, fs, nch, 0).unwrap();
         let l = p.plan().window_len;
         let max = SessionProcessor::max_state_bytes(p.plan(), nch) as usize;

@@ -111,7 +111,7 @@ impl Group {
             processing: c.processing.clone(),
             triggers: Arc::clone(&self.triggers),
             session_idle_ms: c.session_idle_ms(),
-            limits: Limits::default(),
+            limits: Limits::for_sessions(&c.processing.limits),
             source_topic: c.topics.raw.clone(),
             partition,
             max_output_bytes: self.max_output_bytes.load(Ordering::Relaxed),

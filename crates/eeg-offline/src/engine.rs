@@ -71,6 +71,8 @@ impl Engine {
         threads: usize,
     ) -> Result<Engine, eeg_dsp::ConfigError> {
         let n_channels = signals.len();
+        // The session is checked against the limits whole: each part alone may fit.
+        SessionProcessor::plan_session(config, fs, n_channels)?;
         let parts = threads.min(n_channels / MIN_CHANNELS_PER_PART).max(1);
         // This thread also reads and decodes the file and joins the parts, so it takes a
         // smaller share: weight 1 against 2 for each worker (measured best for two parts).

@@ -250,7 +250,8 @@ fn read_input(
     };
     // A file is what its name or content said; standard input is told by its first bytes.
     let kind = matches!(options.input, Input::File(_)).then_some(kind);
-    let messages = raw_messages(&name, input, kind)?;
+    let limits = eeg_schema::Limits::for_sessions(&options.processing.limits);
+    let messages = raw_messages(&name, input, kind, limits)?;
     raw::process_raw(options, messages, writer, triggers, report, progress)
 }
 
@@ -262,8 +263,8 @@ fn raw_messages<R: Read>(
     name: &str,
     mut input: R,
     kind: Option<Kind>,
+    limits: eeg_schema::Limits,
 ) -> Result<RawMessages<Reread<R>>, Error> {
-    let limits = eeg_schema::Limits::default();
     // Its first bytes may come in pieces: a pipe, or the first line `open_jsonl` read.
     let head = detect::read_head(&mut input, limits.max_message_bytes)
         .map_err(|e| Error::bad(format!("{name}: cannot read: {e}")))?;

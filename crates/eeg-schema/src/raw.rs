@@ -36,11 +36,19 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        Limits::for_sessions(&eeg_dsp::SessionLimits::default())
+    }
+}
+
+impl Limits {
+    /// The default sizes with the channel count and rate that `sessions` accept, so a batch
+    /// the sessions would take is never refused by the decoder first.
+    pub fn for_sessions(sessions: &eeg_dsp::SessionLimits) -> Limits {
         Limits {
             max_message_bytes: 4 << 20,
-            max_channels: 1024,
+            max_channels: sessions.max_channels,
             max_samples_per_channel: 65_536,
-            max_sample_rate_hz: 100_000.0,
+            max_sample_rate_hz: sessions.max_sample_rate_hz,
         }
     }
 }
@@ -392,7 +400,7 @@ impl Header<'_> {
             return Err(field(
                 "sample_rate_hz",
                 format!(
-                    "must be at most {} (limit max_sample_rate_hz), got {fs}",
+                    "must be at most {} (limits.max_sample_rate_hz; raise it in the config file to accept more), got {fs}",
                     limits.max_sample_rate_hz
                 ),
             ));
@@ -429,7 +437,9 @@ fn too_many_per_row(n: usize, limit: usize) -> String {
 }
 
 pub(crate) fn too_many_channels(n: usize, limit: usize) -> String {
-    format!("{n} channels, at most {limit} (limit max_channels)")
+    format!(
+        "{n} channels, at most {limit} (limits.max_channels; raise it in the config file to accept more)"
+    )
 }
 
 fn check_id(name: &'static str, v: &str) -> Result<(), SchemaError> {
@@ -916,7 +926,7 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
             if out.rows > max_rows {
                 return Err(ctx.fail(field(
                     "samples",
-                    format!("more than {max_rows} rows, at most {max_rows} (limit max_channels)"),
+                    format!("more than {max_rows} rows, at most {max_rows} (limits.max_channels; raise it in the config file to accept more)"),
                 )));
             }
         }

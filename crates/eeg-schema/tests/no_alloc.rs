@@ -247,7 +247,7 @@ fn too_many_channel_names_are_rejected_before_they_are_allocated() {
     let e = decode_raw_protobuf(&msg, &Limits::default()).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "field 'channels': 200000 channels, at most 1024 (limit max_channels)"
+        "field 'channels': 200000 channels, at most 1024 (limits.max_channels; raise it in the config file to accept more)"
     );
     assert!(allocated_bytes() - before < 1024);
 }

@@ -561,7 +561,7 @@ fn counts_and_rate_are_limited() {
     };
     assert_eq!(
         err_bytes(&bytes, &three),
-        "field 'channels': 4 channels, at most 3 (limit max_channels)"
+        "field 'channels': 4 channels, at most 3 (limits.max_channels; raise it in the config file to accept more)"
     );
     let one = Limits {
         max_samples_per_channel: 1,
@@ -577,7 +577,7 @@ fn counts_and_rate_are_limited() {
     };
     assert_eq!(
         err_bytes(&bytes, &slow),
-        "field 'sample_rate_hz': must be at most 200 (limit max_sample_rate_hz), got 250"
+        "field 'sample_rate_hz': must be at most 200 (limits.max_sample_rate_hz; raise it in the config file to accept more), got 250"
     );
     // Names are counted before they are decoded: a message of 5000 empty names is rejected
     // as too many channels, not as empty names.
@@ -587,7 +587,7 @@ fn counts_and_rate_are_limited() {
     }
     assert_eq!(
         err_bytes(&many, &Limits::default()),
-        "field 'channels': 5000 channels, at most 1024 (limit max_channels)"
+        "field 'channels': 5000 channels, at most 1024 (limits.max_channels; raise it in the config file to accept more)"
     );
 }
 

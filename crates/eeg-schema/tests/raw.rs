@@ -227,7 +227,7 @@ fn sample_rate_must_be_positive_finite_and_within_the_limit() {
     );
     assert_eq!(
         err(&with("sample_rate_hz", "100001")),
-        "field 'sample_rate_hz': must be at most 100000 (limit max_sample_rate_hz), got 100001"
+        "field 'sample_rate_hz': must be at most 100000 (limits.max_sample_rate_hz; raise it in the config file to accept more), got 100001"
     );
     assert!(decode(&with("sample_rate_hz", "100000")).is_ok());
     assert!(
@@ -433,7 +433,7 @@ fn channel_and_sample_counts_are_limited() {
         decode_raw(EXAMPLE.as_bytes(), &two)
             .unwrap_err()
             .to_string(),
-        "field 'samples': more than 2 rows, at most 2 (limit max_channels)"
+        "field 'samples': more than 2 rows, at most 2 (limits.max_channels; raise it in the config file to accept more)"
     );
     let names_first =
         with("samples", "[[1]]").replace("\"samples\": [[1]]", "\"samples\": [[1],[2],[3],[4]]");
@@ -443,7 +443,7 @@ fn channel_and_sample_counts_are_limited() {
     p.samples = vec![0.0; 3];
     assert_eq!(
         RawBatch::new(p, &two).unwrap_err().to_string(),
-        "field 'channels': 3 channels, at most 2 (limit max_channels)"
+        "field 'channels': 3 channels, at most 2 (limits.max_channels; raise it in the config file to accept more)"
     );
     let one = Limits {
         max_samples_per_channel: 1,

@@ -3,6 +3,7 @@
 //! service's delivery promise hold (no window lost, no number changed, whatever crashes,
 //! restarts or rebalances happen).
 //!
+//! - [`config`]: the TOML config file (processing, limits, trigger rules), parsed strictly.
 //! - [`admission`]: one processor per session, fed in `seq` order; duplicates dropped, gaps
 //!   and changes of shape reset the session.
 //! - [`counters`]: what the cores did, as figures that log lines and metrics read.
@@ -19,9 +20,11 @@
 //!   service wraps one per assigned partition, and `tests/sim.rs` drives it through
 //!   thousands of seeded runs of crashes, rebalances and late or failed acknowledgements.
 //!
-//! Nothing here reads a socket, a file or the clock: time is the messages' own.
+//! Nothing here reads a socket or the clock (time is the messages' own); the one file read is
+//! the config file, by [`config::load`].
 
 pub mod admission;
+pub mod config;
 pub mod counters;
 pub mod fanout;
 pub mod ledger;
@@ -31,6 +34,7 @@ pub mod snapshot;
 pub mod triggers;
 
 pub use admission::{Admission, ResetReason, Session, Sessions, StartError};
+pub use config::{Config, ConfigFileError};
 pub use counters::{Counters, Figure, MetricKind};
 pub use fanout::{Fanout, Produced, Sink};
 pub use ledger::{Ledger, StateWrite, Ticket};

@@ -979,6 +979,50 @@ mod tests {
         assert_eq!(c.advance(&mut out), Ok(Some(11)));
     }
 
+    /// Batches whose session is beyond the limits (the 20 KB message declaring 1,024 channels
+    /// at 100 kHz; a rate of 166,667 Hz) reach the dead-letter topic with the limit named,
+    /// start no session and hold nothing; the partition commits past them.
+    #[test]
+    fn sessions_beyond_the_limits_are_dead_lettered_naming_the_limit() {
+        let mut c = core();
+        let mut out = Kept::default();
+        let batch = |session: &str, fs: f64, nch: usize| {
+            let channels: Vec<String> = (0..nch).map(|i| format!("C{i}")).collect();
+            serde_json::json!({
+                "schema": "eeg.raw/1", "session_id": session, "device_id": "d", "seq": 0,
+                "start_ms": 1_000, "sample_rate_hz": fs, "channels": channels,
+                "samples": vec![vec![1.0, 2.0]; nch],
+            })
+            .to_string()
+        };
+        let cases = [
+            (
+                batch("wide", 100_000.0, 1024),
+                "limits.max_session_state_mib",
+            ),
+            (batch("fast", 166_666.67, 11), "limits.max_sample_rate_hz"),
+        ];
+        for (offset, (payload, limit)) in cases.iter().enumerate() {
+            let m = Inbound {
+                offset: offset as i64,
+                timestamp_ms: Some(1),
+                key: Some(b"k"),
+                payload: payload.as_bytes(),
+                content_type: None,
+            };
+            let handled = c.handle(&m, &mut out).expect("never refused");
+            assert!(matches!(handled.outcome, Outcome::DeadLetter(_)));
+            let (topic, copy, headers) = out.0.last().unwrap();
+            assert_eq!(*topic, Topic::DeadLetter);
+            assert_eq!(copy.as_slice(), payload.as_bytes());
+            let error = header(headers, "error").unwrap();
+            assert!(error.contains(limit) && error.contains("raise"), "{error}");
+        }
+        assert!(c.sessions.is_empty());
+        c.checkpoint();
+        assert_eq!(c.advance(&mut out), Ok(Some(2)));
+    }
+
     #[test]
     fn a_record_too_large_for_the_producer_dead_letters_its_message_instead_of_stopping() {
         let mut c = core();

@@ -1,12 +1,13 @@
-//! The TOML config file: every key optional, defaults as documented in README.md.
+//! The TOML config file `process`, `report` and `run` read: every key optional, defaults as
+//! documented in README.md and docs/limits.md.
 //!
 //! The file is parsed strictly (unknown keys are errors, so a typo cannot silently fall back
 //! to a default) and checked whole before any input is read.
 
-use eeg_dsp::{Band, ProcessingConfig};
-use eeg_session::TriggerConfig;
+use crate::triggers::{TriggerConfig, TriggerConfigError};
+use eeg_dsp::{Band, ConfigError, ProcessingConfig};
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +20,8 @@ struct File {
     bands: Option<toml::Table>,
     #[serde(default)]
     quality: QualitySection,
+    #[serde(default)]
+    limits: LimitsSection,
     /// The `[[triggers]]` tables, kept as tables so that eeg_session reads them and its errors
     /// name the rule and the key (docs/triggers.md).
     triggers: Option<Vec<toml::Table>>,
@@ -58,14 +61,57 @@ struct QualitySection {
     max_line_noise_ratio: Option<f64>,
 }
 
-/// Reads and parses a config file. Errors are one line naming the file and the line or key.
-pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-    parse_all(&text).map_err(|e| format!("{}: {e}", path.display()))
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_sample_rate_hz: Option<f64>,
+    max_channels: Option<usize>,
+    max_session_state_mib: Option<u64>,
+    max_fft_len: Option<usize>,
 }
 
-/// The config of `path`, or the defaults when there is none.
+/// A config file that cannot be used; its message is one line naming the file (when read
+/// from one) and the line or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, or a key of the wrong type or unknown; `line` when the parser tells it.
+    #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Syntax {
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error(transparent)]
+    Processing(#[from] ConfigError),
+    #[error(transparent)]
+    Triggers(#[from] TriggerConfigError),
+    /// Any of the above in the file at `path`.
+    #[error("{}: {source}", path.display())]
+    In {
+        path: PathBuf,
+        source: Box<ConfigFileError>,
+    },
+}
+
+/// Reads and parses a config file. Errors are one line naming the file and the line or key.
+pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_all(&text).map_err(|e| ConfigFileError::In {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
 impl Config {
     /// What is allowed but probably not meant, one line each, for a warning: trigger rules
     /// that can never fire with the configured bands.
@@ -80,7 +126,8 @@ impl Config {
     }
 }
 
-pub fn load_or_default(path: Option<&Path>) -> Result<Config, String> {
+/// The config of `path`, or the defaults when there is none.
+pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigFileError> {
     match path {
         Some(p) => load(p),
         None => Ok(Config {
@@ -92,13 +139,15 @@ pub fn load_or_default(path: Option<&Path>) -> Result<Config, String> {
 
 /// Parses config text; the error names the line or key.
 #[cfg(test)]
-pub fn parse(text: &str) -> Result<ProcessingConfig, String> {
-    parse_all(text).map(|c| c.processing)
+fn parse(text: &str) -> Result<ProcessingConfig, String> {
+    parse_all(text)
+        .map(|c| c.processing)
+        .map_err(|e| e.to_string())
 }
 
 /// Parses config text, trigger rules included; the error names the line or key (for a rule:
 /// its index, id and key).
-pub fn parse_all(text: &str) -> Result<Config, String> {
+pub fn parse_all(text: &str) -> Result<Config, ConfigFileError> {
     let file: File = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| {
             text.as_bytes()[..s.start.min(text.len())]
@@ -107,10 +156,9 @@ pub fn parse_all(text: &str) -> Result<Config, String> {
                 .count()
                 + 1
         });
-        let msg = e.message().trim().replace('\n', " ");
-        match line {
-            Some(l) => format!("line {l}: {msg}"),
-            None => msg,
+        ConfigFileError::Syntax {
+            line,
+            message: e.message().trim().replace('\n', " "),
         }
     })?;
     let mut c = ProcessingConfig::default();
@@ -128,6 +176,18 @@ pub fn parse_all(text: &str) -> Result<Config, String> {
     set(&mut c.quality.railed_fraction, q.railed_fraction);
     set(&mut c.quality.artifact_ptp_uv, q.artifact_ptp_uv);
     set(&mut c.quality.max_line_noise_ratio, q.max_line_noise_ratio);
+    let l = file.limits;
+    set(&mut c.limits.max_sample_rate_hz, l.max_sample_rate_hz);
+    set(&mut c.limits.max_channels, l.max_channels);
+    if let Some(mib) = l.max_session_state_mib {
+        c.limits.max_session_state_bytes =
+            mib.checked_mul(1 << 20)
+                .ok_or_else(|| ConfigFileError::Invalid {
+                    key: "limits.max_session_state_mib".into(),
+                    problem: format!("{mib} MiB is more than a machine can address"),
+                })?;
+    }
+    set(&mut c.limits.max_fft_len, l.max_fft_len);
     if let Some(bands) = file.bands {
         c.bands = bands
             .into_iter()
@@ -135,17 +195,17 @@ pub fn parse_all(text: &str) -> Result<Config, String> {
             .collect::<Result<_, _>>()?;
     }
     if ![0.0, 50.0, 60.0].contains(&c.filter.mains_hz) {
-        return Err(format!(
-            "filter.mains_hz: must be 50, 60 or 0 (off), got {}",
-            c.filter.mains_hz
-        ));
+        return Err(ConfigFileError::Invalid {
+            key: "filter.mains_hz".into(),
+            problem: format!("must be 50, 60 or 0 (off), got {}", c.filter.mains_hz),
+        });
     }
     // Checks that need no sample rate; the rest is checked per input once its rate is known.
-    c.validate().map_err(|e| e.to_string())?;
+    c.validate()?;
     let triggers = match file.triggers {
         Some(tables) => {
             let bands: Vec<&str> = c.bands.iter().map(|b| b.name.as_str()).collect();
-            TriggerConfig::from_tables(&tables, &bands).map_err(|e| e.to_string())?
+            TriggerConfig::from_tables(&tables, &bands)?
         }
         None => TriggerConfig::default(),
     };
@@ -161,7 +221,7 @@ fn set<T>(slot: &mut T, v: Option<T>) {
     }
 }
 
-fn band(name: &str, v: &toml::Value) -> Result<Band, String> {
+fn band(name: &str, v: &toml::Value) -> Result<Band, ConfigFileError> {
     let edges = v.as_array().and_then(|a| match a.as_slice() {
         [lo, hi] => Some((number(lo)?, number(hi)?)),
         _ => None,
@@ -172,7 +232,10 @@ fn band(name: &str, v: &toml::Value) -> Result<Band, String> {
             lo_hz,
             hi_hz,
         }),
-        None => Err(format!("bands.{name}: must be [low_hz, high_hz], got {v}")),
+        None => Err(ConfigFileError::Invalid {
+            key: format!("bands.{name}"),
+            problem: format!("must be [low_hz, high_hz], got {v}"),
+        }),
     }
 }
 
@@ -215,6 +278,53 @@ mod tests {
         assert_eq!(e, "filter.mains_hz: must be 50, 60 or 0 (off), got 55");
         let e = parse("[bands]\nalpha = [13, 8]\n").unwrap_err();
         assert!(e.starts_with("bands.alpha: must be [low, high]"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let c = parse(
+            "[limits]\nmax_sample_rate_hz = 200000\nmax_channels = 2048\nmax_session_state_mib = 4096\nmax_fft_len = 524288\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_sample_rate_hz, 200_000.0);
+        assert_eq!(c.limits.max_channels, 2048);
+        assert_eq!(c.limits.max_session_state_bytes, 4096 << 20);
+        assert_eq!(c.limits.max_fft_len, 524_288);
+        assert_eq!(parse("").unwrap().limits, eeg_dsp::SessionLimits::default());
+        let e = parse("[limits]\nmax_channels = 0\n").unwrap_err();
+        assert_eq!(e, "limits.max_channels: must be at least 1");
+        let e = parse("[limits]\nmax_session_state_mib = 18446744073709551615\n").unwrap_err();
+        assert!(e.starts_with("limits.max_session_state_mib: "), "{e}");
+        let e = parse("[limits]\nmax_sample_rate = 1\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2: unknown field `max_sample_rate`"),
+            "{e}"
+        );
+        let e = parse("[limits]\nmax_channels = -3\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+    }
+
+    #[test]
+    fn a_file_is_named_in_its_errors() {
+        let dir = std::env::temp_dir().join(format!("eeg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[window]\nhop_s = 0\n").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: window.hop_s: must be a number of seconds > 0, got 0",
+                path.display()
+            )
+        );
+        let missing = dir.join("missing.toml");
+        let e = load(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: cannot read config: ", missing.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
