@@ -12,6 +12,7 @@
 
 pub mod alloc;
 pub mod capture;
+pub mod config;
 pub mod edf;
 pub mod process;
 pub mod raw_json;
@@ -40,6 +41,7 @@ pub const TARGETS: &[Target] = &[
     ("edf", edf::check),
     ("snapshot", snapshot::check),
     ("process", process::check),
+    ("config", config::check),
 ];
 
 /// The check of the target named `name`.

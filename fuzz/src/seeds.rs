@@ -34,6 +34,7 @@ pub fn all(fixtures: &Path) -> Vec<(&'static str, Vec<Seed>)> {
         ("edf", edf),
         ("snapshot", snapshot_seeds()),
         ("process", process),
+        ("config", config_seeds(fixtures)),
     ]
 }
 
@@ -393,4 +394,36 @@ fn process_seeds(fixtures: &Path, edf: &[Seed], capture: &[Seed]) -> Vec<Seed> {
             with(selector(4, 0, false), &capture[0].1),
         ),
     ]
+}
+
+/// The TOML examples of the README and the docs (every ```toml block), and a file with
+/// every section.
+fn config_seeds(fixtures: &Path) -> Vec<Seed> {
+    let root = fixtures.join("..");
+    let mut seeds = Vec::new();
+    for doc in ["README.md", "docs/triggers.md", "docs/limits.md"] {
+        let Ok(text) = std::fs::read_to_string(root.join(doc)) else {
+            continue;
+        };
+        let mut rest = text.as_str();
+        let mut n = 0;
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + 8..];
+            let Some(end) = body.find("```") else {
+                break;
+            };
+            n += 1;
+            let name = format!("{}_{n}.toml", doc.trim_end_matches(".md").replace('/', "_"));
+            seeds.push((name, body.as_bytes()[..end].to_vec()));
+            rest = &body[end..];
+        }
+    }
+    let all = "[filter]\nmains_hz = 60\nnotch_q = 25.0\nbandpass_hz = [0.5, 40.0]\nbandpass_order = 2\n\
+               [window]\nlength_s = 2.0\nhop_s = 0.5\nwelch_segment_s = 1.0\n\
+               [bands]\nlow = [0.5, 8]\nhigh = [8.0, 40.0]\n\
+               [quality]\nflatline_ptp_uv = 1.0\nrailed_fraction = 0.1\nartifact_ptp_uv = 150.0\nmax_line_noise_ratio = 2.0\n\
+               [limits]\nmax_sample_rate_hz = 50000.0\nmax_channels = 256\nmax_session_state_mib = 64\nmax_fft_len = 65536\n\
+               [[triggers]]\nid = \"low\"\nmetric = \"band_power.low\"\nop = \"<\"\nthreshold = 5.0\nfor_windows = 3\n";
+    seeds.push(("every_section.toml".into(), all.as_bytes().to_vec()));
+    seeds
 }
