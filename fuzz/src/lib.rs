@@ -134,6 +134,25 @@ pub fn same_batch(what: &str, a: &eeg_schema::RawBatch, b: &eeg_schema::RawBatch
     );
 }
 
+/// An accepted batch's canonical JSON and its float64 protobuf encoding both decode back to
+/// it, bit for bit. An encoding is at most a few times longer than what was read (`1` becomes
+/// `1.0`); past the message limit it would rightly be refused, so it is not checked.
+pub(crate) fn round_trips(batch: &eeg_schema::RawBatch, limits: &eeg_schema::Limits) {
+    let text = batch.encode();
+    if text.len() <= limits.max_message_bytes {
+        let back = eeg_schema::decode_raw(&text, limits)
+            .unwrap_or_else(|e| panic!("the canonical JSON of a batch is refused: {e}"));
+        same_batch("a batch and its canonical JSON decoded", batch, &back);
+    }
+    let mut binary = Vec::new();
+    batch.encode_protobuf(&mut binary);
+    if binary.len() <= limits.max_message_bytes {
+        let back = eeg_schema::decode_raw_protobuf(&binary, limits)
+            .unwrap_or_else(|e| panic!("the protobuf encoding of a batch is refused: {e}"));
+        same_batch("a batch and its protobuf encoding decoded", batch, &back);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

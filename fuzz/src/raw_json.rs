@@ -5,9 +5,9 @@
 //! never accepts what serde's decoder rejects, nor reads it differently; errors are one line;
 //! an accepted batch's canonical JSON and its protobuf encoding decode back to it.
 
-use eeg_schema::{Limits, decode_raw, decode_raw_fast, decode_raw_protobuf, decode_raw_reference};
+use eeg_schema::{Limits, decode_raw, decode_raw_fast, decode_raw_reference};
 
-use crate::{Bound, bounded, one_line, same_batch};
+use crate::{Bound, bounded, one_line, round_trips, same_batch};
 
 /// Each decoder turns the message into one batch: samples as f64 (8 bytes) from numbers of
 /// at least 2 bytes with their separator (`0,`), so 4 bytes a byte, up to twice that while a
@@ -53,19 +53,5 @@ pub fn check(data: &[u8]) {
         }
         (g, r) => panic!("decode_raw gave {g:?}, decode_raw_reference {r:?}"),
     };
-    // The canonical form is at most a few times longer than what was read (`1` becomes
-    // `1.0`); past the message limit it would rightly be refused, so it is not checked.
-    let text = batch.encode();
-    if text.len() <= limits.max_message_bytes {
-        let back = decode_raw(&text, &limits)
-            .unwrap_or_else(|e| panic!("the canonical JSON of a batch is refused: {e}"));
-        same_batch("a batch and its canonical JSON decoded", &batch, &back);
-    }
-    let mut binary = Vec::new();
-    batch.encode_protobuf(&mut binary);
-    if binary.len() <= limits.max_message_bytes {
-        let back = decode_raw_protobuf(&binary, &limits)
-            .unwrap_or_else(|e| panic!("the protobuf encoding of a batch is refused: {e}"));
-        same_batch("a batch and its protobuf encoding decoded", &batch, &back);
-    }
+    round_trips(&batch, &limits);
 }

@@ -4,9 +4,9 @@
 //! Checks: errors are one line; an accepted batch encodes back (float64 protobuf, and
 //! canonical JSON) to messages that decode to the same batch, bit for bit.
 
-use eeg_schema::{Limits, decode_raw, decode_raw_protobuf};
+use eeg_schema::{Limits, decode_raw_protobuf};
 
-use crate::{Bound, bounded, one_line, same_batch};
+use crate::{Bound, bounded, one_line, round_trips};
 
 /// The decoder turns the message into one batch: samples as f64 (8 bytes) from digital values
 /// of 2 bytes, so 4 bytes a byte, up to twice that while a vector grows; every channel name
@@ -31,17 +31,5 @@ pub fn check(data: &[u8]) {
             return;
         }
     };
-    let mut binary = Vec::new();
-    batch.encode_protobuf(&mut binary);
-    if binary.len() <= limits.max_message_bytes {
-        let back = decode_raw_protobuf(&binary, &limits)
-            .unwrap_or_else(|e| panic!("the protobuf encoding of a batch is refused: {e}"));
-        same_batch("a batch and its protobuf encoding decoded", &batch, &back);
-    }
-    let text = batch.encode();
-    if text.len() <= limits.max_message_bytes {
-        let back = decode_raw(&text, &limits)
-            .unwrap_or_else(|e| panic!("the canonical JSON of a batch is refused: {e}"));
-        same_batch("a batch and its canonical JSON decoded", &batch, &back);
-    }
+    round_trips(&batch, &limits);
 }

@@ -21,6 +21,12 @@ use std::sync::{Arc, Mutex, Weak};
 /// sessions at one rate share a plan, and a session that restarts or changes shape back and
 /// forth does not plan again. Entries of plans no session holds any more are dropped, so the
 /// cache never keeps more than the live sessions' plans.
+/// The most FFT scratch, in multiples of the transform's length, any of RustFFT's plans asks
+/// for: radix and mixed-radix plans take at most the length, Bluestein's an inner transform
+/// of the next power of two at or above twice the length (under 4 lengths) and that
+/// transform's own scratch (as much again).
+pub const FFT_SCRATCH_BOUND: usize = 8;
+
 fn shared_plan(len: usize) -> Arc<dyn Fft<f64>> {
     type Plans = Vec<(usize, Weak<dyn Fft<f64>>)>;
     static PLANS: Mutex<Plans> = Mutex::new(Vec::new());
@@ -40,8 +46,7 @@ fn shared_plan(len: usize) -> Arc<dyn Fft<f64>> {
 }
 
 /// The FFT plan, window and buffers of one segment length. Planned once; computing a segment
-/// does not allocate (but for the first segment a thread computes at a new largest length:
-/// the FFT's scratch is the thread's, see [`with_scratch`]).
+/// does not allocate.
 ///
 /// A real FFT of even length `N` is one complex FFT of length `N / 2` (even samples as real
 /// parts, odd samples as imaginary parts) and a last butterfly per bin that separates the
@@ -55,6 +60,9 @@ pub struct SegmentPsd {
     scale: f64,
     input: Vec<f64>,
     buffer: Vec<Complex64>,
+    /// The FFT's own scratch. Per segment rather than per thread: a thread-local buffer cost
+    /// some 3,000 instructions a transform to reach (40 % of a window's Welch work).
+    scratch: Vec<Complex64>,
     /// `exp(-2πik/N)` for the bins below `N / 2` (even `N` only).
     twiddles: Vec<Complex64>,
     psd: Vec<f64>,
@@ -73,7 +81,7 @@ impl std::fmt::Debug for SegmentPsd {
 }
 
 impl SegmentPsd {
-    /// Heap memory of the buffers (not the shared FFT plan, not the thread's scratch), bytes.
+    /// Heap memory of the buffers (not the shared FFT plan), bytes.
     pub fn state_bytes(&self) -> usize {
         let f = std::mem::size_of::<f64>();
         let c = std::mem::size_of::<Complex64>();
@@ -82,17 +90,24 @@ impl SegmentPsd {
             + self.psd.capacity()
             + self.freqs.capacity())
             * f
-            + (self.buffer.capacity() + self.twiddles.capacity()) * c
+            + (self.buffer.capacity() + self.scratch.capacity() + self.twiddles.capacity()) * c
     }
 
-    /// [`SegmentPsd::state_bytes`] of a segment of `nperseg` samples, before planning it.
+    /// At most [`SegmentPsd::state_bytes`] of a segment of `nperseg` samples, known before
+    /// planning it. Exact but for the FFT's scratch, which depends on the algorithm the plan
+    /// picks: counted as [`FFT_SCRATCH_BOUND`] times the transform's length.
     pub fn state_bytes_for(nperseg: usize) -> usize {
         let f = std::mem::size_of::<f64>();
         let c = std::mem::size_of::<Complex64>();
         let even = nperseg.is_multiple_of(2);
         let len = if even { nperseg / 2 } else { nperseg };
         let twiddles = if even { len } else { 0 };
-        (2 * nperseg + 2 * (nperseg / 2 + 1)) * f + (len + twiddles) * c
+        (2 * nperseg + 2 * (nperseg / 2 + 1)) * f + (len + twiddles + FFT_SCRATCH_BOUND * len) * c
+    }
+
+    /// The transform's length and the scratch its plan took, in complex values.
+    pub fn fft_scratch(&self) -> (usize, usize) {
+        (self.buffer.len(), self.scratch.len())
     }
 
     /// Plans a segment of `nperseg >= 2` samples at `fs` Hz.
@@ -117,6 +132,7 @@ impl SegmentPsd {
         SegmentPsd {
             input: vec![0.0; nperseg],
             buffer: vec![Complex64::default(); len],
+            scratch: vec![Complex64::default(); fft.get_inplace_scratch_len()],
             twiddles,
             psd: vec![0.0; n_bins],
             n_bins,
@@ -155,9 +171,8 @@ impl SegmentPsd {
             for ((z, x), w) in self.buffer.iter_mut().zip(&self.input).zip(&self.window) {
                 *z = Complex64::new((*x - mean) * w, 0.0);
             }
-            with_scratch(&*self.fft, |scratch| {
-                self.fft.process_with_scratch(&mut self.buffer, scratch)
-            });
+            self.fft
+                .process_with_scratch(&mut self.buffer, &mut self.scratch);
             for (p, x) in self.psd[..self.n_bins].iter_mut().zip(&self.buffer) {
                 *p = (x.re * x.re + x.im * x.im) * scale2;
             }
@@ -170,9 +185,8 @@ impl SegmentPsd {
         for (z, (x, w)) in self.buffer.iter_mut().zip(pairs) {
             *z = Complex64::new((x[0] - mean) * w[0], (x[1] - mean) * w[1]);
         }
-        with_scratch(&*self.fft, |scratch| {
-            self.fft.process_with_scratch(&mut self.buffer, scratch)
-        });
+        self.fft
+            .process_with_scratch(&mut self.buffer, &mut self.scratch);
         // With Z the transform of z[m] = x[2m] + i·x[2m+1] (M = N/2 points), the even and
         // odd samples' transforms are E = (Z[k] + conj Z[M-k]) / 2 and
         // O = (Z[k] - conj Z[M-k]) / 2i, and X[k] = E + exp(-2πik/N)·O.
@@ -194,25 +208,6 @@ impl SegmentPsd {
         }
         &self.psd[..self.n_bins]
     }
-}
-
-/// Runs `f` with FFT scratch for `fft` from this thread's buffer, grown to the largest
-/// scratch asked for on the thread. The scratch is the same size as the transform or larger
-/// (twice or more for lengths with a large prime factor), so keeping one per thread rather
-/// than one per session saves a segment's worth of memory in every session.
-fn with_scratch(fft: &dyn Fft<f64>, f: impl FnOnce(&mut [Complex64])) {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<Complex64>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let len = fft.get_inplace_scratch_len();
-    SCRATCH.with(|cell| {
-        // Never borrowed twice: `f` computes one transform and does not call back here.
-        let mut scratch = cell.borrow_mut();
-        if scratch.len() < len {
-            scratch.resize(len, Complex64::default());
-        }
-        f(&mut scratch[..len]);
-    });
 }
 
 /// Inclusive bin ranges of a set of frequency bands, for trapezoid integration.
@@ -359,6 +354,30 @@ pub fn welch(x: &[f64], fs: f64, nperseg: usize) -> Option<(Vec<f64>, Vec<f64>)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fft_scratch_stays_within_its_bound() {
+        // Powers of two, mixed radix, primes (Rader's and Bluestein's algorithms), odd.
+        for nperseg in [
+            512,
+            500,
+            513,
+            2 * 1021,
+            2 * 7919,
+            1021,
+            7919,
+            200_002,
+            333_333,
+        ] {
+            let seg = SegmentPsd::new(nperseg, 1000.0);
+            let (len, scratch) = seg.fft_scratch();
+            assert!(
+                scratch <= FFT_SCRATCH_BOUND * len,
+                "{nperseg}: {scratch} > 8 × {len}"
+            );
+            assert!(seg.state_bytes() <= SegmentPsd::state_bytes_for(nperseg));
+        }
+    }
 
     #[test]
     fn segments_of_one_length_share_a_plan_while_any_holds_it() {
