@@ -360,14 +360,10 @@ pub struct SessionProcessor {
     /// Computed when first needed (the first window): it runs the cascade for up to a minute
     /// of samples, which a session that never completes a window should not pay for.
     settle_samples: OnceLock<u64>,
-    /// `L mod H`, where each hop is cut into a second block (0: one block per hop).
-    tail: usize,
-    blocks_per_hop: usize,
-    /// Hops whose blocks are kept: those of one window and the one being filled.
-    hops_in_ring: usize,
+    /// How the stream is cut into blocks, and where each block's statistics are kept.
+    block_shape: BlockShape,
     /// Signal statistics of each block: raw extremes and their counts, what the notch
-    /// removes, filtered extremes and power. Block `b` of hop `h` is at
-    /// `(h mod hops_in_ring) * blocks_per_hop + b`.
+    /// removes, filtered extremes and power.
     blocks: Vec<ChannelStats>,
     /// Interleaved work buffers: the piece being filtered and its filtered samples.
     scratch: Vec<f64>,
@@ -412,7 +408,7 @@ impl SessionProcessor {
                 power: vec![0.0; n_channels * (nb + 1)],
             })
             .collect();
-        let shape = BlockShape::of(&plan);
+        let block_shape = BlockShape::of(&plan);
         let piece = (PIECE_VALUES / n_channels).clamp(1, plan.hop) * n_channels;
         Ok(SessionProcessor {
             bank: FilterBank::with_kernel(&plan.cascade(), n_channels, kernel),
@@ -422,10 +418,8 @@ impl SessionProcessor {
             base_index: 0,
             t0_ms,
             settle_samples: OnceLock::new(),
-            tail: shape.tail,
-            blocks_per_hop: shape.per_hop,
-            hops_in_ring: shape.hops,
-            blocks: vec![ChannelStats::new(n_channels); shape.len()],
+            blocks: vec![ChannelStats::new(n_channels); block_shape.len()],
+            block_shape,
             scratch: vec![0.0; piece],
             filtered: vec![0.0; piece],
             welch: None,
@@ -768,7 +762,7 @@ impl SessionProcessor {
         let l = self.plan.window_len as u64;
         let mut done = 0;
         while done < frames {
-            let (at, starts, block_end) = self.block_at(self.pos);
+            let (at, starts, block_end) = self.block_shape.at(self.pos);
             let n = (frames - done)
                 .min((block_end - self.pos) as usize)
                 .min(self.scratch.len() / nch);
@@ -797,22 +791,6 @@ impl SessionProcessor {
                 self.complete_window(sink);
             }
         }
-    }
-
-    /// The block holding sample `pos` (its index in `blocks`), whether `pos` is its first
-    /// sample, and the first sample after it.
-    #[inline(always)]
-    fn block_at(&self, pos: u64) -> (usize, bool, u64) {
-        let h = self.plan.hop as u64;
-        let tail = self.tail as u64;
-        let (hop, within) = (pos / h, pos % h);
-        let (sub, end) = if tail != 0 && within < tail {
-            (0, hop * h + tail)
-        } else {
-            (self.blocks_per_hop - 1, (hop + 1) * h)
-        };
-        let at = (hop % self.hops_in_ring as u64) as usize * self.blocks_per_hop + sub;
-        (at, within == 0 || within == tail, end)
     }
 
     /// Makes the ring's rows long enough for the next `n` samples: as long as the samples
@@ -942,17 +920,9 @@ impl SessionProcessor {
     fn window_quality(&mut self, start: u64) {
         let q = &self.plan.quality;
         let l = self.plan.window_len;
-        // The window's blocks in time order: every block of the hops it covers in full, then
-        // (when H does not divide L) the first block of the hop it ends in.
-        let hops = (l / self.plan.hop) as u64;
-        let first_hop = start / self.plan.hop as u64;
-        let per_hop = self.blocks_per_hop;
-        let ring = self.hops_in_ring as u64;
-        let n_blocks = hops as usize * per_hop + usize::from(self.tail != 0);
-        let block = |i: usize| {
-            let hop = first_hop + (i / per_hop) as u64;
-            (hop % ring) as usize * per_hop + i % per_hop
-        };
+        let shape = &self.block_shape;
+        let n_blocks = shape.per_window();
+        let block = |i: usize| shape.in_window(start, i);
         for (c, out) in self.quality.iter_mut().enumerate() {
             let mut fmin = f64::INFINITY;
             let mut fmax = f64::NEG_INFINITY;
@@ -1001,12 +971,21 @@ impl SessionProcessor {
     }
 }
 
-/// How a session's quality statistics are cut into blocks.
+/// How a session's stream is cut into quality-statistics blocks: each hop at its start and,
+/// when H does not divide L, again at `L mod H`. Block `b` of hop `h` is kept at
+/// `(h mod hops) * per_hop + b`.
+#[derive(Debug, Clone, Copy)]
 struct BlockShape {
+    hop: u64,
     /// `L mod H`: where each hop is cut a second time (0: not cut).
-    tail: usize,
+    tail: u64,
     per_hop: usize,
+    /// Hops whose blocks are kept: a window spans L / H whole hops, and part of one more
+    /// when H does not divide L; the hop after them is filled while the window's blocks are
+    /// still to be read.
     hops: usize,
+    /// Whole hops in a window.
+    window_hops: usize,
 }
 
 impl BlockShape {
@@ -1014,16 +993,47 @@ impl BlockShape {
         let (l, h) = (plan.window_len, plan.hop);
         let tail = l % h;
         BlockShape {
-            tail,
+            hop: h as u64,
+            tail: tail as u64,
             per_hop: if tail == 0 { 1 } else { 2 },
-            // A window spans L / H whole hops, and part of one more when H does not divide L;
-            // the hop after them is filled while the window's blocks are still to be read.
             hops: l / h + usize::from(tail != 0),
+            window_hops: l / h,
         }
     }
 
+    /// Blocks kept.
     fn len(&self) -> usize {
         self.hops * self.per_hop
+    }
+
+    /// The block holding sample `pos` (its index among those kept), whether `pos` is its
+    /// first sample, and the first sample after it.
+    #[inline(always)]
+    fn at(&self, pos: u64) -> (usize, bool, u64) {
+        let (h, tail) = (self.hop, self.tail);
+        let (hop, within) = (pos / h, pos % h);
+        let (sub, end) = if tail != 0 && within < tail {
+            (0, hop * h + tail)
+        } else {
+            (self.per_hop - 1, (hop + 1) * h)
+        };
+        let at = (hop % self.hops as u64) as usize * self.per_hop + sub;
+        (at, within == 0 || within == tail, end)
+    }
+
+    /// Blocks in a window: those of the hops it covers in full, and the first block of the
+    /// hop it ends in when H does not divide L.
+    #[inline(always)]
+    fn per_window(&self) -> usize {
+        self.window_hops * self.per_hop + usize::from(self.tail != 0)
+    }
+
+    /// The index among those kept of block `i` (in time order) of the window starting at
+    /// sample `start`.
+    #[inline(always)]
+    fn in_window(&self, start: u64, i: usize) -> usize {
+        let hop = start / self.hop + (i / self.per_hop) as u64;
+        (hop % self.hops as u64) as usize * self.per_hop + i % self.per_hop
     }
 }
 

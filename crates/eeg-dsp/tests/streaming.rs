@@ -366,7 +366,7 @@ fn session_state_follows_the_data_up_to_its_declared_maximum() {
         let full = p.state_bytes();
         assert!(full <= max, "{case}: {full} > {max}");
         let nperseg = p.plan().nperseg;
-        let len = if nperseg % 2 == 0 {
+        let len = if nperseg.is_multiple_of(2) {
             nperseg / 2
         } else {
             nperseg
