@@ -122,13 +122,13 @@ pub fn session_groups(
         .collect())
 }
 
-/// The recording at `path` through its sessions (one per sample rate, split by channel
-/// across `options.threads`), each window fanned out. A data record that does not follow its
-/// predecessor (EDF+D) restarts every session. Returns the sessions' summaries, or none when
-/// the writer stopped (its error explains why).
 /// Gaps in an EDF+D file logged one line each; the rest are counted in the summary.
 const MAX_GAP_LINES: u64 = 10;
 
+/// The recording at `path` through its sessions (one per sample rate, split by channel
+/// across `options.threads`), each window fanned out. A data record that does not follow its
+/// predecessor restarts every session in EDF+D and is bad input in EDF+C. Returns the
+/// sessions' summaries, or none when the writer stopped (its error explains why).
 pub(crate) fn process_edf(
     options: &Options,
     path: &Path,
