@@ -302,6 +302,15 @@ pub struct Checkpoint {
     pub filter: Vec<f64>,
 }
 
+impl Checkpoint {
+    /// The heap and inline bytes of one checkpoint of a session of `n_channels` channels
+    /// planned as `plan`: what a transport that keeps several per session counts.
+    pub fn bytes_for(plan: &Plan, n_channels: usize) -> u64 {
+        let filter = 2 * plan.cascade().len() * n_channels * std::mem::size_of::<f64>();
+        (std::mem::size_of::<Checkpoint>() + filter) as u64
+    }
+}
+
 /// A checkpoint that does not fit the processor it is restored into.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RestoreError {

@@ -6,6 +6,8 @@
 //! - [`config`]: the TOML config file (processing, limits, trigger rules), parsed strictly.
 //! - [`admission`]: one processor per session, fed in `seq` order; duplicates dropped, gaps
 //!   and changes of shape reset the session.
+//! - [`budget`]: the instance's memory for session state; a session that does not fit
+//!   waits, its partition held, until memory is released.
 //! - [`counters`]: what the cores did, as figures that log lines and metrics read.
 //! - [`triggers`]: the trigger engine, rules over per-window metrics with a small
 //!   serialisable state per session.
@@ -24,6 +26,7 @@
 //! the config file, by [`config::load`].
 
 pub mod admission;
+pub mod budget;
 pub mod config;
 pub mod counters;
 pub mod fanout;
@@ -35,14 +38,15 @@ mod text;
 pub mod triggers;
 
 pub use admission::{Admission, ResetReason, Session, Sessions, StartError};
+pub use budget::{BudgetFigures, Full, MemoryBudget, Reservation, Wake};
 pub use config::{Config, ConfigFileError};
 pub use counters::{Counters, Figure, MetricKind};
 pub use fanout::{Fanout, Produced, Sink};
 pub use ledger::{Ledger, StateWrite, Ticket};
 pub use mirror::{OutputCache, OutputObserver};
 pub use partition::{
-    CoreConfig, Duplicates, Handled, Inbound, Outbox, Outcome, Output, PartitionCore, Restored,
-    Topic,
+    CoreConfig, Duplicates, Handled, Inbound, MAX_CHECKPOINTS, Outbox, Outcome, Output,
+    PartitionCore, Restored, Topic,
 };
 pub use snapshot::{Snapshot, SnapshotError, StateReader, StateRecord, StateValue};
 pub use triggers::{

@@ -20,9 +20,10 @@ use std::sync::atomic::Ordering;
 use sha2::{Digest, Sha256};
 
 use eeg_dsp::{Checkpoint, ProcessingConfig, RestoreError, SessionProcessor, Window};
-use eeg_schema::{Limits, ProcessedRecord, SessionMeta, TriggerEvent, encode_processed};
+use eeg_schema::{Limits, ProcessedRecord, RawBatch, SessionMeta, TriggerEvent, encode_processed};
 
 use crate::admission::{Admission, ResetReason, Session, Sessions};
+use crate::budget::{Full, MemoryBudget, Mib, Reservation};
 use crate::counters::Counters;
 use crate::fanout::{Fanout, Produced, Sink};
 use crate::ledger::{Ledger, StateWrite, Ticket};
@@ -45,7 +46,20 @@ pub struct CoreConfig {
     /// Largest output the producer takes (its `message.max.bytes`): a dead letter that would
     /// not fit carries a prefix of the message instead of all of it.
     pub max_output_bytes: usize,
+    /// The instance's memory for session state, shared by its partitions.
+    pub budget: Arc<MemoryBudget>,
+    /// Checkpoints kept per session at most (see [`MAX_CHECKPOINTS`]).
+    pub max_checkpoints: usize,
 }
+
+/// Checkpoints a session keeps at most by default. A session keeps one per message from
+/// the one holding its next window's first sample on, which for a device sending a window
+/// in 32 messages or fewer is all of them; a session sending many tiny messages would
+/// otherwise keep a copy of its filter state for each (1,024 channels: 64 KiB per
+/// 4 KiB message). Beyond the bound every other one is dropped: the boundary a snapshot
+/// records may then be an earlier message, which a restart reads again without publishing
+/// anything twice (a snapshot carries the windows already published).
+pub const MAX_CHECKPOINTS: usize = 64;
 
 /// Where an output goes; the transport maps these to topics and partitions (`State` to this
 /// partition's number on the state topic, the others by key).
@@ -125,6 +139,10 @@ pub enum Outcome {
     Repeat,
     /// Below the committed offset and needed by no restored session: already accounted for.
     AccountedFor,
+    /// Not taken: the session it starts does not fit in the instance's memory budget now.
+    /// Nothing was recorded; the same message must be handed in again (when memory is
+    /// released) before any later one of the partition.
+    Held(Full),
 }
 
 /// Batches of one session that upstream sent again (e.g. a recording replayed under a
@@ -171,16 +189,19 @@ struct Tracked {
     triggers: TriggerState,
     /// Batches sent again from upstream and dropped (see [`Duplicates`]).
     duplicates: u64,
+    /// The session's share of the instance's memory budget.
+    reservation: Reservation,
 }
 
 impl Tracked {
-    fn new(triggers: TriggerState) -> Tracked {
+    fn new(triggers: TriggerState, reservation: Reservation) -> Tracked {
         Tracked {
             entries: VecDeque::new(),
             restored_at: None,
             saved: None,
             triggers,
             duplicates: 0,
+            reservation,
         }
     }
 
@@ -239,10 +260,12 @@ pub struct PartitionCore {
     /// Sessions evicted since the last checkpoint, with the `seq` they expected next.
     evicted: Vec<(String, u64)>,
     /// Checkpoint buffers to reuse.
-    spare: Vec<Checkpoint>,
+    spare: Spare,
     buf: Vec<u8>,
     /// This partition's share of the `session_state_bytes` gauge.
     state_bytes: u64,
+    /// Memory reserved for the session the message being handled starts.
+    room: Option<(Reservation, u64)>,
 }
 
 impl PartitionCore {
@@ -262,9 +285,10 @@ impl PartitionCore {
             last_offset: None,
             dirty: false,
             evicted: Vec::new(),
-            spare: Vec::new(),
+            spare: Spare::default(),
             buf: Vec::new(),
             state_bytes: 0,
+            room: None,
         }
     }
 
@@ -309,6 +333,14 @@ impl PartitionCore {
             let triggers = snap
                 .triggers
                 .unwrap_or_else(|| core.config.triggers.new_state());
+            // Already running: counted even beyond the budget, new sessions wait for it.
+            let declared = core
+                .declared_bytes(snap.sample_rate_hz, snap.channels.len())
+                .unwrap_or(0);
+            let reservation = core
+                .config
+                .budget
+                .reserve_anyway(core.config.partition, declared);
             let key = (snap.next_seq, snap.checkpoint.next_window);
             let meta = Arc::new(SessionMeta {
                 session_id: snap.session_id,
@@ -333,6 +365,7 @@ impl PartitionCore {
                         saved: Some(key),
                         triggers,
                         duplicates: 0,
+                        reservation,
                     },
                 },
             );
@@ -394,19 +427,50 @@ impl PartitionCore {
                     gap: None,
                 });
             }
-            Some(next) if m.offset > next => {
-                self.counters.offset_gaps.fetch_add(1, Ordering::Relaxed);
-                Some((next, m.offset))
-            }
+            Some(next) if m.offset > next => Some((next, m.offset)),
             _ => None,
         };
-        self.next_offset = Some(m.offset + 1);
+        // Evicting at the message's time before deciding whether it waits: what it evicts
+        // may make the room it needs, and evicting again when it comes back changes nothing.
         if let Some(t) = m.timestamp_ms {
             self.now_ms = t;
         }
         self.evict_expired();
+        let decoded =
+            eeg_schema::RawEncoding::from_content_type(m.content_type).and_then(|encoding| {
+                eeg_schema::decode_raw_as(m.payload, encoding, &self.config.limits)
+            });
+        let mut refused = None;
+        if let Ok(batch) = &decoded {
+            match self.make_room(batch, m.offset) {
+                Ok(()) => {}
+                Err(NoRoom::Wait(full)) => {
+                    return Ok(Handled {
+                        outcome: Outcome::Held(full),
+                        gap: None,
+                    });
+                }
+                Err(NoRoom::Never(full)) => {
+                    refused = Some(format!(
+                        "session {} needs {} of session memory, more than this instance's whole budget of {}; raise EEG_SESSION_MEMORY_MIB (or the container's memory limit), or lower limits.max_session_state_mib so that the limits refuse such sessions",
+                        crate::text::quoted(&batch.session_id),
+                        Mib(full.needs),
+                        Mib(full.limit)
+                    ));
+                }
+            }
+        }
+        if gap.is_some() {
+            self.counters.offset_gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        self.next_offset = Some(m.offset + 1);
         let ticket = self.ledger.input(m.offset);
-        let outcome = self.process(m, &ticket, outbox);
+        let outcome = match refused {
+            Some(reason) => self.dead_letter(m, &reason, &ticket, outbox),
+            None => self.process(m, decoded, &ticket, outbox),
+        };
+        // Used by admission, unless the session was refused after all.
+        self.room = None;
         Ledger::close(&ticket);
         // A message read again below the commit does not move this core's position.
         self.last_offset = self.last_offset.max(Some(m.offset));
@@ -418,17 +482,66 @@ impl PartitionCore {
         })
     }
 
+    /// The memory a session of this shape reserves: the most its processor holds and its
+    /// checkpoints at their bound. `None` when the limits refuse the session (admission
+    /// dead-letters it, reserving nothing).
+    fn declared_bytes(&self, fs: f64, n_channels: usize) -> Option<u64> {
+        let (plan, state) =
+            SessionProcessor::plan_session(&self.config.processing, fs, n_channels).ok()?;
+        let entry = Checkpoint::bytes_for(&plan, n_channels)
+            + (std::mem::size_of::<Entry>() - std::mem::size_of::<Checkpoint>()) as u64;
+        Some(state + self.config.max_checkpoints as u64 * entry)
+    }
+
+    /// Reserves the memory of the session `batch` starts, or restarts with another shape,
+    /// when it does (the same cases as [`Sessions::admit`]); `Err` when it does not fit now.
+    fn make_room(&mut self, batch: &RawBatch, offset: i64) -> Result<(), NoRoom> {
+        let replaying = self.replay_below.is_some_and(|c| offset < c);
+        let held = match self.sessions.get(&batch.session_id) {
+            None if replaying => return Ok(()),
+            None if self
+                .evicted_before
+                .get(&batch.session_id)
+                .is_some_and(|e| offset <= e.position && batch.seq < e.next_seq) =>
+            {
+                return Ok(());
+            }
+            None => 0,
+            Some(s)
+                if batch.seq >= s.next_seq
+                    && (s.meta.sample_rate_hz != batch.sample_rate_hz
+                        || s.meta.channels != batch.channels) =>
+            {
+                s.extra.reservation.bytes()
+            }
+            Some(_) => return Ok(()),
+        };
+        let Some(declared) = self.declared_bytes(batch.sample_rate_hz, batch.channels.len()) else {
+            return Ok(());
+        };
+        let budget = &self.config.budget;
+        if declared > budget.limit() {
+            return Err(NoRoom::Never(Full {
+                needs: declared,
+                reserved: budget.reserved(),
+                limit: budget.limit(),
+            }));
+        }
+        let more = budget
+            .try_reserve(self.config.partition, declared.saturating_sub(held))
+            .map_err(NoRoom::Wait)?;
+        self.room = Some((more, declared));
+        Ok(())
+    }
+
     fn process<O: Outbox>(
         &mut self,
         m: &Inbound<'_>,
+        decoded: Result<RawBatch, eeg_schema::SchemaError>,
         ticket: &Arc<Ticket>,
         outbox: &mut O,
     ) -> Result<Outcome, O::Error> {
         let replaying = self.replay_below.is_some_and(|c| m.offset < c);
-        let decoded =
-            eeg_schema::RawEncoding::from_content_type(m.content_type).and_then(|encoding| {
-                eeg_schema::decode_raw_as(m.payload, encoding, &self.config.limits)
-            });
         let batch = match decoded {
             Ok(b) => b,
             Err(_) if replaying => return Ok(Outcome::AccountedFor),
@@ -450,9 +563,17 @@ impl PartitionCore {
         }
         let engine = Arc::clone(&self.config.triggers);
         let now = self.now_ms;
-        let admitted = self
-            .sessions
-            .admit(&batch, now, |_| Tracked::new(engine.new_state()));
+        let mut room = self.room.take();
+        let (budget, partition) = (&self.config.budget, self.config.partition);
+        let admitted = self.sessions.admit(&batch, now, |_| {
+            // `make_room` reserved it: admission starts a session in the same cases.
+            debug_assert!(room.is_some(), "a new session without reserved memory");
+            let reservation = room.take().map(|(r, _)| r);
+            Tracked::new(
+                engine.new_state(),
+                reservation.unwrap_or_else(|| budget.reserve_anyway(partition, 0)),
+            )
+        });
         let (admission, session) = match admitted {
             Ok(a) => a,
             Err(_) if replaying => return Ok(Outcome::AccountedFor),
@@ -473,9 +594,12 @@ impl PartitionCore {
             }
             Admission::Reset(reason) => {
                 c.session_resets.fetch_add(1, Ordering::Relaxed);
+                if let Some((more, total)) = room {
+                    session.extra.reservation.merge(more, total);
+                }
                 // Positions restart at zero: older checkpoints belong to the old stream.
                 self.spare
-                    .extend(session.extra.entries.drain(..).map(|e| e.checkpoint));
+                    .give_all(session.extra.entries.drain(..).map(|e| e.checkpoint));
                 session.extra.triggers.reset();
                 reset = Some(reason);
             }
@@ -486,13 +610,14 @@ impl PartitionCore {
             .min(now.saturating_add_unsigned(self.config.session_idle_ms));
         // Taken after admission, so a message that reset the session is re-run from the
         // reset state, where it is admitted as the next in order.
-        let mut checkpoint = self.spare.pop().unwrap_or_default();
+        let mut checkpoint = self.spare.take();
         session.processor.checkpoint_into(&mut checkpoint);
         session.extra.entries.push_back(Entry {
             offset: m.offset,
             seq: batch.seq,
             checkpoint,
         });
+        thin(&mut session.extra.entries, self.config.max_checkpoints);
         session.extra.restored_at = None;
         let mut sink = OutboxSink {
             outbox,
@@ -516,7 +641,7 @@ impl PartitionCore {
         let entries = &mut session.extra.entries;
         while entries.len() > 1 && entries[1].checkpoint.position <= next {
             if let Some(e) = entries.pop_front() {
-                self.spare.push(e.checkpoint);
+                self.spare.give(e.checkpoint);
             }
         }
         let produced = match finished {
@@ -589,7 +714,7 @@ impl PartitionCore {
                 .fetch_sub(gone.len() as u64, Ordering::Relaxed);
             for (id, s) in gone {
                 self.spare
-                    .extend(s.extra.entries.into_iter().map(|e| e.checkpoint));
+                    .give_all(s.extra.entries.into_iter().map(|e| e.checkpoint));
                 self.evicted.push((id, s.next_seq));
             }
             self.dirty = true;
@@ -789,6 +914,55 @@ impl PartitionCore {
     }
 }
 
+/// Why a session cannot start now.
+enum NoRoom {
+    /// Not while the budget holds what it holds.
+    Wait(Full),
+    /// Not on this instance ever: it needs more than the whole budget.
+    Never(Full),
+}
+
+/// Drops every other checkpoint of a session past `max` (the first and the last stay), so
+/// the distances between the ones kept grow with the session's messages per window
+/// instead of their number.
+fn thin(entries: &mut VecDeque<Entry>, max: usize) {
+    if entries.len() <= max.max(2) {
+        return;
+    }
+    let last = entries.len() - 1;
+    let mut i = 0;
+    entries.retain(|_| {
+        let keep = i % 2 == 0 || i == last;
+        i += 1;
+        keep
+    });
+}
+
+/// Checkpoint buffers kept for reuse, a bounded number: evicting many sessions at once must
+/// not leave their checkpoints' memory held for sessions that may never come.
+#[derive(Debug, Default)]
+struct Spare(Vec<Checkpoint>);
+
+impl Spare {
+    const MAX: usize = 64;
+
+    fn take(&mut self) -> Checkpoint {
+        self.0.pop().unwrap_or_default()
+    }
+
+    fn give(&mut self, c: Checkpoint) {
+        if self.0.len() < Spare::MAX {
+            self.0.push(c);
+        }
+    }
+
+    fn give_all(&mut self, cs: impl Iterator<Item = Checkpoint>) {
+        for c in cs {
+            self.give(c);
+        }
+    }
+}
+
 /// Room left in a dead letter for the record's framing and the header names' overhead.
 const DEAD_LETTER_OVERHEAD: usize = 1024;
 
@@ -915,6 +1089,10 @@ mod tests {
     }
 
     fn core() -> PartitionCore {
+        core_with(MemoryBudget::unlimited(), MAX_CHECKPOINTS)
+    }
+
+    fn core_with(budget: Arc<MemoryBudget>, max_checkpoints: usize) -> PartitionCore {
         let config = CoreConfig {
             processing: ProcessingConfig::default(),
             triggers: Arc::new(TriggerEngine::new(crate::default_rules()).unwrap()),
@@ -923,6 +1101,8 @@ mod tests {
             source_topic: "raw".into(),
             partition: 2,
             max_output_bytes: 1_000_000,
+            budget,
+            max_checkpoints,
         };
         PartitionCore::new(config, Arc::new(Counters::default()))
     }
@@ -1170,6 +1350,182 @@ mod tests {
             panic!("{o:?}")
         };
         assert_eq!((d.seq, d.count), (0, 1));
+    }
+
+    /// `n` samples of one-channel session `id` at 128 Hz, as `seq`, starting at `sample`.
+    fn batch_of(id: &str, seq: u64, sample: u64, n: u64) -> String {
+        let samples: Vec<f64> = (sample..sample + n)
+            .map(|i| (i as f64 * 0.3).sin() + (i as f64 * 0.05).cos())
+            .collect();
+        serde_json::json!({
+            "schema": "eeg.raw/1", "session_id": id, "device_id": "d", "seq": seq,
+            "start_ms": 1_000 + sample * 1000 / 128, "sample_rate_hz": 128.0,
+            "channels": ["C3"], "samples": [samples],
+        })
+        .to_string()
+    }
+
+    fn processed(out: &Kept) -> Vec<Vec<u8>> {
+        out.0
+            .iter()
+            .filter(|(t, ..)| *t == Topic::Processed)
+            .map(|(_, p, _)| p.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_session_that_does_not_fit_waits_with_nothing_recorded_then_carries_on_unchanged() {
+        let declared = core().declared_bytes(128.0, 1).unwrap();
+        // Room for one such session.
+        let budget = MemoryBudget::new(declared + declared / 2);
+        let mut two = core_with(Arc::clone(&budget), MAX_CHECKPOINTS);
+        let three_config = CoreConfig {
+            partition: 3,
+            ..two.config.clone()
+        };
+        let mut three = PartitionCore::new(three_config, Arc::new(Counters::default()));
+        let mut out2 = Kept::default();
+        let mut out3 = Kept::default();
+        let o = handle_at(&mut two, 0, &batch_of("s", 0, 0, 64), &mut out2);
+        assert!(matches!(o, Outcome::Processed { .. }), "{o:?}");
+        assert_eq!(budget.reserved(), declared);
+
+        // Partition 3's session `t` does not fit; asked again, it still does not.
+        for _ in 0..2 {
+            let o = handle_at(&mut three, 0, &batch_of("t", 0, 0, 64), &mut out3);
+            let Outcome::Held(full) = o else {
+                panic!("{o:?}")
+            };
+            assert_eq!((full.needs, full.reserved), (declared, declared));
+        }
+        assert_eq!(budget.held(), vec![(3, declared)]);
+        assert!(out3.0.is_empty());
+        assert!(
+            three.ledger().is_empty(),
+            "nothing recorded for the held message"
+        );
+        assert_eq!(three.sessions(), 0);
+        // A message of the session already in memory is not held.
+        let o = handle_at(&mut two, 1, &batch_of("s", 1, 64, 64), &mut out2);
+        assert!(matches!(o, Outcome::Processed { .. }), "{o:?}");
+
+        // Partition 2's next message comes after `s` has been idle too long: `s` is evicted
+        // and its memory released.
+        let late = Inbound {
+            offset: 2,
+            timestamp_ms: Some(1 + 300_001),
+            key: None,
+            payload: b"not a batch",
+            content_type: None,
+        };
+        let o = two.handle(&late, &mut out2).unwrap().outcome;
+        assert!(matches!(o, Outcome::DeadLetter(_)), "{o:?}");
+        assert_eq!((two.sessions(), budget.reserved()), (0, 0));
+
+        // `t` goes on from the message that waited, and publishes what it would have.
+        let mut alone = core();
+        let mut out_alone = Kept::default();
+        for seq in 0..10 {
+            let payload = batch_of("t", seq, seq * 64, 64);
+            let o = handle_at(&mut three, seq as i64, &payload, &mut out3);
+            assert!(matches!(o, Outcome::Processed { .. }), "{o:?}");
+            handle_at(&mut alone, seq as i64, &payload, &mut out_alone);
+        }
+        assert!(budget.held().is_empty());
+        assert_eq!(budget.reserved(), declared);
+        assert!(!processed(&out3).is_empty());
+        assert_eq!(processed(&out3), processed(&out_alone));
+        three.release();
+        assert_eq!(budget.reserved(), 0, "released with its partition");
+    }
+
+    #[test]
+    fn a_session_larger_than_the_whole_budget_is_dead_lettered_saying_what_to_raise() {
+        let declared = core().declared_bytes(128.0, 1).unwrap();
+        let budget = MemoryBudget::new(declared - 1);
+        let mut c = core_with(Arc::clone(&budget), MAX_CHECKPOINTS);
+        let mut out = Kept::default();
+        let o = handle_at(&mut c, 0, &batch_of("s", 0, 0, 64), &mut out);
+        let Outcome::DeadLetter(reason) = o else {
+            panic!("{o:?}")
+        };
+        assert!(
+            reason.starts_with("session \"s\" needs ")
+                && reason.contains("more than this instance's whole budget")
+                && reason.contains("EEG_SESSION_MEMORY_MIB"),
+            "{reason}"
+        );
+        assert!(
+            budget.held().is_empty(),
+            "nothing waits for what never fits"
+        );
+        assert_eq!((c.sessions(), budget.reserved()), (0, 0));
+        c.checkpoint();
+        assert_eq!(c.advance(&mut out), Ok(Some(1)), "its offset is committed");
+    }
+
+    #[test]
+    fn a_session_of_many_tiny_messages_keeps_a_bounded_number_of_checkpoints_and_restores_exactly()
+    {
+        let messages: Vec<String> = (0..1_500).map(|i| batch_of("s", i, i, 1)).collect();
+        let mut whole = core();
+        let mut out_whole = Kept::default();
+        for (i, m) in messages.iter().enumerate() {
+            handle_at(&mut whole, i as i64, m, &mut out_whole);
+        }
+        let all = processed(&out_whole);
+        assert!(all.len() > 5, "{} records", all.len());
+
+        let mut c = core_with(MemoryBudget::unlimited(), 8);
+        let mut out = Kept::default();
+        let crash_at = 1_100;
+        for (i, m) in messages[..crash_at].iter().enumerate() {
+            handle_at(&mut c, i as i64, m, &mut out);
+            let kept = c.sessions.get("s").unwrap().extra.entries.len();
+            assert!(kept <= 8, "{kept} checkpoints at message {i}");
+            if i % 97 == 0 {
+                c.checkpoint();
+                c.advance(&mut out).unwrap();
+            }
+        }
+        let mut reader = StateReader::new();
+        for (topic, payload, headers) in &out.0 {
+            if *topic == Topic::State {
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_slice())
+                };
+                reader.add(StateRecord::decode(b"s", Some(payload), header).unwrap());
+            }
+        }
+        let records = reader.finish();
+        let StateValue::Snapshot(snap) = &records.values().next().unwrap().value else {
+            panic!("a snapshot of s")
+        };
+        let from = snap.source_offset;
+        assert!(from < 1_000, "restored from {from}");
+        let (mut c, _) = PartitionCore::restore(
+            c.config.clone(),
+            Arc::new(Counters::default()),
+            records.into_values(),
+            None,
+        );
+        for (i, m) in messages.iter().enumerate().skip(from as usize) {
+            handle_at(&mut c, i as i64, m, &mut out);
+        }
+        let got = processed(&out);
+        assert!(
+            got.iter().all(|r| all.contains(r)),
+            "every copy as published whole"
+        );
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        let mut expected = all.clone();
+        expected.sort();
+        assert_eq!(unique, expected, "every window published");
     }
 
     #[test]

@@ -26,8 +26,9 @@ use rand_chacha::ChaCha8Rng;
 use eeg_dsp::{Band, Checkpoint, FilterConfig, ProcessingConfig, Window, WindowConfig};
 use eeg_schema::{Limits, ProcessedRecord, SessionMeta, TriggerEvent, encode_processed};
 use eeg_session::{
-    CoreConfig, Counters, Fanout, Inbound, Metric, Op, Outbox, Output, PartitionCore, Rule,
-    Sessions, Sink, StateReader, StateRecord, Ticket, Topic, TriggerEngine, TriggerState,
+    CoreConfig, Counters, Fanout, Inbound, MAX_CHECKPOINTS, MemoryBudget, Metric, Op, Outbox,
+    Output, PartitionCore, Rule, Sessions, Sink, StateReader, StateRecord, Ticket, Topic,
+    TriggerEngine, TriggerState,
 };
 
 const FS: f64 = 64.0;
@@ -84,7 +85,7 @@ fn engine() -> Arc<TriggerEngine> {
     Arc::new(TriggerEngine::new(rules).expect("valid rules"))
 }
 
-fn core_config(partition: i32, engine: &Arc<TriggerEngine>) -> CoreConfig {
+fn core_config(partition: i32, engine: &Arc<TriggerEngine>, max_checkpoints: usize) -> CoreConfig {
     CoreConfig {
         processing: processing(),
         triggers: Arc::clone(engine),
@@ -93,6 +94,8 @@ fn core_config(partition: i32, engine: &Arc<TriggerEngine>) -> CoreConfig {
         source_topic: "raw".into(),
         partition,
         max_output_bytes: MAX_OUTPUT_BYTES,
+        budget: MemoryBudget::unlimited(),
+        max_checkpoints,
     }
 }
 
@@ -370,6 +373,9 @@ struct Instance {
 struct World {
     rng: ChaCha8Rng,
     engine: Arc<TriggerEngine>,
+    /// Checkpoints a session keeps: in every other seed so few that they are thinned out
+    /// (a snapshot's boundary is then an earlier message than it could be).
+    max_checkpoints: usize,
     logs: Vec<Vec<RawMsg>>,
     /// Messages produced so far, per partition.
     produced: Vec<usize>,
@@ -419,7 +425,7 @@ impl World {
         }
         let committed = self.committed[p as usize];
         let (core, report) = PartitionCore::restore(
-            core_config(p, &self.engine),
+            core_config(p, &self.engine, self.max_checkpoints),
             Arc::clone(&self.counters),
             reader.finish().into_values(),
             committed,
@@ -731,9 +737,15 @@ fn run(seed: u64) -> Result<u64, String> {
     let reference = reference(&logs, &engine);
     let partitions = logs.len();
     let n_instances = rng.gen_range(1..=3usize);
+    let max_checkpoints = if seed.is_multiple_of(2) {
+        2 + (seed / 2 % 3) as usize
+    } else {
+        MAX_CHECKPOINTS
+    };
     let mut w = World {
         rng,
         engine,
+        max_checkpoints,
         produced: vec![0; partitions],
         committed: vec![None; partitions],
         state: vec![Vec::new(); partitions],
