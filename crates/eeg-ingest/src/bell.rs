@@ -37,6 +37,13 @@ impl Bell {
     }
 }
 
+/// A partition waiting for session memory tries again when some is released.
+impl eeg_session::Wake for Bell {
+    fn wake(&self) {
+        self.ring();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,9 @@ pub struct ServiceConfig {
     pub consumer_kafka: Vec<(String, String)>,
     /// Further librdkafka properties for the producer only (e.g. `linger.ms`).
     pub producer_kafka: Vec<(String, String)>,
+    /// Memory the instance's sessions may reserve together, bytes (see
+    /// [`eeg_session::budget`]); `None`: [`crate::memory::default_budget`].
+    pub session_memory_bytes: Option<u64>,
     /// Keep each session's latest record for `/sessions` and `/ui`.
     pub live_sessions: bool,
     /// A cache told every record and trigger event published (Redis), if any.
@@ -92,6 +95,7 @@ impl ServiceConfig {
             auth: Auth::default(),
             consumer_kafka: Vec::new(),
             producer_kafka: Vec::new(),
+            session_memory_bytes: None,
             live_sessions: true,
             cache: None,
         }

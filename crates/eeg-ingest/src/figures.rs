@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eeg_session::{Counters, Figure, OutputCache};
+use eeg_session::{Counters, Figure, MemoryBudget, OutputCache};
 
 use crate::live::LiveSessions;
 
@@ -42,6 +42,8 @@ pub struct Stats {
     pub live: Arc<LiveSessions>,
     /// The cache beside Kafka, if one is configured.
     pub cache: Option<Arc<dyn OutputCache>>,
+    /// The memory the instance's sessions may reserve, and what they reserved.
+    pub memory: Arc<MemoryBudget>,
 }
 
 impl Stats {
@@ -49,6 +51,7 @@ impl Stats {
     pub fn each(&self, mut f: impl FnMut(Figure)) {
         self.transport.each(&mut f);
         self.core.each(&mut f);
+        self.memory.figures().each(&mut f);
     }
 }
 

@@ -115,6 +115,8 @@ impl Group {
             source_topic: c.topics.raw.clone(),
             partition,
             max_output_bytes: self.max_output_bytes.load(Ordering::Relaxed),
+            budget: Arc::clone(&self.stats.memory),
+            max_checkpoints: eeg_session::MAX_CHECKPOINTS,
         }
     }
 

@@ -237,6 +237,28 @@ impl Health {
         })
     }
 
+    /// What `/health/ready` adds to `ready` while the service is ready but partitions wait
+    /// for session memory: a restart would not make room (the sessions come back from their
+    /// snapshots), so it stays ready and says so.
+    pub fn ready_note(stats: &Stats) -> Option<String> {
+        let held = stats.memory.held();
+        if held.is_empty() {
+            return None;
+        }
+        let partitions: Vec<String> = held.iter().map(|(p, _)| p.to_string()).collect();
+        let then = if stats.memory.stuck() {
+            "every partition holding sessions waits, so none will end here: raise EEG_SESSION_MEMORY_MIB or add instances"
+        } else {
+            "they are read again when sessions end or partitions move to other instances"
+        };
+        Some(format!(
+            "partitions {} wait for session memory ({} of {} MiB reserved); {then}",
+            partitions.join(", "),
+            stats.memory.reserved() >> 20,
+            stats.memory.limit() >> 20
+        ))
+    }
+
     /// The detailed view of `/health`, as JSON.
     pub fn detail(&self, stats: &Stats, version: &str) -> serde_json::Value {
         let (phase, assigned, last_error, lag, connected, outage, outages, unconsumed) =
@@ -296,6 +318,20 @@ impl Health {
                 "resets": read(&c.session_resets),
                 "duplicates_dropped": read(&c.duplicates_dropped),
                 "state_bytes": read(&c.session_state_bytes),
+            },
+            "memory": {
+                "budget_bytes": stats.memory.limit(),
+                "reserved_bytes": stats.memory.reserved(),
+                // Partitions not read until the session their next message starts fits.
+                "waiting_partitions": stats
+                    .memory
+                    .held()
+                    .iter()
+                    .map(|(p, needs)| serde_json::json!({"partition": p, "needs_bytes": needs}))
+                    .collect::<Vec<_>>(),
+                "waits": read(&stats.memory.figures().memory_holds),
+                // Every partition holding sessions waits: nothing here will free memory.
+                "stuck": stats.memory.stuck(),
             },
         });
         if let Some(cache) = &stats.cache {
@@ -397,5 +433,35 @@ mod tests {
         assert_eq!(d["broker"]["down_since_ms"], serde_json::Value::Null);
         assert_eq!(d["broker"]["down_reason"], serde_json::Value::Null);
         assert_eq!(d["broker"]["last_error"], "all brokers down: later");
+    }
+
+    #[test]
+    fn partitions_waiting_for_memory_show_and_leave_the_service_ready() {
+        let stats = Stats {
+            memory: eeg_session::MemoryBudget::new(100 << 20),
+            ..Stats::default()
+        };
+        let h = Health::default();
+        h.set_phase(Phase::Consuming);
+        assert_eq!(Health::ready_note(&stats), None);
+        let taken = stats.memory.try_reserve(1, 90 << 20).unwrap();
+        stats.memory.try_reserve(4, 20 << 20).unwrap_err();
+        assert!(h.ready_with(&stats).is_ok());
+        assert_eq!(
+            Health::ready_note(&stats).unwrap(),
+            "partitions 4 wait for session memory (90 of 100 MiB reserved); they are read again when sessions end or partitions move to other instances"
+        );
+        let d = h.detail(&stats, "t");
+        assert_eq!(d["status"], "ready");
+        assert_eq!(d["memory"]["budget_bytes"], 100u64 << 20);
+        assert_eq!(d["memory"]["reserved_bytes"], 90u64 << 20);
+        assert_eq!(
+            d["memory"]["waiting_partitions"],
+            serde_json::json!([{"partition": 4, "needs_bytes": 20u64 << 20}])
+        );
+        assert_eq!(d["memory"]["waits"], 1);
+        drop(taken);
+        stats.memory.try_reserve(4, 20 << 20).unwrap();
+        assert_eq!(Health::ready_note(&stats), None);
     }
 }

@@ -13,7 +13,8 @@
 //!   handed over once, in order), [`bell`] (waking a worker).
 //! - [`health`] (readiness and the `/health` view), [`metrics`] (the Prometheus text),
 //!   [`live`] (each session's latest record), [`figures`] (counters and histograms).
-//! - [`config`] (topics and settings), [`error`] (failures, typed), [`message`] (headers of a
+//! - [`config`] (topics and settings), [`memory`] (the default memory budget for sessions,
+//!   from the container's limit), [`error`] (failures, typed), [`message`] (headers of a
 //!   consumed message), [`stop`].
 
 pub mod bell;
@@ -24,6 +25,7 @@ mod group;
 mod guard;
 pub mod health;
 pub mod live;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod producer;

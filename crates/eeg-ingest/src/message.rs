@@ -1,13 +1,13 @@
 //! What the service reads off a consumed message besides its key and payload.
 
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{Headers, Message};
 
 /// The name of the header that says how a raw message is encoded.
 pub const CONTENT_TYPE: &str = "content-type";
 
 /// The value of the message's `content-type` header (the name compared without regard to
 /// case, as HTTP does, since producers spell it either way), which chooses the decoder.
-pub fn content_type<'m>(m: &'m BorrowedMessage<'_>) -> Option<&'m [u8]> {
+pub fn content_type<M: Message>(m: &M) -> Option<&[u8]> {
     header_value(m.headers()?.iter().map(|h| (h.key, h.value)), CONTENT_TYPE)
 }
 

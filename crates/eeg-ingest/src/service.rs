@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 
-use eeg_session::TriggerEngine;
+use eeg_session::{MemoryBudget, TriggerEngine};
 
 use crate::config::ServiceConfig;
 use crate::error::{Failure, Failures, ServiceError};
@@ -47,7 +47,30 @@ impl Service {
             Arc::clone(&failures),
         )?;
         let triggers = Arc::new(TriggerEngine::new(config.triggers.rules.clone())?);
+        let memory = match config.session_memory_bytes {
+            Some(bytes) => {
+                tracing::info!("session memory budget: {} MiB", bytes >> 20);
+                bytes
+            }
+            None => {
+                let (bytes, source) = crate::memory::default_budget();
+                tracing::info!(
+                    "session memory budget: {} MiB, {source}; set EEG_SESSION_MEMORY_MIB to choose",
+                    bytes >> 20
+                );
+                bytes
+            }
+        };
+        let largest = config.processing.limits.max_session_state_bytes;
+        if largest > memory {
+            tracing::info!(
+                "limits.max_session_state_mib ({} MiB) is above the session memory budget ({} MiB): a session larger than the budget is dead-lettered; lower the limit or raise EEG_SESSION_MEMORY_MIB",
+                largest >> 20,
+                memory >> 20
+            );
+        }
         let stats = Arc::new(Stats {
+            memory: MemoryBudget::new(memory),
             live: Arc::new(LiveSessions::new(config.live_sessions, config.session_idle)),
             cache: config.cache.clone(),
             window_latency,

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use rdkafka::Offset;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 
 use eeg_session::{
-    CoreConfig, Inbound, Outbox, Outcome, Output, OutputObserver, PartitionCore, Ticket, Topic,
+    CoreConfig, Full, Inbound, Outbox, Outcome, Output, OutputObserver, PartitionCore, Ticket,
+    Topic, Wake,
 };
 
 use crate::bell::Bell;
@@ -106,6 +107,9 @@ pub struct PartitionWorker<C: ConsumerContext + 'static> {
     guard: OffsetGuard,
     /// An output of this partition was refused: nothing more is taken.
     failed: bool,
+    /// The message taken whose session waits for memory, and since when: handed to the
+    /// core again before anything else is read from the partition.
+    waiting: Option<(OwnedMessage, Instant)>,
 }
 
 impl<C: ConsumerContext + 'static> PartitionWorker<C> {
@@ -127,6 +131,9 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
         let bell = Arc::clone(&link.bell);
         // librdkafka calls this when the queue goes from empty to holding a message.
         queue.set_nonempty_callback(move || bell.ring());
+        // And the memory budget when memory is released while a partition waits for it.
+        let wake: Arc<dyn Wake> = Arc::clone(&link.bell) as Arc<dyn Wake>;
+        core.budget.watch(Arc::downgrade(&wake));
         let counters = Arc::clone(&stats.core);
         let saved = state::read_partition(
             &config.client_config(),
@@ -190,6 +197,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
             queue,
             guard: OffsetGuard::default(),
             failed: false,
+            waiting: None,
         };
         if let Some(start) = seek_to {
             worker.read_from(start);
@@ -243,8 +251,46 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
         self.finish();
     }
 
-    /// Takes the next message of the queue, if there is one, without waiting.
+    /// Hands the message that waits for memory to the core again; true when it was taken.
+    fn retry_waiting(&mut self) -> bool {
+        let Some((m, since)) = self.waiting.take() else {
+            return false;
+        };
+        let inbound = Inbound {
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key(),
+            payload: m.payload().unwrap_or_default(),
+            content_type: crate::message::content_type(&m),
+        };
+        match handle(&self.sender, &mut self.core, &self.stats, &inbound) {
+            Ok(Some(_)) => {
+                self.waiting = Some((m, since));
+                false
+            }
+            Ok(None) => {
+                tracing::info!(
+                    "partition {}: session memory found after {:.1} s; reading on from offset {}",
+                    self.partition,
+                    since.elapsed().as_secs_f64(),
+                    m.offset()
+                );
+                true
+            }
+            Err(e) => {
+                self.failed = true;
+                self.failures.report(Failure::Produce(e));
+                true
+            }
+        }
+    }
+
+    /// Takes the next message of the queue, if there is one, without waiting; while a
+    /// message waits for memory, that one and no other.
     fn take_one(&mut self) -> bool {
+        if self.waiting.is_some() {
+            return self.retry_waiting();
+        }
         let refetch = match self.queue.poll(Duration::ZERO) {
             None => return false,
             Some(Err(e)) => {
@@ -265,10 +311,27 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
                             payload: m.payload().unwrap_or_default(),
                             content_type: crate::message::content_type(&m),
                         };
-                        let handled = handle(&self.sender, &mut self.core, &self.stats, &inbound);
-                        if let Err(e) = handled {
-                            self.failed = true;
-                            self.failures.report(Failure::Produce(e));
+                        match handle(&self.sender, &mut self.core, &self.stats, &inbound) {
+                            Ok(None) => {}
+                            Ok(Some(full)) => {
+                                tracing::warn!(
+                                    "partition {}: the session of offset {} waits for session memory ({full}); nothing more is read from this partition until sessions end here or the group moves partitions to other instances (scale out)",
+                                    self.partition,
+                                    m.offset()
+                                );
+                                self.waiting = Some((m.detach(), Instant::now()));
+                                let budget = &self.core.config().budget;
+                                if budget.stuck() {
+                                    tracing::error!(
+                                        "session memory is exhausted: every partition holding sessions here waits for more ({:?}), so none can go on; raise EEG_SESSION_MEMORY_MIB (and the container's memory) or add instances to the group",
+                                        budget.held().iter().map(|(p, _)| *p).collect::<Vec<_>>()
+                                    );
+                                }
+                            }
+                            Err(e) => {
+                                self.failed = true;
+                                self.failures.report(Failure::Produce(e));
+                            }
                         }
                         None
                     }
@@ -343,21 +406,27 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
             );
         }
         self.core.release();
+        // A message that waited is read again by the next owner.
+        self.core.config().budget.forget(self.partition);
     }
 }
 
-/// One message through the partition's core, straight from librdkafka's buffer.
+/// One message through the partition's core, straight from librdkafka's buffer; `Some`
+/// when its session waits for memory (the core took nothing).
 fn handle(
     sender: &Sender,
     core: &mut PartitionCore,
     stats: &Stats,
     m: &Inbound<'_>,
-) -> Result<(), ProduceError> {
+) -> Result<Option<Full>, ProduceError> {
     // Where tests inject a failure of this task (compiled in with `failpoints` only).
     fail::fail_point!("partition-worker-message");
     let started = Instant::now();
     let partition = sender.partition;
     let handled = core.handle(m, &mut sender.outbox(Some(started)))?;
+    if let Outcome::Held(full) = handled.outcome {
+        return Ok(Some(full));
+    }
     if let Some((expected, got)) = handled.gap {
         tracing::warn!(
             "partition {partition}: offsets {expected} to {} are not on the broker (deleted, or transaction markers)",
@@ -389,7 +458,7 @@ fn handle(
         _ => {}
     }
     stats.latency.observe(started.elapsed());
-    Ok(())
+    Ok(None)
 }
 
 pub(crate) fn log_consumer_error(e: &rdkafka::error::KafkaError) {
