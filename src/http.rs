@@ -78,7 +78,10 @@ async fn live() -> &'static str {
 
 async fn ready(State(app): State<App>) -> impl IntoResponse {
     match app.health.ready_with(&app.stats) {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(()) => match eeg_ingest::Health::ready_note(&app.stats) {
+            Some(note) => (StatusCode::OK, format!("ready; {note}\n")),
+            None => (StatusCode::OK, "ready\n".to_string()),
+        },
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),

@@ -13,6 +13,7 @@ mod chaos;
 mod dead_letters;
 mod delivery;
 mod health;
+mod memory;
 mod outages;
 mod protobuf;
 mod redis_cache;

@@ -617,26 +617,32 @@ impl Service {
 
     /// With more arguments and environment.
     pub fn start_with(t: &Topics, name: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
-        Service::spawn(t, name, args, env, None)
+        Service::spawn(t, name, args, env, Cap::None)
     }
 
     /// With its address space capped at `mib` MiB (`ulimit -v`): an allocation past the cap
     /// fails and the service aborts, as under a container's memory limit.
     pub fn start_capped(t: &Topics, name: &str, mib: u64) -> Service {
-        Service::spawn(t, name, &[], &[], Some(mib))
+        Service::spawn(t, name, &[], &[], Cap::AddressSpace(mib))
     }
 
-    fn spawn(
+    /// In the memory cgroup `cgroup`: growing past its limit is an OOM kill, as in a
+    /// container.
+    pub fn start_in(
+        cgroup: &MemoryCgroup,
         t: &Topics,
         name: &str,
         args: &[&str],
         env: &[(&str, &str)],
-        cap_mib: Option<u64>,
     ) -> Service {
+        Service::spawn(t, name, args, env, Cap::Cgroup(&cgroup.procs))
+    }
+
+    fn spawn(t: &Topics, name: &str, args: &[&str], env: &[(&str, &str)], cap: Cap<'_>) -> Service {
         let log = std::env::temp_dir().join(format!("{}-{name}.log", t.group));
         let port = free_port();
-        let mut cmd = match cap_mib {
-            Some(mib) => {
+        let mut cmd = match cap {
+            Cap::AddressSpace(mib) => {
                 let mut sh = Command::new("sh");
                 sh.args([
                     "-c",
@@ -645,7 +651,16 @@ impl Service {
                 .arg(BIN);
                 sh
             }
-            None => Command::new(BIN),
+            Cap::Cgroup(procs) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("echo $$ > '{}' && exec \"$0\" \"$@\"", procs.display()),
+                ])
+                .arg(BIN);
+                sh
+            }
+            Cap::None => Command::new(BIN),
         };
         cmd.arg("run")
             // A killed member is noticed within seconds, not the default 45.
@@ -745,6 +760,99 @@ impl Service {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+/// What bounds a test service's memory.
+enum Cap<'a> {
+    None,
+    /// `ulimit -v`, MiB.
+    AddressSpace(u64),
+    /// The `cgroup.procs` file of a memory cgroup.
+    Cgroup(&'a Path),
+}
+
+/// A memory cgroup of a test's own (cgroup v1's memory controller, else cgroup v2), with a
+/// limit: the kernel reclaims, then kills (an OOM kill, counted) what grows past it, as in a
+/// container. Needs root, as writing cgroups does; removed when dropped.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    procs: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    pub fn new(name: &str, limit_mib: u64) -> MemoryCgroup {
+        let bytes = (limit_mib << 20).to_string();
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let (dir, v2) = if v1.join("memory.limit_in_bytes").exists() {
+            (v1.join(name), false)
+        } else {
+            (Path::new("/sys/fs/cgroup").join(name), true)
+        };
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| {
+            panic!(
+                "this test needs a memory cgroup of its own and cannot make {}: {e} (run as root on a machine with cgroups)",
+                dir.display()
+            )
+        });
+        let limit = if v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(dir.join(limit), &bytes)
+            .unwrap_or_else(|e| panic!("cannot set {}: {e}", dir.join(limit).display()));
+        if v2 {
+            // No swap: past the limit is a kill, not a slow crawl.
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        } else {
+            let _ = std::fs::write(dir.join("memory.swappiness"), "0");
+        }
+        MemoryCgroup {
+            procs: dir.join("cgroup.procs"),
+            dir,
+            v2,
+        }
+    }
+
+    /// Processes of the cgroup the kernel killed for memory.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The most memory the cgroup held, bytes.
+    pub fn peak_bytes(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty once its processes are gone, which may take a moment after a kill.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
