@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sha2::Digest;
 
@@ -222,13 +223,25 @@ fn sessions_beyond_the_limits_are_dead_lettered_under_a_memory_cap() {
         jsonl.push(b'\n');
     }
     std::fs::write(&input, &jsonl).unwrap();
-    let want = process_lines(&input, &[]);
-    // The poison first, then the good batches.
-    for (k, body) in poison
-        .iter()
-        .map(|(k, b, _)| (k, b))
-        .chain(good.iter().map(|(k, b)| (k, b)))
-    {
+    let mut want = process_lines(&input, &[]);
+    let found = fuzz_findings(&t, &mut want);
+    // The poison first, then what the fuzzers found, then the good batches.
+    for (k, body, _) in &poison {
+        producer
+            .send(BaseRecord::to(&t.raw).key(k.as_str()).payload(&body[..]))
+            .unwrap();
+    }
+    for (k, body, binary) in &found {
+        let mut record = BaseRecord::to(&t.raw).key(k.as_str()).payload(&body[..]);
+        if *binary {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(eeg_schema::PROTOBUF_CONTENT_TYPE),
+            }));
+        }
+        producer.send(record).unwrap();
+    }
+    for (k, body) in &good {
         producer
             .send(BaseRecord::to(&t.raw).key(k.as_str()).payload(&body[..]))
             .unwrap();
@@ -256,10 +269,55 @@ fn sessions_beyond_the_limits_are_dead_lettered_under_a_memory_cap() {
         );
     }
     let mut got: Vec<Vec<u8>> = processed.iter().map(|r| r.payload.clone()).collect();
-    let mut want = want;
     got.sort();
     want.sort();
     assert!(!want.is_empty());
     assert_eq!(got.len(), want.len(), "{log}");
     assert!(got == want, "the service's records equal process's");
+}
+
+/// The inputs the `process` fuzzer found (fuzz/regressions/process) that the service can
+/// be sent: the JSON lines as JSON messages and the captures' messages as binary ones, each
+/// with whether it is binary. `process` takes each file whole, so the service must take
+/// their messages too; what `process` writes for them joins `want`.
+fn fuzz_findings(t: &Topics, want: &mut Vec<Vec<u8>>) -> Vec<(String, Vec<u8>, bool)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/process");
+    let mut found = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for path in paths {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        let binary = match ext {
+            "jsonl" => false,
+            "pb" => true,
+            // EDF files are not messages.
+            _ => continue,
+        };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let key = format!("fuzz-{name}");
+        // The target's first byte says how `process` runs; the rest is the file.
+        let bytes = std::fs::read(&path).unwrap();
+        let file_bytes = &bytes[1..];
+        let file = std::env::temp_dir().join(format!("{}-{name}", t.group));
+        std::fs::write(&file, file_bytes).unwrap();
+        want.extend(process_lines(&file, &[]));
+        if binary {
+            let mut reader = eeg_schema::DelimitedReader::new(file_bytes, 1 << 20);
+            while let Some(m) = reader.next_message().unwrap() {
+                found.push((key.clone(), m.bytes.to_vec(), true));
+            }
+        } else {
+            for line in file_bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                found.push((key.clone(), line.to_vec(), false));
+            }
+        }
+    }
+    assert!(found.len() >= 3, "the findings are read: {}", dir.display());
+    found
 }

@@ -256,14 +256,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
         let Some((m, since)) = self.waiting.take() else {
             return false;
         };
-        let inbound = Inbound {
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis(),
-            key: m.key(),
-            payload: m.payload().unwrap_or_default(),
-            content_type: crate::message::content_type(&m),
-        };
-        match handle(&self.sender, &mut self.core, &self.stats, &inbound) {
+        match handle(&self.sender, &mut self.core, &self.stats, &inbound(&m)) {
             Ok(Some(_)) => {
                 self.waiting = Some((m, since));
                 false
@@ -304,14 +297,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
                     .fetch_add(1, Ordering::Relaxed);
                 match self.guard.check(m.offset()) {
                     Check::Take => {
-                        let inbound = Inbound {
-                            offset: m.offset(),
-                            timestamp_ms: m.timestamp().to_millis(),
-                            key: m.key(),
-                            payload: m.payload().unwrap_or_default(),
-                            content_type: crate::message::content_type(&m),
-                        };
-                        match handle(&self.sender, &mut self.core, &self.stats, &inbound) {
+                        match handle(&self.sender, &mut self.core, &self.stats, &inbound(&m)) {
                             Ok(None) => {}
                             Ok(Some(full)) => {
                                 tracing::warn!(
@@ -408,6 +394,18 @@ impl<C: ConsumerContext + 'static> PartitionWorker<C> {
         self.core.release();
         // A message that waited is read again by the next owner.
         self.core.config().budget.forget(self.partition);
+    }
+}
+
+/// A consumed message as the core takes it, borrowed from librdkafka's buffer (or from the
+/// copy kept while it waits for memory).
+fn inbound<M: Message>(m: &M) -> Inbound<'_> {
+    Inbound {
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key(),
+        payload: m.payload().unwrap_or_default(),
+        content_type: crate::message::content_type(m),
     }
 }
 
