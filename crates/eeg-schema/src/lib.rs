@@ -95,6 +95,33 @@
 //! batch of 500 samples takes 3.04 bytes a sample as digital protobuf against 19 in JSON,
 //! and decodes about 40 times faster (docs/performance.md, "Binary eeg.raw/1").
 //!
+//! # `eeg.event/1`: what happened to the person
+//! ```json
+//! {"schema": "eeg.event/1", "session_id": "s-42", "event_id": "stim-0017",
+//!  "onset_ms": 1732270012345.25, "duration_s": 0.0, "label": "target", "value": 3,
+//!  "source": "app"}
+//! ```
+//!
+//! Sent on the raw topic beside the session's batches, with the session's key.
+//!
+//! | field | type | meaning and rules |
+//! |---|---|---|
+//! | `schema` | string | exactly `"eeg.event/1"` ([`EVENT_SCHEMA`]) |
+//! | `session_id` | string | 1..=256 bytes, no control characters |
+//! | `event_id` | string | 1..=256 bytes, no control characters; unique in the session (a copy is dropped) |
+//! | `onset_ms` | number | Unix time in ms, finite, >= 0, may carry a fraction |
+//! | `onset_sample` | u64, optional | the index in the session's samples; wins over `onset_ms` (one of the two is required) |
+//! | `duration_s` | number, optional | finite, >= 0; default 0 |
+//! | `label` | string | at most [`MAX_LABEL_BYTES`] (256) bytes, as the source wrote it; may be empty |
+//! | `value` | integer, optional | a trigger code (i64) |
+//! | `source` | string, optional | `app`, `lsl`, `edf+`, `bdf-status`, ...; at most 64 bytes, no control characters |
+//!
+//! [`decode_event`] reads the JSON form, [`decode_event_protobuf`] the binary one
+//! (`eeg.event.v1.Event` in [`EVENT_PROTO`], sent with `content-type:
+//! application/x-protobuf; messageType=eeg.event.v1.Event`); both apply every rule above and
+//! name the field at fault. [`is_event_json`] tells a JSON event from a batch by its
+//! `schema`.
+//!
 //! # `eeg.processed/1`: one record per completed window
 //! ```json
 //! {"schema": "eeg.processed/1", "session_id": "s-42", "device_id": "bud-7",
@@ -137,6 +164,7 @@
 
 mod capture;
 mod error;
+mod event;
 mod processed;
 mod raw;
 mod raw_protobuf;
@@ -145,6 +173,10 @@ mod trigger;
 pub use capture::{CaptureError, Delimited, DelimitedReader, write_delimited};
 pub use eeg_dsp::{Indices, Quality};
 pub use error::SchemaError;
+pub use event::{
+    EVENT_PROTO, EVENT_PROTOBUF_MESSAGE, EVENT_SCHEMA, Event, MAX_EVENT_BYTES, MAX_LABEL_BYTES,
+    MAX_SOURCE_BYTES, Onset, decode_event, decode_event_protobuf, is_event_json,
+};
 pub use processed::{
     ChannelFeatures, ChannelOwned, IndicesOwned, OrderedBands, PROCESSED_SCHEMA, ProcessedRecord,
     ProcessedRecordOwned, QualityOwned, SessionMeta, WindowData, WindowFeatures, decode_processed,
