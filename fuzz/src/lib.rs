@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod capture;
 pub mod config;
 pub mod edf;
+pub mod event;
 pub mod process;
 pub mod raw_json;
 pub mod raw_protobuf;
@@ -42,6 +43,7 @@ pub const TARGETS: &[Target] = &[
     ("snapshot", snapshot::check),
     ("process", process::check),
     ("config", config::check),
+    ("event", event::check),
 ];
 
 /// The check of the target named `name`.

@@ -35,6 +35,7 @@ pub fn all(fixtures: &Path) -> Vec<(&'static str, Vec<Seed>)> {
         ("snapshot", snapshot_seeds()),
         ("process", process),
         ("config", config_seeds(fixtures)),
+        ("event", event_seeds()),
     ]
 }
 
@@ -394,6 +395,59 @@ fn process_seeds(fixtures: &Path, edf: &[Seed], capture: &[Seed]) -> Vec<Seed> {
             with(selector(4, 0, false), &capture[0].1),
         ),
     ]
+}
+
+/// Events in both encodings, each behind the byte that labels it for the target: the
+/// design's example, one placed by sample, one with a fraction of a millisecond and a label
+/// of many bytes, and one of each rule broken.
+fn event_seeds() -> Vec<Seed> {
+    let example = eeg_schema::Event {
+        session_id: "s-42".into(),
+        event_id: "stim-0017".into(),
+        onset: eeg_schema::Onset::UnixMs(1_732_270_012_345.25),
+        duration_s: 0.0,
+        label: "target".into(),
+        value: Some(3),
+        source: "app".into(),
+    };
+    let events = [
+        example.clone(),
+        eeg_schema::Event {
+            onset: eeg_schema::Onset::Sample(12_345),
+            duration_s: 1.5,
+            value: None,
+            source: "edf+".into(),
+            ..example.clone()
+        },
+        eeg_schema::Event {
+            onset: eeg_schema::Onset::UnixMs(0.001),
+            label: "Stimulus/S  1 Überraschung".into(),
+            value: Some(-1),
+            ..example.clone()
+        },
+    ];
+    let mut seeds = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let mut json = vec![0u8];
+        json.extend_from_slice(e.to_json().as_bytes());
+        seeds.push((format!("event_{i}.json"), json));
+        let mut bin = vec![2u8];
+        e.encode_protobuf(&mut bin);
+        seeds.push((format!("event_{i}.pb"), bin));
+    }
+    for (i, bad) in [
+        r#"{"schema":"eeg.event/1","session_id":"s","event_id":"e","label":"x"}"#,
+        r#"{"schema":"eeg.event/1","session_id":"s","event_id":"e","onset_ms":1,"label":"x","value":1.5}"#,
+        r#"{"schema":"eeg.event/1","session_id":"s","event_id":"e","onset_sample":-1,"label":"x"}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut json = vec![1u8];
+        json.extend_from_slice(bad.as_bytes());
+        seeds.push((format!("event_bad_{i}.json"), json));
+    }
+    seeds
 }
 
 /// The TOML examples of the README and the docs (every ```toml block), and a file with

@@ -189,7 +189,8 @@ pub use raw::{
 pub use raw::{decode_raw_fast, decode_raw_reference};
 pub use raw_protobuf::{
     JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE, RAW_PROTO, RAW_PROTOBUF_MESSAGE, RawEncoding,
-    RawMeta, RawSamples, RawUnits, decode_raw_as, decode_raw_protobuf, encode_raw_protobuf,
+    RawMessage, RawMeta, RawSamples, RawUnits, decode_raw_as, decode_raw_message,
+    decode_raw_protobuf, encode_raw_protobuf,
 };
 pub use trigger::{
     DecodeError as TriggerDecodeError, EventState, TRIGGER_SCHEMA, TriggerEvent, TriggerRecord,

@@ -39,50 +39,14 @@ impl RawEncoding {
     /// an error, since protobuf would decode most other messages into garbage rather than
     /// fail. Anything else is an error naming the header and quoting its value.
     pub fn from_content_type(value: Option<&[u8]>) -> Result<RawEncoding, SchemaError> {
-        let Some(raw) = value else {
-            return Ok(RawEncoding::Json);
-        };
-        let unknown = || {
-            content_type_error(format!(
-                "expected {JSON_CONTENT_TYPE} or {PROTOBUF_CONTENT_TYPE}, got {}",
-                quote(&String::from_utf8_lossy(raw))
-            ))
-        };
-        let text = std::str::from_utf8(raw).map_err(|_| unknown())?;
-        let mut parts = text.split(';');
-        let essence = parts.next().unwrap_or_default().trim_matches(is_ows);
-        let encoding = if essence.eq_ignore_ascii_case(JSON_CONTENT_TYPE) {
-            RawEncoding::Json
-        } else if essence.eq_ignore_ascii_case(PROTOBUF_CONTENT_TYPE)
-            || essence.eq_ignore_ascii_case("application/protobuf")
+        let (encoding, message_type) = parse_content_type(value)?;
+        if let Some(name) = message_type
+            && name != RAW_PROTOBUF_MESSAGE
         {
-            RawEncoding::Protobuf
-        } else {
-            return Err(unknown());
-        };
-        for param in parts {
-            let param = param.trim_matches(is_ows);
-            if param.is_empty() {
-                continue;
-            }
-            let Some((name, value)) = param.split_once('=') else {
-                return Err(unknown());
-            };
-            let value = value.trim_matches(is_ows);
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            if encoding == RawEncoding::Protobuf
-                && name.trim_matches(is_ows).eq_ignore_ascii_case("messageType")
-                // A descriptor's full name may be written with a leading dot.
-                && value.strip_prefix('.').unwrap_or(value) != RAW_PROTOBUF_MESSAGE
-            {
-                return Err(content_type_error(format!(
-                    "messageType {} is not {RAW_PROTOBUF_MESSAGE}",
-                    quote(value)
-                )));
-            }
+            return Err(content_type_error(format!(
+                "messageType {} is not {RAW_PROTOBUF_MESSAGE}",
+                quote(name)
+            )));
         }
         Ok(encoding)
     }
@@ -101,6 +65,93 @@ impl RawEncoding {
             RawEncoding::Json => JSON_CONTENT_TYPE,
             RawEncoding::Protobuf => PROTOBUF_CONTENT_TYPE,
         }
+    }
+}
+
+/// The encoding a `content-type` names and, for protobuf, the `messageType` parameter's
+/// value (without a leading dot) when there is one.
+fn parse_content_type(value: Option<&[u8]>) -> Result<(RawEncoding, Option<&str>), SchemaError> {
+    let Some(raw) = value else {
+        return Ok((RawEncoding::Json, None));
+    };
+    let unknown = || {
+        content_type_error(format!(
+            "expected {JSON_CONTENT_TYPE} or {PROTOBUF_CONTENT_TYPE}, got {}",
+            quote(&String::from_utf8_lossy(raw))
+        ))
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| unknown())?;
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or_default().trim_matches(is_ows);
+    let encoding = if essence.eq_ignore_ascii_case(JSON_CONTENT_TYPE) {
+        RawEncoding::Json
+    } else if essence.eq_ignore_ascii_case(PROTOBUF_CONTENT_TYPE)
+        || essence.eq_ignore_ascii_case("application/protobuf")
+    {
+        RawEncoding::Protobuf
+    } else {
+        return Err(unknown());
+    };
+    let mut message_type = None;
+    for param in parts {
+        let param = param.trim_matches(is_ows);
+        if param.is_empty() {
+            continue;
+        }
+        let Some((name, value)) = param.split_once('=') else {
+            return Err(unknown());
+        };
+        let value = value.trim_matches(is_ows);
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        if encoding == RawEncoding::Protobuf
+            && name
+                .trim_matches(is_ows)
+                .eq_ignore_ascii_case("messageType")
+        {
+            // A descriptor's full name may be written with a leading dot.
+            message_type = Some(value.strip_prefix('.').unwrap_or(value));
+        }
+    }
+    Ok((encoding, message_type))
+}
+
+/// A message of the raw topic: a session's batch or one of its events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawMessage {
+    Batch(RawBatch),
+    Event(crate::Event),
+}
+
+/// Decodes a message of the raw topic, choosing the message by the record's
+/// `content-type`: a binary record is an `eeg.event.v1.Event` when its `messageType` says
+/// so and an `eeg.raw.v1.RawBatch` otherwise (a `messageType` naming anything else is an
+/// error); a JSON record is an event when its `schema` is `eeg.event/1`
+/// ([`crate::is_event_json`]) and a batch otherwise.
+pub fn decode_raw_message(
+    bytes: &[u8],
+    content_type: Option<&[u8]>,
+    limits: &Limits,
+) -> Result<RawMessage, SchemaError> {
+    let (encoding, message_type) = parse_content_type(content_type)?;
+    match (encoding, message_type) {
+        (RawEncoding::Json, _) if crate::is_event_json(bytes) => {
+            crate::decode_event(bytes).map(RawMessage::Event)
+        }
+        (RawEncoding::Json, _) => decode_raw(bytes, limits).map(RawMessage::Batch),
+        (RawEncoding::Protobuf, Some(crate::EVENT_PROTOBUF_MESSAGE)) => {
+            crate::decode_event_protobuf(bytes).map(RawMessage::Event)
+        }
+        (RawEncoding::Protobuf, None | Some(RAW_PROTOBUF_MESSAGE)) => {
+            decode_raw_protobuf(bytes, limits).map(RawMessage::Batch)
+        }
+        (RawEncoding::Protobuf, Some(other)) => Err(content_type_error(format!(
+            "messageType {} is neither {RAW_PROTOBUF_MESSAGE} nor {}",
+            quote(other),
+            crate::EVENT_PROTOBUF_MESSAGE
+        ))),
     }
 }
 

@@ -3,7 +3,8 @@
 //! contract file is the one the crate carries.
 
 use eeg_schema::{
-    EVENT_PROTO, EVENT_PROTOBUF_MESSAGE, Event, Onset, decode_event, decode_event_protobuf,
+    EVENT_PROTO, EVENT_PROTOBUF_MESSAGE, Event, Limits, Onset, RawBatch, RawBatchParts, RawMessage,
+    decode_event, decode_event_protobuf, decode_raw_message,
 };
 use prost::Message as _;
 use protox::prost_reflect::{DescriptorPool, DynamicMessage, Value};
@@ -121,4 +122,75 @@ fn what_the_crate_encodes_reads_back_through_the_proto() {
         Some(&s("Stimulus/S  1"))
     );
     assert_eq!(decode_event_protobuf(&bin).unwrap(), e);
+}
+
+#[test]
+fn the_raw_topics_messages_are_told_apart_by_content_type_and_schema() {
+    let limits = Limits::default();
+    let e = Event {
+        session_id: "s".into(),
+        event_id: "e-1".into(),
+        onset: Onset::UnixMs(1_000.5),
+        duration_s: 0.0,
+        label: "go".into(),
+        value: None,
+        source: "app".into(),
+    };
+    let batch = RawBatch::new(
+        RawBatchParts {
+            session_id: "s".into(),
+            device_id: "d".into(),
+            seq: 0,
+            start_ms: 1_000,
+            sample_rate_hz: 250.0,
+            channels: vec!["Cz".into()],
+            samples: vec![1.0, 2.0],
+            ..RawBatchParts::default()
+        },
+        &limits,
+    )
+    .unwrap();
+    let mut e_bin = Vec::new();
+    e.encode_protobuf(&mut e_bin);
+    let mut b_bin = Vec::new();
+    batch.encode_protobuf(&mut b_bin);
+    let event_type = format!("application/x-protobuf; messageType={EVENT_PROTOBUF_MESSAGE}");
+    let (e_json, b_json) = (e.to_json(), batch.encode());
+    let cases: [(&[u8], Option<&str>, RawMessage); 6] = [
+        (e_json.as_bytes(), None, RawMessage::Event(e.clone())),
+        (
+            e_json.as_bytes(),
+            Some("application/json"),
+            RawMessage::Event(e.clone()),
+        ),
+        (&b_json, None, RawMessage::Batch(batch.clone())),
+        (&e_bin, Some(&event_type), RawMessage::Event(e.clone())),
+        (
+            &b_bin,
+            Some("application/x-protobuf"),
+            RawMessage::Batch(batch.clone()),
+        ),
+        (
+            &b_bin,
+            Some("application/protobuf; messageType=.eeg.raw.v1.RawBatch"),
+            RawMessage::Batch(batch.clone()),
+        ),
+    ];
+    for (bytes, ct, want) in cases {
+        let got = decode_raw_message(bytes, ct.map(str::as_bytes), &limits).unwrap();
+        assert_eq!(got, want, "{ct:?}");
+    }
+    let other = decode_raw_message(
+        &e_bin,
+        Some(b"application/x-protobuf; messageType=eeg.other.v1.Thing"),
+        &limits,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        other.starts_with("header 'content-type': messageType \"eeg.other.v1.Thing\" is neither"),
+        "{other}"
+    );
+    // An event sent without its messageType is read as a batch, and refused as one.
+    assert!(decode_raw_message(&e_bin, Some(b"application/x-protobuf"), &limits).is_err());
 }
