@@ -8,6 +8,8 @@
 //!   and changes of shape reset the session.
 //! - [`budget`]: the instance's memory for session state; a session that does not fit
 //!   waits, its partition held, until memory is released.
+//! - [`events`]: a session's `eeg.event/1` events placed in its samples, each batch
+//!   re-anchoring the clock; events that wait for their samples, copies and late ones.
 //! - [`counters`]: what the cores did, as figures that log lines and metrics read.
 //! - [`triggers`]: the trigger engine, rules over per-window metrics with a small
 //!   serialisable state per session.
@@ -29,6 +31,7 @@ pub mod admission;
 pub mod budget;
 pub mod config;
 pub mod counters;
+pub mod events;
 pub mod fanout;
 pub mod ledger;
 pub mod mirror;

@@ -1,0 +1,280 @@
+//! Placing a session's events in its samples (DESIGN.md, "Events, epochs and timing").
+//!
+//! An event's onset in Unix ms is placed by the batch whose time span holds it, from that
+//! batch's own `start_ms`: `sample = first_sample + round((onset_ms - start_ms) * fs / 1000)`,
+//! so each batch re-anchors and a device clock that drifts against the nominal rate moves an
+//! event by at most a sample. The rounding is NumPy's (half to even), as MNE's
+//! `Raw.time_as_index` rounds, so an onset placed here is the sample MNE gives it.
+//!
+//! An event may come before the batch that holds its onset: it waits. It may come after: it
+//! is placed while the batches it needs are remembered, `max_delay_s` of samples; older than
+//! that it is late, counted and returned as such, never dropped silently. An event whose
+//! `event_id` the session already had is a copy. A span with no batch (batches lost, or a
+//! device clock that jumped) places an onset in it from the last batch before it.
+
+use std::collections::{HashMap, VecDeque};
+
+use eeg_schema::{Event, Onset};
+
+/// Where one batch of the session sits in time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Anchor {
+    /// Its first sample's index in the session.
+    first_sample: u64,
+    start_ms: f64,
+    samples: u64,
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placed {
+    /// At this sample of the session.
+    At(Event, u64),
+    /// Its onset lies after the samples seen so far: kept until a batch holds it.
+    Waiting,
+    /// Its onset lies before what is remembered (by this many samples at least, when known),
+    /// or before the session's first sample.
+    Late(Event),
+    /// The session already had an event with this `event_id`.
+    Copy(Event),
+}
+
+/// One session's events on their way to samples.
+#[derive(Debug)]
+pub struct Timeline {
+    fs: f64,
+    /// Samples of batches remembered behind the newest one.
+    keep_samples: u64,
+    anchors: VecDeque<Anchor>,
+    waiting: Vec<Event>,
+    /// The ids seen, with the sample each was placed at (or `u64::MAX` while waiting), so
+    /// that copies are known; forgotten once their sample is out of what is remembered.
+    seen: HashMap<String, u64>,
+}
+
+impl Timeline {
+    /// A session at `fs` Hz that places events up to `max_delay_s` behind its newest samples.
+    pub fn new(fs: f64, max_delay_s: f64) -> Timeline {
+        Timeline {
+            fs,
+            keep_samples: (max_delay_s * fs).ceil().max(0.0) as u64,
+            anchors: VecDeque::new(),
+            waiting: Vec::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The samples seen so far (the index after the newest batch's last).
+    pub fn end(&self) -> u64 {
+        self.anchors
+            .back()
+            .map_or(0, |a| a.first_sample + a.samples)
+    }
+
+    /// Events waiting for their samples.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// A batch of `samples` samples from `first_sample`, its first at `start_ms`: returns
+    /// the waiting events it places (in the order they came).
+    pub fn batch(&mut self, first_sample: u64, start_ms: f64, samples: u64) -> Vec<(Event, u64)> {
+        self.anchors.push_back(Anchor {
+            first_sample,
+            start_ms,
+            samples,
+        });
+        let end = self.end();
+        while let Some(front) = self.anchors.front() {
+            if self.anchors.len() > 1
+                && front.first_sample + front.samples + self.keep_samples <= end
+            {
+                self.anchors.pop_front();
+            } else {
+                break;
+            }
+        }
+        let horizon = self.horizon();
+        self.seen.retain(|_, &mut s| s == u64::MAX || s >= horizon);
+        let waiting = std::mem::take(&mut self.waiting);
+        let mut placed = Vec::new();
+        for e in waiting {
+            match self.place(&e) {
+                Some(sample) => {
+                    self.seen.insert(e.event_id.clone(), sample);
+                    placed.push((e, sample));
+                }
+                None => self.waiting.push(e),
+            }
+        }
+        placed
+    }
+
+    /// The first sample an event may still be placed at.
+    fn horizon(&self) -> u64 {
+        self.end().saturating_sub(self.keep_samples)
+    }
+
+    /// Takes an event of the session.
+    pub fn event(&mut self, e: Event) -> Placed {
+        if self.seen.contains_key(&e.event_id) {
+            return Placed::Copy(e);
+        }
+        if self.before_memory(&e) {
+            return Placed::Late(e);
+        }
+        match self.place(&e) {
+            Some(sample) => {
+                self.seen.insert(e.event_id.clone(), sample);
+                Placed::At(e, sample)
+            }
+            None => {
+                self.seen.insert(e.event_id.clone(), u64::MAX);
+                self.waiting.push(e);
+                Placed::Waiting
+            }
+        }
+    }
+
+    /// Whether the event's onset lies before what is remembered.
+    fn before_memory(&self, e: &Event) -> bool {
+        match e.onset {
+            Onset::Sample(n) => n < self.horizon(),
+            // Before the first batch remembered: its place would need one forgotten, or it
+            // is before the session's first sample.
+            Onset::UnixMs(ms) => self
+                .anchors
+                .front()
+                .is_some_and(|first| ms < first.start_ms),
+        }
+    }
+
+    /// The sample of an event's onset, once the batch that places it is known.
+    fn place(&self, e: &Event) -> Option<u64> {
+        match e.onset {
+            Onset::Sample(n) => (n < self.end()).then_some(n),
+            Onset::UnixMs(ms) => {
+                // The last batch starting at or before the onset, provided a later batch has
+                // started after it or the onset lies inside it: before that, a batch to
+                // come might still hold it.
+                let i = self.anchors.iter().rposition(|a| a.start_ms <= ms)?;
+                let a = self.anchors[i];
+                let span_ms = a.samples as f64 * 1000.0 / self.fs;
+                let settled = i + 1 < self.anchors.len() || ms < a.start_ms + span_ms;
+                if !settled {
+                    return None;
+                }
+                let offset = ((ms - a.start_ms) * self.fs / 1000.0).round_ties_even();
+                Some(a.first_sample + offset as u64)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_ms(id: &str, ms: f64) -> Event {
+        Event {
+            session_id: "s".into(),
+            event_id: id.into(),
+            onset: Onset::UnixMs(ms),
+            duration_s: 0.0,
+            label: "x".into(),
+            value: None,
+            source: "app".into(),
+        }
+    }
+
+    fn sample(p: &Placed) -> Option<u64> {
+        match p {
+            Placed::At(_, s) => Some(*s),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_batch_anchors_the_onsets_it_holds() {
+        // 250 Hz, 32-sample batches (128 ms), the device's stamps drifting 1 ms a batch late.
+        let mut t = Timeline::new(250.0, 10.0);
+        for k in 0..4u64 {
+            t.batch(k * 32, 1_000.0 + k as f64 * 129.0, 32);
+        }
+        // In batch 2 (starts at 1258 ms): 10 ms in is 2.5 samples, rounded to even: 2.
+        assert_eq!(sample(&t.event(at_ms("a", 1_268.0))), Some(64 + 2));
+        // 14 ms in: 3.5 samples, to even: 4.
+        assert_eq!(sample(&t.event(at_ms("b", 1_272.0))), Some(64 + 4));
+        // Anchored on the session's start instead it would be (1387 - 1000) * 0.25 = 96.75,
+        // sample 97; batch 3 (1387 ms) places it at its own first sample.
+        assert_eq!(sample(&t.event(at_ms("c", 1_387.0))), Some(96));
+    }
+
+    #[test]
+    fn an_event_before_its_samples_waits_for_the_batch_that_holds_it() {
+        let mut t = Timeline::new(100.0, 10.0);
+        t.batch(0, 0.0, 100);
+        assert_eq!(t.event(at_ms("e", 1_500.0)), Placed::Waiting);
+        assert_eq!(t.waiting(), 1);
+        // The next batch ends at 2000 ms: it holds the onset.
+        let placed = t.batch(100, 1_000.0, 100);
+        assert_eq!(placed.len(), 1);
+        assert_eq!(placed[0].1, 150);
+        assert_eq!(t.waiting(), 0);
+    }
+
+    #[test]
+    fn an_onset_in_a_gap_is_placed_from_the_batch_before_it_once_a_later_one_starts() {
+        let mut t = Timeline::new(100.0, 10.0);
+        t.batch(0, 0.0, 100); // 0..1000 ms
+        assert_eq!(t.event(at_ms("gap", 1_200.0)), Placed::Waiting);
+        // The next batch starts at 1500 ms (the stamps jumped): the onset stays with the
+        // batch before the gap, 1.2 s from its start.
+        let placed = t.batch(100, 1_500.0, 100);
+        assert_eq!(placed[0].1, 120);
+    }
+
+    #[test]
+    fn copies_are_known_by_event_id_and_late_events_are_not_dropped_silently() {
+        let mut t = Timeline::new(100.0, 2.0);
+        for k in 0..10u64 {
+            t.batch(k * 100, k as f64 * 1_000.0, 100);
+        }
+        assert_eq!(sample(&t.event(at_ms("a", 9_250.0))), Some(925));
+        assert!(matches!(t.event(at_ms("a", 9_250.0)), Placed::Copy(_)));
+        // 2 s are remembered behind sample 1000: the batches from sample 800 on.
+        assert_eq!(sample(&t.event(at_ms("b", 8_000.0))), Some(800));
+        assert!(matches!(t.event(at_ms("c", 7_999.0)), Placed::Late(_)));
+        let by_sample = Event {
+            onset: Onset::Sample(799),
+            ..at_ms("d", 0.0)
+        };
+        assert!(matches!(t.event(by_sample), Placed::Late(_)));
+        let by_sample = Event {
+            onset: Onset::Sample(812),
+            ..at_ms("f", 0.0)
+        };
+        assert_eq!(sample(&t.event(by_sample)), Some(812));
+    }
+
+    #[test]
+    fn an_onset_before_the_sessions_first_sample_is_late() {
+        let mut t = Timeline::new(100.0, 10.0);
+        t.batch(0, 5_000.0, 100);
+        assert!(matches!(t.event(at_ms("early", 4_999.0)), Placed::Late(_)));
+        assert_eq!(sample(&t.event(at_ms("first", 5_000.0))), Some(0));
+    }
+
+    #[test]
+    fn what_is_remembered_stays_bounded() {
+        let mut t = Timeline::new(250.0, 1.0);
+        for k in 0..10_000u64 {
+            t.batch(k * 32, k as f64 * 128.0, 32);
+            let id = format!("e{k}");
+            t.event(at_ms(&id, k as f64 * 128.0 + 1.0));
+        }
+        // One second of 32-sample batches, and the ids placed within it.
+        assert!(t.anchors.len() <= 250 / 32 + 2, "{}", t.anchors.len());
+        assert!(t.seen.len() <= 250 / 32 + 2, "{}", t.seen.len());
+    }
+}
