@@ -84,6 +84,24 @@ fn read(data: &[u8]) {
         }
         assert_eq!(p.index(), i, "record {i}: its index");
         assert_eq!(d.index(), i, "record {i}: its index, digital");
+        // The record's annotations: the same through either reader, or the same error
+        // (compared by a digest: collecting them would hold memory the reader does not).
+        let (mut pa, mut da) = (Digest::default(), Digest::default());
+        match (
+            physical.annotations(|a| pa.add(&a)),
+            digital.annotations(|a| da.add(&a)),
+        ) {
+            (Ok(()), Ok(())) => assert_eq!(pa, da, "record {i}: its annotations"),
+            (Err(pe), Err(de)) => {
+                one_line("EdfReader::annotations_into", &pe);
+                assert_eq!(
+                    pe.to_string(),
+                    de.to_string(),
+                    "record {i}: annotation errors"
+                );
+            }
+            (pr, dr) => panic!("record {i}: annotations {pr:?} against {dr:?}"),
+        }
         assert_eq!(
             p.onset_s().to_bits(),
             d.onset_s().to_bits(),
@@ -113,5 +131,26 @@ fn read(data: &[u8]) {
                 );
             }
         }
+    }
+}
+
+/// The annotations of a record, folded: their count and a hash of their onsets, durations
+/// and texts.
+#[derive(Debug, Default, PartialEq)]
+struct Digest {
+    count: u64,
+    hash: u64,
+}
+
+impl Digest {
+    fn add(&mut self, a: &eeg_edf::Annotation<'_>) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash.hash(&mut h);
+        a.onset_s.to_bits().hash(&mut h);
+        a.duration_s.map(f64::to_bits).hash(&mut h);
+        a.text.hash(&mut h);
+        self.hash = h.finish();
+        self.count += 1;
     }
 }

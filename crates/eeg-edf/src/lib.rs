@@ -109,4 +109,5 @@ mod writer;
 pub use error::EdfError;
 pub use header::{Format, Header, MAX_RECORD_BYTES, MAX_SIGNALS, SignalHeader, StartTime};
 pub use reader::{DigitalRecord, EdfReader, Record};
+pub use tal::Annotation;
 pub use writer::{EdfWriter, WriteFormat, WriteSignal, WriteSpec, write_edf};

@@ -183,6 +183,8 @@ pub struct EdfReader<R> {
     /// Byte range of the first annotation signal within a record, when its
     /// time-keeping annotations give the record onsets.
     timekeeping: Option<(usize, usize)>,
+    /// Byte ranges of every annotation signal of an EDF+/BDF+ record.
+    annotation_signals: Vec<(usize, usize)>,
     /// Sub-second part of the start, in nanoseconds; subtracted from every
     /// time-keeping onset so onsets are relative to [`Header::start_unix_ms`].
     subsecond_ns: i64,
@@ -296,6 +298,7 @@ impl<R: Read> EdfReader<R> {
         let mut record_bytes: u64 = 0;
         let mut n_samples = 0usize;
         let mut timekeeping = None;
+        let mut annotation_signals = Vec::new();
         for (i, s) in signals.iter().enumerate() {
             let len_bytes = (s.samples_per_record as u64).saturating_mul(bps as u64);
             let start = record_bytes;
@@ -314,6 +317,7 @@ impl<R: Read> EdfReader<R> {
                 if timekeeping.is_none() {
                     timekeeping = Some((start, len_bytes));
                 }
+                annotation_signals.push((start, len_bytes));
                 continue;
             }
             let (bitvalue, offset) = s.scaling();
@@ -332,6 +336,7 @@ impl<R: Read> EdfReader<R> {
             // Plain EDF/BDF has no time-keeping annotations; a signal that happens
             // to carry the annotation label is skipped but not interpreted.
             timekeeping = None;
+            annotation_signals.clear();
         } else if timekeeping.is_none() && fixed.format.is_discontinuous() {
             return Err(fields.err(
                 RESERVED,
@@ -407,6 +412,7 @@ impl<R: Read> EdfReader<R> {
             // Bounded by MAX_RECORD_BYTES above.
             buf: vec![0u8; record_bytes as usize],
             timekeeping,
+            annotation_signals,
             subsecond_ns: 0,
             next: 0,
             first_pending: false,
@@ -553,6 +559,41 @@ impl<R: Read> EdfReader<R> {
                 })
             }
         }
+    }
+
+    /// Hands `f` the annotations of the record read last ([`EdfReader::read_record`] or
+    /// [`EdfReader::read_record_digital`]): every non-empty text of every TAL of
+    /// every annotation signal, in the order written, with onsets in seconds after the
+    /// recording's first sample (the header's start date/time and the first record's
+    /// fraction of a second, as [`Record::onset_s`] counts; MNE and pyEDFlib count so too).
+    /// Nothing for plain EDF/BDF, or before the first record.
+    /// Those handed over before an error in the record's annotations were read correctly.
+    pub fn annotations(&self, mut f: impl FnMut(tal::Annotation<'_>)) -> Result<(), EdfError> {
+        if self.next == 0 || self.poisoned {
+            return Ok(());
+        }
+        let record = self.next - 1;
+        let subsecond_s = self.subsecond_ns as f64 / 1e9;
+        let mut shifted = |mut a: tal::Annotation<'_>| {
+            a.onset_s -= subsecond_s;
+            f(a);
+        };
+        for &(start, len) in &self.annotation_signals {
+            let bytes = self.buf.get(start..start + len).unwrap_or_default();
+            tal::annotations(bytes, &mut shifted).map_err(|(pos, problem)| {
+                EdfError::Annotation {
+                    file: self.name.clone(),
+                    record,
+                    offset: self
+                        .header
+                        .header_bytes
+                        .saturating_add(record.saturating_mul(self.header.record_bytes))
+                        .saturating_add((start + pos) as u64),
+                    problem,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Onset in nanoseconds of the record in `buf`, from its time-keeping
