@@ -10,6 +10,8 @@
 //!   waits, its partition held, until memory is released.
 //! - [`events`]: a session's `eeg.event/1` events placed in its samples, each batch
 //!   re-anchoring the clock; events that wait for their samples, copies and late ones.
+//! - [`timing`]: a session's clock fitted from its batches' stamps: effective rate, drift,
+//!   jitter, jumps.
 //! - [`counters`]: what the cores did, as figures that log lines and metrics read.
 //! - [`triggers`]: the trigger engine, rules over per-window metrics with a small
 //!   serialisable state per session.
@@ -38,6 +40,7 @@ pub mod mirror;
 pub mod partition;
 pub mod snapshot;
 mod text;
+pub mod timing;
 pub mod triggers;
 
 pub use admission::{Admission, ResetReason, Session, Sessions, StartError};
