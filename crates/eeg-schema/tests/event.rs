@@ -10,16 +10,11 @@ use prost::Message as _;
 use protox::prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use std::sync::OnceLock;
 
+mod support;
+
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-        let mut compiler = protox::Compiler::new([dir]).expect("proto dir");
-        compiler
-            .open_file("eeg_event_v1.proto")
-            .expect("the .proto compiles");
-        compiler.descriptor_pool()
-    })
+    POOL.get_or_init(|| support::proto_pool("eeg_event_v1.proto"))
 }
 
 fn event(fields: &[(&str, Value)]) -> Vec<u8> {
@@ -40,13 +35,7 @@ fn s(v: &str) -> Value {
 
 #[test]
 fn proto_text_is_the_contract_file() {
-    let file = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/proto/eeg_event_v1.proto"
-    ))
-    .unwrap();
-    assert_eq!(EVENT_PROTO, file);
-    assert!(EVENT_PROTO.contains("package eeg.event.v1;"));
+    support::assert_contract_file("eeg_event_v1.proto", EVENT_PROTO, "eeg.event.v1");
 }
 
 #[test]

@@ -22,14 +22,7 @@ use support::{batch, bits};
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-        let mut compiler = protox::Compiler::new([dir]).expect("proto dir");
-        compiler
-            .open_file("eeg_raw_v1.proto")
-            .expect("the .proto compiles");
-        compiler.descriptor_pool()
-    })
+    POOL.get_or_init(|| support::proto_pool("eeg_raw_v1.proto"))
 }
 
 fn message(name: &str) -> DynamicMessage {
@@ -147,13 +140,7 @@ const EXAMPLE_JSON: &str = r#"{"schema": "eeg.raw/1", "session_id": "s-42", "dev
 
 #[test]
 fn proto_text_is_the_contract_file() {
-    let file = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/proto/eeg_raw_v1.proto"
-    ))
-    .unwrap();
-    assert_eq!(RAW_PROTO, file);
-    assert!(RAW_PROTO.contains("package eeg.raw.v1;"));
+    support::assert_contract_file("eeg_raw_v1.proto", RAW_PROTO, "eeg.raw.v1");
 }
 
 #[test]

@@ -138,17 +138,9 @@ impl<T> Sessions<T> {
         )
     }
 
-    /// Decides what to do with `batch` and brings its session's state in line: creates the
-    /// session, or resets it after a `seq` gap or a change of shape. A duplicate leaves the
-    /// state untouched. On success the session is ready to take the batch's samples and
-    /// `next_seq` already counts it.
-    pub fn admit(
-        &mut self,
-        batch: &RawBatch,
-        now: i64,
-        extra: impl FnOnce(&RawBatch) -> T,
-    ) -> Result<(Admission, Option<&mut Session<T>>), StartError> {
-        let admission = match self.map.get(&batch.session_id) {
+    /// What [`Sessions::admit`] will decide about `batch`, changing nothing.
+    pub fn admission(&self, batch: &RawBatch) -> Admission {
+        match self.map.get(&batch.session_id) {
             None => Admission::New,
             Some(s) if batch.seq < s.next_seq => Admission::Duplicate,
             Some(s)
@@ -162,7 +154,20 @@ impl<T> Sessions<T> {
                 got: batch.seq,
             }),
             Some(_) => Admission::Continues,
-        };
+        }
+    }
+
+    /// Decides what to do with `batch` and brings its session's state in line: creates the
+    /// session, or resets it after a `seq` gap or a change of shape. A duplicate leaves the
+    /// state untouched. On success the session is ready to take the batch's samples and
+    /// `next_seq` already counts it.
+    pub fn admit(
+        &mut self,
+        batch: &RawBatch,
+        now: i64,
+        extra: impl FnOnce(&RawBatch) -> T,
+    ) -> Result<(Admission, Option<&mut Session<T>>), StartError> {
+        let admission = self.admission(batch);
         match admission {
             Admission::Duplicate => return Ok((admission, None)),
             Admission::New => {

@@ -264,9 +264,11 @@ pub struct PartitionCore {
     buf: Vec<u8>,
     /// This partition's share of the `session_state_bytes` gauge.
     state_bytes: u64,
-    /// Memory reserved for the session the message being handled starts.
-    room: Option<(Reservation, u64)>,
 }
+
+/// Memory reserved for the session a message starts (or restarts with another shape), and
+/// the session's whole reservation once it is taken.
+type Room = (Reservation, u64);
 
 impl PartitionCore {
     /// A core for a partition with no saved state.
@@ -288,7 +290,6 @@ impl PartitionCore {
             spare: Spare::default(),
             buf: Vec::new(),
             state_bytes: 0,
-            room: None,
         }
     }
 
@@ -440,10 +441,10 @@ impl PartitionCore {
             eeg_schema::RawEncoding::from_content_type(m.content_type).and_then(|encoding| {
                 eeg_schema::decode_raw_as(m.payload, encoding, &self.config.limits)
             });
-        let mut refused = None;
+        let (mut refused, mut room) = (None, None);
         if let Ok(batch) = &decoded {
             match self.make_room(batch, m.offset) {
-                Ok(()) => {}
+                Ok(r) => room = r,
                 Err(NoRoom::Wait(full)) => {
                     return Ok(Handled {
                         outcome: Outcome::Held(full),
@@ -465,12 +466,12 @@ impl PartitionCore {
         }
         self.next_offset = Some(m.offset + 1);
         let ticket = self.ledger.input(m.offset);
+        // A reservation admission does not take (the session refused after all) is released
+        // when dropped.
         let outcome = match refused {
             Some(reason) => self.dead_letter(m, &reason, &ticket, outbox),
-            None => self.process(m, decoded, &ticket, outbox),
+            None => self.process(m, decoded, room, &ticket, outbox),
         };
-        // Used by admission, unless the session was refused after all.
-        self.room = None;
         Ledger::close(&ticket);
         // A message read again below the commit does not move this core's position.
         self.last_offset = self.last_offset.max(Some(m.offset));
@@ -493,31 +494,38 @@ impl PartitionCore {
         Some(state + self.config.max_checkpoints as u64 * entry)
     }
 
+    /// What a batch of a session not in the table is without admission: a message already
+    /// accounted for (read again below the commit), or a batch of an evicted session that
+    /// was processed before the restore. `None` when it goes to admission.
+    fn settled_without_admission(&self, batch: &RawBatch, offset: i64) -> Option<Outcome> {
+        if self.sessions.get(&batch.session_id).is_some() {
+            return None;
+        }
+        if self.replay_below.is_some_and(|c| offset < c) {
+            return Some(Outcome::AccountedFor);
+        }
+        self.evicted_before
+            .get(&batch.session_id)
+            .is_some_and(|e| offset <= e.position && batch.seq < e.next_seq)
+            .then_some(Outcome::Duplicate(None))
+    }
+
     /// Reserves the memory of the session `batch` starts, or restarts with another shape,
-    /// when it does (the same cases as [`Sessions::admit`]); `Err` when it does not fit now.
-    fn make_room(&mut self, batch: &RawBatch, offset: i64) -> Result<(), NoRoom> {
-        let replaying = self.replay_below.is_some_and(|c| offset < c);
-        let held = match self.sessions.get(&batch.session_id) {
-            None if replaying => return Ok(()),
-            None if self
-                .evicted_before
+    /// when admission will do so; `Err` when it does not fit now.
+    fn make_room(&mut self, batch: &RawBatch, offset: i64) -> Result<Option<Room>, NoRoom> {
+        if self.settled_without_admission(batch, offset).is_some() {
+            return Ok(None);
+        }
+        let held = match self.sessions.admission(batch) {
+            Admission::New => 0,
+            Admission::Reset(ResetReason::ShapeChanged) => self
+                .sessions
                 .get(&batch.session_id)
-                .is_some_and(|e| offset <= e.position && batch.seq < e.next_seq) =>
-            {
-                return Ok(());
-            }
-            None => 0,
-            Some(s)
-                if batch.seq >= s.next_seq
-                    && (s.meta.sample_rate_hz != batch.sample_rate_hz
-                        || s.meta.channels != batch.channels) =>
-            {
-                s.extra.reservation.bytes()
-            }
-            Some(_) => return Ok(()),
+                .map_or(0, |s| s.extra.reservation.bytes()),
+            _ => return Ok(None),
         };
         let Some(declared) = self.declared_bytes(batch.sample_rate_hz, batch.channels.len()) else {
-            return Ok(());
+            return Ok(None);
         };
         let budget = &self.config.budget;
         if declared > budget.limit() {
@@ -530,14 +538,14 @@ impl PartitionCore {
         let more = budget
             .try_reserve(self.config.partition, declared.saturating_sub(held))
             .map_err(NoRoom::Wait)?;
-        self.room = Some((more, declared));
-        Ok(())
+        Ok(Some((more, declared)))
     }
 
     fn process<O: Outbox>(
         &mut self,
         m: &Inbound<'_>,
         decoded: Result<RawBatch, eeg_schema::SchemaError>,
+        mut room: Option<Room>,
         ticket: &Arc<Ticket>,
         outbox: &mut O,
     ) -> Result<Outcome, O::Error> {
@@ -547,23 +555,16 @@ impl PartitionCore {
             Err(_) if replaying => return Ok(Outcome::AccountedFor),
             Err(e) => return self.dead_letter(m, &e.to_string(), ticket, outbox),
         };
-        let known = self.sessions.get(&batch.session_id).is_some();
-        if replaying && !known {
-            return Ok(Outcome::AccountedFor);
-        }
-        if !known
-            && let Some(e) = self.evicted_before.get(&batch.session_id)
-            && m.offset <= e.position
-            && batch.seq < e.next_seq
-        {
-            self.counters
-                .duplicates_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            return Ok(Outcome::Duplicate(None));
+        if let Some(outcome) = self.settled_without_admission(&batch, m.offset) {
+            if outcome == Outcome::Duplicate(None) {
+                self.counters
+                    .duplicates_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(outcome);
         }
         let engine = Arc::clone(&self.config.triggers);
         let now = self.now_ms;
-        let mut room = self.room.take();
         let (budget, partition) = (&self.config.budget, self.config.partition);
         let admitted = self.sessions.admit(&batch, now, |_| {
             // `make_room` reserved it: admission starts a session in the same cases.

@@ -107,3 +107,19 @@ pub fn apply(bytes: &mut Vec<u8>, e: &Edit) {
         Edit::Truncate(i) => bytes.truncate(i % len),
     }
 }
+
+/// The descriptors of `proto/<file>`, compiled from the contract file itself, as a
+/// producer in another language would build its messages.
+pub fn proto_pool(file: &str) -> protox::prost_reflect::DescriptorPool {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let mut compiler = protox::Compiler::new([dir]).expect("proto dir");
+    compiler.open_file(file).expect("the .proto compiles");
+    compiler.descriptor_pool()
+}
+
+/// `text`, the crate's copy of a contract, is `proto/<file>` and declares `package`.
+pub fn assert_contract_file(file: &str, text: &str, package: &str) {
+    let path = format!("{}/proto/{file}", env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(text, std::fs::read_to_string(path).unwrap());
+    assert!(text.contains(&format!("package {package};")));
+}
