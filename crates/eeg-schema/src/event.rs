@@ -50,16 +50,39 @@ pub struct Event {
 }
 
 impl Event {
+    /// Checks the rules both forms share and writes -0 as 0, so that an event reads back
+    /// bit for bit from either form (protobuf leaves a zero duration out, whatever its sign).
+    fn validated(mut self) -> Result<Event, SchemaError> {
+        self.validate()?;
+        if self.duration_s == 0.0 {
+            self.duration_s = 0.0;
+        }
+        if let Onset::UnixMs(ms) = &mut self.onset
+            && *ms == 0.0
+        {
+            *ms = 0.0;
+        }
+        Ok(self)
+    }
+
     fn validate(&self) -> Result<(), SchemaError> {
         check_text("session_id", &self.session_id, 1, MAX_ID_BYTES)?;
         check_text("event_id", &self.event_id, 1, MAX_ID_BYTES)?;
-        if let Onset::UnixMs(ms) = self.onset
-            && !(ms.is_finite() && ms >= 0.0)
-        {
-            return Err(field(
-                "onset_ms",
-                format!("must be a finite number >= 0, got {ms}"),
-            ));
+        match self.onset {
+            Onset::UnixMs(ms) if !(ms.is_finite() && ms >= 0.0) => {
+                return Err(field(
+                    "onset_ms",
+                    format!("must be a finite number >= 0, got {ms}"),
+                ));
+            }
+            // JSON readers take integers as i64; a larger onset could not be written back.
+            Onset::Sample(n) if i64::try_from(n).is_err() => {
+                return Err(field(
+                    "onset_sample",
+                    format!("must be an integer in the i64 range, got {n}"),
+                ));
+            }
+            _ => {}
         }
         if !(self.duration_s.is_finite() && self.duration_s >= 0.0) {
             return Err(field(
@@ -255,8 +278,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, SchemaError> {
         value,
         source: text("source", false)?,
     };
-    event.validate()?;
-    Ok(event)
+    event.validated()
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -308,8 +330,7 @@ pub fn decode_event_protobuf(bytes: &[u8]) -> Result<Event, SchemaError> {
         value: wire.value,
         source: wire.source,
     };
-    event.validate()?;
-    Ok(event)
+    event.validated()
 }
 
 mod wire {
@@ -465,6 +486,38 @@ mod tests {
             assert!(line.contains(problem), "{json}: {line}");
             assert!(!line.contains('\n'), "{line}");
         }
+    }
+
+    #[test]
+    fn both_forms_agree_on_the_edges_of_their_numbers() {
+        // A protobuf uint64 onset beyond i64 could not be written as JSON: refused in both.
+        let mut bin = Vec::new();
+        Event {
+            onset: Onset::Sample(u64::MAX),
+            ..example()
+        }
+        .encode_protobuf(&mut bin);
+        assert_eq!(
+            decode_event_protobuf(&bin).unwrap_err().field(),
+            Some("onset_sample")
+        );
+        // -0 is read as 0 from either form, so that it reads back bit for bit.
+        let mut bin = Vec::new();
+        Event {
+            onset: Onset::UnixMs(-0.0),
+            duration_s: -0.0,
+            ..example()
+        }
+        .encode_protobuf(&mut bin);
+        let e = decode_event_protobuf(&bin).unwrap();
+        assert_eq!(e.duration_s.to_bits(), 0);
+        assert!(matches!(e.onset, Onset::UnixMs(ms) if ms.to_bits() == 0));
+        let e = decode_event(
+            br#"{"schema":"eeg.event/1","session_id":"s","event_id":"e","onset_ms":-0.0,"duration_s":-0.0,"label":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.duration_s.to_bits(), 0);
+        assert!(matches!(e.onset, Onset::UnixMs(ms) if ms.to_bits() == 0));
     }
 
     #[test]
