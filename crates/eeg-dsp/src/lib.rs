@@ -31,6 +31,7 @@ pub mod array;
 pub mod bank;
 pub mod config;
 pub mod design;
+pub mod epochs;
 mod layout;
 pub mod processor;
 pub mod welch;

@@ -275,6 +275,14 @@ fn copy_vec<T: Copy>(dst: &mut Vec<T>, src: &[T]) {
 /// Receives completed windows. Any `FnMut(&Window)` is a sink.
 pub trait WindowSink {
     fn window(&mut self, window: &Window<'_>);
+
+    /// The filtered samples of the piece just processed, interleaved
+    /// (`frames[i * n_channels + channel]`), before a window they complete is emitted: what
+    /// epochs are cut from. Most sinks need only windows.
+    #[inline(always)]
+    fn filtered(&mut self, frames: &[f64]) {
+        let _ = frames;
+    }
 }
 
 impl<F: FnMut(&Window<'_>)> WindowSink for F {
@@ -794,6 +802,7 @@ impl SessionProcessor {
                 (self.pos % l) as usize,
                 nch,
             );
+            sink.filtered(filtered);
             self.pos += n as u64;
             done += n;
             if self.pos == self.since_start * self.plan.hop as u64 + l {

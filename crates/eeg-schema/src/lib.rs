@@ -163,6 +163,7 @@
 //! escaped and shortened so that it cannot break the line.
 
 mod capture;
+mod epoch;
 mod error;
 mod event;
 mod processed;
@@ -172,6 +173,7 @@ mod trigger;
 
 pub use capture::{CaptureError, Delimited, DelimitedReader, write_delimited};
 pub use eeg_dsp::{Indices, Quality};
+pub use epoch::{EPOCH_SCHEMA, EpochRecord};
 pub use error::SchemaError;
 pub use event::{
     EVENT_PROTO, EVENT_PROTOBUF_MESSAGE, EVENT_SCHEMA, Event, MAX_EVENT_BYTES, MAX_LABEL_BYTES,
