@@ -5,6 +5,7 @@
 //! to a default) and checked whole before any input is read.
 
 use crate::triggers::{TriggerConfig, TriggerConfigError};
+use eeg_dsp::epochs::{Component, EpochConfig, ErdConfig, Peak};
 use eeg_dsp::{Band, ConfigError, ProcessingConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ struct File {
     /// The `[[triggers]]` tables, kept as tables so that eeg_session reads them and its errors
     /// name the rule and the key (docs/triggers.md).
     triggers: Option<Vec<toml::Table>>,
+    epochs: Option<EpochsSection>,
+    #[serde(default)]
+    events: EventsSection,
 }
 
 /// Everything the config file defines.
@@ -33,6 +37,62 @@ pub struct Config {
     pub processing: ProcessingConfig,
     /// The `[[triggers]]` rules; the default rules when the file has no `triggers`.
     pub triggers: TriggerConfig,
+    /// `[epochs]`: what to cut around events; `None` (no table) cuts none.
+    pub epochs: Option<EpochsConfig>,
+    pub events: EventsConfig,
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventsConfig {
+    /// How far behind a session's newest sample an event may still be placed (and its epoch
+    /// cut), s.
+    pub max_delay_s: f64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig { max_delay_s: 10.0 }
+    }
+}
+
+/// `[epochs]`; the default is MNE's epochs of every event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EpochsConfig {
+    pub epoch: EpochConfig,
+    /// The labels whose events are epoched; `None`: every event's.
+    pub labels: Option<Vec<String>>,
+    /// Records carry the baseline-corrected samples.
+    pub include_samples: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsSection {
+    max_delay_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpochsSection {
+    tmin_s: Option<f64>,
+    tmax_s: Option<f64>,
+    /// `[]`: no baseline correction.
+    baseline_s: Option<Vec<f64>>,
+    reject_uv: Option<f64>,
+    flat_uv: Option<f64>,
+    labels: Option<Vec<String>>,
+    include_samples: Option<bool>,
+    /// Kept as a table so the components keep the file's order.
+    components: Option<toml::Table>,
+    erd: Option<ErdSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErdSection {
+    reference_s: [f64; 2],
+    active_s: [f64; 2],
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +193,8 @@ pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigFileError> {
         None => Ok(Config {
             processing: ProcessingConfig::default(),
             triggers: TriggerConfig::default(),
+            epochs: None,
+            events: EventsConfig::default(),
         }),
     }
 }
@@ -209,9 +271,151 @@ pub fn parse_all(text: &str) -> Result<Config, ConfigFileError> {
         }
         None => TriggerConfig::default(),
     };
+    let events = EventsConfig {
+        max_delay_s: match file.events.max_delay_s {
+            Some(d) if !(d.is_finite() && (0.0..=3600.0).contains(&d)) => {
+                return Err(invalid(
+                    "events.max_delay_s",
+                    format!("must be 0 to 3600 s, got {d}"),
+                ));
+            }
+            d => d.unwrap_or(EventsConfig::default().max_delay_s),
+        },
+    };
+    let epochs = file.epochs.map(epochs).transpose()?;
     Ok(Config {
         processing: c,
         triggers,
+        epochs,
+        events,
+    })
+}
+
+fn invalid(key: &str, problem: String) -> ConfigFileError {
+    ConfigFileError::Invalid {
+        key: key.into(),
+        problem,
+    }
+}
+
+/// `[epochs]` as the DSP takes it; what depends on a sample rate is checked per session.
+fn epochs(e: EpochsSection) -> Result<EpochsConfig, ConfigFileError> {
+    let d = EpochConfig::default();
+    let tmin_s = e.tmin_s.unwrap_or(d.tmin_s);
+    let tmax_s = e.tmax_s.unwrap_or(d.tmax_s);
+    // MNE's default baseline, (None, 0): from the epoch's start to the event.
+    let baseline_s = match e.baseline_s.as_deref() {
+        None if tmin_s <= 0.0 => Some([tmin_s, 0.0_f64.min(tmax_s)]),
+        None | Some([]) => None,
+        Some(&[a, b]) => Some([a, b]),
+        Some(other) => {
+            return Err(invalid(
+                "epochs.baseline_s",
+                format!("must be [start_s, end_s], or [] for none, got {other:?}"),
+            ));
+        }
+    };
+    let mut components = Vec::new();
+    for (name, v) in e.components.unwrap_or_default() {
+        components.push(component(&name, &v)?);
+    }
+    let config = EpochConfig {
+        tmin_s,
+        tmax_s,
+        baseline_s,
+        reject_uv: e.reject_uv,
+        flat_uv: e.flat_uv,
+        components,
+        erd: e.erd.map(|e| ErdConfig {
+            reference_s: e.reference_s,
+            active_s: e.active_s,
+        }),
+    };
+    // The rules that need no sample rate, at load: a session's rate checks the rest.
+    let check = ProcessingConfig::default()
+        .plan(1000.0)
+        .map_err(ConfigFileError::Processing)?;
+    eeg_dsp::epochs::EpochPlan::new(&config, &check).map_err(ConfigFileError::Processing)?;
+    if let Some(labels) = &e.labels
+        && let Some(bad) = labels
+            .iter()
+            .find(|l| l.len() > eeg_schema::MAX_LABEL_BYTES)
+    {
+        return Err(invalid(
+            "epochs.labels",
+            format!(
+                "{} is longer than an event's label may be ({} bytes)",
+                crate::text::quoted(bad),
+                eeg_schema::MAX_LABEL_BYTES
+            ),
+        ));
+    }
+    Ok(EpochsConfig {
+        epoch: config,
+        labels: e.labels,
+        include_samples: e.include_samples.unwrap_or(false),
+    })
+}
+
+/// `name = [a, b]`, or `name = { window_s = [a, b], peak = "pos" | "neg" | "abs" }`.
+fn component(name: &str, v: &toml::Value) -> Result<Component, ConfigFileError> {
+    let key = format!("epochs.components.{name}");
+    if name.is_empty() || name.len() > MAX_BAND_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "epochs.components",
+            format!(
+                "component name {} must be 1 to {MAX_BAND_NAME_BYTES} bytes with no control characters",
+                crate::text::quoted(name)
+            ),
+        ));
+    }
+    let pair = |v: &toml::Value| {
+        v.as_array().and_then(|a| match a.as_slice() {
+            [a, b] => Some([number(a)?, number(b)?]),
+            _ => None,
+        })
+    };
+    let (window, peak) = match v {
+        toml::Value::Table(t) => {
+            if let Some(k) = t
+                .keys()
+                .find(|k| !["window_s", "peak"].contains(&k.as_str()))
+            {
+                return Err(invalid(
+                    &key,
+                    format!("unknown key {}", crate::text::quoted(k)),
+                ));
+            }
+            let peak = match t.get("peak").map(|p| p.as_str()) {
+                None => Some(Peak::Abs),
+                Some(Some("pos")) => Some(Peak::Pos),
+                Some(Some("neg")) => Some(Peak::Neg),
+                Some(Some("abs")) => Some(Peak::Abs),
+                Some(_) => None,
+            };
+            let Some(peak) = peak else {
+                return Err(invalid(
+                    &format!("{key}.peak"),
+                    "must be \"pos\", \"neg\" or \"abs\"".into(),
+                ));
+            };
+            (t.get("window_s").and_then(pair), peak)
+        }
+        v => (pair(v), Peak::Abs),
+    };
+    let Some(window_s) = window else {
+        return Err(invalid(
+            &key,
+            format!(
+                "must be [start_s, end_s] or {{ window_s = [start_s, end_s], peak = \"pos\" }}, got {}",
+                crate::text::shown(&v.to_string())
+            ),
+        ));
+    };
+    Ok(Component {
+        name: name.to_string(),
+        window_s,
+        peak,
     })
 }
 

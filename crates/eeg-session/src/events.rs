@@ -43,6 +43,7 @@ pub enum Placed {
 #[derive(Debug)]
 pub struct Timeline {
     fs: f64,
+    max_delay_s: f64,
     /// Samples of batches remembered behind the newest one.
     keep_samples: u64,
     anchors: VecDeque<Anchor>,
@@ -57,11 +58,17 @@ impl Timeline {
     pub fn new(fs: f64, max_delay_s: f64) -> Timeline {
         Timeline {
             fs,
+            max_delay_s,
             keep_samples: (max_delay_s * fs).ceil().max(0.0) as u64,
             anchors: VecDeque::new(),
             waiting: Vec::new(),
             seen: HashMap::new(),
         }
+    }
+
+    /// The same session restarting at sample 0: nothing remembered, nothing waiting.
+    pub fn restarted(&self) -> Timeline {
+        Timeline::new(self.fs, self.max_delay_s)
     }
 
     /// The samples seen so far (the index after the newest batch's last).

@@ -33,6 +33,7 @@ pub mod admission;
 pub mod budget;
 pub mod config;
 pub mod counters;
+pub mod epochs;
 pub mod events;
 pub mod fanout;
 pub mod ledger;

@@ -1,0 +1,428 @@
+//! A session's events and their epochs: events placed in the session's samples
+//! ([`Timeline`]), the filtered signal cut around those whose label is epoched
+//! ([`eeg_dsp::epochs::Epocher`]), one `eeg.epoch/1` record per event, and the running
+//! average (the ERP) per label of the epochs kept.
+
+use std::sync::Arc;
+
+use eeg_dsp::epochs::{Average, EpochPlan, EpochSink, EpochValues, Epocher, Missing};
+use eeg_dsp::{ConfigError, Plan, WindowSink};
+use eeg_schema::{EpochRecord, Event, SessionMeta};
+
+use crate::config::{EpochsConfig, EventsConfig};
+use crate::events::{Placed, Timeline};
+
+/// Labels a session averages at most; events of further labels are epoched and recorded but
+/// not averaged (a recording with a million distinct annotation texts must not hold a
+/// million averages).
+pub const MAX_AVERAGED_LABELS: usize = 64;
+
+/// What a session's events came to so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Events taken (copies not counted).
+    pub events: u64,
+    /// Events whose `event_id` the session had already.
+    pub copies: u64,
+    /// Events that came after the samples they needed were let go.
+    pub late: u64,
+    pub epochs_ok: u64,
+    pub epochs_rejected: u64,
+    pub epochs_no_data: u64,
+}
+
+/// The running average of one label's epochs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelAverage {
+    pub label: String,
+    pub average: Average,
+    /// Epochs of the label rejected (left out of the average).
+    pub rejected: u64,
+}
+
+/// Receives a session's epoch records.
+pub trait EpochOutput {
+    type Error;
+
+    fn epoch(&mut self, record: &EpochRecord<'_>) -> Result<(), Self::Error>;
+}
+
+/// One session's events and epochs.
+#[derive(Debug)]
+pub struct SessionEpochs {
+    timeline: Timeline,
+    epocher: Option<Epocher<Event>>,
+    out: Out,
+}
+
+/// What records are made of, beside the epocher (borrowed while it runs).
+#[derive(Debug)]
+struct Out {
+    plan: Option<Arc<EpochPlan>>,
+    labels: Option<Vec<String>>,
+    include_samples: bool,
+    tmin_s: f64,
+    tmax_s: f64,
+    component_names: Vec<String>,
+    band_names: Vec<String>,
+    t0_ms: f64,
+    counts: EventCounts,
+    averages: Vec<LabelAverage>,
+}
+
+impl SessionEpochs {
+    /// A session at `plan`'s rate with `n_channels` channels, its sample 0 at `t0_ms`.
+    /// `epochs: None` places and counts events without cutting epochs.
+    pub fn new(
+        epochs: Option<&EpochsConfig>,
+        events: &EventsConfig,
+        plan: &Plan,
+        n_channels: usize,
+        t0_ms: f64,
+    ) -> Result<SessionEpochs, ConfigError> {
+        let reach = (events.max_delay_s * plan.fs).ceil() as u64;
+        let (epocher, eplan) = match epochs {
+            Some(c) => {
+                let p = EpochPlan::new(&c.epoch, plan)?;
+                (
+                    Some(Epocher::new(p.clone(), n_channels, reach)),
+                    Some(Arc::new(p)),
+                )
+            }
+            None => (None, None),
+        };
+        Ok(SessionEpochs {
+            timeline: Timeline::new(plan.fs, events.max_delay_s),
+            epocher,
+            out: Out {
+                plan: eplan,
+                labels: epochs.and_then(|c| c.labels.clone()),
+                include_samples: epochs.is_some_and(|c| c.include_samples),
+                tmin_s: epochs.map_or(0.0, |c| c.epoch.tmin_s),
+                tmax_s: epochs.map_or(0.0, |c| c.epoch.tmax_s),
+                component_names: epochs
+                    .map(|c| c.epoch.components.iter().map(|c| c.name.clone()).collect())
+                    .unwrap_or_default(),
+                band_names: match epochs {
+                    Some(c) if c.epoch.erd.is_some() => {
+                        plan.bands.iter().map(|b| b.name.clone()).collect()
+                    }
+                    _ => Vec::new(),
+                },
+                t0_ms,
+                counts: EventCounts::default(),
+                averages: Vec::new(),
+            },
+        })
+    }
+
+    /// The most heap this session's epoching holds for its samples (events waiting are
+    /// bounded by the caller's input), bytes; 0 when epochs are off.
+    pub fn max_state_bytes(
+        epochs: Option<&EpochsConfig>,
+        events: &EventsConfig,
+        plan: &Plan,
+        n_channels: usize,
+    ) -> Result<u64, ConfigError> {
+        let Some(c) = epochs else {
+            return Ok(0);
+        };
+        let p = EpochPlan::new(&c.epoch, plan)?;
+        let reach = (events.max_delay_s * plan.fs).ceil() as u64;
+        Ok(Epocher::<Event>::max_state_bytes(&p, n_channels, reach)
+            + p.len() as u64 * n_channels as u64 * 16 * MAX_AVERAGED_LABELS as u64)
+    }
+
+    pub fn counts(&self) -> EventCounts {
+        self.out.counts
+    }
+
+    /// The running averages, one per label in the order the labels first had an epoch.
+    pub fn averages(&self) -> &[LabelAverage] {
+        &self.out.averages
+    }
+
+    /// The epoch plan, when epochs are cut.
+    pub fn plan(&self) -> Option<&EpochPlan> {
+        self.out.plan.as_deref()
+    }
+
+    /// A batch of `samples` samples from `first_sample` is about to be pushed: the events
+    /// waiting for it are placed.
+    pub fn batch<O: EpochOutput>(
+        &mut self,
+        meta: &SessionMeta,
+        first_sample: u64,
+        start_ms: f64,
+        samples: u64,
+        output: &mut O,
+    ) -> Result<(), O::Error> {
+        for (e, sample) in self.timeline.batch(first_sample, start_ms, samples) {
+            self.placed(meta, e, sample, output)?;
+        }
+        Ok(())
+    }
+
+    /// Takes an event of the session.
+    pub fn event<O: EpochOutput>(
+        &mut self,
+        meta: &SessionMeta,
+        e: Event,
+        output: &mut O,
+    ) -> Result<(), O::Error> {
+        match self.timeline.event(e) {
+            Placed::At(e, sample) => {
+                self.out.counts.events += 1;
+                self.placed(meta, e, sample, output)
+            }
+            Placed::Waiting => {
+                self.out.counts.events += 1;
+                Ok(())
+            }
+            Placed::Copy(_) => {
+                self.out.counts.copies += 1;
+                Ok(())
+            }
+            Placed::Late(e) => {
+                self.out.counts.events += 1;
+                self.out.counts.late += 1;
+                if !self.out.epoched(&e) {
+                    return Ok(());
+                }
+                // An onset in ms before every batch remembered has no sample any more.
+                let sample = match e.onset {
+                    eeg_schema::Onset::Sample(n) => Some(n),
+                    eeg_schema::Onset::UnixMs(_) => None,
+                };
+                self.out
+                    .emit(meta, &e, sample, Err(Missing::Forgotten), output)
+            }
+        }
+    }
+
+    /// Takes an event whose onset lies before the session's first sample (e.g. an
+    /// annotation before a recording's stretch): counted, and recorded as `before_start`
+    /// when its label is epoched.
+    pub fn before_start<O: EpochOutput>(
+        &mut self,
+        meta: &SessionMeta,
+        e: Event,
+        output: &mut O,
+    ) -> Result<(), O::Error> {
+        self.out.counts.events += 1;
+        if !self.out.epoched(&e) {
+            return Ok(());
+        }
+        self.out
+            .emit(meta, &e, None, Err(Missing::BeforeStart), output)
+    }
+
+    fn placed<O: EpochOutput>(
+        &mut self,
+        meta: &SessionMeta,
+        e: Event,
+        sample: u64,
+        output: &mut O,
+    ) -> Result<(), O::Error> {
+        let Some(epocher) = self.epocher.as_mut() else {
+            return Ok(());
+        };
+        if !self.out.epoched(&e) {
+            return Ok(());
+        }
+        let mut emit = Emit::new(&mut self.out, meta, output);
+        epocher.event(e, sample, &mut emit);
+        emit.result
+    }
+
+    /// Filtered samples, interleaved, of the batch being pushed.
+    pub fn filtered<O: EpochOutput>(
+        &mut self,
+        meta: &SessionMeta,
+        frames: &[f64],
+        output: &mut O,
+    ) -> Result<(), O::Error> {
+        let Some(epocher) = self.epocher.as_mut() else {
+            return Ok(());
+        };
+        let mut emit = Emit::new(&mut self.out, meta, output);
+        epocher.push_interleaved(frames, &mut emit);
+        emit.result
+    }
+
+    /// The stream ended, or restarts at sample 0 from `t0_ms` (`Some`): epochs still waiting
+    /// for samples are recorded as ended.
+    pub fn end<O: EpochOutput>(
+        &mut self,
+        meta: &SessionMeta,
+        restart_ms: Option<f64>,
+        output: &mut O,
+    ) -> Result<(), O::Error> {
+        let mut result = Ok(());
+        if let Some(epocher) = self.epocher.as_mut() {
+            let mut emit = Emit::new(&mut self.out, meta, output);
+            match restart_ms {
+                Some(_) => epocher.reset(&mut emit),
+                None => epocher.finish(&mut emit),
+            }
+            result = emit.result;
+        }
+        if let Some(t0) = restart_ms {
+            self.out.t0_ms = t0;
+            self.timeline = self.timeline.restarted();
+        }
+        result
+    }
+}
+
+/// The epocher's sink: records made and handed to the output until it fails.
+struct Emit<'a, O: EpochOutput> {
+    out: &'a mut Out,
+    meta: &'a SessionMeta,
+    output: &'a mut O,
+    result: Result<(), O::Error>,
+}
+
+impl<'a, O: EpochOutput> Emit<'a, O> {
+    fn new(out: &'a mut Out, meta: &'a SessionMeta, output: &'a mut O) -> Emit<'a, O> {
+        Emit {
+            out,
+            meta,
+            output,
+            result: Ok(()),
+        }
+    }
+}
+
+impl<O: EpochOutput> EpochSink<Event> for Emit<'_, O> {
+    fn epoch(&mut self, e: Event, onset: u64, values: Result<&EpochValues, Missing>) {
+        if self.result.is_ok() {
+            self.result = self
+                .out
+                .emit(self.meta, &e, Some(onset), values, self.output);
+        }
+    }
+}
+
+impl Out {
+    fn epoched(&self, e: &Event) -> bool {
+        self.plan.is_some()
+            && self
+                .labels
+                .as_ref()
+                .is_none_or(|l| l.contains(&e.label))
+    }
+
+    fn emit<O: EpochOutput>(
+        &mut self,
+        meta: &SessionMeta,
+        e: &Event,
+        onset: Option<u64>,
+        values: Result<&EpochValues, Missing>,
+        output: &mut O,
+    ) -> Result<(), O::Error> {
+        let Some(plan) = self.plan.clone() else {
+            return Ok(());
+        };
+        match values {
+            Ok(v) if v.rejected() => {
+                self.counts.epochs_rejected += 1;
+                if let Some(a) = self.average(&e.label) {
+                    a.rejected += 1;
+                }
+            }
+            Ok(v) => {
+                self.counts.epochs_ok += 1;
+                if let Some(a) = self.average(&e.label) {
+                    a.average.add(v);
+                }
+            }
+            Err(_) => self.counts.epochs_no_data += 1,
+        }
+        let record = EpochRecord {
+            session_id: &meta.session_id,
+            device_id: &meta.device_id,
+            user_id: meta.user_id.as_deref(),
+            channels: &meta.channels,
+            event: e,
+            onset_sample: onset,
+            t0_ms: self.t0_ms,
+            plan: &plan,
+            component_names: &self.component_names,
+            band_names: &self.band_names,
+            tmin_s: self.tmin_s,
+            tmax_s: self.tmax_s,
+            values,
+            include_samples: self.include_samples,
+        };
+        output.epoch(&record)
+    }
+
+    fn average(&mut self, label: &str) -> Option<&mut LabelAverage> {
+        let i = match self.averages.iter().position(|a| a.label == label) {
+            Some(i) => i,
+            None if self.averages.len() < MAX_AVERAGED_LABELS => {
+                self.averages.push(LabelAverage {
+                    label: label.to_string(),
+                    average: Average::default(),
+                    rejected: 0,
+                });
+                self.averages.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.averages[i])
+    }
+}
+
+/// A window sink that also hands the filtered samples to a session's epochs, when it cuts
+/// them: the processor's sink for a push.
+pub struct Tap<'a, W: WindowSink, O: EpochOutput> {
+    inner: &'a mut W,
+    epochs: Option<(&'a mut SessionEpochs, &'a SessionMeta, &'a mut O)>,
+    error: Option<O::Error>,
+}
+
+impl<W: WindowSink, O: EpochOutput> std::fmt::Debug for Tap<'_, W, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap")
+            .field("epochs", &self.epochs.is_some())
+            .field("failed", &self.error.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, W: WindowSink, O: EpochOutput> Tap<'a, W, O> {
+    /// Windows to `inner`; filtered samples to `epochs` too, when given.
+    pub fn new(
+        inner: &'a mut W,
+        epochs: Option<(&'a mut SessionEpochs, &'a SessionMeta, &'a mut O)>,
+    ) -> Tap<'a, W, O> {
+        Tap {
+            inner,
+            epochs,
+            error: None,
+        }
+    }
+
+    /// The epoch output's first error, if it failed (no epoch was handed to it after that).
+    pub fn finish(self) -> Result<(), O::Error> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+impl<W: WindowSink, O: EpochOutput> WindowSink for Tap<'_, W, O> {
+    fn window(&mut self, window: &eeg_dsp::Window<'_>) {
+        self.inner.window(window);
+    }
+
+    fn filtered(&mut self, frames: &[f64]) {
+        self.inner.filtered(frames);
+        if let Some((epochs, meta, output)) = self.epochs.as_mut()
+            && self.error.is_none()
+            && let Err(e) = epochs.filtered(meta, frames, *output)
+        {
+            self.error = Some(e);
+        }
+    }
+}
