@@ -57,6 +57,11 @@ pub struct ProcessArgs {
     /// Also write an HTML report of the session(s) to FILE (as `eeg-pipeline report` does).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
+    /// Also cut an epoch around every event (EDF+/BDF+ annotations) as the config's
+    /// `[epochs]` says (MNE's defaults without one) and write one eeg.epoch/1 record per
+    /// event to FILE, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub epochs: Option<PathBuf>,
     /// No summary and no progress bar on standard error.
     #[arg(long, short)]
     pub quiet: bool,
@@ -119,6 +124,7 @@ pub fn check_outputs(input: &Path, outputs: &[(&str, Option<&PathBuf>)]) -> Resu
     fn holds(flag: &str) -> &'static str {
         match flag {
             "--triggers" => "the events",
+            "--epochs" => "the epochs",
             "--out" => "the records",
             _ => "the report",
         }

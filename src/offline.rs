@@ -55,6 +55,8 @@ pub fn options(
     let mut options = Options::new(input(input_path));
     options.processing = config.processing;
     options.triggers = config.triggers;
+    options.epochs = config.epochs;
+    options.events = config.events;
     options.config_file = config_file;
     options.channels = channels;
     options.session_id = session_id;

@@ -19,6 +19,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
             ("--out", Some(&args.out)),
             ("--triggers", args.triggers.as_ref()),
             ("--report", args.report.as_ref()),
+            ("--epochs", args.epochs.as_ref()),
         ],
     )?;
     if let Some(r) = args.report.as_ref().filter(|r| *r == Path::new("-"))
@@ -54,6 +55,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     outputs.format = format;
     outputs.events = args.triggers.as_deref().map(offline::target);
     outputs.report = args.report.as_deref().map(offline::target);
+    outputs.epochs = args.epochs.as_deref().map(offline::target);
     offline::run(
         &options,
         &outputs,

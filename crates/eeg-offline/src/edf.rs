@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use eeg_edf::EdfReader;
 use eeg_schema::SessionMeta;
+use eeg_schema::{Event, Onset};
 use eeg_session::TriggerState;
+use eeg_session::epochs::{SessionEpochs, Tap};
 
 use crate::Error;
 use crate::encode::session_meta;
 use crate::engine::Engine;
 use crate::options::Options;
 use crate::report::{Collector, InputMeta};
-use crate::sink::{FileSink, Triggers, fan_out};
+use crate::sink::{EpochLines, Epochs, FileSink, Triggers, fan_out};
 use crate::summary::Summary;
 use crate::writer::Writer;
 
@@ -135,6 +137,7 @@ pub(crate) fn process_edf(
     writer: &mut Writer,
     mut triggers: Option<&mut Triggers>,
     mut report: Option<&mut Collector>,
+    mut epochs: Option<&mut Epochs>,
     progress: &dyn Fn(u64),
 ) -> Result<Vec<Summary>, Error> {
     let config = &options.processing;
@@ -167,33 +170,67 @@ pub(crate) fn process_edf(
         summary: Summary,
         /// The session's trigger rules' state (with `--triggers`).
         triggers: TriggerState,
+        /// Its events and epochs (with `--epochs`).
+        epochs: Option<SessionEpochs>,
+        /// The session's first signal, whose length in a record is the session's.
+        first_signal: usize,
+        /// Samples per signal since the session's (re)start, and the onset of that start in
+        /// the recording, s: where an annotation's sample is counted from.
+        position: u64,
+        start_s: f64,
     }
     impl Group {
-        /// Runs `f` on the engine with a fan-out of its windows; `Ok(false)` when the
-        /// writer stopped.
+        /// Runs `f` on the engine with a fan-out of its windows (and its filtered samples
+        /// to its epochs, when it cuts them); `Ok(false)` when the writer stopped.
         fn fan_out(
             &mut self,
             writer: &mut Writer,
             triggers: Option<&mut Triggers>,
             report: Option<&mut Collector>,
-            f: impl FnOnce(&mut Engine, &mut eeg_session::Fanout<'_, FileSink<'_>>) -> Result<(), Error>,
+            epochs: Option<&mut Epochs>,
+            f: impl FnOnce(
+                &mut Engine,
+                &mut Tap<'_, eeg_session::Fanout<'_, FileSink<'_>>, EpochLines<'_>>,
+            ) -> Result<(), Error>,
         ) -> Result<bool, Error> {
             let engine = &mut self.engine;
-            fan_out(
-                &self.meta,
+            let (meta, session_epochs) = (&self.meta, &mut self.epochs);
+            let mut epoch_error = None;
+            let pushed = fan_out(
+                meta,
                 &mut self.triggers,
                 &mut self.summary,
                 writer,
                 triggers,
                 report,
-                |sink| f(engine, sink),
-            )
+                |sink| {
+                    let mut lines = epochs.map(|e| EpochLines(&mut *e.output.1));
+                    let to = match (session_epochs.as_mut(), lines.as_mut()) {
+                        (Some(se), Some(l)) => Some((se, &**meta, l)),
+                        _ => None,
+                    };
+                    let mut tap = Tap::new(sink, to);
+                    let result = f(engine, &mut tap);
+                    epoch_error = tap.finish().err();
+                    result
+                },
+            )?;
+            match epoch_error {
+                Some(e) => Err(Error::output("writing epochs", e)),
+                None => Ok(pushed),
+            }
         }
     }
+    // Epochs need every channel's filtered samples on one thread.
+    let threads = if epochs.is_some() {
+        1
+    } else {
+        options.threads.max(1)
+    };
     let mut sessions = Vec::new();
     for g in groups {
         let rate = g.rate;
-        let engine = Engine::new(config, rate, &g.signals, t0, options.threads.max(1))
+        let engine = Engine::new(config, rate, &g.signals, t0, threads)
             .map_err(|e| Error::bad(format!("{name}: {e} (signals at {rate} Hz)")))?;
         for w in &engine.plan().warnings {
             tracing::warn!("{name}: {w}");
@@ -207,10 +244,33 @@ pub(crate) fn process_edf(
                 rate,
                 g.labels,
             )),
+            epochs: match epochs.as_deref() {
+                Some(e) => Some(
+                    SessionEpochs::new(
+                        Some(&e.config),
+                        &e.events,
+                        engine.plan(),
+                        g.signals.len(),
+                        t0 as f64,
+                    )
+                    .map_err(|e| Error::bad(format!("{name}: {e} (signals at {rate} Hz)")))?,
+                ),
+                None => None,
+            },
+            first_signal: g.signals[0],
             engine,
             triggers: TriggerState::default(),
+            position: 0,
+            start_s: 0.0,
         });
     }
+    // This record's annotations, when epochs are cut: (onset s, duration s, text).
+    let mut notes: Vec<(f64, Option<f64>, String)> = Vec::new();
+    let source = if header.format.is_bdf() {
+        "bdf+"
+    } else {
+        "edf+"
+    };
 
     // Records are shared with the worker threads; one whose last reader is done is reused.
     let mut records: Vec<Arc<eeg_edf::Record>> = Vec::new();
@@ -267,10 +327,17 @@ pub(crate) fn process_edf(
                     writer,
                     triggers.as_deref_mut(),
                     report.as_deref_mut(),
+                    epochs.as_deref_mut(),
                     |e, sink| e.reset(t0, sink),
                 )? {
                     return Ok(Vec::new());
                 }
+                if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
+                    se.end(&g.meta, Some(t0 as f64), &mut EpochLines(&mut *e.output.1))
+                        .map_err(|e| Error::output("writing epochs", e))?;
+                }
+                g.position = 0;
+                g.start_s = onset;
                 g.summary.resets += 1;
                 if let Some(r) = report.as_deref_mut() {
                     r.reset(&g.meta.session_id);
@@ -279,11 +346,33 @@ pub(crate) fn process_edf(
             }
         }
         expected_onset = Some(onset + duration);
+        if epochs.is_some() {
+            notes.clear();
+            reader
+                .annotations(|a| notes.push((a.onset_s, a.duration_s, a.text.into_owned())))
+                .map_err(|e| Error::bad(e.to_string()))?;
+        }
         for g in &mut sessions {
+            if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
+                let n = record.signal(g.first_signal).len() as u64;
+                let start_ms = t0 as f64 + onset * 1000.0;
+                let mut lines = EpochLines(&mut *e.output.1);
+                place_annotations(
+                    se,
+                    &g.meta,
+                    (g.position, n, start_ms, g.start_s),
+                    (record.index(), source),
+                    &notes,
+                    &mut lines,
+                )
+                .map_err(|e| Error::output("writing epochs", e))?;
+                g.position += n;
+            }
             let pushed = g.fan_out(
                 writer,
                 triggers.as_deref_mut(),
                 report.as_deref_mut(),
+                epochs.as_deref_mut(),
                 |e, sink| e.push_record(&record, sink),
             )?;
             if !pushed {
@@ -297,12 +386,50 @@ pub(crate) fn process_edf(
             writer,
             triggers.as_deref_mut(),
             report.as_deref_mut(),
+            epochs.as_deref_mut(),
             |e, sink| e.finish(sink),
         )? {
             return Ok(Vec::new());
         }
+        if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
+            se.end(&g.meta, None, &mut EpochLines(&mut *e.output.1))
+                .map_err(|e| Error::output("writing epochs", e))?;
+        }
     }
     Ok(sessions.into_iter().map(|g| g.summary).collect())
+}
+
+/// Hands a session the batch a data record makes (`(first sample, samples, start ms, the
+/// session's start in the recording s)`) and the record's annotations as events: onset
+/// sample `round((onset − start) · fs)` (ties to even, as MNE's `time_as_index`), id
+/// `"<record>.<n>"`, the text as label.
+fn place_annotations(
+    epochs: &mut SessionEpochs,
+    meta: &SessionMeta,
+    (first, n, start_ms, start_s): (u64, u64, f64, f64),
+    (record, source): (u64, &str),
+    notes: &[(f64, Option<f64>, String)],
+    out: &mut EpochLines<'_>,
+) -> std::io::Result<()> {
+    epochs.batch(meta, first, start_ms, n, out)?;
+    for (i, (onset_s, duration_s, text)) in notes.iter().enumerate() {
+        let sample = ((onset_s - start_s) * meta.sample_rate_hz).round_ties_even();
+        let e = Event {
+            session_id: meta.session_id.clone(),
+            event_id: format!("{record}.{i}"),
+            onset: Onset::Sample(sample.max(0.0) as u64),
+            duration_s: duration_s.unwrap_or(0.0).max(0.0),
+            label: text.clone(),
+            value: None,
+            source: source.into(),
+        };
+        if sample < 0.0 {
+            epochs.before_start(meta, e, out)?;
+        } else {
+            epochs.event(meta, e, out)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use eeg_dsp::ProcessingConfig;
 use eeg_session::TriggerConfig;
+use eeg_session::config::{EpochsConfig, EventsConfig};
 
 use crate::output::Target;
 use crate::table::Format;
@@ -60,6 +61,10 @@ pub struct Options {
     /// Threads an EDF/BDF session's channels are split across (the output is the same for
     /// any number).
     pub threads: usize,
+    /// The config's `[epochs]`: what to cut around each event when epochs are asked for.
+    pub epochs: Option<EpochsConfig>,
+    /// The config's `[events]`.
+    pub events: EventsConfig,
 }
 
 impl Options {
@@ -74,6 +79,8 @@ impl Options {
             channels: None,
             session_id: None,
             threads: 1,
+            epochs: None,
+            events: EventsConfig::default(),
         }
     }
 }
@@ -90,6 +97,8 @@ pub struct Outputs {
     pub events: Option<Target>,
     /// The HTML report.
     pub report: Option<Target>,
+    /// One `eeg.epoch/1` record per event, JSON lines (needs `Options::epochs`).
+    pub epochs: Option<Target>,
 }
 
 #[cfg(test)]

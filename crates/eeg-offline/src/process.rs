@@ -12,7 +12,7 @@ use crate::options::{Input, Options, Outputs};
 use crate::output::{Output, Target};
 use crate::raw::RawMessages;
 use crate::report::{Collector, ConfigMeta, InputMeta};
-use crate::sink::Triggers;
+use crate::sink::{Epochs, Triggers};
 use crate::summary::Summary;
 use crate::table::Format;
 use crate::writer::Writer;
@@ -104,6 +104,22 @@ pub fn process(
             return Err(e);
         }
     };
+    let mut epochs = match outputs.epochs.as_ref().map(Output::create).transpose() {
+        Ok(out) => out.map(|output| Epochs {
+            config: options.epochs.clone().unwrap_or_default(),
+            events: options.events.clone(),
+            output,
+        }),
+        Err(e) => {
+            if let Some((file, _)) = triggers.and_then(|t| t.output) {
+                file.discard();
+            }
+            if let Some((file, _)) = report_out {
+                file.discard();
+            }
+            return Err(e);
+        }
+    };
     let (out, mut writer) = match &outputs.records {
         Some(target) => match Output::create(target) {
             Ok((out, sink)) => {
@@ -119,6 +135,12 @@ pub fn process(
                 if let Some((file, _)) = report_out {
                     file.discard();
                 }
+                if let Some(Epochs {
+                    output: (file, _), ..
+                }) = epochs
+                {
+                    file.discard();
+                }
                 return Err(e);
             }
         },
@@ -127,11 +149,11 @@ pub fn process(
     };
     let result = read_input(
         options,
-        kind,
-        jsonl,
+        (kind, jsonl),
         &mut writer,
         triggers.as_mut(),
         report.as_mut(),
+        epochs.as_mut(),
         progress,
     );
     // The writer's own error (e.g. a full disk) explains a failed run best.
@@ -145,11 +167,28 @@ pub fn process(
         }
         .map(|()| s)
     };
-    let sessions = match result.and_then(|s| written.map(|()| s)).and_then(flushed) {
+    let flushed_epochs = |s| match epochs.as_mut() {
+        Some(Epochs { output: (_, w), .. }) => w
+            .flush()
+            .map(|()| s)
+            .map_err(|e| Error::output("writing epochs", e)),
+        None => Ok(s),
+    };
+    let sessions = match result
+        .and_then(|s| written.map(|()| s))
+        .and_then(flushed)
+        .and_then(flushed_epochs)
+    {
         Ok(s) => s,
         Err(e) => {
             if let Some(out) = out {
                 out.discard();
+            }
+            if let Some(Epochs {
+                output: (file, _), ..
+            }) = epochs
+            {
+                file.discard();
             }
             if let Some((file, _)) = triggers.and_then(|t| t.output) {
                 file.discard();
@@ -164,6 +203,12 @@ pub fn process(
         out.commit()?;
     }
     if let Some((file, _)) = triggers.as_mut().and_then(|t| t.output.take()) {
+        file.commit()?;
+    }
+    if let Some(Epochs {
+        output: (file, _), ..
+    }) = epochs
+    {
         file.commit()?;
     }
     let report = match (report, report_out, &outputs.report) {
@@ -224,13 +269,14 @@ fn report_of_records(
 
 /// Reads the input of `kind` (its first line already read when it is JSONL) through its
 /// sessions into the writer, the events and the report.
+/// `opened`: the input's kind, and a JSONL input's first line read.
 fn read_input(
     options: &Options,
-    kind: Kind,
-    jsonl: Option<Jsonl>,
+    (kind, jsonl): (Kind, Option<Jsonl>),
     writer: &mut Writer,
     triggers: Option<&mut Triggers>,
     report: Option<&mut Collector>,
+    epochs: Option<&mut Epochs>,
     progress: &dyn Fn(u64),
 ) -> Result<Vec<Summary>, Error> {
     let (name, input): (String, Box<dyn Read>) = match (jsonl, &options.input) {
@@ -244,13 +290,18 @@ fn read_input(
             (name, Box::new(file))
         }
         (None, Input::File(path)) => {
-            return edf::process_edf(options, path, writer, triggers, report, progress);
+            return edf::process_edf(options, path, writer, triggers, report, epochs, progress);
         }
         (None, Input::Stdin) => unreachable!("standard input is read as JSON lines"),
     };
     // A file is what its name or content said; standard input is told by its first bytes.
     let kind = matches!(options.input, Input::File(_)).then_some(kind);
     let limits = eeg_schema::Limits::for_sessions(&options.processing.limits);
+    if epochs.is_some() {
+        return Err(Error::bad(format!(
+            "{name}: --epochs reads the events of EDF+/BDF+ recordings (annotations); eeg.event/1 lines in JSONL and captures are not read yet"
+        )));
+    }
     let messages = raw_messages(&name, input, kind, limits)?;
     raw::process_raw(options, messages, writer, triggers, report, progress)
 }
@@ -444,6 +495,7 @@ mod tests {
             format: Format::Csv,
             events: Some(Target::File(dir.join("e.jsonl"))),
             report: Some(Target::File(dir.join("p.html"))),
+            epochs: Some(Target::File(dir.join("x.jsonl"))),
         };
         let e = process(&options, &outputs, &|_| {}).unwrap_err();
         assert!(e.is_bad_input());

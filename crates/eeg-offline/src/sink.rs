@@ -22,6 +22,27 @@ pub(crate) struct Triggers {
     pub output: Option<(Output, Box<dyn Write + Send>)>,
 }
 
+/// The epochs asked for (`--epochs`): what to cut, and where the records go (one
+/// `eeg.epoch/1` per line).
+pub(crate) struct Epochs {
+    pub config: eeg_session::config::EpochsConfig,
+    pub events: eeg_session::config::EventsConfig,
+    pub output: (Output, Box<dyn Write + Send>),
+}
+
+/// The epochs file as a session's epoch output.
+pub(crate) struct EpochLines<'a>(pub &'a mut (dyn Write + Send));
+
+impl eeg_session::epochs::EpochOutput for EpochLines<'_> {
+    type Error = std::io::Error;
+
+    fn epoch(&mut self, record: &eeg_schema::EpochRecord<'_>) -> Result<(), std::io::Error> {
+        let mut line = record.encode();
+        line.push(b'\n');
+        self.0.write_all(&line)
+    }
+}
+
 /// One session's outputs for one push.
 pub(crate) struct FileSink<'a> {
     writer: &'a mut Writer,
