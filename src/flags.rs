@@ -57,9 +57,9 @@ pub struct ProcessArgs {
     /// Also write an HTML report of the session(s) to FILE (as `eeg-pipeline report` does).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
-    /// Also cut an epoch around every event (EDF+/BDF+ annotations) as the config's
-    /// `[epochs]` says (MNE's defaults without one) and write one eeg.epoch/1 record per
-    /// event to FILE, one per line.
+    /// Also cut an epoch around every event (EDF+/BDF+ annotations, a Status channel's
+    /// trigger codes) as the config's `[epochs]` says (MNE's defaults without one) and write
+    /// one eeg.epoch/1 record per event to FILE, one per line.
     #[arg(long, value_name = "FILE")]
     pub epochs: Option<PathBuf>,
     /// No summary and no progress bar on standard error.

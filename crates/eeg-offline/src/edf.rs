@@ -264,13 +264,20 @@ pub(crate) fn process_edf(
             start_s: 0.0,
         });
     }
-    // This record's annotations, when epochs are cut: (onset s, duration s, text).
-    let mut notes: Vec<(f64, Option<f64>, String)> = Vec::new();
+    // This record's annotations and trigger codes, when epochs are cut.
+    let mut notes: Vec<Note> = Vec::new();
     let source = if header.format.is_bdf() {
         "bdf+"
     } else {
         "edf+"
     };
+    let mut stim = epochs.as_ref().and_then(|_| Stim::find(&header));
+    if let Some(s) = &stim {
+        tracing::info!(
+            "{name}: signal '{}' read as trigger codes, as mne.find_events reads it",
+            s.label
+        );
+    }
 
     // Records are shared with the worker threads; one whose last reader is done is reused.
     let mut records: Vec<Arc<eeg_edf::Record>> = Vec::new();
@@ -349,19 +356,30 @@ pub(crate) fn process_edf(
         if epochs.is_some() {
             notes.clear();
             reader
-                .annotations(|a| notes.push((a.onset_s, a.duration_s, a.text.into_owned())))
+                .annotations(|a| {
+                    notes.push(Note {
+                        id: format!("{}.{}", record.index(), notes.len()),
+                        onset_s: a.onset_s,
+                        duration_s: a.duration_s,
+                        label: a.text.into_owned(),
+                        value: None,
+                        source,
+                    })
+                })
                 .map_err(|e| Error::bad(e.to_string()))?;
+            if let Some(s) = stim.as_mut() {
+                s.record(&record, &mut notes);
+            }
         }
         for g in &mut sessions {
             if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
                 let n = record.signal(g.first_signal).len() as u64;
                 let start_ms = t0 as f64 + onset * 1000.0;
                 let mut lines = EpochLines(&mut *e.output.1);
-                place_annotations(
+                place_notes(
                     se,
                     &g.meta,
                     (g.position, n, start_ms, g.start_s),
-                    (record.index(), source),
                     &notes,
                     &mut lines,
                 )
@@ -399,29 +417,38 @@ pub(crate) fn process_edf(
     Ok(sessions.into_iter().map(|g| g.summary).collect())
 }
 
+/// An event a data record holds: one of its annotations, or a trigger code's onset.
+struct Note {
+    id: String,
+    /// After the recording's first sample, s.
+    onset_s: f64,
+    duration_s: Option<f64>,
+    label: String,
+    value: Option<i64>,
+    source: &'static str,
+}
+
 /// Hands a session the batch a data record makes (`(first sample, samples, start ms, the
-/// session's start in the recording s)`) and the record's annotations as events: onset
-/// sample `round((onset − start) · fs)` (ties to even, as MNE's `time_as_index`), id
-/// `"<record>.<n>"`, the text as label.
-fn place_annotations(
+/// session's start in the recording s)`) and the record's events: onset sample
+/// `round((onset − start) · fs)` (ties to even, as MNE's `time_as_index`).
+fn place_notes(
     epochs: &mut SessionEpochs,
     meta: &SessionMeta,
     (first, n, start_ms, start_s): (u64, u64, f64, f64),
-    (record, source): (u64, &str),
-    notes: &[(f64, Option<f64>, String)],
+    notes: &[Note],
     out: &mut EpochLines<'_>,
 ) -> std::io::Result<()> {
     epochs.batch(meta, first, start_ms, n, out)?;
-    for (i, (onset_s, duration_s, text)) in notes.iter().enumerate() {
-        let sample = ((onset_s - start_s) * meta.sample_rate_hz).round_ties_even();
+    for note in notes {
+        let sample = ((note.onset_s - start_s) * meta.sample_rate_hz).round_ties_even();
         let e = Event {
             session_id: meta.session_id.clone(),
-            event_id: format!("{record}.{i}"),
+            event_id: note.id.clone(),
             onset: Onset::Sample(sample.max(0.0) as u64),
-            duration_s: duration_s.unwrap_or(0.0).max(0.0),
-            label: text.clone(),
-            value: None,
-            source: source.into(),
+            duration_s: note.duration_s.unwrap_or(0.0).max(0.0),
+            label: note.label.clone(),
+            value: note.value,
+            source: note.source.into(),
         };
         if sample < 0.0 {
             epochs.before_start(meta, e, out)?;
@@ -430,6 +457,87 @@ fn place_annotations(
         }
     }
     Ok(())
+}
+
+/// A trigger channel (a data signal labelled `Status` or `Trigger`, in any case), read as
+/// `mne.find_events` reads it with its defaults from `mne.io.read_raw_bdf` /
+/// `read_raw_edf`: each sample's code is its digital value in a BDF (MNE sets a stim
+/// channel's calibration to 1) or its physical value truncated to an integer in an EDF,
+/// masked to its low 17 bits (`& (2**17 - 1)`, as MNE's reader does: bits 0–15 carry
+/// BioSemi's trigger codes, 16 its epoch bit; the system bits above are dropped); an event
+/// is a sample whose code is larger than the one before (`consecutive='increasing'`: a
+/// rise from 0, or from a smaller code), the code as its value and label; the first
+/// sample is never one (`initial_event=False`).
+struct Stim {
+    signal: usize,
+    label: String,
+    rate: f64,
+    bdf: bool,
+    /// `(bitvalue, offset)`: physical = bitvalue · (offset + digital).
+    scaling: (f64, f64),
+    /// The code of the last sample read, and the samples read.
+    last: Option<i64>,
+    read: u64,
+    source: &'static str,
+}
+
+/// MNE's mask of a stim channel's values.
+const STIM_MASK: i64 = (1 << 17) - 1;
+
+impl Stim {
+    fn find(header: &eeg_edf::Header) -> Option<Stim> {
+        let (i, s) = header
+            .signals
+            .iter()
+            .filter(|s| !s.is_annotation)
+            .enumerate()
+            .find(|(_, s)| {
+                let l = s.label.trim();
+                l.eq_ignore_ascii_case("status") || l.eq_ignore_ascii_case("trigger")
+            })?;
+        let bdf = header.format.is_bdf();
+        Some(Stim {
+            signal: i,
+            label: s.label.clone(),
+            rate: s.sample_rate_hz(header.record_duration_s),
+            bdf,
+            scaling: s.scaling(),
+            last: None,
+            read: 0,
+            source: if bdf { "bdf-status" } else { "edf-status" },
+        })
+    }
+
+    fn code(&self, physical: f64) -> i64 {
+        let (bitvalue, offset) = self.scaling;
+        let raw = if self.bdf {
+            (physical / bitvalue - offset).round()
+        } else {
+            physical.trunc()
+        };
+        (raw as i64) & STIM_MASK
+    }
+
+    /// The onsets of trigger codes in a record, as notes.
+    fn record(&mut self, record: &eeg_edf::Record, notes: &mut Vec<Note>) {
+        let onset = record.onset_s();
+        for (i, &x) in record.signal(self.signal).iter().enumerate() {
+            let code = self.code(x);
+            let index = self.read + i as u64;
+            if self.last.is_some_and(|last| code > last) {
+                notes.push(Note {
+                    id: format!("status.{index}"),
+                    onset_s: onset + i as f64 / self.rate,
+                    duration_s: None,
+                    label: code.to_string(),
+                    value: Some(code),
+                    source: self.source,
+                });
+            }
+            self.last = Some(code);
+        }
+        self.read += record.signal(self.signal).len() as u64;
+    }
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ impl Worst {
     }
 }
 
-fn compare(name: &str, test: &str) {
+fn compare(name: &str, test: &str) -> HashMap<u64, Value> {
     let r = reference();
     let c = case(&r, name);
     let records = run(c, test);
@@ -240,6 +240,7 @@ fn compare(name: &str, test: &str) {
         worst.0,
         worst_erd.0
     );
+    records
 }
 
 #[test]
@@ -250,6 +251,32 @@ fn a_synthetic_recording_epochs_as_mne_epochs_it() {
 #[test]
 fn a_real_recordings_annotations_epoch_as_mne_epochs_them() {
     compare("test_subsecond", "test_subsecond");
+}
+
+#[test]
+fn a_bdf_status_channel_gives_the_events_mne_find_events_finds() {
+    // Codes under a constant high byte (BioSemi's system bits), rises from 0 and from a
+    // smaller code, a fall to a smaller code (no event), a code held one sample.
+    let records = compare("synthetic_status", "synthetic_status");
+    let r = reference();
+    let want: Vec<(u64, i64)> = case(&r, "synthetic_status")["find_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[0].as_u64().unwrap(), e[2].as_i64().unwrap()))
+        .collect();
+    let mut got: Vec<(u64, i64)> = records
+        .iter()
+        .map(|(s, r)| (*s, r["event"]["value"].as_i64().unwrap()))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(
+        records
+            .values()
+            .all(|r| r["event"]["source"] == "bdf-status"
+                && r["event"]["label"].as_str() == Some(&*r["event"]["value"].to_string()))
+    );
 }
 
 #[test]

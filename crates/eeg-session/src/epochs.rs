@@ -306,11 +306,7 @@ impl<O: EpochOutput> EpochSink<Event> for Emit<'_, O> {
 
 impl Out {
     fn epoched(&self, e: &Event) -> bool {
-        self.plan.is_some()
-            && self
-                .labels
-                .as_ref()
-                .is_none_or(|l| l.contains(&e.label))
+        self.plan.is_some() && self.labels.as_ref().is_none_or(|l| l.contains(&e.label))
     }
 
     fn emit<O: EpochOutput>(
