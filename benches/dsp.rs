@@ -88,5 +88,67 @@ fn band_power(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, filter_bank, band_power);
+/// Epoching at 64 channels, 1 s epochs (−0.2 to 0.8 s at 256 Hz: 257 samples), MNE-style
+/// baseline, rejection, two component windows and the ERD of five bands: the epochs a
+/// second, each cut from the kept samples and measured.
+fn epochs(c: &mut Criterion) {
+    use eeg_dsp::epochs::{
+        Component, EpochConfig, EpochPlan, EpochValues, Epocher, ErdConfig, Missing, Peak,
+    };
+    let fs = 256.0;
+    let plan = ProcessingConfig::default()
+        .plan(fs)
+        .expect("default config is valid");
+    let config = EpochConfig {
+        tmin_s: -0.2,
+        tmax_s: 0.8,
+        baseline_s: Some([-0.2, 0.0]),
+        reject_uv: Some(150.0),
+        flat_uv: Some(0.5),
+        components: vec![
+            Component {
+                name: "n100".into(),
+                window_s: [0.07, 0.13],
+                peak: Peak::Neg,
+            },
+            Component {
+                name: "p300".into(),
+                window_s: [0.25, 0.5],
+                peak: Peak::Pos,
+            },
+        ],
+        erd: Some(ErdConfig {
+            reference_s: [-0.2, 0.0],
+            active_s: [0.3, 0.5],
+        }),
+    };
+    let eplan = EpochPlan::new(&config, &plan).expect("a valid epoch config");
+    let nch = 64;
+    let seconds = 20;
+    let data = signal(nch, seconds * 256);
+    let mut epocher = Epocher::new(eplan, nch, 10 * 256);
+    let mut done = 0u64;
+    let mut sink = |_: u32, _: u64, v: Result<&EpochValues, Missing>| {
+        done += u64::from(v.is_ok_and(|v| !v.rejected()));
+    };
+    epocher.push_interleaved(&data, &mut sink);
+    let mut g = c.benchmark_group("epochs_64ch_1s");
+    g.throughput(Throughput::Elements(1));
+    let mut onset = (seconds as u64 - 9) * 256;
+    g.bench_function("cut_and_measure_one", |b| {
+        b.iter(|| {
+            // Events within the reach whose samples are all here: cut at once.
+            onset = if onset >= (seconds as u64 - 1) * 256 {
+                (seconds as u64 - 9) * 256
+            } else {
+                onset + 97
+            };
+            epocher.event(0u32, black_box(onset), &mut sink);
+        })
+    });
+    g.finish();
+    black_box(done);
+}
+
+criterion_group!(benches, filter_bank, band_power, epochs);
 criterion_main!(benches);

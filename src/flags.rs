@@ -57,11 +57,18 @@ pub struct ProcessArgs {
     /// Also write an HTML report of the session(s) to FILE (as `eeg-pipeline report` does).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
-    /// Also cut an epoch around every event (EDF+/BDF+ annotations, a Status channel's
-    /// trigger codes) as the config's `[epochs]` says (MNE's defaults without one) and write
-    /// one eeg.epoch/1 record per event to FILE, one per line.
+    /// Also cut an epoch around every event (eeg.event/1 messages, EDF+/BDF+ annotations, a
+    /// Status channel's trigger codes) as the config's `[epochs]` says (MNE's defaults
+    /// without one) and write one eeg.epoch/1 record per event to FILE, one per line.
     #[arg(long, value_name = "FILE")]
     pub epochs: Option<PathBuf>,
+    /// The recording's events from a BIDS events.tsv (onset, duration, trial_type, value,
+    /// sample), beside those it holds itself (EDF/BDF input).
+    #[arg(long, value_name = "FILE.tsv")]
+    pub events: Option<PathBuf>,
+    /// Also write every event placed, as a BIDS events.tsv with its sample.
+    #[arg(long, value_name = "FILE.tsv")]
+    pub events_out: Option<PathBuf>,
     /// No summary and no progress bar on standard error.
     #[arg(long, short)]
     pub quiet: bool,
@@ -125,6 +132,7 @@ pub fn check_outputs(input: &Path, outputs: &[(&str, Option<&PathBuf>)]) -> Resu
         match flag {
             "--triggers" => "the events",
             "--epochs" => "the epochs",
+            "--events-out" => "the events placed",
             "--out" => "the records",
             _ => "the report",
         }

@@ -20,6 +20,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
             ("--triggers", args.triggers.as_ref()),
             ("--report", args.report.as_ref()),
             ("--epochs", args.epochs.as_ref()),
+            ("--events-out", args.events_out.as_ref()),
         ],
     )?;
     if let Some(r) = args.report.as_ref().filter(|r| *r == Path::new("-"))
@@ -42,7 +43,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     // The report marks the events on its time axes, so the rules run for it too.
     let rules_run = args.triggers.is_some() || args.report.is_some();
     let config = offline::load_config(args.config.as_deref(), rules_run)?;
-    let options = offline::options(
+    let mut options = offline::options(
         &args.input,
         args.config.clone(),
         config,
@@ -50,12 +51,14 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
         args.session_id.clone(),
         args.threads,
     );
+    options.events_file = args.events.clone();
     let mut outputs = Outputs::default();
     outputs.records = Some(offline::target(&args.out));
     outputs.format = format;
     outputs.events = args.triggers.as_deref().map(offline::target);
     outputs.report = args.report.as_deref().map(offline::target);
     outputs.epochs = args.epochs.as_deref().map(offline::target);
+    outputs.events_out = args.events_out.as_deref().map(offline::target);
     offline::run(
         &options,
         &outputs,

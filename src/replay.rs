@@ -402,13 +402,24 @@ fn replay_messages(
     } else {
         RawMessages::jsonl(name, BufReader::new(file), limits)
     };
-    while let Some((_, batch)) = messages.next_batch()? {
+    let mut events = 0u64;
+    while let Some((_, message)) = messages.next_message()? {
         progress.set_position(messages.position());
+        let batch = match message {
+            eeg_schema::RawMessage::Batch(b) => b,
+            eeg_schema::RawMessage::Event(_) => {
+                events += 1;
+                continue;
+            }
+        };
         // Due once its last sample has been acquired, as a device sends it.
         let t0 = *first_ms.get_or_insert(batch.start_ms);
         let at_s = (batch.start_ms - t0).max(0) as f64 / 1000.0
             + batch.samples_per_channel() as f64 / batch.sample_rate_hz;
         player.play(batch, at_s)?;
+    }
+    if events > 0 {
+        tracing::warn!("{name}: {events} eeg.event/1 messages not sent: replay sends batches");
     }
     Ok(())
 }

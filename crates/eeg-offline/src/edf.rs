@@ -9,14 +9,14 @@ use eeg_edf::EdfReader;
 use eeg_schema::SessionMeta;
 use eeg_schema::{Event, Onset};
 use eeg_session::TriggerState;
-use eeg_session::epochs::{SessionEpochs, Tap};
+use eeg_session::epochs::SessionEpochs;
 
 use crate::Error;
 use crate::encode::session_meta;
 use crate::engine::Engine;
 use crate::options::Options;
 use crate::report::{Collector, InputMeta};
-use crate::sink::{EpochLines, Epochs, FileSink, Triggers, fan_out};
+use crate::sink::{EpochLines, Epochs, PushSink, Triggers, fan_out};
 use crate::summary::Summary;
 use crate::writer::Writer;
 
@@ -188,37 +188,19 @@ pub(crate) fn process_edf(
             triggers: Option<&mut Triggers>,
             report: Option<&mut Collector>,
             epochs: Option<&mut Epochs>,
-            f: impl FnOnce(
-                &mut Engine,
-                &mut Tap<'_, eeg_session::Fanout<'_, FileSink<'_>>, EpochLines<'_>>,
-            ) -> Result<(), Error>,
+            f: impl FnOnce(&mut Engine, &mut PushSink<'_, '_>) -> Result<(), Error>,
         ) -> Result<bool, Error> {
             let engine = &mut self.engine;
-            let (meta, session_epochs) = (&self.meta, &mut self.epochs);
-            let mut epoch_error = None;
-            let pushed = fan_out(
-                meta,
+            fan_out(
+                &self.meta,
                 &mut self.triggers,
                 &mut self.summary,
                 writer,
                 triggers,
                 report,
-                |sink| {
-                    let mut lines = epochs.map(|e| EpochLines(&mut *e.output.1));
-                    let to = match (session_epochs.as_mut(), lines.as_mut()) {
-                        (Some(se), Some(l)) => Some((se, &**meta, l)),
-                        _ => None,
-                    };
-                    let mut tap = Tap::new(sink, to);
-                    let result = f(engine, &mut tap);
-                    epoch_error = tap.finish().err();
-                    result
-                },
-            )?;
-            match epoch_error {
-                Some(e) => Err(Error::output("writing epochs", e)),
-                None => Ok(pushed),
-            }
+                self.epochs.as_mut().zip(epochs),
+                |sink| f(engine, sink),
+            )
         }
     }
     // Epochs need every channel's filtered samples on one thread.
@@ -247,7 +229,7 @@ pub(crate) fn process_edf(
             epochs: match epochs.as_deref() {
                 Some(e) => Some(
                     SessionEpochs::new(
-                        Some(&e.config),
+                        e.config.as_ref(),
                         &e.events,
                         engine.plan(),
                         g.signals.len(),
@@ -272,6 +254,11 @@ pub(crate) fn process_edf(
         "edf+"
     };
     let mut stim = epochs.as_ref().and_then(|_| Stim::find(&header));
+    let mut tsv_events = Vec::new();
+    let first_rate = sessions.first().map_or(1.0, |g| g.meta.sample_rate_hz);
+    if let Some(e) = epochs.as_deref_mut() {
+        e.origin_ms = Some(t0 as f64);
+    }
     if let Some(s) = &stim {
         tracing::info!(
             "{name}: signal '{}' read as trigger codes, as mne.find_events reads it",
@@ -340,7 +327,7 @@ pub(crate) fn process_edf(
                     return Ok(Vec::new());
                 }
                 if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
-                    se.end(&g.meta, Some(t0 as f64), &mut EpochLines(&mut *e.output.1))
+                    se.end(&g.meta, Some(t0 as f64), &mut e.lines())
                         .map_err(|e| Error::output("writing epochs", e))?;
                 }
                 g.position = 0;
@@ -371,11 +358,26 @@ pub(crate) fn process_edf(
                 s.record(&record, &mut notes);
             }
         }
+        if let Some(tsv) = epochs.as_deref_mut().and_then(|e| e.tsv.as_mut()) {
+            tsv_events.clear();
+            tsv.take_until(onset + duration, &mut tsv_events)?;
+            for t in tsv_events.drain(..) {
+                notes.push(Note {
+                    id: format!("tsv.{}", t.line),
+                    // A `sample` counts at the recording's (first session's) rate.
+                    onset_s: t.sample.map_or(t.onset_s, |n| n as f64 / first_rate),
+                    duration_s: t.duration_s,
+                    label: t.label,
+                    value: t.value,
+                    source: "events.tsv",
+                });
+            }
+        }
         for g in &mut sessions {
             if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
                 let n = record.signal(g.first_signal).len() as u64;
                 let start_ms = t0 as f64 + onset * 1000.0;
-                let mut lines = EpochLines(&mut *e.output.1);
+                let mut lines = e.lines();
                 place_notes(
                     se,
                     &g.meta,
@@ -410,7 +412,7 @@ pub(crate) fn process_edf(
             return Ok(Vec::new());
         }
         if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
-            se.end(&g.meta, None, &mut EpochLines(&mut *e.output.1))
+            se.end(&g.meta, None, &mut e.lines())
                 .map_err(|e| Error::output("writing epochs", e))?;
         }
     }

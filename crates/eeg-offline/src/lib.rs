@@ -31,6 +31,7 @@
 //! Warnings (a skipped notch or signal, a session restarted after a gap) go to `tracing`.
 //! Numbers are those of the service: the same session core makes both.
 
+pub mod bids;
 pub mod detect;
 mod edf;
 mod encode;

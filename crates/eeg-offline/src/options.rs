@@ -65,6 +65,8 @@ pub struct Options {
     pub epochs: Option<EpochsConfig>,
     /// The config's `[events]`.
     pub events: EventsConfig,
+    /// A BIDS `events.tsv` of the recording's events (`--events`).
+    pub events_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -81,6 +83,7 @@ impl Options {
             threads: 1,
             epochs: None,
             events: EventsConfig::default(),
+            events_file: None,
         }
     }
 }
@@ -97,8 +100,10 @@ pub struct Outputs {
     pub events: Option<Target>,
     /// The HTML report.
     pub report: Option<Target>,
-    /// One `eeg.epoch/1` record per event, JSON lines (needs `Options::epochs`).
+    /// One `eeg.epoch/1` record per event, JSON lines (cut as `Options::epochs` says).
     pub epochs: Option<Target>,
+    /// Every event placed, as a BIDS `events.tsv` (with `sample`).
+    pub events_out: Option<Target>,
 }
 
 #[cfg(test)]

@@ -92,6 +92,22 @@ pub fn process(
         let engine = triggers.map(|t| t.engine).expect("rules run for a report");
         return report_of_records(options, outputs, jsonl.expect("matched above"), &engine);
     }
+    // Read before any output is created, as the input is.
+    let tsv = match &options.events_file {
+        None => None,
+        Some(_) if kind != Kind::Edf => {
+            return Err(Error::bad(format!(
+                "{}: --events FILE.tsv goes with an EDF/BDF recording; JSONL inputs and captures carry their events as eeg.event/1 messages",
+                options.input.name()
+            )));
+        }
+        Some(path) => {
+            let name = path.display().to_string();
+            let file =
+                File::open(path).map_err(|e| Error::bad(format!("{name}: cannot open: {e}")))?;
+            Some(crate::bids::EventsTsv::new(name, BufReader::new(file))?)
+        }
+    };
     if let (Some(t), Some(target)) = (triggers.as_mut(), &outputs.events) {
         t.output = Some(Output::create(target)?);
     }
@@ -104,12 +120,8 @@ pub fn process(
             return Err(e);
         }
     };
-    let mut epochs = match outputs.epochs.as_ref().map(Output::create).transpose() {
-        Ok(out) => out.map(|output| Epochs {
-            config: options.epochs.clone().unwrap_or_default(),
-            events: options.events.clone(),
-            output,
-        }),
+    let mut epochs = match open_epochs(options, outputs, tsv) {
+        Ok(e) => e,
         Err(e) => {
             if let Some((file, _)) = triggers.and_then(|t| t.output) {
                 file.discard();
@@ -135,11 +147,8 @@ pub fn process(
                 if let Some((file, _)) = report_out {
                     file.discard();
                 }
-                if let Some(Epochs {
-                    output: (file, _), ..
-                }) = epochs
-                {
-                    file.discard();
+                if let Some(e) = epochs {
+                    let _ = e.close(false);
                 }
                 return Err(e);
             }
@@ -168,10 +177,10 @@ pub fn process(
         .map(|()| s)
     };
     let flushed_epochs = |s| match epochs.as_mut() {
-        Some(Epochs { output: (_, w), .. }) => w
+        Some(e) => e
             .flush()
             .map(|()| s)
-            .map_err(|e| Error::output("writing epochs", e)),
+            .map_err(|e| Error::output("writing epochs or events", e)),
         None => Ok(s),
     };
     let sessions = match result
@@ -184,11 +193,8 @@ pub fn process(
             if let Some(out) = out {
                 out.discard();
             }
-            if let Some(Epochs {
-                output: (file, _), ..
-            }) = epochs
-            {
-                file.discard();
+            if let Some(e) = epochs {
+                let _ = e.close(false);
             }
             if let Some((file, _)) = triggers.and_then(|t| t.output) {
                 file.discard();
@@ -205,11 +211,8 @@ pub fn process(
     if let Some((file, _)) = triggers.as_mut().and_then(|t| t.output.take()) {
         file.commit()?;
     }
-    if let Some(Epochs {
-        output: (file, _), ..
-    }) = epochs
-    {
-        file.commit()?;
+    if let Some(e) = epochs {
+        e.close(true)?;
     }
     let report = match (report, report_out, &outputs.report) {
         (Some(collector), Some((file, sink)), Some(target)) => {
@@ -227,6 +230,50 @@ pub fn process(
         _ => None,
     };
     Ok(Processed { sessions, report })
+}
+
+/// The events and epochs outputs asked for, created (none left behind on failure), with
+/// the events read beside the recording; `None` when nothing about events is asked.
+fn open_epochs(
+    options: &Options,
+    outputs: &Outputs,
+    tsv: Option<crate::bids::EventsTsv<BufReader<File>>>,
+) -> Result<Option<Epochs>, Error> {
+    if outputs.epochs.is_none() && outputs.events_out.is_none() && tsv.is_none() {
+        return Ok(None);
+    }
+    let output = outputs.epochs.as_ref().map(Output::create).transpose()?;
+    let events_out = match outputs.events_out.as_ref().map(Output::create).transpose() {
+        Ok(Some((file, mut w))) => match crate::bids::write_header(&mut w) {
+            Ok(()) => Some((file, w)),
+            Err(e) => {
+                file.discard();
+                if let Some((f, _)) = output {
+                    f.discard();
+                }
+                return Err(Error::output("writing events", e));
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            if let Some((f, _)) = output {
+                f.discard();
+            }
+            return Err(e);
+        }
+    };
+    Ok(Some(Epochs {
+        // Epochs are cut only when asked for: MNE's defaults without an [epochs] table.
+        config: outputs
+            .epochs
+            .as_ref()
+            .map(|_| options.epochs.clone().unwrap_or_default()),
+        events: options.events.clone(),
+        output,
+        events_out,
+        tsv,
+        origin_ms: None,
+    }))
 }
 
 /// A report of `eeg.processed/1` records: the trigger rules evaluated on them, the page
@@ -297,13 +344,10 @@ fn read_input(
     // A file is what its name or content said; standard input is told by its first bytes.
     let kind = matches!(options.input, Input::File(_)).then_some(kind);
     let limits = eeg_schema::Limits::for_sessions(&options.processing.limits);
-    if epochs.is_some() {
-        return Err(Error::bad(format!(
-            "{name}: --epochs reads the events of EDF+/BDF+ recordings (annotations); eeg.event/1 lines in JSONL and captures are not read yet"
-        )));
-    }
     let messages = raw_messages(&name, input, kind, limits)?;
-    raw::process_raw(options, messages, writer, triggers, report, progress)
+    raw::process_raw(
+        options, messages, writer, triggers, report, epochs, progress,
+    )
 }
 
 /// The raw messages of a JSONL input or a capture. A file is what its name or content said
@@ -496,6 +540,7 @@ mod tests {
             events: Some(Target::File(dir.join("e.jsonl"))),
             report: Some(Target::File(dir.join("p.html"))),
             epochs: Some(Target::File(dir.join("x.jsonl"))),
+            events_out: Some(Target::File(dir.join("events.tsv"))),
         };
         let e = process(&options, &outputs, &|_| {}).unwrap_err();
         assert!(e.is_bad_input());

@@ -2,15 +2,20 @@
 //! message at a time ([`RawMessages`]) and admitted into the session core's sessions, each
 //! message's windows fanned out to the outputs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, Read as _};
 use std::sync::Arc;
 
-use eeg_schema::{Limits, RawBatch};
+use eeg_schema::{Event, Limits, RawBatch, RawMessage};
+use eeg_session::epochs::SessionEpochs;
 use eeg_session::{Admission, ResetReason, Sessions, TriggerState};
 
+/// Events held for sessions whose first batch has not come, at most: an input of events
+/// for a session that never sends samples must not fill memory.
+const MAX_EARLY_EVENTS: usize = 65_536;
+
 use crate::report::{Collector, InputMeta};
-use crate::sink::{Triggers, fan_out};
+use crate::sink::{Epochs, Triggers, fan_out};
 use crate::summary::Summary;
 use crate::writer::Writer;
 use crate::{Error, Options};
@@ -118,8 +123,9 @@ impl<R: BufRead> RawMessages<R> {
         }
     }
 
-    /// The next message, decoded, and where it is; `None` at the end of the input.
-    pub fn next_batch(&mut self) -> Result<Option<(At, RawBatch)>, Error> {
+    /// The next message (a batch or an event), decoded, and where it is; `None` at the end
+    /// of the input.
+    pub fn next_message(&mut self) -> Result<Option<(At, RawMessage)>, Error> {
         let (name, limits) = (&self.name, &self.limits);
         match &mut self.source {
             Source::Jsonl {
@@ -151,8 +157,8 @@ impl<R: BufRead> RawMessages<R> {
                     continue;
                 }
                 let at = At::Line(*line_no);
-                return eeg_schema::decode_raw(text, limits)
-                    .map(|b| Some((at, b)))
+                return eeg_schema::decode_raw_message(text, None, limits)
+                    .map(|m| Some((at, m)))
                     .map_err(|e| Error::bad(format!("{name}: {at}: {e}")));
             },
             Source::Capture { reader, messages } => {
@@ -166,10 +172,15 @@ impl<R: BufRead> RawMessages<R> {
                     index: m.index,
                     offset: m.offset,
                 };
-                let batch = eeg_schema::decode_raw_protobuf(m.bytes, limits)
-                    .map_err(|e| Error::bad(format!("{name}: {at}: {e}")))?;
+                // A capture keeps no content-type: an event is told by its schema.
+                let message = if eeg_schema::is_event_protobuf(m.bytes) {
+                    eeg_schema::decode_event_protobuf(m.bytes).map(RawMessage::Event)
+                } else {
+                    eeg_schema::decode_raw_protobuf(m.bytes, limits).map(RawMessage::Batch)
+                };
+                let message = message.map_err(|e| Error::bad(format!("{name}: {at}: {e}")))?;
                 *messages = at.index();
-                Ok(Some((at, batch)))
+                Ok(Some((at, message)))
             }
         }
     }
@@ -210,6 +221,7 @@ pub(crate) fn process_raw<R: BufRead>(
     writer: &mut Writer,
     mut triggers: Option<&mut Triggers>,
     mut report: Option<&mut Collector>,
+    mut epochs: Option<&mut Epochs>,
     progress: &dyn Fn(u64),
 ) -> Result<Vec<Summary>, Error> {
     let config = &options.processing;
@@ -224,14 +236,49 @@ pub(crate) fn process_raw<R: BufRead>(
     struct Kept {
         summary: Summary,
         triggers: TriggerState,
+        /// Its events and epochs (with `--epochs`).
+        epochs: Option<SessionEpochs>,
     }
     let mut sessions: Sessions<Kept> = Sessions::new(config.clone());
     let mut order: Vec<String> = Vec::new();
     let mut position = 0;
-    while let Some((at, batch)) = messages.next_batch()? {
+    // Events of sessions whose first batch has not come yet, and how many in all.
+    let mut early: HashMap<String, Vec<Event>> = HashMap::new();
+    let mut early_count = 0usize;
+    let epoch_error = |e: std::io::Error| Error::output("writing epochs", e);
+    while let Some((at, message)) = messages.next_message()? {
         progress(messages.position() - position);
         position = messages.position();
         read += 1;
+        let batch = match message {
+            RawMessage::Batch(b) => b,
+            RawMessage::Event(e) => {
+                // Events are the epochs' context: without epochs they change nothing.
+                let Some(ep) = epochs.as_deref_mut() else {
+                    continue;
+                };
+                if only.is_some_and(|id| e.session_id != id) {
+                    continue;
+                }
+                match sessions.get_mut(&e.session_id) {
+                    Some(s) => {
+                        if let Some(se) = s.extra.epochs.as_mut() {
+                            se.event(&s.meta, e, &mut ep.lines()).map_err(epoch_error)?;
+                        }
+                    }
+                    None => {
+                        early_count += 1;
+                        if early_count > MAX_EARLY_EVENTS {
+                            return Err(Error::bad(format!(
+                                "{name}: {at}: more than {MAX_EARLY_EVENTS} events before their sessions' first batch"
+                            )));
+                        }
+                        early.entry(e.session_id.clone()).or_default().push(e);
+                    }
+                }
+                continue;
+            }
+        };
         if let Some(id) = only
             && batch.session_id != id
         {
@@ -254,6 +301,7 @@ pub(crate) fn process_raw<R: BufRead>(
                     &config.bands,
                 ),
                 triggers: TriggerState::default(),
+                epochs: None,
             })
             .map_err(|e| Error::bad(format!("{name}: {at}: {e}")))?;
         let Some(session) = session else {
@@ -285,6 +333,44 @@ pub(crate) fn process_raw<R: BufRead>(
                 tracing::warn!("{name}: session '{}': {w}", batch.session_id);
             }
         }
+        if let Some(ep) = epochs.as_deref_mut() {
+            let meta = &session.meta;
+            let start_ms = batch.start_ms as f64;
+            // The events file counts onsets from the input's first sample.
+            ep.origin_ms.get_or_insert(start_ms);
+            // A new session, or a new shape, needs a new plan.
+            let fresh = match admission {
+                Admission::New | Admission::Reset(ResetReason::ShapeChanged) => Some(
+                    SessionEpochs::new(
+                        ep.config.as_ref(),
+                        &ep.events,
+                        session.processor.plan(),
+                        batch.channels.len(),
+                        start_ms,
+                    )
+                    .map_err(|e| {
+                        Error::bad(format!("{name}: {at}: session '{}': {e}", batch.session_id))
+                    })?,
+                ),
+                _ => None,
+            };
+            let out = &mut ep.lines();
+            // A restart ends the epochs waiting.
+            if let (Admission::Reset(_), Some(se)) = (&admission, session.extra.epochs.as_mut()) {
+                se.end(meta, Some(start_ms), out).map_err(epoch_error)?;
+            }
+            if let Some(mut se) = fresh {
+                for e in early.remove(&batch.session_id).unwrap_or_default() {
+                    se.event(meta, e, out).map_err(epoch_error)?;
+                }
+                session.extra.epochs = Some(se);
+            }
+            if let Some(se) = session.extra.epochs.as_mut() {
+                let n = batch.samples_per_channel() as u64;
+                se.batch(meta, session.processor.samples_seen(), start_ms, n, out)
+                    .map_err(epoch_error)?;
+            }
+        }
         let processor = &mut session.processor;
         let meta: &Arc<eeg_schema::SessionMeta> = &session.meta;
         let pushed = fan_out(
@@ -294,6 +380,7 @@ pub(crate) fn process_raw<R: BufRead>(
             writer,
             triggers.as_deref_mut(),
             report.as_deref_mut(),
+            session.extra.epochs.as_mut().zip(epochs.as_deref_mut()),
             |sink| {
                 processor
                     .push_channel_major(batch.samples(), batch.samples_per_channel(), sink)
@@ -308,6 +395,24 @@ pub(crate) fn process_raw<R: BufRead>(
         return Err(Error::bad(format!(
             "{name}: empty input, no eeg.raw/1 message"
         )));
+    }
+    if let Some(ep) = epochs {
+        let out = &mut ep.lines();
+        for id in &order {
+            if let Some(s) = sessions.get_mut(id)
+                && let Some(se) = s.extra.epochs.as_mut()
+            {
+                se.end(&s.meta, None, out).map_err(epoch_error)?;
+            }
+        }
+        if !early.is_empty() {
+            let ids: Vec<&str> = early.keys().map(String::as_str).take(10).collect();
+            tracing::warn!(
+                "{name}: {} events of sessions that sent no batch (no epoch): {}",
+                early.values().map(Vec::len).sum::<usize>(),
+                ids.join(", ")
+            );
+        }
     }
     if let Some(r) = report {
         r.set_input(if messages.is_capture() {
@@ -337,6 +442,59 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::default()
+    }
+
+    impl<R: BufRead> RawMessages<R> {
+        /// The next message, which must be a batch.
+        fn next_batch(&mut self) -> Result<Option<(At, RawBatch)>, Error> {
+            Ok(self.next_message()?.map(|(at, m)| match m {
+                RawMessage::Batch(b) => (at, b),
+                RawMessage::Event(e) => panic!("{at}: an event, not a batch: {e:?}"),
+            }))
+        }
+    }
+
+    #[test]
+    fn events_are_told_from_batches_in_json_lines_and_in_captures() {
+        let event = Event {
+            session_id: "s".into(),
+            event_id: "e1".into(),
+            onset: eeg_schema::Onset::UnixMs(1_000.5),
+            duration_s: 0.0,
+            label: "target".into(),
+            value: Some(3),
+            source: "app".into(),
+        };
+        let batch = r#"{"schema":"eeg.raw/1","session_id":"s","device_id":"d","seq":0,"start_ms":1000,"sample_rate_hz":250.0,"channels":["C3"],"samples":[[1.0,2.0]]}"#;
+        let text = format!("{batch}\n{}\n", event.to_json());
+        let mut m = RawMessages::jsonl("in.jsonl", text.as_bytes(), limits());
+        assert!(matches!(
+            m.next_message().unwrap(),
+            Some((At::Line(1), RawMessage::Batch(_)))
+        ));
+        match m.next_message().unwrap() {
+            Some((At::Line(2), RawMessage::Event(e))) => assert_eq!(e, event),
+            other => panic!("{other:?}"),
+        }
+        let mut capture = Vec::new();
+        let mut bin = Vec::new();
+        eeg_schema::decode_raw(batch.as_bytes(), &limits())
+            .unwrap()
+            .encode_protobuf(&mut bin);
+        eeg_schema::write_delimited(&bin, &mut capture).unwrap();
+        bin.clear();
+        event.encode_protobuf(&mut bin);
+        eeg_schema::write_delimited(&bin, &mut capture).unwrap();
+        let mut m = RawMessages::capture("in.pb", capture.as_slice(), limits());
+        assert!(matches!(
+            m.next_message().unwrap(),
+            Some((_, RawMessage::Batch(_)))
+        ));
+        match m.next_message().unwrap() {
+            Some((At::Message { index: 2, .. }, RawMessage::Event(e))) => assert_eq!(e, event),
+            other => panic!("{other:?}"),
+        }
+        assert!(m.next_message().unwrap().is_none());
     }
 
     /// An `eeg.raw/1` line of session `s`, batch `seq`: one channel `C3`, four samples.

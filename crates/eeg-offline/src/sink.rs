@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use eeg_dsp::Window;
 use eeg_schema::SessionMeta;
+use eeg_session::epochs::{SessionEpochs, Tap};
 use eeg_session::{Fanout, TriggerEngine, TriggerState};
 
 use crate::Error;
@@ -22,24 +23,87 @@ pub(crate) struct Triggers {
     pub output: Option<(Output, Box<dyn Write + Send>)>,
 }
 
-/// The epochs asked for (`--epochs`): what to cut, and where the records go (one
-/// `eeg.epoch/1` per line).
+/// Events and epochs, when asked for: what to cut, where epoch records go (`--epochs`,
+/// one `eeg.epoch/1` per line), where the events go (`--events-out`, BIDS `events.tsv`),
+/// and the events read beside the recording (`--events FILE.tsv`).
 pub(crate) struct Epochs {
-    pub config: eeg_session::config::EpochsConfig,
+    /// `None`: events are placed (for the events file) but no epoch is cut.
+    pub config: Option<eeg_session::config::EpochsConfig>,
     pub events: eeg_session::config::EventsConfig,
-    pub output: (Output, Box<dyn Write + Send>),
+    pub output: Option<(Output, Box<dyn Write + Send>)>,
+    pub events_out: Option<(Output, Box<dyn Write + Send>)>,
+    pub tsv: Option<crate::bids::EventsTsv<std::io::BufReader<std::fs::File>>>,
+    /// Unix ms of the input's first sample: where the events file's onsets count from.
+    pub origin_ms: Option<f64>,
 }
 
-/// The epochs file as a session's epoch output.
-pub(crate) struct EpochLines<'a>(pub &'a mut (dyn Write + Send));
+impl Epochs {
+    pub fn lines(&mut self) -> EpochLines<'_> {
+        EpochLines {
+            epochs: self
+                .output
+                .as_mut()
+                .map(|(_, w)| &mut **w as &mut (dyn Write + Send)),
+            events: self
+                .events_out
+                .as_mut()
+                .map(|(_, w)| &mut **w as &mut (dyn Write + Send)),
+            origin_ms: self.origin_ms.unwrap_or(0.0),
+        }
+    }
+
+    /// Every file it writes, flushed.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        for (_, w) in self.output.iter_mut().chain(self.events_out.iter_mut()) {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Every file it writes, kept (`true`) or removed.
+    pub fn close(self, keep: bool) -> Result<(), Error> {
+        for (file, _) in self.output.into_iter().chain(self.events_out) {
+            if keep {
+                file.commit()?;
+            } else {
+                file.discard();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The epochs and events files as a session's epoch output.
+pub(crate) struct EpochLines<'a> {
+    epochs: Option<&'a mut (dyn Write + Send)>,
+    events: Option<&'a mut (dyn Write + Send)>,
+    origin_ms: f64,
+}
 
 impl eeg_session::epochs::EpochOutput for EpochLines<'_> {
     type Error = std::io::Error;
 
     fn epoch(&mut self, record: &eeg_schema::EpochRecord<'_>) -> Result<(), std::io::Error> {
+        let Some(out) = self.epochs.as_deref_mut() else {
+            return Ok(());
+        };
         let mut line = record.encode();
         line.push(b'\n');
-        self.0.write_all(&line)
+        out.write_all(&line)
+    }
+
+    fn placed(
+        &mut self,
+        e: &eeg_schema::Event,
+        sample: u64,
+        t0_ms: f64,
+        fs: f64,
+    ) -> Result<(), std::io::Error> {
+        let Some(out) = self.events.as_deref_mut() else {
+            return Ok(());
+        };
+        let onset_s = (t0_ms - self.origin_ms) / 1000.0 + sample as f64 / fs;
+        crate::bids::write_line(out, onset_s, e.duration_s, &e.label, e.value, sample)
     }
 }
 
@@ -89,8 +153,14 @@ impl eeg_session::Sink for FileSink<'_> {
     }
 }
 
+/// The sink a push of one session's samples writes to: its windows' fan-out, and its
+/// filtered samples to its epochs when it cuts them.
+pub(crate) type PushSink<'a, 'b> = Tap<'a, Fanout<'b, FileSink<'b>>, EpochLines<'b>>;
+
 /// Runs `push` with a fan-out of one session's windows into the writer, the events file and
-/// the report. `Ok(false)`: the writer stopped, and [`Writer::finish`] reports its error.
+/// the report, and of its filtered samples to its epochs (when `epochs` holds the session's
+/// and the run's). `Ok(false)`: the writer stopped, and [`Writer::finish`] reports its error.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn fan_out(
     meta: &Arc<SessionMeta>,
     state: &mut TriggerState,
@@ -98,7 +168,8 @@ pub(crate) fn fan_out(
     writer: &mut Writer,
     triggers: Option<&mut Triggers>,
     report: Option<&mut Collector>,
-    push: impl FnOnce(&mut Fanout<'_, FileSink<'_>>) -> Result<(), Error>,
+    epochs: Option<(&mut SessionEpochs, &mut Epochs)>,
+    push: impl FnOnce(&mut PushSink<'_, '_>) -> Result<(), Error>,
 ) -> Result<bool, Error> {
     let (engine, events) = match triggers {
         Some(t) => (
@@ -116,8 +187,22 @@ pub(crate) fn fan_out(
         report,
     };
     let mut fanout = Fanout::new(meta, engine.map(|e| (e, state)), &mut sink);
-    push(&mut fanout)?;
-    match fanout.finish() {
+    let (session_epochs, mut lines) = match epochs {
+        Some((se, e)) => (Some(se), Some(e.lines())),
+        None => (None, None),
+    };
+    let to = match (session_epochs, lines.as_mut()) {
+        (Some(se), Some(l)) => Some((se, &**meta, l)),
+        _ => None,
+    };
+    let mut tap = Tap::new(&mut fanout, to);
+    push(&mut tap)?;
+    let epoch_error = tap.finish().err();
+    let finished = fanout.finish();
+    if let Some(e) = epoch_error {
+        return Err(Error::output("writing epochs", e));
+    }
+    match finished {
         Ok(_) => Ok(true),
         Err(SinkError::WriterStopped) => Ok(false),
         Err(SinkError::Events(e)) => Err(Error::output("writing trigger events", e)),

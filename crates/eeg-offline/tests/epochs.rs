@@ -309,3 +309,196 @@ fn the_injected_p300_is_found_where_it_was_put() {
     assert!((best - 3.934).abs() < 0.001, "P300 at Pz: {best} µV");
     assert_eq!(latency_ms, 292.96875, "P300 latency");
 }
+
+/// Runs `process --epochs` on `input` with the case's config; the records by onset sample.
+fn run_on(c: &Value, input: PathBuf, dir: &Path) -> HashMap<u64, Value> {
+    let out = dir.join(format!(
+        "{}.epochs.jsonl",
+        input.file_name().unwrap().to_string_lossy()
+    ));
+    let mut options = Options::new(Input::File(input));
+    options.epochs = Some(epochs_config(c));
+    let mut outputs = Outputs::default();
+    outputs.epochs = Some(Target::File(out.clone()));
+    process(&options, &outputs, &|_| {}).expect("process");
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["onset_sample"].as_u64().unwrap(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn events_sent_as_messages_before_or_after_their_samples_epoch_as_the_recordings_annotations() {
+    // The recording as a device gateway would send it: 32-sample eeg.raw/1 batches, and each
+    // annotation as an eeg.event/1 with its onset in Unix ms, sent three batches before the
+    // one holding it or five after, in turn.
+    let r = reference();
+    let c = case(&r, "synthetic_erp");
+    let dir = root().join("target/eeg-offline-tests/epochs_from_messages");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let edf = root().join(c["file"].as_str().unwrap());
+    let mut reader = eeg_edf::EdfReader::open(&edf).unwrap();
+    let header = reader.header().clone();
+    let t0 = header.start_unix_ms();
+    let fs = 256.0;
+    let labels: Vec<String> = header
+        .signals
+        .iter()
+        .filter(|s| !s.is_annotation)
+        .map(|s| s.label.clone())
+        .collect();
+    let mut signal: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    let mut notes: Vec<(f64, String)> = Vec::new();
+    let mut record = eeg_edf::Record::default();
+    while reader.read_record(&mut record).unwrap() {
+        for (ch, s) in signal.iter_mut().enumerate() {
+            s.extend_from_slice(record.signal(ch));
+        }
+        reader
+            .annotations(|a| notes.push((a.onset_s, a.text.into_owned())))
+            .unwrap();
+    }
+    let n = signal[0].len();
+    let batches = n / 32;
+    let mut before: Vec<Vec<String>> = vec![Vec::new(); batches + 1];
+    for (i, (onset_s, label)) in notes.iter().enumerate() {
+        let event = eeg_schema::Event {
+            session_id: "synthetic_erp".into(),
+            event_id: format!("stim-{i}"),
+            onset: eeg_schema::Onset::UnixMs(t0 as f64 + onset_s * 1000.0),
+            duration_s: 0.0,
+            label: label.clone(),
+            value: None,
+            source: "app".into(),
+        };
+        let holding = ((onset_s * fs) as usize / 32).min(batches - 1);
+        let at = if i % 2 == 0 {
+            holding.saturating_sub(3)
+        } else {
+            (holding + 6).min(batches)
+        };
+        before[at].push(event.to_json());
+        // A copy of every fifth, sent again later: dropped by its id.
+        if i % 5 == 0 {
+            before[(at + 2).min(batches)].push(event.to_json());
+        }
+    }
+    let mut text = String::new();
+    for b in 0..=batches {
+        for line in &before[b] {
+            text.push_str(line);
+            text.push('\n');
+        }
+        if b == batches {
+            break;
+        }
+        let parts = eeg_schema::RawBatchParts {
+            session_id: "synthetic_erp".into(),
+            device_id: "gateway".into(),
+            user_id: None,
+            seq: b as u64,
+            start_ms: t0 + (b as i64 * 32 * 1000) / 256,
+            sample_rate_hz: fs,
+            channels: labels.clone(),
+            samples: signal
+                .iter()
+                .flat_map(|s| s[b * 32..(b + 1) * 32].iter().copied())
+                .collect(),
+        };
+        let batch = eeg_schema::RawBatch::new(parts, &eeg_schema::Limits::default()).unwrap();
+        text.push_str(std::str::from_utf8(&batch.encode()).unwrap());
+        text.push('\n');
+    }
+    let jsonl = dir.join("sent.jsonl");
+    std::fs::write(&jsonl, text).unwrap();
+    let from_edf = run_on(c, edf, &dir);
+    let from_messages = run_on(c, jsonl, &dir);
+    assert_eq!(from_messages.len(), from_edf.len());
+    for (sample, want) in &from_edf {
+        let got = from_messages
+            .get(sample)
+            .unwrap_or_else(|| panic!("no epoch at sample {sample}"));
+        for key in [
+            "status",
+            "drop",
+            "first_sample",
+            "components",
+            "erd",
+            "samples_uv",
+        ] {
+            assert_eq!(got[key], want[key], "{key} of the epoch at {sample}");
+        }
+        assert_eq!(got["event"]["label"], want["event"]["label"]);
+    }
+}
+
+#[test]
+fn events_written_as_bids_tsv_read_back_to_the_same_samples_and_epochs() {
+    let r = reference();
+    let c = case(&r, "synthetic_erp");
+    let dir = root().join("target/eeg-offline-tests/epochs_bids");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let edf = root().join(c["file"].as_str().unwrap());
+    // The annotations placed, written as an events.tsv.
+    let tsv = dir.join("events.tsv");
+    let mut options = Options::new(Input::File(edf.clone()));
+    let mut outputs = Outputs::default();
+    outputs.events_out = Some(Target::File(tsv.clone()));
+    process(&options, &outputs, &|_| {}).expect("process --events-out");
+    let text = std::fs::read_to_string(&tsv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("onset\tduration\ttrial_type\tvalue\tsample")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    // Every annotation, the two `button`s too; onsets at their samples.
+    assert_eq!(rows.len(), c["events"].as_array().unwrap().len() + 2);
+    for (row, e) in rows
+        .iter()
+        .filter(|r| r[2] != "button")
+        .zip(c["events"].as_array().unwrap())
+    {
+        assert_eq!(row[2], e["label"]);
+        assert_eq!(
+            row[4].parse::<u64>().unwrap(),
+            e["sample"].as_u64().unwrap()
+        );
+        assert_eq!(
+            row[0].parse::<f64>().unwrap(),
+            e["sample"].as_f64().unwrap() / 256.0
+        );
+    }
+    // Read back beside the recording: each gives the epoch of its annotation.
+    options.events_file = Some(tsv);
+    options.epochs = Some(epochs_config(c));
+    let out = dir.join("epochs.jsonl");
+    let mut outputs = Outputs::default();
+    outputs.epochs = Some(Target::File(out.clone()));
+    process(&options, &outputs, &|_| {}).expect("process --events");
+    let records: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (from_tsv, from_edf): (Vec<&Value>, Vec<&Value>) = records
+        .iter()
+        .partition(|r| r["event"]["source"] == "events.tsv");
+    assert_eq!(from_tsv.len(), from_edf.len());
+    assert_eq!(from_edf.len(), c["events"].as_array().unwrap().len());
+    for t in &from_tsv {
+        let twin = from_edf
+            .iter()
+            .find(|e| e["onset_sample"] == t["onset_sample"])
+            .unwrap_or_else(|| panic!("no annotation at {}", t["onset_sample"]));
+        for key in ["status", "drop", "components", "samples_uv"] {
+            assert_eq!(t[key], twin[key], "{key} at {}", t["onset_sample"]);
+        }
+    }
+}

@@ -292,6 +292,18 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Whether a binary message with nothing to say what it is (a capture's, which keeps no
+/// `content-type`) is an event: its `schema` (field 1 in both `.proto` files) says
+/// `eeg.event/1`.
+pub fn is_event_protobuf(bytes: &[u8]) -> bool {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Schema {
+        #[prost(string, tag = "1")]
+        schema: String,
+    }
+    <Schema as prost::Message>::decode(bytes).is_ok_and(|m| m.schema == EVENT_SCHEMA)
+}
+
 /// Decodes and validates a binary `eeg.event.v1.Event`, with the rules of the JSON form.
 pub fn decode_event_protobuf(bytes: &[u8]) -> Result<Event, SchemaError> {
     too_large(bytes.len())?;

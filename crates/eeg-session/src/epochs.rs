@@ -45,6 +45,14 @@ pub trait EpochOutput {
     type Error;
 
     fn epoch(&mut self, record: &EpochRecord<'_>) -> Result<(), Self::Error>;
+
+    /// An event placed at `sample` of the session's stream at `fs` Hz, whose sample 0 is at
+    /// `t0_ms` (every event placed, epoched or not: what an events file lists). Most outputs
+    /// need only the epochs.
+    fn placed(&mut self, e: &Event, sample: u64, t0_ms: f64, fs: f64) -> Result<(), Self::Error> {
+        let _ = (e, sample, t0_ms, fs);
+        Ok(())
+    }
 }
 
 /// One session's events and epochs.
@@ -224,6 +232,7 @@ impl SessionEpochs {
         sample: u64,
         output: &mut O,
     ) -> Result<(), O::Error> {
+        output.placed(&e, sample, self.out.t0_ms, self.timeline.fs())?;
         let Some(epocher) = self.epocher.as_mut() else {
             return Ok(());
         };

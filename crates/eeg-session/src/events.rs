@@ -66,6 +66,11 @@ impl Timeline {
         }
     }
 
+    /// The session's sample rate, Hz.
+    pub fn fs(&self) -> f64 {
+        self.fs
+    }
+
     /// The same session restarting at sample 0: nothing remembered, nothing waiting.
     pub fn restarted(&self) -> Timeline {
         Timeline::new(self.fs, self.max_delay_s)
