@@ -66,6 +66,10 @@ pub struct ProcessArgs {
     /// sample), beside those it holds itself (EDF/BDF input).
     #[arg(long, value_name = "FILE.tsv")]
     pub events: Option<PathBuf>,
+    /// Also write the average of each label's kept epochs (the ERP) and its standard error,
+    /// CSV, one row per session, label, channel and sample.
+    #[arg(long, value_name = "FILE.csv")]
+    pub erp: Option<PathBuf>,
     /// Also write every event placed, as a BIDS events.tsv with its sample.
     #[arg(long, value_name = "FILE.tsv")]
     pub events_out: Option<PathBuf>,
@@ -133,6 +137,7 @@ pub fn check_outputs(input: &Path, outputs: &[(&str, Option<&PathBuf>)]) -> Resu
             "--triggers" => "the events",
             "--epochs" => "the epochs",
             "--events-out" => "the events placed",
+            "--erp" => "the averages",
             "--out" => "the records",
             _ => "the report",
         }

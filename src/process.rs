@@ -21,6 +21,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
             ("--report", args.report.as_ref()),
             ("--epochs", args.epochs.as_ref()),
             ("--events-out", args.events_out.as_ref()),
+            ("--erp", args.erp.as_ref()),
         ],
     )?;
     if let Some(r) = args.report.as_ref().filter(|r| *r == Path::new("-"))
@@ -59,6 +60,7 @@ pub fn run(args: &ProcessArgs) -> anyhow::Result<()> {
     outputs.report = args.report.as_deref().map(offline::target);
     outputs.epochs = args.epochs.as_deref().map(offline::target);
     outputs.events_out = args.events_out.as_deref().map(offline::target);
+    outputs.erp = args.erp.as_deref().map(offline::target);
     offline::run(
         &options,
         &outputs,

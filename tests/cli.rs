@@ -1487,3 +1487,91 @@ fn gaps_at_every_record_are_counted_not_logged_each() {
     assert_eq!(err.matches("further gaps are counted").count(), 1, "{err}");
     assert!(err.contains("39 reset(s)"), "{err}");
 }
+
+#[test]
+fn process_cuts_epochs_from_a_config_and_writes_events_and_averages() {
+    let dir = scratch("epochs");
+    let cfg = dir.join("epochs.toml");
+    std::fs::write(
+        &cfg,
+        "[epochs]\ntmin_s = -0.2\ntmax_s = 0.6\nreject_uv = 150\nlabels = [\"target\"]\n\
+         [epochs.components]\np300 = { window_s = [0.25, 0.45], peak = \"pos\" }\n",
+    )
+    .expect("write");
+    let (epochs, events, erp) = (dir.join("e.jsonl"), dir.join("ev.tsv"), dir.join("erp.csv"));
+    let o = eeg(&[
+        "process",
+        "fixtures/synthetic_erp.edf",
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--out",
+        "/dev/null",
+        "--epochs",
+        epochs.to_str().expect("utf8"),
+        "--events-out",
+        events.to_str().expect("utf8"),
+        "--erp",
+        erp.to_str().expect("utf8"),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<Value> = std::fs::read_to_string(&epochs)
+        .expect("epochs written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    // The 21 targets only; 3 blinks over 150 µV rejected.
+    assert_eq!(records.len(), 21);
+    assert!(records.iter().all(|r| r["event"]["label"] == "target"));
+    assert_eq!(
+        records.iter().filter(|r| r["status"] == "rejected").count(),
+        3
+    );
+    assert!(
+        records[1]["components"]["p300"]["peak_ms"][2]
+            .as_f64()
+            .is_some()
+    );
+    // Every annotation placed, the standards and buttons too.
+    let placed = std::fs::read_to_string(&events).expect("events written");
+    assert_eq!(placed.lines().count(), 1 + 84);
+    let averages = std::fs::read_to_string(&erp).expect("averages written");
+    // target × 8 channels × 206 samples (−0.2 to 0.6 s at 256 Hz), and a header.
+    assert_eq!(averages.lines().count(), 1 + 8 * 206);
+}
+
+#[test]
+fn an_events_file_goes_with_a_recording_and_a_bad_one_is_named() {
+    let dir = scratch("events_tsv");
+    let tsv = dir.join("events.tsv");
+    std::fs::write(
+        &tsv,
+        "onset\tduration\ttrial_type\n2.0\t0\tgo\n1.0\t0\tgo\n",
+    )
+    .expect("write");
+    let o = eeg(&[
+        "process",
+        "fixtures/synthetic_erp.edf",
+        "--out",
+        "/dev/null",
+        "--events",
+        tsv.to_str().expect("utf8"),
+        "--epochs",
+        dir.join("e.jsonl").to_str().expect("utf8"),
+    ]);
+    assert_bad_input(&o, &["events.tsv", "line 3", "sort the file by onset"]);
+    assert!(!dir.join("e.jsonl").exists());
+    let jsonl = dir.join("in.jsonl");
+    std::fs::write(
+        &jsonl,
+        r#"{"schema":"eeg.raw/1","session_id":"s","device_id":"d","seq":0,"start_ms":0,"sample_rate_hz":250.0,"channels":["A"],"samples":[[1.0]]}"#,
+    )
+    .expect("write");
+    let o = eeg(&[
+        "process",
+        jsonl.to_str().expect("utf8"),
+        "--events",
+        tsv.to_str().expect("utf8"),
+    ]);
+    assert_bad_input(&o, &["in.jsonl", "--events", "eeg.event/1"]);
+}

@@ -414,6 +414,8 @@ pub(crate) fn process_edf(
         if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
             se.end(&g.meta, None, &mut e.lines())
                 .map_err(|e| Error::output("writing epochs", e))?;
+            e.write_erp(&g.meta, se)
+                .map_err(|e| Error::output("writing averages", e))?;
         }
     }
     Ok(sessions.into_iter().map(|g| g.summary).collect())

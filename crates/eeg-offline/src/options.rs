@@ -104,6 +104,9 @@ pub struct Outputs {
     pub epochs: Option<Target>,
     /// Every event placed, as a BIDS `events.tsv` (with `sample`).
     pub events_out: Option<Target>,
+    /// The average of each label's kept epochs (the ERP) with its standard error, CSV, one
+    /// row per session, label, channel and sample.
+    pub erp: Option<Target>,
 }
 
 #[cfg(test)]

@@ -239,41 +239,48 @@ fn open_epochs(
     outputs: &Outputs,
     tsv: Option<crate::bids::EventsTsv<BufReader<File>>>,
 ) -> Result<Option<Epochs>, Error> {
-    if outputs.epochs.is_none() && outputs.events_out.is_none() && tsv.is_none() {
+    if outputs.epochs.is_none()
+        && outputs.events_out.is_none()
+        && outputs.erp.is_none()
+        && tsv.is_none()
+    {
         return Ok(None);
     }
-    let output = outputs.epochs.as_ref().map(Output::create).transpose()?;
-    let events_out = match outputs.events_out.as_ref().map(Output::create).transpose() {
-        Ok(Some((file, mut w))) => match crate::bids::write_header(&mut w) {
-            Ok(()) => Some((file, w)),
-            Err(e) => {
-                file.discard();
-                if let Some((f, _)) = output {
-                    f.discard();
-                }
-                return Err(Error::output("writing events", e));
-            }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            if let Some((f, _)) = output {
-                f.discard();
-            }
-            return Err(e);
-        }
-    };
-    Ok(Some(Epochs {
+    let mut epochs = Epochs {
         // Epochs are cut only when asked for: MNE's defaults without an [epochs] table.
-        config: outputs
-            .epochs
-            .as_ref()
-            .map(|_| options.epochs.clone().unwrap_or_default()),
+        config: (outputs.epochs.is_some() || outputs.erp.is_some())
+            .then(|| options.epochs.clone().unwrap_or_default()),
         events: options.events.clone(),
-        output,
-        events_out,
+        output: None,
+        events_out: None,
+        erp: None,
         tsv,
         origin_ms: None,
-    }))
+    };
+    // Each file as it is created: a failure removes those made before it.
+    let created = (|| {
+        epochs.output = outputs.epochs.as_ref().map(Output::create).transpose()?;
+        if let Some(target) = &outputs.events_out {
+            let (file, mut w) = Output::create(target)?;
+            let header = crate::bids::write_header(&mut w);
+            epochs.events_out = Some((file, w));
+            header.map_err(|e| Error::output("writing events", e))?;
+        }
+        if let Some(target) = &outputs.erp {
+            let (file, mut w) = Output::create(target)?;
+            let header = w.write_all(Epochs::ERP_HEADER);
+            epochs.erp = Some((file, w));
+            header.map_err(|e| Error::output("writing averages", e))?;
+        }
+        Ok(())
+    })();
+    match created {
+        Ok(()) => Ok(Some(epochs)),
+        Err(e) => {
+            let _ = epochs.close(false);
+            Err(e)
+        }
+    }
 }
 
 /// A report of `eeg.processed/1` records: the trigger rules evaluated on them, the page
@@ -541,6 +548,7 @@ mod tests {
             report: Some(Target::File(dir.join("p.html"))),
             epochs: Some(Target::File(dir.join("x.jsonl"))),
             events_out: Some(Target::File(dir.join("events.tsv"))),
+            erp: Some(Target::File(dir.join("erp.csv"))),
         };
         let e = process(&options, &outputs, &|_| {}).unwrap_err();
         assert!(e.is_bad_input());

@@ -354,17 +354,22 @@ pub(crate) fn process_raw<R: BufRead>(
                 ),
                 _ => None,
             };
-            let out = &mut ep.lines();
             // A restart ends the epochs waiting.
             if let (Admission::Reset(_), Some(se)) = (&admission, session.extra.epochs.as_mut()) {
-                se.end(meta, Some(start_ms), out).map_err(epoch_error)?;
+                se.end(meta, Some(start_ms), &mut ep.lines())
+                    .map_err(epoch_error)?;
             }
             if let Some(mut se) = fresh {
+                if let Some(old) = session.extra.epochs.as_ref() {
+                    ep.write_erp(meta, old).map_err(epoch_error)?;
+                }
+                let out = &mut ep.lines();
                 for e in early.remove(&batch.session_id).unwrap_or_default() {
                     se.event(meta, e, out).map_err(epoch_error)?;
                 }
                 session.extra.epochs = Some(se);
             }
+            let out = &mut ep.lines();
             if let Some(se) = session.extra.epochs.as_mut() {
                 let n = batch.samples_per_channel() as u64;
                 se.batch(meta, session.processor.samples_seen(), start_ms, n, out)
@@ -403,6 +408,13 @@ pub(crate) fn process_raw<R: BufRead>(
                 && let Some(se) = s.extra.epochs.as_mut()
             {
                 se.end(&s.meta, None, out).map_err(epoch_error)?;
+            }
+        }
+        for id in &order {
+            if let Some(s) = sessions.get(id)
+                && let Some(se) = s.extra.epochs.as_ref()
+            {
+                ep.write_erp(&s.meta, se).map_err(epoch_error)?;
             }
         }
         if !early.is_empty() {

@@ -502,3 +502,70 @@ fn events_written_as_bids_tsv_read_back_to_the_same_samples_and_epochs() {
         }
     }
 }
+
+#[test]
+fn the_averages_and_their_standard_errors_are_mnes() {
+    let r = reference();
+    let c = case(&r, "synthetic_erp");
+    let dir = root().join("target/eeg-offline-tests/epochs_erp");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let erp = dir.join("erp.csv");
+    let mut options = Options::new(Input::File(root().join(c["file"].as_str().unwrap())));
+    options.epochs = Some(epochs_config(c));
+    let mut outputs = Outputs::default();
+    outputs.erp = Some(Target::File(erp.clone()));
+    process(&options, &outputs, &|_| {}).expect("process --erp");
+    let text = std::fs::read_to_string(&erp).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("session_id,label,channel,time_ms,mean_uv,sem_uv,count,rejected")
+    );
+    let channels: Vec<&str> = c["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let n = c["n_samples"].as_u64().unwrap() as usize;
+    let first = c["first_sample"].as_i64().unwrap();
+    let mut worst = Worst::default();
+    let mut rows = 0;
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let (label, ch) = (
+            cells[1],
+            channels.iter().position(|c| *c == cells[2]).unwrap(),
+        );
+        let time_ms: f64 = cells[3].parse().unwrap();
+        let k = ((time_ms / 1000.0 * 256.0).round() as i64 - first) as usize;
+        assert!(k < n);
+        let want = &c["erp"][label];
+        assert_eq!(
+            cells[6].parse::<u64>().unwrap(),
+            want["count"].as_u64().unwrap()
+        );
+        let mean = cells[4].parse().unwrap();
+        let sem = cells[5].parse().unwrap();
+        worst.check(
+            mean,
+            f(&want["data_uv"][ch][k]),
+            1e-9,
+            &format!("{label} {ch} {k} mean"),
+        );
+        worst.check(
+            sem,
+            f(&want["sem_uv"][ch][k]),
+            1e-9,
+            &format!("{label} {ch} {k} sem"),
+        );
+        rows += 1;
+    }
+    // Both labels, every channel and sample.
+    assert_eq!(rows, 2 * channels.len() * n);
+    eprintln!(
+        "ERP and standard error: largest relative error {:.1e}",
+        worst.0
+    );
+}
