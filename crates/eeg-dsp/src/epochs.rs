@@ -386,17 +386,21 @@ impl Measure {
         v.erd_pct.resize(nb * nch, 0.0);
         for ch in 0..nch {
             let x = &mut v.samples[ch * len..(ch + 1) * len];
-            if let Some(b) = &plan.baseline {
-                let mean = x[b.clone()].iter().sum::<f64>() / b.len() as f64;
-                for s in x.iter_mut() {
-                    *s -= mean;
+            let mean = match &plan.baseline {
+                Some(b) => x[b.clone()].iter().sum::<f64>() / b.len() as f64,
+                None => 0.0,
+            };
+            // One pass: the baseline off, and the extremes of what is left.
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for s in x.iter_mut() {
+                *s -= mean;
+                if *s < lo {
+                    lo = *s;
+                }
+                if *s > hi {
+                    hi = *s;
                 }
             }
-            let (lo, hi) = x
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| {
-                    (lo.min(s), hi.max(s))
-                });
             let ptp = hi - lo;
             if plan.reject_uv.is_some_and(|r| ptp > r) {
                 v.too_large.push(ch);
@@ -508,8 +512,9 @@ pub struct Epocher<T> {
     n_channels: usize,
     /// Samples per channel kept at most.
     cap: usize,
-    /// Channel-major rows; a row holds sample `i` at `i % row length`. Rows grow with the
-    /// samples (doubling) until they reach `cap`, so before then nothing wraps.
+    /// Frames as the processor hands them (interleaved: a push is one copy), frame `i` at
+    /// `i % frames held`. It grows with the samples (doubling) until it holds `cap` frames,
+    /// so before then nothing wraps.
     ring: Vec<f64>,
     /// Samples pushed so far.
     end: u64,
@@ -594,11 +599,16 @@ impl<T> Epocher<T> {
         let n = frames.len() / nch;
         self.grow(n);
         let row = self.row_len();
-        for (i, frame) in frames.chunks_exact(nch).enumerate() {
-            let at = ((self.end + i as u64) % row as u64) as usize;
-            for (ch, &x) in frame.iter().enumerate() {
-                self.ring[ch * row + at] = x;
-            }
+        // The newest `row` frames of the piece, in at most two copies (the ring's end, then
+        // its start).
+        let skip = n.saturating_sub(row);
+        let mut at = ((self.end + skip as u64) % row as u64) as usize;
+        let mut rest = &frames[skip * nch..n * nch];
+        while !rest.is_empty() {
+            let k = (row - at).min(rest.len() / nch);
+            self.ring[at * nch..(at + k) * nch].copy_from_slice(&rest[..k * nch]);
+            rest = &rest[k * nch..];
+            at = (at + k) % row;
         }
         self.end += n as u64;
         self.emit_complete(sink);
@@ -614,18 +624,8 @@ impl<T> Epocher<T> {
             return;
         }
         let new_row = need.max(2 * row).min(self.cap);
-        let mut ring = vec![0.0; new_row * self.n_channels];
-        // Below `cap` nothing wrapped: the samples so far are each row's first `end`.
-        let kept = self.end as usize;
-        if kept > 0 {
-            for (new, old) in ring
-                .chunks_exact_mut(new_row)
-                .zip(self.ring.chunks_exact(row))
-            {
-                new[..kept].copy_from_slice(&old[..kept]);
-            }
-        }
-        self.ring = ring;
+        // Below `cap` nothing wrapped: the frames so far are the ring's first `end`.
+        self.ring.resize(new_row * self.n_channels, 0.0);
     }
 
     fn emit_complete(&mut self, sink: &mut impl EpochSink<T>) {
@@ -675,17 +675,21 @@ impl<T> Epocher<T> {
             sink.epoch(event, onset, Err(Missing::Forgotten));
             return;
         }
-        let len = self.plan.len;
+        let (len, nch) = (self.plan.len, self.n_channels);
         let v = &mut self.values;
-        v.samples.resize(self.n_channels * len, 0.0);
-        let start = (first % row) as usize;
+        v.samples.resize(nch * len, 0.0);
         let row = row as usize;
-        let head = len.min(row - start);
-        for ch in 0..self.n_channels {
-            let src = &self.ring[ch * row..(ch + 1) * row];
-            let dst = &mut v.samples[ch * len..(ch + 1) * len];
-            dst[..head].copy_from_slice(&src[start..start + head]);
-            dst[head..].copy_from_slice(&src[..len - head]);
+        let mut at = (first % row as u64) as usize;
+        // Frame by frame into channel rows.
+        for k in 0..len {
+            let frame = &self.ring[at * nch..(at + 1) * nch];
+            for (ch, &x) in frame.iter().enumerate() {
+                v.samples[ch * len + k] = x;
+            }
+            at += 1;
+            if at == row {
+                at = 0;
+            }
         }
         self.measure.run(&self.plan, v);
         sink.epoch(event, onset, Ok(v));
@@ -729,10 +733,12 @@ impl Average {
             self.m2 = vec![0.0; v.samples.len()];
         }
         self.count += 1;
-        let n = self.count as f64;
+        // One division per epoch rather than per sample (a tenth of the cost); the mean
+        // moves by d·(1/n) instead of d/n, within an ulp of it.
+        let inv = 1.0 / self.count as f64;
         for ((m, q), &x) in self.mean.iter_mut().zip(&mut self.m2).zip(&v.samples) {
             let d = x - *m;
-            *m += d / n;
+            *m += d * inv;
             *q += d * (x - *m);
         }
     }

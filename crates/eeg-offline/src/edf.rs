@@ -203,16 +203,12 @@ pub(crate) fn process_edf(
             )
         }
     }
-    // Epochs need every channel's filtered samples on one thread.
-    let threads = if epochs.is_some() {
-        1
-    } else {
-        options.threads.max(1)
-    };
     let mut sessions = Vec::new();
     for g in groups {
         let rate = g.rate;
-        let engine = Engine::new(config, rate, &g.signals, t0, threads)
+        // Epochs need every channel's filtered samples, joined from the parts.
+        let tap = epochs.as_deref().is_some_and(|e| e.config.is_some());
+        let engine = Engine::new(config, rate, &g.signals, t0, options.threads.max(1), tap)
             .map_err(|e| Error::bad(format!("{name}: {e} (signals at {rate} Hz)")))?;
         for w in &engine.plan().warnings {
             tracing::warn!("{name}: {w}");

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use eeg_dsp::{OwnedWindow, ProcessingConfig, SessionProcessor, Window};
+use eeg_dsp::{OwnedWindow, ProcessingConfig, SessionProcessor, Window, WindowSink};
 
 use crate::Error;
 
@@ -40,8 +40,40 @@ pub(crate) struct Engine {
     /// This thread's windows of the jobs whose worker results have not been joined yet.
     /// The workers run up to [`LAG`] jobs behind, so no thread waits for another's
     /// wake-up on every job.
-    pending: std::collections::VecDeque<Vec<OwnedWindow>>,
+    pending: std::collections::VecDeque<Part>,
     joined: OwnedWindow,
+    /// The filtered samples are wanted (epochs are cut): each part sends its channels'
+    /// back with its windows, and they are joined into whole frames for the sink.
+    tap: bool,
+    /// Channels per part, in order (this thread's first).
+    widths: Vec<usize>,
+    frames: Vec<f64>,
+}
+
+/// What one part made of one job: its windows, and its filtered samples (interleaved over
+/// its channels) when they are wanted.
+#[derive(Default)]
+struct Part {
+    windows: Vec<OwnedWindow>,
+    filtered: Vec<f64>,
+}
+
+/// A part's sink: its windows kept, its filtered samples too when wanted.
+struct Collect<'a> {
+    part: &'a mut Part,
+    tap: bool,
+}
+
+impl WindowSink for Collect<'_> {
+    fn window(&mut self, w: &Window<'_>) {
+        self.part.windows.push(OwnedWindow::from(w));
+    }
+
+    fn filtered(&mut self, frames: &[f64]) {
+        if self.tap {
+            self.part.filtered.extend_from_slice(frames);
+        }
+    }
 }
 
 /// Jobs a worker may lag behind this thread.
@@ -52,7 +84,7 @@ const RECORDS_PER_JOB: usize = 4;
 
 struct Worker {
     jobs: SyncSender<Job>,
-    done: Receiver<Vec<OwnedWindow>>,
+    done: Receiver<Part>,
 }
 
 enum Job {
@@ -62,25 +94,33 @@ enum Job {
 }
 
 impl Engine {
-    /// An engine for the data signals `signals` (indices into a record) at `fs` Hz.
+    /// An engine for the data signals `signals` (indices into a record) at `fs` Hz. With
+    /// `tap`, the sink is handed every filtered sample too (for epochs).
     pub(crate) fn new(
         config: &ProcessingConfig,
         fs: f64,
         signals: &[usize],
         t0_ms: i64,
         threads: usize,
+        tap: bool,
     ) -> Result<Engine, eeg_dsp::ConfigError> {
         let n_channels = signals.len();
         // The session is checked against the limits whole: each part alone may fit.
         SessionProcessor::plan_session(config, fs, n_channels)?;
         let parts = threads.min(n_channels / MIN_CHANNELS_PER_PART).max(1);
         // This thread also reads and decodes the file and joins the parts, so it takes a
-        // smaller share: weight 1 against 2 for each worker (measured best for two parts).
-        let weight = |k: usize| if k == 0 { 0 } else { 1 + 2 * (k - 1) };
+        // smaller share: weight 1 against 2 for each worker (measured best for two parts);
+        // cutting epochs too, 1 against 4.
+        let share = if tap { 4 } else { 2 };
+        let weight = |k: usize| if k == 0 { 0 } else { 1 + share * (k - 1) };
         let total = weight(parts);
-        let bounds: Vec<usize> = (0..=parts)
+        let mut bounds: Vec<usize> = (0..=parts)
             .map(|k| weight(k) * n_channels / total)
             .collect();
+        // Every part at least one channel, however the weights round.
+        for k in 1..parts {
+            bounds[k] = bounds[k].max(bounds[k - 1] + 1);
+        }
         let local = SessionProcessor::new(config, fs, bounds[1], t0_ms)?;
         let mut workers = Vec::new();
         for k in 1..parts {
@@ -94,18 +134,17 @@ impl Engine {
                     for job in job_rx {
                         match job {
                             Job::Records(records) => {
-                                let mut windows = Vec::new();
+                                let mut part = Part::default();
                                 for record in &records {
+                                    let mut sink = Collect {
+                                        part: &mut part,
+                                        tap,
+                                    };
                                     // The shape is right by construction.
-                                    let _ = push_signals(
-                                        &mut p,
-                                        &mine,
-                                        record,
-                                        &mut |w: &Window<'_>| windows.push(OwnedWindow::from(w)),
-                                    );
+                                    let _ = push_signals(&mut p, &mine, record, &mut sink);
                                 }
                                 drop(records);
-                                if done_tx.send(windows).is_err() {
+                                if done_tx.send(part).is_err() {
                                     break;
                                 }
                             }
@@ -123,6 +162,9 @@ impl Engine {
             batch: Vec::with_capacity(RECORDS_PER_JOB),
             pending: std::collections::VecDeque::new(),
             joined: OwnedWindow::default(),
+            tap,
+            widths: bounds.windows(2).map(|b| b[1] - b[0]).collect(),
+            frames: Vec::new(),
         })
     }
 
@@ -130,13 +172,14 @@ impl Engine {
         self.local.plan()
     }
 
-    /// Restarts every channel's signal state; the records before are processed first.
+    /// Restarts every channel's signal state; the records before are processed, and their
+    /// outputs handed to the sink, first.
     pub(crate) fn reset(
         &mut self,
         t0_ms: i64,
         sink: &mut impl eeg_dsp::WindowSink,
     ) -> Result<(), Error> {
-        self.dispatch(sink)?;
+        self.finish(sink)?;
         self.local.reset(t0_ms);
         for w in &self.workers {
             let _ = w.jobs.send(Job::Reset(t0_ms));
@@ -171,15 +214,14 @@ impl Engine {
                 .send(Job::Records(self.batch.clone()))
                 .map_err(|_| stopped())?;
         }
-        let mut mine = Vec::new();
+        let mut mine = Part::default();
         for record in &self.batch {
-            push_signals(
-                &mut self.local,
-                &self.local_signals,
-                record,
-                &mut |w: &Window<'_>| mine.push(OwnedWindow::from(w)),
-            )
-            .map_err(shape)?;
+            let mut collect = Collect {
+                part: &mut mine,
+                tap: self.tap,
+            };
+            push_signals(&mut self.local, &self.local_signals, record, &mut collect)
+                .map_err(shape)?;
         }
         self.batch.clear();
         self.pending.push_back(mine);
@@ -204,12 +246,15 @@ impl Engine {
         };
         let mut theirs = Vec::with_capacity(self.workers.len());
         for w in &mut self.workers {
-            let windows = w.done.recv().map_err(|_| stopped())?;
-            theirs.push(windows.into_iter());
+            theirs.push(w.done.recv().map_err(|_| stopped())?);
         }
-        for m in mine {
+        let mut their_windows: Vec<_> = theirs
+            .iter_mut()
+            .map(|t| std::mem::take(&mut t.windows).into_iter())
+            .collect();
+        for m in mine.windows {
             let mut parts = vec![m];
-            for t in &mut theirs {
+            for t in &mut their_windows {
                 parts.extend(t.next());
             }
             if !self.joined.join(&parts) {
@@ -218,6 +263,26 @@ impl Engine {
                 ));
             }
             eeg_dsp::WindowSink::window(sink, &self.joined.view());
+        }
+        if self.tap {
+            // Whole frames from each part's channels, in the parts' order.
+            let n = mine.filtered.len() / self.widths[0].max(1);
+            self.frames.clear();
+            self.frames.reserve(n * self.widths.iter().sum::<usize>());
+            for i in 0..n {
+                let w = self.widths[0];
+                self.frames
+                    .extend_from_slice(&mine.filtered[i * w..(i + 1) * w]);
+                for (t, &w) in theirs.iter().zip(&self.widths[1..]) {
+                    let Some(frame) = t.filtered.get(i * w..(i + 1) * w) else {
+                        return Err(Error::Internal(
+                            "channel groups of a session went out of step".into(),
+                        ));
+                    };
+                    self.frames.extend_from_slice(frame);
+                }
+            }
+            eeg_dsp::WindowSink::filtered(sink, &self.frames);
         }
         Ok(())
     }
@@ -270,22 +335,36 @@ mod tests {
         (256.0, out)
     }
 
-    /// Every window of `records` (restarted at record `reset_at`) as one processor over all
-    /// channels gives them: the definition the engine must meet.
-    fn unsplit(fs: f64, records: &[Arc<eeg_edf::Record>], reset_at: usize) -> Vec<String> {
+    /// What a sink was handed: windows (as text) and filtered frames (as bits).
+    #[derive(Default, PartialEq)]
+    struct Seen {
+        windows: Vec<String>,
+        frames: Vec<u64>,
+    }
+
+    impl WindowSink for Seen {
+        fn window(&mut self, w: &Window<'_>) {
+            self.windows.push(format!("{:?}", OwnedWindow::from(w)));
+        }
+
+        fn filtered(&mut self, frames: &[f64]) {
+            self.frames.extend(frames.iter().map(|x| x.to_bits()));
+        }
+    }
+
+    /// Every window and filtered sample of `records` (restarted at record `reset_at`) as one
+    /// processor over all channels gives them: the definition the engine must meet.
+    fn unsplit(fs: f64, records: &[Arc<eeg_edf::Record>], reset_at: usize) -> Seen {
         let config = ProcessingConfig::default();
         let n = records[0].n_signals();
         let mut p = SessionProcessor::new(&config, fs, n, 0).unwrap();
-        let mut out = Vec::new();
+        let mut out = Seen::default();
         for (k, r) in records.iter().enumerate() {
             if k == reset_at {
                 p.reset(1_000_000);
             }
             let rows: Vec<&[f64]> = (0..n).map(|s| r.signal(s)).collect();
-            p.push_rows(&rows, &mut |w: &Window<'_>| {
-                out.push(format!("{:?}", OwnedWindow::from(w)));
-            })
-            .unwrap();
+            p.push_rows(&rows, &mut out).unwrap();
         }
         out
     }
@@ -295,19 +374,19 @@ mod tests {
         records: &[Arc<eeg_edf::Record>],
         reset_at: usize,
         threads: usize,
-    ) -> Vec<String> {
+        tap: bool,
+    ) -> Seen {
         let config = ProcessingConfig::default();
         let signals: Vec<usize> = (0..records[0].n_signals()).collect();
-        let mut engine = Engine::new(&config, fs, &signals, 0, threads).unwrap();
-        let mut out = Vec::new();
-        let mut sink = |w: &Window<'_>| out.push(format!("{:?}", OwnedWindow::from(w)));
+        let mut engine = Engine::new(&config, fs, &signals, 0, threads, tap).unwrap();
+        let mut out = Seen::default();
         for (k, r) in records.iter().enumerate() {
             if k == reset_at {
-                engine.reset(1_000_000, &mut sink).unwrap();
+                engine.reset(1_000_000, &mut out).unwrap();
             }
-            engine.push_record(r, &mut sink).unwrap();
+            engine.push_record(r, &mut out).unwrap();
         }
-        engine.finish(&mut sink).unwrap();
+        engine.finish(&mut out).unwrap();
         out
     }
 
@@ -317,10 +396,17 @@ mod tests {
         let (fs, records) = records(24, 30);
         let want = unsplit(fs, &records, 13);
         // Windows of 4 s every 1 s, restarted after 13 s: 10 + 14 of them.
-        assert_eq!(want.len(), 24);
+        assert_eq!(want.windows.len(), 24);
+        assert_eq!(want.frames.len(), 24 * 30 * 256);
         for threads in 1..=8 {
-            let got = split(fs, &records, 13, threads);
-            assert!(got == want, "{threads} threads: the windows differ");
+            let got = split(fs, &records, 13, threads, false);
+            assert!(
+                got.windows == want.windows,
+                "{threads} threads: the windows differ"
+            );
+            // Tapped for epochs: every filtered sample too, in whole frames, bit for bit.
+            let got = split(fs, &records, 13, threads, true);
+            assert!(got == want, "{threads} threads, tapped: the outputs differ");
         }
     }
 
@@ -329,10 +415,10 @@ mod tests {
         let config = ProcessingConfig::default();
         let signals: Vec<usize> = (0..7).collect();
         // 7 channels make one part of at least 4: no worker.
-        let engine = Engine::new(&config, 256.0, &signals, 0, 8).unwrap();
+        let engine = Engine::new(&config, 256.0, &signals, 0, 8, false).unwrap();
         assert!(engine.workers.is_empty());
         let signals: Vec<usize> = (0..8).collect();
-        let engine = Engine::new(&config, 256.0, &signals, 0, 8).unwrap();
+        let engine = Engine::new(&config, 256.0, &signals, 0, 8, false).unwrap();
         assert_eq!(engine.workers.len(), 1);
     }
 }
