@@ -1,7 +1,8 @@
 //! `process`: the whole offline `process` path, `eeg_offline::process`, on a small input
 //! file: its kind told by its name or its content (`detect`), read (EDF/BDF records, JSON
 //! lines or a capture), processed through the session core, and written as records in one
-//! of the three formats, trigger events and, for some inputs, the HTML report.
+//! of the three formats, trigger events, epochs, the events placed and the averages, and,
+//! for some inputs, the HTML report.
 //!
 //! The first byte of the input chooses how the rest is named and what is written (so that
 //! one corpus covers every reader and writer); the rest is the file. Checks: errors are one
@@ -97,6 +98,11 @@ pub fn check(data: &[u8]) {
     outputs.records = Some(Target::File(records));
     outputs.format = format;
     outputs.events = Some(Target::File(dir.join("events.jsonl")));
+    // Events and epochs too: eeg.event/1 lines and messages, EDF+ annotations, a Status
+    // channel's codes, each cut with MNE's default epochs.
+    outputs.epochs = Some(Target::File(dir.join("epochs.jsonl")));
+    outputs.events_out = Some(Target::File(dir.join("placed.tsv")));
+    outputs.erp = Some(Target::File(dir.join("erp.csv")));
     if with_report {
         outputs.report = Some(Target::File(dir.join("report.html")));
     }
@@ -109,9 +115,16 @@ pub fn check(data: &[u8]) {
     match result {
         Ok(_) => {
             let mut want = vec![name.to_owned()];
-            for t in [&outputs.records, &outputs.events, &outputs.report]
-                .into_iter()
-                .flatten()
+            for t in [
+                &outputs.records,
+                &outputs.events,
+                &outputs.report,
+                &outputs.epochs,
+                &outputs.events_out,
+                &outputs.erp,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let Target::File(p) = t {
                     want.push(p.file_name().unwrap().to_string_lossy().into_owned());

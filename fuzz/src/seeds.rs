@@ -358,6 +358,27 @@ fn process_seeds(fixtures: &Path, edf: &[Seed], capture: &[Seed]) -> Vec<Seed> {
             },
         );
         write_delimited(&m, &mut pb).expect("writes to memory");
+        // Markers: one sent before the batch holding it (after batch 1), one after (after
+        // batch 4), and a copy of the first: events and epochs for the process target.
+        if seq == 1 || seq == 4 {
+            let first = b.start_ms - seq as i64 * 1000;
+            for id in ["stim-1", "stim-2"].iter().take(if seq == 1 { 1 } else { 2 }) {
+                let e = eeg_schema::Event {
+                    session_id: "s-1".into(),
+                    event_id: (*id).into(),
+                    onset: eeg_schema::Onset::UnixMs(first as f64 + 2_300.25),
+                    duration_s: 0.0,
+                    label: "target".into(),
+                    value: Some(3),
+                    source: "app".into(),
+                };
+                jsonl.extend_from_slice(e.to_json().as_bytes());
+                jsonl.push(b'\n');
+                let mut m = Vec::new();
+                e.encode_protobuf(&mut m);
+                write_delimited(&m, &mut pb).expect("writes to memory");
+            }
+        }
     }
     let edf_named = |name: &str| &edf.iter().find(|(n, _)| n == name).expect("an EDF seed").1;
     vec![

@@ -15,6 +15,14 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// An empty directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = root().join("target/eeg-offline-tests").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn reference() -> Value {
     let text = std::fs::read_to_string(root().join("fixtures/reference/epochs.json"))
         .expect("fixtures/reference/epochs.json");
@@ -86,9 +94,7 @@ fn epochs_config(c: &Value) -> EpochsConfig {
 
 /// Runs `process --epochs` on the case's file; the records by onset sample.
 fn run(c: &Value, test: &str) -> HashMap<u64, Value> {
-    let dir = root().join("target/eeg-offline-tests").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(test);
     let out = dir.join("epochs.jsonl");
     let mut options = Options::new(Input::File(root().join(c["file"].as_str().unwrap())));
     options.epochs = Some(epochs_config(c));
@@ -338,9 +344,7 @@ fn events_sent_as_messages_before_or_after_their_samples_epoch_as_the_recordings
     // one holding it or five after, in turn.
     let r = reference();
     let c = case(&r, "synthetic_erp");
-    let dir = root().join("target/eeg-offline-tests/epochs_from_messages");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("epochs_from_messages");
     let edf = root().join(c["file"].as_str().unwrap());
     let mut reader = eeg_edf::EdfReader::open(&edf).unwrap();
     let header = reader.header().clone();
@@ -441,9 +445,7 @@ fn events_sent_as_messages_before_or_after_their_samples_epoch_as_the_recordings
 fn events_written_as_bids_tsv_read_back_to_the_same_samples_and_epochs() {
     let r = reference();
     let c = case(&r, "synthetic_erp");
-    let dir = root().join("target/eeg-offline-tests/epochs_bids");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("epochs_bids");
     let edf = root().join(c["file"].as_str().unwrap());
     // The annotations placed, written as an events.tsv.
     let tsv = dir.join("events.tsv");
@@ -507,9 +509,7 @@ fn events_written_as_bids_tsv_read_back_to_the_same_samples_and_epochs() {
 fn the_averages_and_their_standard_errors_are_mnes() {
     let r = reference();
     let c = case(&r, "synthetic_erp");
-    let dir = root().join("target/eeg-offline-tests/epochs_erp");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("epochs_erp");
     let erp = dir.join("erp.csv");
     let mut options = Options::new(Input::File(root().join(c["file"].as_str().unwrap())));
     options.epochs = Some(epochs_config(c));
