@@ -224,14 +224,8 @@ pub(crate) fn process_edf(
             )),
             epochs: match epochs.as_deref() {
                 Some(e) => Some(
-                    SessionEpochs::new(
-                        e.config.as_ref(),
-                        &e.events,
-                        engine.plan(),
-                        g.signals.len(),
-                        t0 as f64,
-                    )
-                    .map_err(|e| Error::bad(format!("{name}: {e} (signals at {rate} Hz)")))?,
+                    e.session(engine.plan(), g.signals.len(), t0 as f64)
+                        .map_err(|e| Error::bad(format!("{name}: {e} (signals at {rate} Hz)")))?,
                 ),
                 None => None,
             },

@@ -341,16 +341,10 @@ pub(crate) fn process_raw<R: BufRead>(
             // A new session, or a new shape, needs a new plan.
             let fresh = match admission {
                 Admission::New | Admission::Reset(ResetReason::ShapeChanged) => Some(
-                    SessionEpochs::new(
-                        ep.config.as_ref(),
-                        &ep.events,
-                        session.processor.plan(),
-                        batch.channels.len(),
-                        start_ms,
-                    )
-                    .map_err(|e| {
-                        Error::bad(format!("{name}: {at}: session '{}': {e}", batch.session_id))
-                    })?,
+                    ep.session(session.processor.plan(), batch.channels.len(), start_ms)
+                        .map_err(|e| {
+                            Error::bad(format!("{name}: {at}: session '{}': {e}", batch.session_id))
+                        })?,
                 ),
                 _ => None,
             };

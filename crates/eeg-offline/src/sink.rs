@@ -40,6 +40,22 @@ pub(crate) struct Epochs {
 }
 
 impl Epochs {
+    /// A session's events and epochs, at `plan`'s rate, its sample 0 at `t0_ms`; averages
+    /// are kept only when `--erp` reads them.
+    pub fn session(
+        &self,
+        plan: &eeg_dsp::Plan,
+        n_channels: usize,
+        t0_ms: f64,
+    ) -> Result<SessionEpochs, eeg_dsp::ConfigError> {
+        let se = SessionEpochs::new(self.config.as_ref(), &self.events, plan, n_channels, t0_ms)?;
+        Ok(if self.erp.is_some() {
+            se
+        } else {
+            se.without_averages()
+        })
+    }
+
     pub fn lines(&mut self) -> EpochLines<'_> {
         EpochLines {
             epochs: self

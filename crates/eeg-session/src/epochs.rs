@@ -76,6 +76,8 @@ struct Out {
     t0_ms: f64,
     counts: EventCounts,
     averages: Vec<LabelAverage>,
+    /// Whether the averages are kept (someone reads them).
+    averaging: bool,
 }
 
 impl SessionEpochs {
@@ -120,6 +122,7 @@ impl SessionEpochs {
                 t0_ms,
                 counts: EventCounts::default(),
                 averages: Vec::new(),
+                averaging: true,
             },
         })
     }
@@ -139,6 +142,12 @@ impl SessionEpochs {
         let reach = (events.max_delay_s * plan.fs).ceil() as u64;
         Ok(Epocher::<Event>::max_state_bytes(&p, n_channels, reach)
             + p.len() as u64 * n_channels as u64 * 16 * MAX_AVERAGED_LABELS as u64)
+    }
+
+    /// Keeps no averages: nothing will read them (the rejected and kept counts stay).
+    pub fn without_averages(mut self) -> SessionEpochs {
+        self.out.averaging = false;
+        self
     }
 
     pub fn counts(&self) -> EventCounts {
@@ -364,6 +373,9 @@ impl Out {
     }
 
     fn average(&mut self, label: &str) -> Option<&mut LabelAverage> {
+        if !self.averaging {
+            return None;
+        }
         let i = match self.averages.iter().position(|a| a.label == label) {
             Some(i) => i,
             None if self.averages.len() < MAX_AVERAGED_LABELS => {
@@ -429,5 +441,96 @@ impl<W: WindowSink, O: EpochOutput> WindowSink for Tap<'_, W, O> {
         {
             self.error = Some(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eeg_dsp::ProcessingConfig;
+    use eeg_schema::Onset;
+
+    #[derive(Default)]
+    struct Kept(Vec<String>);
+
+    impl EpochOutput for Kept {
+        type Error = ();
+
+        fn epoch(&mut self, record: &EpochRecord<'_>) -> Result<(), ()> {
+            self.0
+                .push(format!("{} {}", record.event.event_id, record.status()));
+            Ok(())
+        }
+    }
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            session_id: "s".into(),
+            device_id: "d".into(),
+            user_id: None,
+            sample_rate_hz: 250.0,
+            channels: vec!["C3".into(), "C4".into()],
+        }
+    }
+
+    fn event(id: &str, sample: u64, label: &str) -> Event {
+        Event {
+            session_id: "s".into(),
+            event_id: id.into(),
+            onset: Onset::Sample(sample),
+            duration_s: 0.0,
+            label: label.into(),
+            value: None,
+            source: "app".into(),
+        }
+    }
+
+    /// Two seconds of a session with events at 0.5 s (twice: a copy), 1 s and 1.9 s (its
+    /// epoch ends after the stream), of which `label` is epoched.
+    fn run(se: SessionEpochs) -> (SessionEpochs, Kept) {
+        let mut se = se;
+        let (meta, mut out) = (meta(), Kept::default());
+        se.batch(&meta, 0, 0.0, 500, &mut out).unwrap();
+        for e in [
+            event("a", 125, "x"),
+            event("a", 125, "x"),
+            event("b", 250, "y"),
+            event("c", 475, "x"),
+        ] {
+            se.event(&meta, e, &mut out).unwrap();
+        }
+        let frames: Vec<f64> = (0..1000).map(|i| (i % 7) as f64).collect();
+        se.filtered(&meta, &frames, &mut out).unwrap();
+        se.end(&meta, None, &mut out).unwrap();
+        (se, out)
+    }
+
+    fn config() -> EpochsConfig {
+        EpochsConfig {
+            labels: Some(vec!["x".into()]),
+            ..EpochsConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_session_epochs_its_labels_once_each_and_averages_them_when_asked() {
+        let plan = ProcessingConfig::default().plan(250.0).unwrap();
+        let events = EventsConfig::default();
+        let se = SessionEpochs::new(Some(&config()), &events, &plan, 2, 0.0).unwrap();
+        let (se, out) = run(se);
+        assert_eq!(out.0, ["a ok", "c no_data"]);
+        let c = se.counts();
+        assert_eq!(
+            (c.events, c.copies, c.epochs_ok, c.epochs_no_data),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(se.averages().len(), 1);
+        assert_eq!(se.averages()[0].average.count, 1);
+        let se = SessionEpochs::new(Some(&config()), &events, &plan, 2, 0.0)
+            .unwrap()
+            .without_averages();
+        let (se, out) = run(se);
+        assert_eq!(out.0, ["a ok", "c no_data"]);
+        assert!(se.averages().is_empty());
     }
 }
