@@ -362,7 +362,10 @@ fn process_seeds(fixtures: &Path, edf: &[Seed], capture: &[Seed]) -> Vec<Seed> {
         // batch 4), and a copy of the first: events and epochs for the process target.
         if seq == 1 || seq == 4 {
             let first = b.start_ms - seq as i64 * 1000;
-            for id in ["stim-1", "stim-2"].iter().take(if seq == 1 { 1 } else { 2 }) {
+            for id in ["stim-1", "stim-2"]
+                .iter()
+                .take(if seq == 1 { 1 } else { 2 })
+            {
                 let e = eeg_schema::Event {
                     session_id: "s-1".into(),
                     event_id: (*id).into(),

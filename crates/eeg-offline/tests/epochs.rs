@@ -341,7 +341,7 @@ fn run_on(c: &Value, input: PathBuf, dir: &Path) -> HashMap<u64, Value> {
 fn events_sent_as_messages_before_or_after_their_samples_epoch_as_the_recordings_annotations() {
     // The recording as a device gateway would send it: 32-sample eeg.raw/1 batches, and each
     // annotation as an eeg.event/1 with its onset in Unix ms, sent three batches before the
-    // one holding it or five after, in turn.
+    // one holding it or six after, in turn.
     let r = reference();
     let c = case(&r, "synthetic_erp");
     let dir = scratch("epochs_from_messages");
