@@ -126,7 +126,7 @@ fn epochs(c: &mut Criterion) {
     let nch = 64;
     let seconds = 20;
     let data = signal(nch, seconds * 256);
-    let mut epocher = Epocher::new(eplan, nch, 10 * 256);
+    let mut epocher = Epocher::new(std::sync::Arc::new(eplan), nch, 10 * 256);
     let mut done = 0u64;
     let mut sink = |_: u32, _: u64, v: Result<&EpochValues, Missing>| {
         done += u64::from(v.is_ok_and(|v| !v.rejected()));

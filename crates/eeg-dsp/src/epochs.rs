@@ -27,10 +27,12 @@
 //! caller asks to be able to reach back, plus one epoch) and the events waiting for the
 //! samples their epoch needs. It grows with the samples that arrived, up to that bound.
 
+use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::config::{ConfigError, Plan};
-use crate::welch::{BandBins, SegmentPsd};
+use crate::welch::{BandBins, SegmentPsd, welch_mean_into};
 
 /// Which extreme of a component window is its peak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -265,10 +267,6 @@ impl EpochPlan {
         (self.first + k as i64) as f64 / self.fs
     }
 
-    pub fn components(&self) -> usize {
-        self.components.len()
-    }
-
     /// Bands of the ERD, `0` when it is off.
     pub fn erd_bands(&self) -> usize {
         if self.erd.is_some() {
@@ -427,10 +425,10 @@ impl Measure {
                 v.peak_s[c * nch + ch] = plan.time_s(w.start + best);
             }
             if let (Some(windows), Some(erd)) = (&plan.erd, &mut self.erd) {
-                for (w, (seg, bins, acc)) in windows.iter().zip(erd.iter_mut()) {
-                    welch_into(seg, acc, &x[w.samples.clone()]);
+                for (i, (w, (seg, bins, acc))) in windows.iter().zip(erd.iter_mut()).enumerate() {
+                    welch_mean_into(seg, acc, &x[w.samples.clone()]);
                     bins.integrate(acc, &mut self.bands_out);
-                    let out = if std::ptr::eq(w, &windows[0]) {
+                    let out = if i == 0 {
                         &mut v.reference_power
                     } else {
                         &mut v.active_power
@@ -452,23 +450,6 @@ impl Measure {
                 }
             }
         }
-    }
-}
-
-/// Welch's mean of the segments of `x` (SciPy's defaults, 50 % overlap) into `acc`.
-fn welch_into(seg: &mut SegmentPsd, acc: &mut [f64], x: &[f64]) {
-    let n = seg.nperseg();
-    let step = n - n / 2;
-    let count = (x.len() - n / 2) / step;
-    acc.fill(0.0);
-    for s in 0..count {
-        let psd = seg.compute(|buf| buf.copy_from_slice(&x[s * step..s * step + n]));
-        for (a, p) in acc.iter_mut().zip(psd) {
-            *a += p;
-        }
-    }
-    for a in acc.iter_mut() {
-        *a /= count as f64;
     }
 }
 
@@ -508,7 +489,8 @@ impl<T, F: FnMut(T, u64, Result<&EpochValues, Missing>)> EpochSink<T> for F {
 /// caller knows of an event; it comes back with the epoch.
 #[derive(Debug)]
 pub struct Epocher<T> {
-    plan: EpochPlan,
+    /// Shared with whoever writes the epochs' records.
+    plan: Arc<EpochPlan>,
     n_channels: usize,
     /// Samples per channel kept at most.
     cap: usize,
@@ -518,8 +500,9 @@ pub struct Epocher<T> {
     ring: Vec<f64>,
     /// Samples pushed so far.
     end: u64,
-    /// Events whose epoch's last sample has not arrived, in the order they came.
-    pending: Vec<(T, u64)>,
+    /// Events whose epoch's last sample has not arrived, with their onsets, in the order of
+    /// that last sample (then of their arrival): the front is the next to complete.
+    pending: VecDeque<(T, u64)>,
     values: EpochValues,
     measure: Measure,
 }
@@ -527,7 +510,7 @@ pub struct Epocher<T> {
 impl<T> Epocher<T> {
     /// An epocher that can still cut an epoch for an event `reach` samples behind the
     /// newest sample.
-    pub fn new(plan: EpochPlan, n_channels: usize, reach: u64) -> Epocher<T> {
+    pub fn new(plan: Arc<EpochPlan>, n_channels: usize, reach: u64) -> Epocher<T> {
         let before = plan.first.min(0).unsigned_abs();
         let cap = usize::try_from(reach.saturating_add(before))
             .unwrap_or(usize::MAX)
@@ -544,30 +527,17 @@ impl<T> Epocher<T> {
             cap,
             ring: Vec::new(),
             end: 0,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
         }
     }
 
-    pub fn plan(&self) -> &EpochPlan {
+    pub fn plan(&self) -> &Arc<EpochPlan> {
         &self.plan
     }
 
     /// Samples pushed since the start (or the last [`Epocher::reset`]).
     pub fn end(&self) -> u64 {
         self.end
-    }
-
-    /// Events waiting for their samples.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// The earliest sample a waiting event's epoch needs, if any waits.
-    pub fn first_needed(&self) -> Option<u64> {
-        self.pending
-            .iter()
-            .map(|(_, s)| s.saturating_add_signed(self.plan.first))
-            .min()
     }
 
     /// Heap bytes held now.
@@ -628,28 +598,21 @@ impl<T> Epocher<T> {
         self.ring.resize(new_row * self.n_channels, 0.0);
     }
 
+    /// Sample after an epoch's last: when its event at `onset` can be cut.
+    fn due(&self, onset: u64) -> u64 {
+        onset
+            .saturating_add_signed(self.plan.first)
+            .saturating_add(self.plan.len as u64)
+    }
+
     fn emit_complete(&mut self, sink: &mut impl EpochSink<T>) {
-        let len = self.plan.len as u64;
-        let done = |&(_, s): &(T, u64)| {
-            s.checked_add_signed(self.plan.first)
-                .is_some_and(|first| first + len <= self.end)
-        };
-        if !self.pending.iter().any(done) {
-            return;
-        }
-        let mut ready: Vec<(T, u64)> = Vec::new();
-        let mut i = 0;
-        while i < self.pending.len() {
-            if done(&self.pending[i]) {
-                ready.push(self.pending.remove(i));
-            } else {
-                i += 1;
+        while let Some(&(_, onset)) = self.pending.front() {
+            if self.due(onset) > self.end {
+                break;
             }
-        }
-        // Stable: events with the same last sample keep the order they came in.
-        ready.sort_by_key(|&(_, s)| s);
-        for (event, onset) in ready {
-            self.cut(event, onset, sink);
+            if let Some((event, onset)) = self.pending.pop_front() {
+                self.cut(event, onset, sink);
+            }
         }
     }
 
@@ -661,7 +624,10 @@ impl<T> Epocher<T> {
             return;
         };
         if first + self.plan.len as u64 > self.end {
-            self.pending.push((event, onset));
+            // After those due no later: events due together keep the order they came in.
+            let due = self.due(onset);
+            let at = self.pending.partition_point(|&(_, o)| self.due(o) <= due);
+            self.pending.insert(at, (event, onset));
         } else {
             self.cut(event, onset, sink);
         }
@@ -893,7 +859,7 @@ mod tests {
         let nch = 3;
         let data = ramp(nch, 1000);
         let mut reference = Got::new();
-        let mut e = Epocher::new(p.clone(), nch, 10_000);
+        let mut e = Epocher::new(Arc::new(p.clone()), nch, 10_000);
         e.push_interleaved(&data, &mut collect(&mut reference));
         for (id, s) in [(0, 500), (1, 20), (2, 980), (3, 5)] {
             e.event(id, s, &mut collect(&mut reference));
@@ -908,7 +874,7 @@ mod tests {
         assert_eq!(first.len(), nch * 31);
         for chunk in [1, 7, 64, 333] {
             let mut got = Got::new();
-            let mut e = Epocher::new(p.clone(), nch, 10_000);
+            let mut e = Epocher::new(Arc::new(p.clone()), nch, 10_000);
             // Events before their samples: they wait.
             for (id, s) in [(0, 500), (1, 20), (2, 980), (3, 5)] {
                 e.event(id, s, &mut collect(&mut got));
@@ -927,7 +893,7 @@ mod tests {
     #[test]
     fn events_older_than_the_reach_are_forgotten_and_memory_stays_within_it() {
         let p = plan(100.0, &EpochConfig::default()).unwrap();
-        let mut e = Epocher::<u32>::new(p.clone(), 2, 100);
+        let mut e = Epocher::<u32>::new(Arc::new(p.clone()), 2, 100);
         let mut got = Got::new();
         e.push_interleaved(&ramp(2, 5000), &mut collect(&mut got));
         assert!(e.state_bytes() as u64 <= Epocher::<u32>::max_state_bytes(&p, 2, 100));
@@ -967,7 +933,7 @@ mod tests {
         data[65 * 3] = 10.0;
         data[70 * 3 + 2] = -80.0;
         let mut got = Vec::new();
-        let mut e = Epocher::new(p, 3, 1000);
+        let mut e = Epocher::new(Arc::new(p), 3, 1000);
         e.push_interleaved(&data, &mut |_: (), _, v: Result<&EpochValues, Missing>| {
             got.push(v.unwrap().clone())
         });

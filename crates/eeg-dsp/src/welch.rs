@@ -334,21 +334,29 @@ pub fn welch(x: &[f64], fs: f64, nperseg: usize) -> Option<(Vec<f64>, Vec<f64>)>
     if nperseg < 2 || x.len() < nperseg {
         return None;
     }
-    let step = nperseg - nperseg / 2;
-    let n_segments = (x.len() - nperseg / 2) / step;
     let mut seg = SegmentPsd::new(nperseg, fs);
-    let mut sum = vec![0.0; nperseg / 2 + 1];
-    for s in 0..n_segments {
-        let start = s * step;
-        let psd = seg.compute(|buf| buf.copy_from_slice(&x[start..start + nperseg]));
-        for (acc, p) in sum.iter_mut().zip(psd) {
+    let mut mean = vec![0.0; nperseg / 2 + 1];
+    welch_mean_into(&mut seg, &mut mean, x);
+    Some((seg.freqs().to_vec(), mean))
+}
+
+/// Welch's mean over the segments of `x` (`seg.nperseg()` samples each, 50 % overlap, as
+/// SciPy's defaults) into `mean` (the segment's bins computed, at most `nperseg / 2 + 1`),
+/// allocating nothing. `x` must hold at least one segment.
+pub fn welch_mean_into(seg: &mut SegmentPsd, mean: &mut [f64], x: &[f64]) {
+    let n = seg.nperseg();
+    let step = n - n / 2;
+    let count = (x.len() - n / 2) / step;
+    mean.fill(0.0);
+    for s in 0..count {
+        let psd = seg.compute(|buf| buf.copy_from_slice(&x[s * step..s * step + n]));
+        for (acc, p) in mean.iter_mut().zip(psd) {
             *acc += p;
         }
     }
-    for v in &mut sum {
-        *v /= n_segments as f64;
+    for v in mean.iter_mut() {
+        *v /= count as f64;
     }
-    Some((seg.freqs().to_vec(), sum))
 }
 
 #[cfg(test)]

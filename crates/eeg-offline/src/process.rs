@@ -267,10 +267,11 @@ fn open_epochs(
             header.map_err(|e| Error::output("writing events", e))?;
         }
         if let Some(target) = &outputs.erp {
-            let (file, mut w) = Output::create(target)?;
-            let header = w.write_all(Epochs::ERP_HEADER);
+            let (file, w) = Output::create(target)?;
+            let mut w = csv::Writer::from_writer(w);
+            let header = w.write_record(Epochs::ERP_COLUMNS);
             epochs.erp = Some((file, w));
-            header.map_err(|e| Error::output("writing averages", e))?;
+            header.map_err(|e| Error::output("writing averages", e.into()))?;
         }
         Ok(())
     })();

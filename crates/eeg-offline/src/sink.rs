@@ -33,7 +33,7 @@ pub(crate) struct Epochs {
     pub output: Option<(Output, Box<dyn Write + Send>)>,
     pub events_out: Option<(Output, Box<dyn Write + Send>)>,
     /// The averages per label (`--erp`), CSV.
-    pub erp: Option<(Output, Box<dyn Write + Send>)>,
+    pub erp: Option<(Output, csv::Writer<Box<dyn Write + Send>>)>,
     pub tsv: Option<crate::bids::EventsTsv<std::io::BufReader<std::fs::File>>>,
     /// Unix ms of the input's first sample: where the events file's onsets count from.
     pub origin_ms: Option<f64>,
@@ -70,37 +70,40 @@ impl Epochs {
         }
     }
 
-    /// The `--erp` file's header line.
-    pub const ERP_HEADER: &'static [u8] =
-        b"session_id,label,channel,time_ms,mean_uv,sem_uv,count,rejected\n";
+    /// The `--erp` file's columns.
+    pub const ERP_COLUMNS: [&'static str; 8] = [
+        "session_id",
+        "label",
+        "channel",
+        "time_ms",
+        "mean_uv",
+        "sem_uv",
+        "count",
+        "rejected",
+    ];
 
-    /// A session's averages per label, one line per label, channel and sample, when
+    /// A session's averages per label, one row per label, channel and sample, when
     /// `--erp` is asked for. Called once per session (and before a session whose shape
     /// changed starts again: its averages cannot be merged with the new shape's).
     pub fn write_erp(&mut self, meta: &SessionMeta, epochs: &SessionEpochs) -> std::io::Result<()> {
         let (Some((_, out)), Some(plan)) = (self.erp.as_mut(), epochs.plan()) else {
             return Ok(());
         };
-        let mut line = String::new();
         for a in epochs.averages() {
             let avg = &a.average;
+            let (count, rejected) = (avg.count.to_string(), a.rejected.to_string());
             for (ch, name) in meta.channels.iter().enumerate().take(avg.n_channels()) {
                 for k in 0..avg.len() {
-                    use std::fmt::Write as _;
-                    line.clear();
-                    let _ = writeln!(
-                        line,
-                        "{},{},{},{},{},{},{},{}",
-                        csv_cell(&meta.session_id),
-                        csv_cell(&a.label),
-                        csv_cell(name),
-                        plan.time_s(k) * 1000.0,
-                        avg.mean(ch, k),
-                        avg.sem(ch, k),
-                        avg.count,
-                        a.rejected
-                    );
-                    out.write_all(line.as_bytes())?;
+                    out.write_record([
+                        meta.session_id.as_str(),
+                        &a.label,
+                        name,
+                        &(plan.time_s(k) * 1000.0).to_string(),
+                        &avg.mean(ch, k).to_string(),
+                        &avg.sem(ch, k).to_string(),
+                        &count,
+                        &rejected,
+                    ])?;
                 }
             }
         }
@@ -109,12 +112,10 @@ impl Epochs {
 
     /// Every file it writes, flushed.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        for (_, w) in self
-            .output
-            .iter_mut()
-            .chain(self.events_out.iter_mut())
-            .chain(self.erp.iter_mut())
-        {
+        for (_, w) in self.output.iter_mut().chain(self.events_out.iter_mut()) {
+            w.flush()?;
+        }
+        if let Some((_, w)) = self.erp.as_mut() {
             w.flush()?;
         }
         Ok(())
@@ -122,12 +123,13 @@ impl Epochs {
 
     /// Every file it writes, kept (`true`) or removed.
     pub fn close(self, keep: bool) -> Result<(), Error> {
-        for (file, _) in self
+        let erp = self.erp.map(|(file, _)| file);
+        let files = self
             .output
             .into_iter()
             .chain(self.events_out)
-            .chain(self.erp)
-        {
+            .map(|(f, _)| f);
+        for file in files.chain(erp) {
             if keep {
                 file.commit()?;
             } else {
@@ -135,15 +137,6 @@ impl Epochs {
             }
         }
         Ok(())
-    }
-}
-
-/// A CSV cell: quoted when it holds a comma, a quote or a line break (RFC 4180).
-fn csv_cell(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\"")).into()
-    } else {
-        text.into()
     }
 }
 

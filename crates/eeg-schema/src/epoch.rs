@@ -132,25 +132,24 @@ impl Serialize for Ms<'_> {
     }
 }
 
-struct Components<'a>(&'a EpochRecord<'a>, &'a EpochValues);
+/// A map from names to what each names: the `i`-th name's value is `value(range)`, where
+/// `range` is its channels' span, `i * n_channels..(i + 1) * n_channels`, in the values'
+/// per-item vectors.
+struct PerName<'a, F> {
+    names: &'a [String],
+    n_channels: usize,
+    value: F,
+}
 
-impl Serialize for Components<'_> {
+impl<T: Serialize, F: Fn(std::ops::Range<usize>) -> T> Serialize for PerName<'_, F> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (r, v) = (self.0, self.1);
-        let n = v.n_channels();
-        let mut m = s.serialize_map(Some(r.component_names.len()))?;
-        for (c, name) in r.component_names.iter().enumerate() {
-            let at = c * n..(c + 1) * n;
-            m.serialize_entry(
-                name,
-                &Component {
-                    mean_uv: Row(&v.mean_uv[at.clone()]),
-                    peak_uv: Row(&v.peak_uv[at.clone()]),
-                    peak_ms: Ms(&v.peak_s[at]),
-                },
-            )?;
-        }
-        m.end()
+        let n = self.n_channels;
+        s.collect_map(
+            self.names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (name, (self.value)(i * n..(i + 1) * n))),
+        )
     }
 }
 
@@ -159,28 +158,6 @@ struct Component<'a> {
     mean_uv: Row<'a>,
     peak_uv: Row<'a>,
     peak_ms: Ms<'a>,
-}
-
-struct Erd<'a>(&'a EpochRecord<'a>, &'a EpochValues);
-
-impl Serialize for Erd<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (r, v) = (self.0, self.1);
-        let n = v.n_channels();
-        let mut m = s.serialize_map(Some(r.band_names.len()))?;
-        for (b, name) in r.band_names.iter().enumerate() {
-            let at = b * n..(b + 1) * n;
-            m.serialize_entry(
-                name,
-                &Band {
-                    reference_uv2: Row(&v.reference_power[at.clone()]),
-                    active_uv2: Row(&v.active_power[at.clone()]),
-                    change_pct: Row(&v.erd_pct[at]),
-                },
-            )?;
-        }
-        m.end()
-    }
 }
 
 #[derive(Serialize)]
@@ -232,11 +209,30 @@ impl Serialize for EpochRecord<'_> {
         }
         m.serialize_entry("channels", self.channels)?;
         if let Ok(v) = self.values {
+            let n_channels = v.n_channels();
             if !self.component_names.is_empty() {
-                m.serialize_entry("components", &Components(self, v))?;
+                let components = PerName {
+                    names: self.component_names,
+                    n_channels,
+                    value: |at: std::ops::Range<usize>| Component {
+                        mean_uv: Row(&v.mean_uv[at.clone()]),
+                        peak_uv: Row(&v.peak_uv[at.clone()]),
+                        peak_ms: Ms(&v.peak_s[at]),
+                    },
+                };
+                m.serialize_entry("components", &components)?;
             }
             if self.plan.erd_bands() > 0 {
-                m.serialize_entry("erd", &Erd(self, v))?;
+                let erd = PerName {
+                    names: self.band_names,
+                    n_channels,
+                    value: |at: std::ops::Range<usize>| Band {
+                        reference_uv2: Row(&v.reference_power[at.clone()]),
+                        active_uv2: Row(&v.active_power[at.clone()]),
+                        change_pct: Row(&v.erd_pct[at]),
+                    },
+                };
+                m.serialize_entry("erd", &erd)?;
             }
             if self.include_samples {
                 m.serialize_entry("samples_uv", &Samples(v))?;

@@ -91,16 +91,15 @@ impl SessionEpochs {
         t0_ms: f64,
     ) -> Result<SessionEpochs, ConfigError> {
         let reach = (events.max_delay_s * plan.fs).ceil() as u64;
-        let (epocher, eplan) = match epochs {
-            Some(c) => {
-                let p = EpochPlan::new(&c.epoch, plan)?;
-                (
-                    Some(Epocher::new(p.clone(), n_channels, reach)),
-                    Some(Arc::new(p)),
-                )
-            }
-            None => (None, None),
+        let epocher = match epochs {
+            Some(c) => Some(Epocher::new(
+                Arc::new(EpochPlan::new(&c.epoch, plan)?),
+                n_channels,
+                reach,
+            )),
+            None => None,
         };
+        let eplan = epocher.as_ref().map(|e| Arc::clone(e.plan()));
         Ok(SessionEpochs {
             timeline: Timeline::new(plan.fs, events.max_delay_s),
             epocher,
@@ -125,23 +124,6 @@ impl SessionEpochs {
                 averaging: true,
             },
         })
-    }
-
-    /// The most heap this session's epoching holds for its samples (events waiting are
-    /// bounded by the caller's input), bytes; 0 when epochs are off.
-    pub fn max_state_bytes(
-        epochs: Option<&EpochsConfig>,
-        events: &EventsConfig,
-        plan: &Plan,
-        n_channels: usize,
-    ) -> Result<u64, ConfigError> {
-        let Some(c) = epochs else {
-            return Ok(0);
-        };
-        let p = EpochPlan::new(&c.epoch, plan)?;
-        let reach = (events.max_delay_s * plan.fs).ceil() as u64;
-        Ok(Epocher::<Event>::max_state_bytes(&p, n_channels, reach)
-            + p.len() as u64 * n_channels as u64 * 16 * MAX_AVERAGED_LABELS as u64)
     }
 
     /// Keeps no averages: nothing will read them (the rejected and kept counts stay).
@@ -335,19 +317,20 @@ impl Out {
         values: Result<&EpochValues, Missing>,
         output: &mut O,
     ) -> Result<(), O::Error> {
-        let Some(plan) = self.plan.clone() else {
+        let Some(plan) = self.plan.as_deref() else {
             return Ok(());
         };
+        let averages = self.averaging.then_some(&mut self.averages);
         match values {
             Ok(v) if v.rejected() => {
                 self.counts.epochs_rejected += 1;
-                if let Some(a) = self.average(&e.label) {
+                if let Some(a) = averages.and_then(|a| average(a, &e.label)) {
                     a.rejected += 1;
                 }
             }
             Ok(v) => {
                 self.counts.epochs_ok += 1;
-                if let Some(a) = self.average(&e.label) {
+                if let Some(a) = averages.and_then(|a| average(a, &e.label)) {
                     a.average.add(v);
                 }
             }
@@ -361,7 +344,7 @@ impl Out {
             event: e,
             onset_sample: onset,
             t0_ms: self.t0_ms,
-            plan: &plan,
+            plan,
             component_names: &self.component_names,
             band_names: &self.band_names,
             tmin_s: self.tmin_s,
@@ -371,25 +354,23 @@ impl Out {
         };
         output.epoch(&record)
     }
+}
 
-    fn average(&mut self, label: &str) -> Option<&mut LabelAverage> {
-        if !self.averaging {
-            return None;
+/// The label's average among `averages`, started if there is room for one more label.
+fn average<'a>(averages: &'a mut Vec<LabelAverage>, label: &str) -> Option<&'a mut LabelAverage> {
+    let i = match averages.iter().position(|a| a.label == label) {
+        Some(i) => i,
+        None if averages.len() < MAX_AVERAGED_LABELS => {
+            averages.push(LabelAverage {
+                label: label.to_string(),
+                average: Average::default(),
+                rejected: 0,
+            });
+            averages.len() - 1
         }
-        let i = match self.averages.iter().position(|a| a.label == label) {
-            Some(i) => i,
-            None if self.averages.len() < MAX_AVERAGED_LABELS => {
-                self.averages.push(LabelAverage {
-                    label: label.to_string(),
-                    average: Average::default(),
-                    rejected: 0,
-                });
-                self.averages.len() - 1
-            }
-            None => return None,
-        };
-        Some(&mut self.averages[i])
-    }
+        None => return None,
+    };
+    Some(&mut averages[i])
 }
 
 /// A window sink that also hands the filtered samples to a session's epochs, when it cuts

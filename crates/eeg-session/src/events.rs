@@ -12,7 +12,8 @@
 //! `event_id` the session already had is a copy. A span with no batch (batches lost, or a
 //! device clock that jumped) places an onset in it from the last batch before it.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use eeg_schema::{Event, Onset};
 
@@ -47,10 +48,16 @@ pub struct Timeline {
     /// Samples of batches remembered behind the newest one.
     keep_samples: u64,
     anchors: VecDeque<Anchor>,
-    waiting: Vec<Event>,
+    /// Events waiting for their samples, by onset (then arrival): those given a sample, and
+    /// those given a time. Only the front of each can be the next placed, so a batch costs
+    /// what it places, however many wait.
+    waiting_samples: VecDeque<Event>,
+    waiting_ms: VecDeque<Event>,
     /// The ids seen, with the sample each was placed at (or `u64::MAX` while waiting), so
     /// that copies are known; forgotten once their sample is out of what is remembered.
     seen: HashMap<String, u64>,
+    /// The placed ids by sample, earliest first: which to forget as the horizon moves.
+    expiry: BinaryHeap<Reverse<(u64, String)>>,
 }
 
 impl Timeline {
@@ -61,8 +68,10 @@ impl Timeline {
             max_delay_s,
             keep_samples: (max_delay_s * fs).ceil().max(0.0) as u64,
             anchors: VecDeque::new(),
-            waiting: Vec::new(),
+            waiting_samples: VecDeque::new(),
+            waiting_ms: VecDeque::new(),
             seen: HashMap::new(),
+            expiry: BinaryHeap::new(),
         }
     }
 
@@ -85,11 +94,12 @@ impl Timeline {
 
     /// Events waiting for their samples.
     pub fn waiting(&self) -> usize {
-        self.waiting.len()
+        self.waiting_samples.len() + self.waiting_ms.len()
     }
 
     /// A batch of `samples` samples from `first_sample`, its first at `start_ms`: returns
-    /// the waiting events it places (in the order they came).
+    /// the waiting events it places (those given a sample, then those given a time, each in
+    /// order of onset).
     pub fn batch(&mut self, first_sample: u64, start_ms: f64, samples: u64) -> Vec<(Event, u64)> {
         self.anchors.push_back(Anchor {
             first_sample,
@@ -107,19 +117,44 @@ impl Timeline {
             }
         }
         let horizon = self.horizon();
-        self.seen.retain(|_, &mut s| s == u64::MAX || s >= horizon);
-        let waiting = std::mem::take(&mut self.waiting);
+        while let Some(Reverse((sample, _))) = self.expiry.peek()
+            && *sample < horizon
+        {
+            if let Some(Reverse((sample, id))) = self.expiry.pop()
+                && self.seen.get(&id) == Some(&sample)
+            {
+                self.seen.remove(&id);
+            }
+        }
         let mut placed = Vec::new();
-        for e in waiting {
-            match self.place(&e) {
-                Some(sample) => {
-                    self.seen.insert(e.event_id.clone(), sample);
+        for by_sample in [true, false] {
+            loop {
+                let queue = if by_sample {
+                    &self.waiting_samples
+                } else {
+                    &self.waiting_ms
+                };
+                // The earliest waiting cannot be placed: no later one can.
+                let Some(sample) = queue.front().and_then(|e| self.place(e)) else {
+                    break;
+                };
+                let queue = if by_sample {
+                    &mut self.waiting_samples
+                } else {
+                    &mut self.waiting_ms
+                };
+                if let Some(e) = queue.pop_front() {
+                    self.remember(&e.event_id, sample);
                     placed.push((e, sample));
                 }
-                None => self.waiting.push(e),
             }
         }
         placed
+    }
+
+    fn remember(&mut self, id: &str, sample: u64) {
+        self.seen.insert(id.to_string(), sample);
+        self.expiry.push(Reverse((sample, id.to_string())));
     }
 
     /// The first sample an event may still be placed at.
@@ -137,12 +172,18 @@ impl Timeline {
         }
         match self.place(&e) {
             Some(sample) => {
-                self.seen.insert(e.event_id.clone(), sample);
+                self.remember(&e.event_id, sample);
                 Placed::At(e, sample)
             }
             None => {
                 self.seen.insert(e.event_id.clone(), u64::MAX);
-                self.waiting.push(e);
+                let (queue, key) = match e.onset {
+                    Onset::Sample(n) => (&mut self.waiting_samples, n as f64),
+                    Onset::UnixMs(ms) => (&mut self.waiting_ms, ms),
+                };
+                // After those with the same onset: they keep the order they came in.
+                let at = queue.partition_point(|w| onset_key(w) <= key);
+                queue.insert(at, e);
                 Placed::Waiting
             }
         }
@@ -180,6 +221,14 @@ impl Timeline {
                 Some(a.first_sample + offset as u64)
             }
         }
+    }
+}
+
+/// An onset as the waiting queues order it (each queue holds one kind).
+fn onset_key(e: &Event) -> f64 {
+    match e.onset {
+        Onset::Sample(n) => n as f64,
+        Onset::UnixMs(ms) => ms,
     }
 }
 
