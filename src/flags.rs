@@ -388,6 +388,14 @@ pub struct TopicArgs {
         default_value = "eeg.session.state"
     )]
     pub state_topic: String,
+    /// Epoch records; used when the config file has an `[epochs]` table.
+    #[arg(
+        global = true,
+        long,
+        env = "EEG_EPOCHS_TOPIC",
+        default_value = "eeg.epochs.data"
+    )]
+    pub epochs_topic: String,
 }
 
 impl TopicArgs {
@@ -398,6 +406,7 @@ impl TopicArgs {
             triggers: self.triggers_topic.clone(),
             dlq: self.dlq_topic.clone(),
             state: self.state_topic.clone(),
+            epochs: Some(self.epochs_topic.clone()),
         }
     }
 }

@@ -208,13 +208,38 @@ impl Player {
         Ok(())
     }
 
+    /// Publishes an `eeg.event/1` message (and its copies, one per session copy) now, in
+    /// the chosen encoding.
+    fn play_event(&mut self, mut e: eeg_schema::Event) -> anyhow::Result<()> {
+        let base = e.session_id.clone();
+        for i in 1..=self.copies {
+            if self.copies > 1 {
+                e.session_id = format!("{base}-{i}");
+            }
+            self.buf.clear();
+            match self.encoding {
+                Encoding::Json => self.buf.extend_from_slice(e.to_json().as_bytes()),
+                Encoding::Protobuf => e.encode_protobuf(&mut self.buf),
+            }
+            let key = e.session_id.clone();
+            self.send_as(&key, eeg_schema::EVENT_PROTOBUF_CONTENT_TYPE)?;
+        }
+        Ok(())
+    }
+
     fn send(&mut self, key: &str) -> anyhow::Result<()> {
+        self.send_as(key, RawEncoding::Protobuf.content_type())
+    }
+
+    /// Sends the buffer under `key`, with `protobuf_type` as its content type when the
+    /// encoding is Protocol Buffers.
+    fn send_as(&mut self, key: &str, protobuf_type: &str) -> anyhow::Result<()> {
         let headers = match self.encoding {
             Encoding::Json => None,
             Encoding::Protobuf => Some(rdkafka::message::OwnedHeaders::new().insert(
                 rdkafka::message::Header {
                     key: "content-type",
-                    value: Some(RawEncoding::Protobuf.content_type()),
+                    value: Some(protobuf_type),
                 },
             )),
         };
@@ -402,13 +427,13 @@ fn replay_messages(
     } else {
         RawMessages::jsonl(name, BufReader::new(file), limits)
     };
-    let mut events = 0u64;
     while let Some((_, message)) = messages.next_message()? {
         progress.set_position(messages.position());
         let batch = match message {
             eeg_schema::RawMessage::Batch(b) => b,
-            eeg_schema::RawMessage::Event(_) => {
-                events += 1;
+            // An event goes where the file has it: right after the message before it.
+            eeg_schema::RawMessage::Event(e) => {
+                player.play_event(e)?;
                 continue;
             }
         };
@@ -417,9 +442,6 @@ fn replay_messages(
         let at_s = (batch.start_ms - t0).max(0) as f64 / 1000.0
             + batch.samples_per_channel() as f64 / batch.sample_rate_hz;
         player.play(batch, at_s)?;
-    }
-    if events > 0 {
-        tracing::warn!("{name}: {events} eeg.event/1 messages not sent: replay sends batches");
     }
     Ok(())
 }

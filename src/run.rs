@@ -150,6 +150,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.topics = args.topics.topics();
     config.processing = file.processing;
     config.triggers = file.triggers;
+    config.events = file.events;
+    config.epochs = file.epochs;
+    if config.epochs.is_none() {
+        // No epochs are cut: their topic is not needed.
+        config.topics.epochs = None;
+    }
     config.session_idle = Duration::from_secs(args.session_idle_s);
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
     config.connect_timeout = Duration::from_secs(args.connect_timeout_s);

@@ -60,6 +60,7 @@ pub struct TailArgs {
 pub enum Which {
     Processed,
     Triggers,
+    Epochs,
     Dlq,
     Raw,
 }
@@ -84,6 +85,7 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
     let topic = match args.topic {
         Which::Processed => &t.processed_topic,
         Which::Triggers => &t.triggers_topic,
+        Which::Epochs => &t.epochs_topic,
         Which::Dlq => &t.dlq_topic,
         Which::Raw => &t.raw_topic,
     };
@@ -380,6 +382,8 @@ fn table(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
             Ok(v) => match which {
                 Which::Processed => processed_line(&v),
                 Which::Triggers => trigger_line(&v),
+                Which::Epochs => epoch_line(&v),
+                _ if v["schema"] == eeg_schema::EVENT_SCHEMA => event_line(&v),
                 _ => raw_line(&v),
             },
             Err(e) => format!(
@@ -464,6 +468,64 @@ pub fn trigger_line(v: &Value) -> String {
             .as_f64()
             .map_or("?".into(), |x| format!("{x:.3}")),
         v["threshold"]
+    )
+}
+
+/// `time session EPOCH label event_id status [why]` then per component and channel the
+/// baseline-corrected mean, µV (docs/processing.md, "Events and epochs").
+pub fn epoch_line(v: &Value) -> String {
+    let event = &v["event"];
+    let drop: Vec<&str> = v["drop"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut s = format!(
+        "{}  {}  EPOCH {} {} {}{}",
+        v["start_ms"]
+            .as_f64()
+            .map_or("?".into(), |ms| clock_ms(ms as i64)),
+        str_of(v, "session_id"),
+        event["label"]
+            .as_str()
+            .map_or("?".into(), |l| format!("{l:?}")),
+        str_of(event, "event_id"),
+        str_of(v, "status"),
+        if drop.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", drop.join(", "))
+        }
+    );
+    let channels: Vec<&str> = v["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    for (name, c) in v["components"].as_object().into_iter().flatten() {
+        s.push_str(&format!("  | {name}"));
+        let means = c["mean_uv"].as_array().into_iter().flatten();
+        for (ch, m) in channels.iter().zip(means) {
+            let m = m.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+            s.push_str(&format!(" {ch}={m}"));
+        }
+    }
+    s
+}
+
+/// `time session EVENT label event_id` for an `eeg.event/1` message on the raw topic.
+fn event_line(v: &Value) -> String {
+    let onset = match v["onset_ms"].as_f64() {
+        Some(ms) => clock_ms(ms as i64),
+        None => format!("sample {}", v["onset_sample"]),
+    };
+    format!(
+        "{onset}  {}  EVENT {} {}",
+        str_of(v, "session_id"),
+        v["label"].as_str().map_or("?".into(), |l| format!("{l:?}")),
+        str_of(v, "event_id")
     )
 }
 

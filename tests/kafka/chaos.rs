@@ -25,8 +25,11 @@ const SECONDS: usize = 40;
 /// The fleet's messages as `eeg.raw/1` JSONL, in time order, and what `process` makes of them.
 struct Fleet {
     file: PathBuf,
+    /// The config file with the `[epochs]` the services cut.
+    config: PathBuf,
     records: BTreeMap<(String, u64), Vec<u8>>,
     events: BTreeSet<Vec<u8>>,
+    epochs: BTreeSet<Vec<u8>>,
 }
 
 fn fleet(tag: &str) -> Fleet {
@@ -72,24 +75,72 @@ fn fleet(tag: &str) -> Fleet {
                 "samples": rows,
             });
             writeln!(out, "{line}").unwrap();
+            // A stimulus every two seconds per session, its marker sent a batch after its
+            // onset, or (every third) three batches before it; every fifth one twice.
+            let k = b / 20;
+            let after = b % 20 == 1 && k % 3 != 0 && b + 10 < batches;
+            let before = b % 20 == 17 && (k + 1) % 3 == 0 && b + 13 < batches;
+            if after || before {
+                let onset_batch = if before { b + 3 } else { b - 1 };
+                let n = onset_batch / 20;
+                let event = serde_json::json!({
+                    "schema": "eeg.event/1", "session_id": format!("{tag}-s{s:02}"),
+                    "event_id": format!("stim-{n}"),
+                    "onset_ms": (t0 + (onset_batch * BATCH) as i64 * 4) as f64 + 37.5,
+                    "label": if n % 2 == 0 { "target" } else { "standard" },
+                    "source": "app",
+                });
+                let copies = if n % 5 == 0 { 2 } else { 1 };
+                for _ in 0..copies {
+                    writeln!(out, "{event}").unwrap();
+                }
+            }
         }
     }
     out.flush().unwrap();
     drop(out);
+    let config = dir.join("epochs.toml");
+    std::fs::write(&config, EPOCHS).unwrap();
     let events_file = dir.join("events.jsonl");
-    let records = process_lines(&file, &["--triggers", events_file.to_str().unwrap()])
-        .into_iter()
-        .map(|r| (window_of(&r), r))
-        .collect();
+    let epochs_file = dir.join("epochs.jsonl");
+    let records = process_lines(
+        &file,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--triggers",
+            events_file.to_str().unwrap(),
+            "--epochs",
+            epochs_file.to_str().unwrap(),
+        ],
+    )
+    .into_iter()
+    .map(|r| (window_of(&r), r))
+    .collect();
     let events = lines(&std::fs::read(&events_file).unwrap())
         .into_iter()
         .collect();
+    let epochs: BTreeSet<Vec<u8>> = lines(&std::fs::read(&epochs_file).unwrap())
+        .into_iter()
+        .collect();
+    // Every stimulus of every session, once.
+    assert_eq!(epochs.len(), SESSIONS * (SECONDS / 2 - 1));
     Fleet {
         file,
+        config,
         records,
         events,
+        epochs,
     }
 }
+
+/// Epochs of the fleet's stimuli, for `process` and the services alike.
+const EPOCHS: &str = "[epochs]
+tmin_s = -0.2
+tmax_s = 0.8
+[epochs.components]
+p300 = [0.25, 0.5]
+";
 
 /// One chaos run: topics, the fleet and its reference, a reader of the output.
 struct Run {
@@ -227,6 +278,14 @@ impl Run {
         });
         let got: BTreeSet<Vec<u8>> = events.records.iter().map(|r| r.payload.clone()).collect();
         assert_eq!(&got, want, "{}: trigger events differ", self.name);
+        // Epochs too: each at least once, every copy as `process` cuts it.
+        let want = &self.fleet.epochs;
+        let mut epochs = Reader::new(&self.t.bootstrap, &self.t.epochs);
+        epochs.until(Duration::from_secs(30), |r| {
+            r.iter().map(|x| &x.payload).collect::<BTreeSet<_>>().len() >= want.len()
+        });
+        let got: BTreeSet<Vec<u8>> = epochs.records.iter().map(|r| r.payload.clone()).collect();
+        assert_eq!(&got, want, "{}: epochs differ", self.name);
         figures
     }
 }
@@ -234,7 +293,13 @@ impl Run {
 /// A member of the group, reporting (and rejoining after) a partition nobody consumes
 /// within 15 s.
 fn start(run: &Run, name: &str) -> Service {
-    Service::start_with(&run.t, name, &["--stall-after-s", "15"], &[])
+    let config = run.fleet.config.to_str().unwrap();
+    Service::start_with(
+        &run.t,
+        name,
+        &["--stall-after-s", "15", "--config", config],
+        &[],
+    )
 }
 
 fn stop_all(services: Vec<Service>) -> String {
@@ -309,7 +374,15 @@ fn chaos_tiny_buffers_under_load() {
     let mut player = run.replay("max");
     assert!(player.wait().unwrap().success());
     run.fault();
-    let tiny = ["--partition-queue", "8", "--partition-buffer-kib", "64"];
+    let config = run.fleet.config.to_str().unwrap().to_string();
+    let tiny = [
+        "--partition-queue",
+        "8",
+        "--partition-buffer-kib",
+        "64",
+        "--config",
+        &config,
+    ];
     let group: Vec<Service> = ["a", "b", "c"]
         .iter()
         .map(|n| Service::start_with(&run.t, n, &tiny, &[]))
@@ -373,7 +446,13 @@ fn chaos_a_partition_nobody_consumes_is_reported_and_the_service_rejoins() {
     }
     let mut player = run.replay("max");
     assert!(player.wait().unwrap().success());
-    let service = Service::start_with(&run.t, "alive", &["--stall-after-s", "5"], &[]);
+    let config = run.fleet.config.to_str().unwrap().to_string();
+    let service = Service::start_with(
+        &run.t,
+        "alive",
+        &["--stall-after-s", "5", "--config", &config],
+        &[],
+    );
     let port = service.port;
     // Whatever the broker gives the service meanwhile, the zombie's partitions (every one
     // has data) are consumed by nobody: said in the log, /health and /metrics.

@@ -269,6 +269,7 @@ fn a_failing_background_task_is_logged_shown_in_health_and_loses_nothing() {
         triggers: t.triggers.clone(),
         dlq: t.dlq.clone(),
         state: t.state.clone(),
+        epochs: None,
     };
     let service = eeg_ingest::Service::new(config).unwrap();
     let (health, stats) = (service.health(), service.stats());

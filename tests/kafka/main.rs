@@ -12,6 +12,7 @@ mod auth;
 mod chaos;
 mod dead_letters;
 mod delivery;
+mod epochs;
 mod health;
 mod memory;
 mod outages;

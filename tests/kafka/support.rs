@@ -157,6 +157,8 @@ pub struct Topics {
     pub triggers: String,
     pub dlq: String,
     pub state: String,
+    /// Created with the others; a service uses it when its config has `[epochs]`.
+    pub epochs: String,
     pub group: String,
     pub bootstrap: String,
 }
@@ -187,6 +189,7 @@ impl Topics {
             triggers: format!("triggers-{tag}"),
             dlq: format!("dlq-{tag}"),
             state: format!("state-{tag}"),
+            epochs: format!("epochs-{tag}"),
             group: format!("group-{tag}"),
             bootstrap: bootstrap.to_string(),
         }
@@ -200,7 +203,7 @@ impl Topics {
     pub fn make_with_dlq(&self, dlq: &[(&str, &str)]) {
         let t = self;
         let admin: AdminClient<DefaultClientContext> = client_at(&t.bootstrap).create().unwrap();
-        let plain = [&t.raw, &t.processed, &t.triggers];
+        let plain = [&t.raw, &t.processed, &t.triggers, &t.epochs];
         let mut new: Vec<NewTopic<'_>> = plain
             .iter()
             .map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1)))
@@ -230,7 +233,8 @@ impl Topics {
             .env("EEG_PROCESSED_TOPIC", &self.processed)
             .env("EEG_TRIGGERS_TOPIC", &self.triggers)
             .env("EEG_DLQ_TOPIC", &self.dlq)
-            .env("EEG_STATE_TOPIC", &self.state);
+            .env("EEG_STATE_TOPIC", &self.state)
+            .env("EEG_EPOCHS_TOPIC", &self.epochs);
     }
 }
 

@@ -500,6 +500,8 @@ pub struct Epocher<T> {
     ring: Vec<f64>,
     /// Samples pushed so far.
     end: u64,
+    /// The first sample the ring was filled from: 0, or where a resumed epocher started.
+    start: u64,
     /// Events whose epoch's last sample has not arrived, with their onsets, in the order of
     /// that last sample (then of their arrival): the front is the next to complete.
     pending: VecDeque<(T, u64)>,
@@ -527,8 +529,39 @@ impl<T> Epocher<T> {
             cap,
             ring: Vec::new(),
             end: 0,
+            start: 0,
             pending: VecDeque::new(),
         }
+    }
+
+    /// An epocher carrying on at sample `start` of the stream, with the events `pending`
+    /// (their onsets) as [`Epocher::pending`] listed them: what a restored session needs when
+    /// its filtered samples are pushed again from `start` on. Epochs reaching before `start`
+    /// are missing (`too_late`); a caller that resumes at least `reach` plus the pre-stimulus
+    /// samples behind its newest never asks for one.
+    pub fn resume(
+        plan: Arc<EpochPlan>,
+        n_channels: usize,
+        reach: u64,
+        start: u64,
+        pending: impl IntoIterator<Item = (T, u64)>,
+    ) -> Epocher<T> {
+        let mut e = Epocher::new(plan, n_channels, reach);
+        e.end = start;
+        e.start = start;
+        // Positions are `sample % cap` from the start: the ring is at its full size, so
+        // growing never moves what it holds.
+        e.ring = vec![0.0; e.cap * n_channels];
+        let mut pending: Vec<(T, u64)> = pending.into_iter().collect();
+        pending.sort_by_key(|&(_, onset)| e.due(onset));
+        e.pending = pending.into();
+        e
+    }
+
+    /// Events whose epochs wait for their last sample, with their onsets, in the order their
+    /// epochs will be emitted.
+    pub fn pending(&self) -> impl ExactSizeIterator<Item = &(T, u64)> {
+        self.pending.iter()
     }
 
     pub fn plan(&self) -> &Arc<EpochPlan> {
@@ -538,6 +571,13 @@ impl<T> Epocher<T> {
     /// Samples pushed since the start (or the last [`Epocher::reset`]).
     pub fn end(&self) -> u64 {
         self.end
+    }
+
+    /// The first sample an event placed from now on may need (one at most `reach` behind
+    /// the newest sample, or one waiting): where a resumed epocher must start for its epochs
+    /// to be the same.
+    pub fn needs_from(&self) -> u64 {
+        self.end.saturating_sub(self.cap as u64).max(self.start)
     }
 
     /// Heap bytes held now.
@@ -637,7 +677,7 @@ impl<T> Epocher<T> {
     fn cut(&mut self, event: T, onset: u64, sink: &mut impl EpochSink<T>) {
         let first = onset.saturating_add_signed(self.plan.first);
         let row = self.row_len() as u64;
-        if first + row < self.end {
+        if first + row < self.end || first < self.start {
             sink.epoch(event, onset, Err(Missing::Forgotten));
             return;
         }
@@ -673,6 +713,7 @@ impl<T> Epocher<T> {
     pub fn reset(&mut self, sink: &mut impl EpochSink<T>) {
         self.finish(sink);
         self.end = 0;
+        self.start = 0;
         self.ring = Vec::new();
     }
 }
@@ -888,6 +929,62 @@ mod tests {
             want.sort_by_key(|g| g.0);
             assert_eq!(got, want, "chunks of {chunk}");
         }
+    }
+
+    #[test]
+    fn a_resumed_epocher_emits_what_the_uninterrupted_one_emits_after_the_resume() {
+        let p = Arc::new(plan(100.0, &EpochConfig::default()).unwrap());
+        let (nch, reach) = (2, 150);
+        let data = ramp(nch, 3000);
+        let events = [
+            (0, 900),
+            (1, 1450),
+            (2, 1990),
+            (3, 1995),
+            (5, 1880),
+            (4, 2600),
+        ];
+        // Events come at these samples of the stream: two wait for theirs across the resume,
+        // one comes too late.
+        let arrive = [1000, 1500, 1950, 1950, 2050, 2500];
+        let run = |resume_at: Option<(usize, u64)>| {
+            let mut got = Got::new();
+            let mut e = Epocher::new(Arc::clone(&p), nch, reach);
+            let mut at = 0;
+            for n in (0..3000).step_by(50) {
+                if let Some((t, start)) = resume_at
+                    && n == t
+                {
+                    // What a restore has: the pending events, and samples from `start`.
+                    let pending: Vec<(u32, u64)> = e.pending().copied().collect();
+                    assert_eq!(pending, [(2, 1990), (3, 1995)]);
+                    e = Epocher::resume(Arc::clone(&p), nch, reach, start, pending);
+                    got.clear();
+                    let (from, to) = (start as usize * nch, t * nch);
+                    e.push_interleaved(&data[from..to], &mut collect(&mut got));
+                    assert!(got.is_empty(), "re-pushing emits nothing already emitted");
+                }
+                while at < events.len() && arrive[at] <= n {
+                    e.event(events[at].0, events[at].1, &mut collect(&mut got));
+                    at += 1;
+                }
+                e.push_interleaved(&data[n * nch..(n + 50) * nch], &mut collect(&mut got));
+            }
+            e.finish(&mut collect(&mut got));
+            got
+        };
+        let whole = run(None);
+        assert_eq!(whole.len(), 6);
+        assert_eq!(whole.iter().filter(|g| g.2.is_ok()).count(), 5);
+        // Resumed at 2000 from 2000 - reach - 20 (the pre-stimulus samples): the epochs of
+        // the events pending then and of those that come after are the same.
+        let resumed = run(Some((2000, 2000 - 150 - 20)));
+        let after: Got = whole.into_iter().filter(|g| g.0 >= 2 || g.0 == 5).collect();
+        let mut resumed_sorted = resumed.clone();
+        resumed_sorted.sort_by_key(|g| g.0);
+        let mut after_sorted = after.clone();
+        after_sorted.sort_by_key(|g| g.0);
+        assert_eq!(resumed_sorted, after_sorted);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use rdkafka::config::ClientConfig;
 
 use eeg_dsp::ProcessingConfig;
 use eeg_kafka::Auth;
+use eeg_session::config::{EpochsConfig, EventsConfig};
 use eeg_session::{OutputCache, TriggerConfig};
 
 /// Topic names; the defaults are the system's (see the README's topic table).
@@ -19,6 +20,9 @@ pub struct Topics {
     pub dlq: String,
     /// Session snapshots (compacted; same partition count as `raw`).
     pub state: String,
+    /// Epoch records (`eeg.epoch/1`); `None` when the service cuts no epochs (the config
+    /// has no `[epochs]` table), and then the topic is neither needed nor checked.
+    pub epochs: Option<String>,
 }
 
 impl Default for Topics {
@@ -29,6 +33,7 @@ impl Default for Topics {
             triggers: "analytics.triggers".into(),
             dlq: "eeg.raw.data.dlq".into(),
             state: "eeg.session.state".into(),
+            epochs: Some("eeg.epochs.data".into()),
         }
     }
 }
@@ -59,6 +64,10 @@ pub struct ServiceConfig {
     pub stall_after: Duration,
     /// Trigger rules evaluated on every window; events go to `topics.triggers`.
     pub triggers: TriggerConfig,
+    /// Epochs cut around the sessions' events, published on `topics.epochs`; `None` (or no
+    /// epochs topic): events are placed and counted, no epoch is cut.
+    pub epochs: Option<EpochsConfig>,
+    pub events: EventsConfig,
     /// Further librdkafka properties for both clients (security settings, timeouts).
     pub kafka: Vec<(String, String)>,
     /// Tokens for SASL/OAUTHBEARER (MSK IAM), shared by every client of the service.
@@ -91,6 +100,8 @@ impl ServiceConfig {
             snapshot_interval: Duration::from_secs(1),
             stall_after: Duration::from_secs(60),
             triggers: TriggerConfig::default(),
+            epochs: None,
+            events: EventsConfig::default(),
             kafka: Vec::new(),
             auth: Auth::default(),
             consumer_kafka: Vec::new(),

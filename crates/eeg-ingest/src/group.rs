@@ -117,6 +117,8 @@ impl Group {
             max_output_bytes: self.max_output_bytes.load(Ordering::Relaxed),
             budget: Arc::clone(&self.stats.memory),
             max_checkpoints: eeg_session::MAX_CHECKPOINTS,
+            epochs: c.topics.epochs.as_ref().and(c.epochs.clone()),
+            events: c.events.clone(),
         }
     }
 

@@ -88,13 +88,17 @@ impl TopicReport {
 }
 
 fn wanted(topics: &Topics) -> Vec<(&str, &'static str, bool)> {
-    vec![
+    let mut w = vec![
         (topics.raw.as_str(), "raw", false),
         (topics.processed.as_str(), "processed", false),
         (topics.triggers.as_str(), "triggers", false),
         (topics.dlq.as_str(), "dead letters", false),
         (topics.state.as_str(), "state", true),
-    ]
+    ];
+    if let Some(epochs) = &topics.epochs {
+        w.push((epochs.as_str(), "epochs", false));
+    }
+    w
 }
 
 fn status_from(metadata: &Metadata, topics: &Topics) -> TopicReport {

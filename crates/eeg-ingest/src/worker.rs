@@ -16,8 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{Message, OwnedMessage};
 
 use eeg_session::{
-    CoreConfig, Full, Inbound, Outbox, Outcome, Output, OutputObserver, PartitionCore, Ticket,
-    Topic, Wake,
+    CoreConfig, EventFate, Full, Inbound, Outbox, Outcome, Output, OutputObserver, PartitionCore,
+    Ticket, Topic, Wake,
 };
 
 use crate::bell::Bell;
@@ -448,6 +448,14 @@ fn handle(
             d.count,
             d.next_seq
         ),
+        Outcome::Event {
+            fate: EventFate::Late { first: true },
+            ..
+        } => tracing::warn!(
+            "partition {partition}: session {}: an event came more than events.max_delay_s ({} s) behind the session's newest samples: counted (eeg_events_late_total) and recorded as too_late when epoched; said once per session",
+            eeg_session::quoted(&String::from_utf8_lossy(m.key.unwrap_or_default())),
+            sender.config.events.max_delay_s
+        ),
         Outcome::DeadLetter(reason) => tracing::debug!(
             "dead letter: {} partition {partition} offset {}: {reason}",
             sender.config.topics.raw,
@@ -521,6 +529,11 @@ impl Outbox for KafkaOutbox<'_> {
                 }
                 (&self.topics.triggers, None)
             }
+            Topic::Epochs => match &self.topics.epochs {
+                Some(t) => (t, None),
+                // The core cuts epochs only when their topic is set (`core_config`).
+                None => unreachable!("an epoch record with no epochs topic"),
+            },
             Topic::DeadLetter => (&self.topics.dlq, None),
             // The raw message's partition number, not key hashing: the upstream producer's
             // partitioner is not ours to know, and restoring reads by partition.

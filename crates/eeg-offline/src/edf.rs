@@ -9,7 +9,7 @@ use eeg_edf::EdfReader;
 use eeg_schema::SessionMeta;
 use eeg_schema::{Event, Onset};
 use eeg_session::TriggerState;
-use eeg_session::epochs::SessionEpochs;
+use eeg_session::epochs::{SessionEpochs, Taken};
 
 use crate::Error;
 use crate::encode::session_meta;
@@ -375,7 +375,10 @@ pub(crate) fn process_edf(
                     &notes,
                     &mut lines,
                 )
-                .map_err(|e| Error::output("writing epochs", e))?;
+                .map_err(|e| match e {
+                    Placing::Output(e) => Error::output("writing epochs", e),
+                    Placing::Full(reason) => Error::bad(format!("{name}: {reason}")),
+                })?;
                 g.position += n;
             }
             let pushed = g.fan_out(
@@ -431,7 +434,7 @@ fn place_notes(
     (first, n, start_ms, start_s): (u64, u64, f64, f64),
     notes: &[Note],
     out: &mut EpochLines<'_>,
-) -> std::io::Result<()> {
+) -> Result<(), Placing> {
     epochs.batch(meta, first, start_ms, n, out)?;
     for note in notes {
         let sample = ((note.onset_s - start_s) * meta.sample_rate_hz).round_ties_even();
@@ -447,10 +450,25 @@ fn place_notes(
         if sample < 0.0 {
             epochs.before_start(meta, e, out)?;
         } else {
-            epochs.event(meta, e, out)?;
+            if let Taken::Full(e) = epochs.event(meta, e, out)? {
+                return Err(Placing::Full(epochs.full_reason(&e)));
+            }
         }
     }
     Ok(())
+}
+
+/// Why a record's events could not be placed.
+enum Placing {
+    Output(std::io::Error),
+    /// A session held all the events it may.
+    Full(String),
+}
+
+impl From<std::io::Error> for Placing {
+    fn from(e: std::io::Error) -> Placing {
+        Placing::Output(e)
+    }
 }
 
 /// A trigger channel (a data signal labelled `Status` or `Trigger`, in any case), read as

@@ -7,7 +7,7 @@ use std::io::{BufRead, Read as _};
 use std::sync::Arc;
 
 use eeg_schema::{Event, Limits, RawBatch, RawMessage};
-use eeg_session::epochs::SessionEpochs;
+use eeg_session::epochs::{SessionEpochs, Taken};
 use eeg_session::{Admission, ResetReason, Sessions, TriggerState};
 
 /// Events held for sessions whose first batch has not come, at most: an input of events
@@ -262,8 +262,14 @@ pub(crate) fn process_raw<R: BufRead>(
                 }
                 match sessions.get_mut(&e.session_id) {
                     Some(s) => {
-                        if let Some(se) = s.extra.epochs.as_mut() {
-                            se.event(&s.meta, e, &mut ep.lines()).map_err(epoch_error)?;
+                        if let Some(se) = s.extra.epochs.as_mut()
+                            && let Taken::Full(e) =
+                                se.event(&s.meta, e, &mut ep.lines()).map_err(epoch_error)?
+                        {
+                            return Err(Error::bad(format!(
+                                "{name}: {at}: {}",
+                                se.full_reason(&e)
+                            )));
                         }
                     }
                     None => {
@@ -359,7 +365,9 @@ pub(crate) fn process_raw<R: BufRead>(
                 }
                 let out = &mut ep.lines();
                 for e in early.remove(&batch.session_id).unwrap_or_default() {
-                    se.event(meta, e, out).map_err(epoch_error)?;
+                    if let Taken::Full(e) = se.event(meta, e, out).map_err(epoch_error)? {
+                        return Err(Error::bad(format!("{name}: {at}: {}", se.full_reason(&e))));
+                    }
                 }
                 session.extra.epochs = Some(se);
             }

@@ -12,6 +12,9 @@ pub const EVENT_SCHEMA: &str = "eeg.event/1";
 /// The full name of the event message in the `.proto`; a binary event's `content-type`
 /// names it (`application/x-protobuf; messageType=eeg.event.v1.Event`).
 pub const EVENT_PROTOBUF_MESSAGE: &str = "eeg.event.v1.Event";
+/// The `content-type` of a binary event message.
+pub const EVENT_PROTOBUF_CONTENT_TYPE: &str =
+    "application/x-protobuf; messageType=eeg.event.v1.Event";
 /// The text of `eeg_event_v1.proto`.
 pub const EVENT_PROTO: &str = include_str!("../proto/eeg_event_v1.proto");
 /// Longest `label`, in bytes.
@@ -101,6 +104,10 @@ impl Event {
 
     /// The event as canonical JSON, one line, which [`decode_event`] reads back equal.
     pub fn to_json(&self) -> String {
+        self.to_value().to_string()
+    }
+
+    fn to_value(&self) -> Value {
         let mut m = Map::new();
         m.insert("schema".into(), EVENT_SCHEMA.into());
         m.insert("session_id".into(), self.session_id.clone().into());
@@ -117,7 +124,7 @@ impl Event {
         if !self.source.is_empty() {
             m.insert("source".into(), self.source.clone().into());
         }
-        Value::Object(m).to_string()
+        Value::Object(m)
     }
 
     /// Appends the event as a binary `eeg.event.v1.Event`, which
@@ -167,6 +174,21 @@ fn too_large(size: usize) -> Result<(), SchemaError> {
         });
     }
     Ok(())
+}
+
+/// An event inside another serde document (a session snapshot) is its canonical JSON object,
+/// read back through [`decode_event`]'s checks.
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.to_value(), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
+        let v = <Value as serde::Deserialize>::deserialize(d)?;
+        decode_event(v.to_string().as_bytes()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Whether a JSON message on the raw topic is an event rather than a batch: its `schema`

@@ -176,8 +176,9 @@ pub use eeg_dsp::{Indices, Quality};
 pub use epoch::{EPOCH_SCHEMA, EpochRecord};
 pub use error::SchemaError;
 pub use event::{
-    EVENT_PROTO, EVENT_PROTOBUF_MESSAGE, EVENT_SCHEMA, Event, MAX_EVENT_BYTES, MAX_LABEL_BYTES,
-    MAX_SOURCE_BYTES, Onset, decode_event, decode_event_protobuf, is_event_json, is_event_protobuf,
+    EVENT_PROTO, EVENT_PROTOBUF_CONTENT_TYPE, EVENT_PROTOBUF_MESSAGE, EVENT_SCHEMA, Event,
+    MAX_EVENT_BYTES, MAX_LABEL_BYTES, MAX_SOURCE_BYTES, Onset, decode_event, decode_event_protobuf,
+    is_event_json, is_event_protobuf,
 };
 pub use processed::{
     ChannelFeatures, ChannelOwned, IndicesOwned, OrderedBands, PROCESSED_SCHEMA, ProcessedRecord,

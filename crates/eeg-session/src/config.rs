@@ -48,11 +48,21 @@ pub struct EventsConfig {
     /// How far behind a session's newest sample an event may still be placed (and its epoch
     /// cut), s.
     pub max_delay_s: f64,
+    /// Events a session holds at most: waiting for their samples, remembered to know copies
+    /// (those within `max_delay_s`), or with an epoch waiting for its end. They travel in the
+    /// service's session snapshots, which this keeps small.
+    pub max_held: usize,
 }
+
+/// The most `events.max_held` may be.
+pub const MAX_HELD_LIMIT: usize = 1 << 16;
 
 impl Default for EventsConfig {
     fn default() -> EventsConfig {
-        EventsConfig { max_delay_s: 10.0 }
+        EventsConfig {
+            max_delay_s: 10.0,
+            max_held: 1024,
+        }
     }
 }
 
@@ -70,6 +80,7 @@ pub struct EpochsConfig {
 #[serde(deny_unknown_fields)]
 struct EventsSection {
     max_delay_s: Option<f64>,
+    max_held: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +291,15 @@ pub fn parse_all(text: &str) -> Result<Config, ConfigFileError> {
                 ));
             }
             d => d.unwrap_or(EventsConfig::default().max_delay_s),
+        },
+        max_held: match file.events.max_held {
+            Some(n) if !(1..=MAX_HELD_LIMIT).contains(&n) => {
+                return Err(invalid(
+                    "events.max_held",
+                    format!("must be 1 to {MAX_HELD_LIMIT}, got {n}"),
+                ));
+            }
+            n => n.unwrap_or(EventsConfig::default().max_held),
         },
     };
     let epochs = file.epochs.map(epochs).transpose()?;
@@ -616,5 +636,34 @@ mod tests {
             e,
             "triggers[0] (id \"b\"): metric: band \"alpha\" is not one of the configured bands (low)"
         );
+    }
+
+    #[test]
+    fn events_limits_are_read_and_checked_naming_the_key() {
+        let c = parse_all("[events]\nmax_delay_s = 2.5\nmax_held = 64\n").unwrap();
+        assert_eq!(
+            c.events,
+            EventsConfig {
+                max_delay_s: 2.5,
+                max_held: 64
+            }
+        );
+        assert_eq!(parse_all("").unwrap().events, EventsConfig::default());
+        for (text, want) in [
+            ("max_held = 0", "events.max_held: must be 1 to 65536, got 0"),
+            (
+                "max_held = 65537",
+                "events.max_held: must be 1 to 65536, got 65537",
+            ),
+            (
+                "max_delay_s = -1",
+                "events.max_delay_s: must be 0 to 3600 s, got -1",
+            ),
+        ] {
+            let e = parse_all(&format!("[events]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }

@@ -68,6 +68,14 @@ counters! {
         sessions_restored: Counter,
         /// Offsets of a partition skipped between two consecutive messages.
         offset_gaps: Counter,
+        /// Events taken by their sessions (placed, waiting for their samples, or waiting for their session's first batch).
+        events_taken: Counter,
+        /// Events dropped as copies of one their session had (same event_id).
+        event_copies: Counter,
+        /// Events later than events.max_delay_s behind their session's samples (counted, recorded as too_late).
+        events_late: Counter,
+        /// Epoch records published.
+        epochs_published: Counter,
         /// Sessions in memory.
         active_sessions: Gauge,
         /// Heap memory of all sessions' state (processors and checkpoints), bytes.

@@ -9,8 +9,10 @@ use eeg_dsp::epochs::{Average, EpochPlan, EpochSink, EpochValues, Epocher, Missi
 use eeg_dsp::{ConfigError, Plan, WindowSink};
 use eeg_schema::{EpochRecord, Event, SessionMeta};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::{EpochsConfig, EventsConfig};
-use crate::events::{Placed, Timeline};
+use crate::events::{Placed, Timeline, TimelineState};
 
 /// Labels a session averages at most; events of further labels are epoched and recorded but
 /// not averaged (a recording with a million distinct annotation texts must not hold a
@@ -18,7 +20,8 @@ use crate::events::{Placed, Timeline};
 pub const MAX_AVERAGED_LABELS: usize = 64;
 
 /// What a session's events came to so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EventCounts {
     /// Events taken (copies not counted).
     pub events: u64,
@@ -29,6 +32,49 @@ pub struct EventCounts {
     pub epochs_ok: u64,
     pub epochs_rejected: u64,
     pub epochs_no_data: u64,
+}
+
+/// What became of an event handed to a session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Taken {
+    /// Placed in the session's samples.
+    Placed,
+    /// Waiting for the batch that holds its onset.
+    Waiting,
+    /// A copy of an event the session had (same `event_id`): dropped.
+    Copy,
+    /// Too late for the samples it needed: counted, and recorded as `too_late` if epoched.
+    Late,
+    /// Not taken: the session holds `events.max_held` events already. Nothing was counted
+    /// or recorded; the caller says so ([`SessionEpochs::full_reason`]; the service
+    /// dead-letters the event).
+    Full(Event),
+}
+
+/// A session's events and epochs in a snapshot: everything but the filtered samples, which
+/// a restored session computes again from its messages (see [`SessionEpochs::needs_from`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventState {
+    pub timeline: TimelineState,
+    /// Events whose epochs wait for their last sample, with their onsets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<(Event, u64)>,
+    pub counts: EventCounts,
+    /// Unix time (ms) of the session's sample 0.
+    pub t0_ms: f64,
+}
+
+impl EventState {
+    /// A session with no event yet, its sample 0 at `t0_ms`.
+    pub fn empty(t0_ms: f64) -> EventState {
+        EventState {
+            timeline: TimelineState::default(),
+            pending: Vec::new(),
+            counts: EventCounts::default(),
+            t0_ms,
+        }
+    }
 }
 
 /// The running average of one label's epochs.
@@ -63,6 +109,11 @@ pub struct SessionEpochs {
     out: Out,
 }
 
+/// How far behind its newest sample a session keeps samples for late events.
+fn reach(events: &EventsConfig, fs: f64) -> u64 {
+    (events.max_delay_s * fs).ceil() as u64
+}
+
 /// What records are made of, beside the epocher (borrowed while it runs).
 #[derive(Debug)]
 struct Out {
@@ -90,18 +141,127 @@ impl SessionEpochs {
         n_channels: usize,
         t0_ms: f64,
     ) -> Result<SessionEpochs, ConfigError> {
-        let reach = (events.max_delay_s * plan.fs).ceil() as u64;
         let epocher = match epochs {
             Some(c) => Some(Epocher::new(
                 Arc::new(EpochPlan::new(&c.epoch, plan)?),
                 n_channels,
-                reach,
+                reach(events, plan.fs),
             )),
             None => None,
         };
+        Ok(SessionEpochs::with(
+            epochs,
+            plan,
+            Timeline::new(plan.fs, events.max_delay_s, events.max_held),
+            epocher,
+            t0_ms,
+        ))
+    }
+
+    /// A session as [`SessionEpochs::state`] described it, its filtered samples pushed again
+    /// from sample `start` on (no earlier than [`SessionEpochs::needs_from`] was when the
+    /// state was taken, or its epochs may differ).
+    pub fn restore(
+        epochs: Option<&EpochsConfig>,
+        events: &EventsConfig,
+        plan: &Plan,
+        n_channels: usize,
+        state: EventState,
+        start: u64,
+    ) -> Result<SessionEpochs, ConfigError> {
+        let epocher = match epochs {
+            Some(c) => Some(Epocher::resume(
+                Arc::new(EpochPlan::new(&c.epoch, plan)?),
+                n_channels,
+                reach(events, plan.fs),
+                start,
+                state.pending,
+            )),
+            None => None,
+        };
+        let timeline =
+            Timeline::restore(plan.fs, events.max_delay_s, events.max_held, state.timeline);
+        let mut se = SessionEpochs::with(epochs, plan, timeline, epocher, state.t0_ms);
+        se.out.counts = state.counts;
+        Ok(se)
+    }
+
+    /// The most heap a session of this shape holds for its filtered samples and batch
+    /// anchors, bytes (its events are bounded by `events.max_held`), or why its epochs
+    /// cannot be cut at this rate.
+    pub fn max_state_bytes(
+        epochs: Option<&EpochsConfig>,
+        events: &EventsConfig,
+        plan: &Plan,
+        n_channels: usize,
+    ) -> Result<u64, ConfigError> {
+        let anchors = (crate::events::MAX_ANCHORS * 3 * 8) as u64;
+        let Some(c) = epochs else {
+            return Ok(anchors);
+        };
+        let eplan = EpochPlan::new(&c.epoch, plan)?;
+        let ring = Epocher::<Event>::max_state_bytes(&eplan, n_channels, reach(events, plan.fs));
+        Ok(anchors.saturating_add(ring))
+    }
+
+    /// What the session holds but its filtered samples, as [`SessionEpochs::restore`] takes
+    /// it back.
+    pub fn state(&self) -> EventState {
+        EventState {
+            timeline: self.timeline.state(),
+            pending: self
+                .epocher
+                .as_ref()
+                .map(|e| e.pending().cloned().collect())
+                .unwrap_or_default(),
+            counts: self.out.counts,
+            t0_ms: self.out.t0_ms,
+        }
+    }
+
+    /// The first sample of the session's stream its epochs may still need (`None` when it
+    /// cuts none): a restored session must push its filtered samples again from there.
+    pub fn needs_from(&self) -> Option<u64> {
+        self.epocher.as_ref().map(Epocher::needs_from)
+    }
+
+    /// Epochs that would end without their samples if the stream ended now: events
+    /// waiting for their samples, or for their epochs' last sample.
+    pub fn waiting_epochs(&self) -> usize {
+        self.timeline.waiting() + self.epocher.as_ref().map_or(0, |e| e.pending().len())
+    }
+
+    /// Heap bytes held now (about: its maps' entries are counted, not their spare room).
+    pub fn state_bytes(&self) -> usize {
+        self.epocher.as_ref().map_or(0, Epocher::state_bytes) + self.timeline.state_bytes()
+    }
+
+    /// Events held: waiting for their samples, remembered to know copies, or with an epoch
+    /// waiting for its end.
+    pub fn held(&self) -> usize {
+        self.timeline.held() + self.epocher.as_ref().map_or(0, |e| e.pending().len())
+    }
+
+    /// Why an event was [`Taken::Full`], in one line.
+    pub fn full_reason(&self, e: &Event) -> String {
+        format!(
+            "session {} holds {} events already (waiting for their samples, remembered within events.max_delay_s, or with epochs not ended): event {} not taken; raise events.max_held",
+            crate::text::quoted(&e.session_id),
+            self.held(),
+            crate::text::quoted(&e.event_id)
+        )
+    }
+
+    fn with(
+        epochs: Option<&EpochsConfig>,
+        plan: &Plan,
+        timeline: Timeline,
+        epocher: Option<Epocher<Event>>,
+        t0_ms: f64,
+    ) -> SessionEpochs {
         let eplan = epocher.as_ref().map(|e| Arc::clone(e.plan()));
-        Ok(SessionEpochs {
-            timeline: Timeline::new(plan.fs, events.max_delay_s),
+        SessionEpochs {
+            timeline,
             epocher,
             out: Out {
                 plan: eplan,
@@ -123,7 +283,7 @@ impl SessionEpochs {
                 averages: Vec::new(),
                 averaging: true,
             },
-        })
+        }
     }
 
     /// Keeps no averages: nothing will read them (the rejected and kept counts stay).
@@ -168,25 +328,28 @@ impl SessionEpochs {
         meta: &SessionMeta,
         e: Event,
         output: &mut O,
-    ) -> Result<(), O::Error> {
-        match self.timeline.event(e) {
+    ) -> Result<Taken, O::Error> {
+        let pending = self.epocher.as_ref().map_or(0, |e| e.pending().len());
+        match self.timeline.event(e, pending) {
             Placed::At(e, sample) => {
                 self.out.counts.events += 1;
-                self.placed(meta, e, sample, output)
+                self.placed(meta, e, sample, output)?;
+                Ok(Taken::Placed)
             }
             Placed::Waiting => {
                 self.out.counts.events += 1;
-                Ok(())
+                Ok(Taken::Waiting)
             }
             Placed::Copy(_) => {
                 self.out.counts.copies += 1;
-                Ok(())
+                Ok(Taken::Copy)
             }
+            Placed::Full(e) => Ok(Taken::Full(e)),
             Placed::Late(e) => {
                 self.out.counts.events += 1;
                 self.out.counts.late += 1;
                 if !self.out.epoched(&e) {
-                    return Ok(());
+                    return Ok(Taken::Late);
                 }
                 // An onset in ms before every batch remembered has no sample any more.
                 let sample = match e.onset {
@@ -194,7 +357,8 @@ impl SessionEpochs {
                     eeg_schema::Onset::UnixMs(_) => None,
                 };
                 self.out
-                    .emit(meta, &e, sample, Err(Missing::Forgotten), output)
+                    .emit(meta, &e, sample, Err(Missing::Forgotten), output)?;
+                Ok(Taken::Late)
             }
         }
     }
@@ -266,6 +430,19 @@ impl SessionEpochs {
                 None => epocher.finish(&mut emit),
             }
             result = emit.result;
+        }
+        // Events whose samples never came end too: recorded, not dropped.
+        for e in self.timeline.take_waiting() {
+            if result.is_err() {
+                break;
+            }
+            if self.out.epoched(&e) {
+                let onset = match e.onset {
+                    eeg_schema::Onset::Sample(n) => Some(n),
+                    eeg_schema::Onset::UnixMs(_) => None,
+                };
+                result = self.out.emit(meta, &e, onset, Err(Missing::Ended), output);
+            }
         }
         if let Some(t0) = restart_ms {
             self.out.t0_ms = t0;

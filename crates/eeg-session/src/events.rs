@@ -15,7 +15,14 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use eeg_schema::{Event, Onset};
+
+/// Batches a session remembers at most, however short: an onset in ms before the oldest is
+/// late. At 32-sample batches this is two minutes at 256 Hz; it bounds a session of tiny
+/// batches (and its snapshot) to a few tens of KB of anchors.
+pub const MAX_ANCHORS: usize = 1024;
 
 /// Where one batch of the session sits in time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +45,24 @@ pub enum Placed {
     Late(Event),
     /// The session already had an event with this `event_id`.
     Copy(Event),
+    /// The session holds as many events as it may (waiting, or remembered for copies):
+    /// not taken.
+    Full(Event),
+}
+
+/// What a [`Timeline`] holds, for a session snapshot: everything but what it derives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineState {
+    /// `[first_sample, start_ms, samples]` of each batch remembered, oldest first.
+    pub anchors: Vec<(u64, f64, u64)>,
+    /// Events waiting for their samples: those given a sample, then those given a time,
+    /// each in the order they are placed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<Event>,
+    /// Ids of events placed and still remembered, with their samples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placed: Vec<(String, u64)>,
 }
 
 /// One session's events on their way to samples.
@@ -45,6 +70,8 @@ pub enum Placed {
 pub struct Timeline {
     fs: f64,
     max_delay_s: f64,
+    /// Events held at most (waiting, and ids remembered).
+    max_held: usize,
     /// Samples of batches remembered behind the newest one.
     keep_samples: u64,
     anchors: VecDeque<Anchor>,
@@ -61,11 +88,13 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// A session at `fs` Hz that places events up to `max_delay_s` behind its newest samples.
-    pub fn new(fs: f64, max_delay_s: f64) -> Timeline {
+    /// A session at `fs` Hz that places events up to `max_delay_s` behind its newest samples
+    /// and holds at most `max_held` events (waiting, or remembered for copies).
+    pub fn new(fs: f64, max_delay_s: f64, max_held: usize) -> Timeline {
         Timeline {
             fs,
             max_delay_s,
+            max_held,
             keep_samples: (max_delay_s * fs).ceil().max(0.0) as u64,
             anchors: VecDeque::new(),
             waiting_samples: VecDeque::new(),
@@ -82,7 +111,85 @@ impl Timeline {
 
     /// The same session restarting at sample 0: nothing remembered, nothing waiting.
     pub fn restarted(&self) -> Timeline {
-        Timeline::new(self.fs, self.max_delay_s)
+        Timeline::new(self.fs, self.max_delay_s, self.max_held)
+    }
+
+    /// What the timeline holds, as [`Timeline::restore`] takes it back.
+    pub fn state(&self) -> TimelineState {
+        let mut placed: Vec<(String, u64)> = self
+            .seen
+            .iter()
+            .filter(|&(_, &s)| s != u64::MAX)
+            .map(|(id, &s)| (id.clone(), s))
+            .collect();
+        // A map's order is not the same twice: snapshots of one state are equal bytes.
+        placed.sort_unstable_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        TimelineState {
+            anchors: self
+                .anchors
+                .iter()
+                .map(|a| (a.first_sample, a.start_ms, a.samples))
+                .collect(),
+            waiting: self
+                .waiting_samples
+                .iter()
+                .chain(&self.waiting_ms)
+                .cloned()
+                .collect(),
+            placed,
+        }
+    }
+
+    /// A timeline as [`Timeline::state`] described it, at `fs` Hz with the given limits.
+    pub fn restore(fs: f64, max_delay_s: f64, max_held: usize, state: TimelineState) -> Timeline {
+        let mut t = Timeline::new(fs, max_delay_s, max_held);
+        t.anchors = state
+            .anchors
+            .into_iter()
+            .map(|(first_sample, start_ms, samples)| Anchor {
+                first_sample,
+                start_ms,
+                samples,
+            })
+            .collect();
+        for (id, sample) in state.placed {
+            t.remember(&id, sample);
+        }
+        for e in state.waiting {
+            t.seen.insert(e.event_id.clone(), u64::MAX);
+            match e.onset {
+                Onset::Sample(_) => t.waiting_samples.push_back(e),
+                Onset::UnixMs(_) => t.waiting_ms.push_back(e),
+            }
+        }
+        t
+    }
+
+    /// Heap bytes held now, about (the entries, not the maps' spare room).
+    pub fn state_bytes(&self) -> usize {
+        self.anchors.capacity() * std::mem::size_of::<Anchor>()
+            + self
+                .seen
+                .keys()
+                .map(|k| 2 * k.capacity() + 64)
+                .sum::<usize>()
+            + (self.waiting_samples.len() + self.waiting_ms.len()) * std::mem::size_of::<Event>()
+    }
+
+    /// Takes the events still waiting for their samples (the stream ended or restarts),
+    /// those given a sample first, each kind in order of onset.
+    pub fn take_waiting(&mut self) -> Vec<Event> {
+        let mut all: Vec<Event> = self.waiting_samples.drain(..).collect();
+        all.extend(self.waiting_ms.drain(..));
+        for e in &all {
+            self.seen.remove(&e.event_id);
+        }
+        all
+    }
+
+    /// Events held: waiting for their samples, or remembered to know copies.
+    pub fn held(&self) -> usize {
+        self.seen.len()
     }
 
     /// The samples seen so far (the index after the newest batch's last).
@@ -108,8 +215,9 @@ impl Timeline {
         });
         let end = self.end();
         while let Some(front) = self.anchors.front() {
-            if self.anchors.len() > 1
-                && front.first_sample + front.samples + self.keep_samples <= end
+            if self.anchors.len() > MAX_ANCHORS
+                || self.anchors.len() > 1
+                    && front.first_sample + front.samples + self.keep_samples <= end
             {
                 self.anchors.pop_front();
             } else {
@@ -162,13 +270,17 @@ impl Timeline {
         self.end().saturating_sub(self.keep_samples)
     }
 
-    /// Takes an event of the session.
-    pub fn event(&mut self, e: Event) -> Placed {
+    /// Takes an event of the session; `held_elsewhere` events of the session are held by
+    /// others (epochs waiting for their samples) and count against the limit too.
+    pub fn event(&mut self, e: Event, held_elsewhere: usize) -> Placed {
         if self.seen.contains_key(&e.event_id) {
             return Placed::Copy(e);
         }
         if self.before_memory(&e) {
             return Placed::Late(e);
+        }
+        if self.seen.len().saturating_add(held_elsewhere) >= self.max_held {
+            return Placed::Full(e);
         }
         match self.place(&e) {
             Some(sample) => {
@@ -248,6 +360,12 @@ mod tests {
         }
     }
 
+    impl Timeline {
+        fn event_at(&mut self, e: Event) -> Placed {
+            self.event(e, 0)
+        }
+    }
+
     fn sample(p: &Placed) -> Option<u64> {
         match p {
             Placed::At(_, s) => Some(*s),
@@ -258,24 +376,24 @@ mod tests {
     #[test]
     fn each_batch_anchors_the_onsets_it_holds() {
         // 250 Hz, 32-sample batches (128 ms), the device's stamps drifting 1 ms a batch late.
-        let mut t = Timeline::new(250.0, 10.0);
+        let mut t = Timeline::new(250.0, 10.0, usize::MAX);
         for k in 0..4u64 {
             t.batch(k * 32, 1_000.0 + k as f64 * 129.0, 32);
         }
         // In batch 2 (starts at 1258 ms): 10 ms in is 2.5 samples, rounded to even: 2.
-        assert_eq!(sample(&t.event(at_ms("a", 1_268.0))), Some(64 + 2));
+        assert_eq!(sample(&t.event_at(at_ms("a", 1_268.0))), Some(64 + 2));
         // 14 ms in: 3.5 samples, to even: 4.
-        assert_eq!(sample(&t.event(at_ms("b", 1_272.0))), Some(64 + 4));
+        assert_eq!(sample(&t.event_at(at_ms("b", 1_272.0))), Some(64 + 4));
         // Anchored on the session's start instead it would be (1387 - 1000) * 0.25 = 96.75,
         // sample 97; batch 3 (1387 ms) places it at its own first sample.
-        assert_eq!(sample(&t.event(at_ms("c", 1_387.0))), Some(96));
+        assert_eq!(sample(&t.event_at(at_ms("c", 1_387.0))), Some(96));
     }
 
     #[test]
     fn an_event_before_its_samples_waits_for_the_batch_that_holds_it() {
-        let mut t = Timeline::new(100.0, 10.0);
+        let mut t = Timeline::new(100.0, 10.0, usize::MAX);
         t.batch(0, 0.0, 100);
-        assert_eq!(t.event(at_ms("e", 1_500.0)), Placed::Waiting);
+        assert_eq!(t.event_at(at_ms("e", 1_500.0)), Placed::Waiting);
         assert_eq!(t.waiting(), 1);
         // The next batch ends at 2000 ms: it holds the onset.
         let placed = t.batch(100, 1_000.0, 100);
@@ -286,9 +404,9 @@ mod tests {
 
     #[test]
     fn an_onset_in_a_gap_is_placed_from_the_batch_before_it_once_a_later_one_starts() {
-        let mut t = Timeline::new(100.0, 10.0);
+        let mut t = Timeline::new(100.0, 10.0, usize::MAX);
         t.batch(0, 0.0, 100); // 0..1000 ms
-        assert_eq!(t.event(at_ms("gap", 1_200.0)), Placed::Waiting);
+        assert_eq!(t.event_at(at_ms("gap", 1_200.0)), Placed::Waiting);
         // The next batch starts at 1500 ms (the stamps jumped): the onset stays with the
         // batch before the gap, 1.2 s from its start.
         let placed = t.batch(100, 1_500.0, 100);
@@ -297,45 +415,98 @@ mod tests {
 
     #[test]
     fn copies_are_known_by_event_id_and_late_events_are_not_dropped_silently() {
-        let mut t = Timeline::new(100.0, 2.0);
+        let mut t = Timeline::new(100.0, 2.0, usize::MAX);
         for k in 0..10u64 {
             t.batch(k * 100, k as f64 * 1_000.0, 100);
         }
-        assert_eq!(sample(&t.event(at_ms("a", 9_250.0))), Some(925));
-        assert!(matches!(t.event(at_ms("a", 9_250.0)), Placed::Copy(_)));
+        assert_eq!(sample(&t.event_at(at_ms("a", 9_250.0))), Some(925));
+        assert!(matches!(t.event_at(at_ms("a", 9_250.0)), Placed::Copy(_)));
         // 2 s are remembered behind sample 1000: the batches from sample 800 on.
-        assert_eq!(sample(&t.event(at_ms("b", 8_000.0))), Some(800));
-        assert!(matches!(t.event(at_ms("c", 7_999.0)), Placed::Late(_)));
+        assert_eq!(sample(&t.event_at(at_ms("b", 8_000.0))), Some(800));
+        assert!(matches!(t.event_at(at_ms("c", 7_999.0)), Placed::Late(_)));
         let by_sample = Event {
             onset: Onset::Sample(799),
             ..at_ms("d", 0.0)
         };
-        assert!(matches!(t.event(by_sample), Placed::Late(_)));
+        assert!(matches!(t.event_at(by_sample), Placed::Late(_)));
         let by_sample = Event {
             onset: Onset::Sample(812),
             ..at_ms("f", 0.0)
         };
-        assert_eq!(sample(&t.event(by_sample)), Some(812));
+        assert_eq!(sample(&t.event_at(by_sample)), Some(812));
     }
 
     #[test]
     fn an_onset_before_the_sessions_first_sample_is_late() {
-        let mut t = Timeline::new(100.0, 10.0);
+        let mut t = Timeline::new(100.0, 10.0, usize::MAX);
         t.batch(0, 5_000.0, 100);
-        assert!(matches!(t.event(at_ms("early", 4_999.0)), Placed::Late(_)));
-        assert_eq!(sample(&t.event(at_ms("first", 5_000.0))), Some(0));
+        assert!(matches!(
+            t.event_at(at_ms("early", 4_999.0)),
+            Placed::Late(_)
+        ));
+        assert_eq!(sample(&t.event_at(at_ms("first", 5_000.0))), Some(0));
     }
 
     #[test]
     fn what_is_remembered_stays_bounded() {
-        let mut t = Timeline::new(250.0, 1.0);
+        let mut t = Timeline::new(250.0, 1.0, usize::MAX);
         for k in 0..10_000u64 {
             t.batch(k * 32, k as f64 * 128.0, 32);
             let id = format!("e{k}");
-            t.event(at_ms(&id, k as f64 * 128.0 + 1.0));
+            t.event_at(at_ms(&id, k as f64 * 128.0 + 1.0));
         }
         // One second of 32-sample batches, and the ids placed within it.
         assert!(t.anchors.len() <= 250 / 32 + 2, "{}", t.anchors.len());
         assert!(t.seen.len() <= 250 / 32 + 2, "{}", t.seen.len());
+    }
+
+    #[test]
+    fn a_timeline_restored_from_its_state_carries_on_as_the_original() {
+        let mut t = Timeline::new(100.0, 2.0, usize::MAX);
+        for k in 0..5u64 {
+            t.batch(k * 100, k as f64 * 1_000.0 + 3.0, 100);
+        }
+        t.event_at(at_ms("placed", 4_500.0));
+        t.event_at(at_ms("waits", 6_200.0));
+        t.event_at(Event {
+            onset: Onset::Sample(550),
+            ..at_ms("by-sample", 0.0)
+        });
+        let state = t.state();
+        assert_eq!(state.waiting.len(), 2);
+        // Through JSON, as a snapshot carries it.
+        let json = serde_json::to_string(&state).unwrap();
+        let back: TimelineState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
+        let mut r = Timeline::restore(100.0, 2.0, usize::MAX, back);
+        assert_eq!(r.state(), state);
+        for tl in [&mut t, &mut r] {
+            assert!(matches!(
+                tl.event_at(at_ms("placed", 4_500.0)),
+                Placed::Copy(_)
+            ));
+        }
+        let (a, b) = (t.batch(500, 5_001.0, 100), r.batch(500, 5_001.0, 100));
+        assert_eq!(a, b);
+        assert_eq!(a[0].1, 550);
+        let (a, b) = (t.batch(600, 6_002.0, 100), r.batch(600, 6_002.0, 100));
+        assert_eq!(a, b);
+        assert_eq!(a[0].1, 620);
+        assert_eq!(t.state(), r.state());
+    }
+
+    #[test]
+    fn a_full_session_takes_no_more_events_but_still_knows_copies() {
+        let mut t = Timeline::new(100.0, 10.0, 2);
+        t.batch(0, 0.0, 100);
+        assert!(sample(&t.event_at(at_ms("a", 100.0))).is_some());
+        assert_eq!(t.event_at(at_ms("b", 5_000.0)), Placed::Waiting);
+        assert!(matches!(t.event_at(at_ms("c", 200.0)), Placed::Full(_)));
+        assert!(matches!(t.event_at(at_ms("a", 100.0)), Placed::Copy(_)));
+        // Held elsewhere counts: one event here and one epoch waiting fill a limit of 2.
+        let mut t = Timeline::new(100.0, 10.0, 2);
+        t.batch(0, 0.0, 100);
+        t.event_at(at_ms("a", 100.0));
+        assert!(matches!(t.event(at_ms("b", 200.0), 1), Placed::Full(_)));
     }
 }

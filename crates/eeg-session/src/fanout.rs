@@ -65,6 +65,11 @@ impl<'a, S: Sink> Fanout<'a, S> {
         }
     }
 
+    /// The sink, for outputs of the push that are not windows' (its epochs).
+    pub fn sink(&mut self) -> &mut S {
+        self.sink
+    }
+
     /// The sink failed: the caller can stop feeding windows.
     pub fn stopped(&self) -> bool {
         self.error.is_some()

@@ -52,10 +52,11 @@ pub use fanout::{Fanout, Produced, Sink};
 pub use ledger::{Ledger, StateWrite, Ticket};
 pub use mirror::{OutputCache, OutputObserver};
 pub use partition::{
-    CoreConfig, Duplicates, Handled, Inbound, MAX_CHECKPOINTS, Outbox, Outcome, Output,
+    CoreConfig, Duplicates, EventFate, Handled, Inbound, MAX_CHECKPOINTS, Outbox, Outcome, Output,
     PartitionCore, Restored, Topic,
 };
 pub use snapshot::{Snapshot, SnapshotError, StateReader, StateRecord, StateValue};
+pub use text::quoted;
 pub use triggers::{
     MAX_ID_BYTES, Metric, Op, ParseError, Rule, TriggerConfig, TriggerConfigError, TriggerEngine,
     TriggerState, default_rules,

@@ -19,12 +19,17 @@ use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 
-use eeg_dsp::{Checkpoint, ProcessingConfig, RestoreError, SessionProcessor, Window};
-use eeg_schema::{Limits, ProcessedRecord, RawBatch, SessionMeta, TriggerEvent, encode_processed};
+use eeg_dsp::{Checkpoint, ProcessingConfig, RestoreError, SessionProcessor, Window, WindowSink};
+use eeg_schema::{
+    EpochRecord, Event, Limits, ProcessedRecord, RawBatch, RawMessage, SessionMeta, TriggerEvent,
+    encode_processed,
+};
 
 use crate::admission::{Admission, ResetReason, Session, Sessions};
 use crate::budget::{Full, MemoryBudget, Mib, Reservation};
+use crate::config::{EpochsConfig, EventsConfig};
 use crate::counters::Counters;
+use crate::epochs::{EpochOutput, EventState, SessionEpochs, Taken};
 use crate::fanout::{Fanout, Produced, Sink};
 use crate::ledger::{Ledger, StateWrite, Ticket};
 use crate::snapshot::{
@@ -50,6 +55,10 @@ pub struct CoreConfig {
     pub budget: Arc<MemoryBudget>,
     /// Checkpoints kept per session at most (see [`MAX_CHECKPOINTS`]).
     pub max_checkpoints: usize,
+    /// Epochs cut around events and published on [`Topic::Epochs`]; `None`: events are
+    /// placed and counted, and no epoch is cut.
+    pub epochs: Option<EpochsConfig>,
+    pub events: EventsConfig,
 }
 
 /// Checkpoints a session keeps at most by default. A session keeps one per message from
@@ -67,6 +76,7 @@ pub const MAX_CHECKPOINTS: usize = 64;
 pub enum Topic {
     Processed,
     Triggers,
+    Epochs,
     DeadLetter,
     State,
 }
@@ -143,6 +153,25 @@ pub enum Outcome {
     /// Nothing was recorded; the same message must be handed in again (when memory is
     /// released) before any later one of the partition.
     Held(Full),
+    /// An `eeg.event/1` message, taken; `epochs` records were published for it now.
+    Event { fate: EventFate, epochs: u64 },
+}
+
+/// What became of an event message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFate {
+    /// Placed in its session's samples.
+    Placed,
+    /// Waiting for the batch that holds its onset.
+    Waiting,
+    /// A copy of an event its session had: dropped.
+    Copy,
+    /// Later than `events.max_delay_s`: counted, and recorded as `too_late` when epoched;
+    /// `first` for the session's first (worth telling a person once).
+    Late { first: bool },
+    /// Its session has sent no batch yet: it waits for the first, at most the session idle
+    /// time (then it is a dead letter).
+    BeforeSession,
 }
 
 /// Batches of one session that upstream sent again (e.g. a recording replayed under a
@@ -191,6 +220,11 @@ struct Tracked {
     duplicates: u64,
     /// The session's share of the instance's memory budget.
     reservation: Reservation,
+    /// Its events and epochs; made with the session's processor (it needs its plan).
+    epochs: Option<SessionEpochs>,
+    /// A restored session's snapshot position: its messages at or below it were processed
+    /// before, and are read again only to compute its filtered samples again.
+    restored_through: Option<i64>,
 }
 
 impl Tracked {
@@ -202,6 +236,8 @@ impl Tracked {
             triggers,
             duplicates: 0,
             reservation,
+            epochs: None,
+            restored_through: None,
         }
     }
 
@@ -264,6 +300,31 @@ pub struct PartitionCore {
     buf: Vec<u8>,
     /// This partition's share of the `session_state_bytes` gauge.
     state_bytes: u64,
+    /// Events of sessions that have sent no batch yet, in the order they came. The commit
+    /// stays behind the first: a restart reads them again.
+    early: VecDeque<Early>,
+    /// Outputs of what happened at a message's time before the message was taken (epochs
+    /// ended by an eviction, early events that waited too long): sent with the next message
+    /// taken, and no checkpoint is queued before they are.
+    unsent: Vec<Unsent>,
+}
+
+/// An event whose session has sent no batch yet.
+#[derive(Debug)]
+struct Early {
+    offset: i64,
+    /// Its message time, ms: it waits at most the session idle time from there.
+    ts_ms: i64,
+    event: Event,
+}
+
+/// Outputs owed by something that happened before the message being taken.
+#[derive(Debug)]
+enum Unsent {
+    /// An evicted session's epochs that will never end.
+    Ended(Arc<SessionMeta>, Box<SessionEpochs>),
+    /// An event whose session never came.
+    Orphan(Early),
 }
 
 /// Memory reserved for the session a message starts (or restarts with another shape), and
@@ -290,6 +351,8 @@ impl PartitionCore {
             spare: Spare::default(),
             buf: Vec::new(),
             state_bytes: 0,
+            early: VecDeque::new(),
+            unsent: Vec::new(),
         }
     }
 
@@ -334,6 +397,27 @@ impl PartitionCore {
             let triggers = snap
                 .triggers
                 .unwrap_or_else(|| core.config.triggers.new_state());
+            let c = &core.config;
+            let state = snap
+                .events
+                .unwrap_or_else(|| EventState::empty(snap.checkpoint.t0_ms as f64));
+            // The filtered samples come again from the checkpoint's position on.
+            let epochs = match SessionEpochs::restore(
+                c.epochs.as_ref(),
+                &c.events,
+                processor.plan(),
+                snap.channels.len(),
+                state,
+                processor.samples_seen(),
+            ) {
+                Ok(e) => e,
+                Err(e) => {
+                    report
+                        .unfit
+                        .push((record.session_id, RestoreError::Config(e)));
+                    continue;
+                }
+            };
             // Already running: counted even beyond the budget, new sessions wait for it.
             let declared = core
                 .declared_bytes(snap.sample_rate_hz, snap.channels.len())
@@ -367,6 +451,8 @@ impl PartitionCore {
                         triggers,
                         duplicates: 0,
                         reservation,
+                        epochs: Some(epochs),
+                        restored_through: record.position,
                     },
                 },
             );
@@ -438,11 +524,9 @@ impl PartitionCore {
         }
         self.evict_expired();
         let decoded =
-            eeg_schema::RawEncoding::from_content_type(m.content_type).and_then(|encoding| {
-                eeg_schema::decode_raw_as(m.payload, encoding, &self.config.limits)
-            });
+            eeg_schema::decode_raw_message(m.payload, m.content_type, &self.config.limits);
         let (mut refused, mut room) = (None, None);
-        if let Ok(batch) = &decoded {
+        if let Ok(RawMessage::Batch(batch)) = &decoded {
             match self.make_room(batch, m.offset) {
                 Ok(r) => room = r,
                 Err(NoRoom::Wait(full)) => {
@@ -451,6 +535,7 @@ impl PartitionCore {
                         gap: None,
                     });
                 }
+                Err(NoRoom::Refused(reason)) => refused = Some(reason),
                 Err(NoRoom::Never(full)) => {
                     refused = Some(format!(
                         "session {} needs {} of session memory, more than this instance's whole budget of {}; raise EEG_SESSION_MEMORY_MIB (or the container's memory limit), or lower limits.max_session_state_mib so that the limits refuse such sessions",
@@ -468,9 +553,14 @@ impl PartitionCore {
         let ticket = self.ledger.input(m.offset);
         // A reservation admission does not take (the session refused after all) is released
         // when dropped.
-        let outcome = match refused {
-            Some(reason) => self.dead_letter(m, &reason, &ticket, outbox),
-            None => self.process(m, decoded, room, &ticket, outbox),
+        let outcome = match self.send_unsent(&ticket, outbox) {
+            Err(e) => Err(e),
+            Ok(()) => match (refused, decoded) {
+                (Some(reason), _) => self.dead_letter(m, &reason, &ticket, outbox),
+                (None, Ok(RawMessage::Event(e))) => self.event(m, e, &ticket, outbox),
+                (None, Ok(RawMessage::Batch(b))) => self.process(m, Ok(b), room, &ticket, outbox),
+                (None, Err(e)) => self.process(m, Err(e), room, &ticket, outbox),
+            },
         };
         Ledger::close(&ticket);
         // A message read again below the commit does not move this core's position.
@@ -491,7 +581,35 @@ impl PartitionCore {
             SessionProcessor::plan_session(&self.config.processing, fs, n_channels).ok()?;
         let entry = Checkpoint::bytes_for(&plan, n_channels)
             + (std::mem::size_of::<Entry>() - std::mem::size_of::<Checkpoint>()) as u64;
-        Some(state + self.config.max_checkpoints as u64 * entry)
+        let c = &self.config;
+        let epochs =
+            SessionEpochs::max_state_bytes(c.epochs.as_ref(), &c.events, &plan, n_channels)
+                .unwrap_or(0);
+        Some(state + epochs + c.max_checkpoints as u64 * entry)
+    }
+
+    /// Why the session `batch` starts (or restarts with another shape) cannot cut its
+    /// epochs: the `[epochs]` config does not fit its rate, or its samples kept for epochs
+    /// pass `limits.max_session_state_mib`. `None` when it can, or when the limits refuse
+    /// the session anyway (admission says why).
+    fn epochs_refusal(&self, batch: &RawBatch) -> Option<String> {
+        let c = &self.config;
+        let (fs, n) = (batch.sample_rate_hz, batch.channels.len());
+        let (plan, state) = SessionProcessor::plan_session(&c.processing, fs, n).ok()?;
+        let id = crate::text::quoted(&batch.session_id);
+        let epochs = match SessionEpochs::max_state_bytes(c.epochs.as_ref(), &c.events, &plan, n) {
+            Ok(b) => b,
+            Err(e) => return Some(format!("session {id}: epochs at {fs} Hz: {e}")),
+        };
+        let limit = c.processing.limits.max_session_state_bytes;
+        (state.saturating_add(epochs) > limit).then(|| {
+            format!(
+                "session {id}: {n} channels at {fs} Hz need {} MiB of session state with the samples kept for epochs ({} s of events.max_delay_s and the epoch's pre-stimulus), above limits.max_session_state_mib = {}; raise it, or lower events.max_delay_s",
+                state.saturating_add(epochs).div_ceil(1 << 20),
+                c.events.max_delay_s,
+                limit.div_ceil(1 << 20)
+            )
+        })
     }
 
     /// What a batch of a session not in the table is without admission: a message already
@@ -524,6 +642,9 @@ impl PartitionCore {
                 .map_or(0, |s| s.extra.reservation.bytes()),
             _ => return Ok(None),
         };
+        if let Some(reason) = self.epochs_refusal(batch) {
+            return Err(NoRoom::Refused(reason));
+        }
         let Some(declared) = self.declared_bytes(batch.sample_rate_hz, batch.channels.len()) else {
             return Ok(None);
         };
@@ -587,7 +708,7 @@ impl PartitionCore {
         };
         let mut reset = None;
         let mut new_session = false;
-        match admission {
+        match &admission {
             Admission::New => {
                 new_session = true;
                 c.sessions_started.fetch_add(1, Ordering::Relaxed);
@@ -602,7 +723,7 @@ impl PartitionCore {
                 self.spare
                     .give_all(session.extra.entries.drain(..).map(|e| e.checkpoint));
                 session.extra.triggers.reset();
-                reset = Some(reason);
+                reset = Some(reason.clone());
             }
             Admission::Continues | Admission::Duplicate => {}
         }
@@ -625,39 +746,72 @@ impl PartitionCore {
             ticket,
             buf: &mut self.buf,
             max_bytes: self.config.max_output_bytes,
+            epochs: 0,
         };
-        let mut fanout = Fanout::new(
-            &session.meta,
-            Some((&engine, &mut session.extra.triggers)),
+        // The events that came before the session's first batch, and those it refused.
+        let mut refused = Vec::new();
+        let placed = place_batch(
+            session,
+            &admission,
+            &batch,
+            (self.config.epochs.as_ref(), &self.config.events),
+            (&mut self.early, &mut refused),
+            m.offset,
             &mut sink,
         );
-        let pushed = session.processor.push_channel_major(
-            batch.samples(),
-            batch.samples_per_channel(),
-            &mut fanout,
+        let finished = match placed {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let mut push = Push {
+                    fanout: Fanout::new(
+                        &session.meta,
+                        Some((&engine, &mut session.extra.triggers)),
+                        &mut sink,
+                    ),
+                    epochs: session.extra.epochs.as_mut().map(|e| (e, &*session.meta)),
+                    error: None,
+                };
+                let pushed = session.processor.push_channel_major(
+                    batch.samples(),
+                    batch.samples_per_channel(),
+                    &mut push,
+                );
+                push.finish().map(|p| (p, pushed))
+            }
+        };
+        let epochs_sent = sink.epochs;
+        // Keep checkpoints from the one whose message holds the next window's first sample,
+        // and the first sample its epochs may still need.
+        let next = session.processor.next_window_start().min(
+            session
+                .extra
+                .epochs
+                .as_ref()
+                .and_then(SessionEpochs::needs_from)
+                .unwrap_or(u64::MAX),
         );
-        let finished = fanout.finish();
-        // Keep checkpoints from the one whose message holds the next window's first sample.
-        let next = session.processor.next_window_start();
         let entries = &mut session.extra.entries;
         while entries.len() > 1 && entries[1].checkpoint.position <= next {
             if let Some(e) = entries.pop_front() {
                 self.spare.give(e.checkpoint);
             }
         }
-        let produced = match finished {
+        c.epochs_published.fetch_add(epochs_sent, Ordering::Relaxed);
+        for (early, reason) in refused {
+            self.dead_letter_event(&early, &reason, ticket, outbox)?;
+        }
+        let (produced, pushed) = match finished {
             Ok(p) => p,
             Err(Stop::Refused(e)) => return Err(e),
             // The same on every owner and at every retry: a stop would stop them all in
             // turn. The message is a dead letter that says what to raise.
-            Err(Stop::TooLarge { window, size }) => {
-                let reason = format!(
-                    "the record of window {window} of session '{}' is {size} bytes, over the producer's limit of {} bytes (raise message.max.bytes and the topic's max.message.bytes)",
-                    batch.session_id, self.config.max_output_bytes
-                );
+            Err(Stop::TooLarge { what, size }) => {
+                let reason =
+                    too_large(&what, &batch.session_id, size, self.config.max_output_bytes);
                 return self.dead_letter(m, &reason, ticket, outbox);
             }
         };
+        let c = &self.counters;
         c.records_published
             .fetch_add(produced.records, Ordering::Relaxed);
         c.triggers_published
@@ -672,6 +826,158 @@ impl PartitionCore {
             reset,
             new_session,
         })
+    }
+
+    /// Takes an `eeg.event/1` message: into its session's events, or held until the
+    /// session's first batch.
+    fn event<O: Outbox>(
+        &mut self,
+        m: &Inbound<'_>,
+        e: Event,
+        ticket: &Arc<Ticket>,
+        outbox: &mut O,
+    ) -> Result<Outcome, O::Error> {
+        let replaying = self.replay_below.is_some_and(|c| m.offset < c);
+        let Some(session) = self.sessions.get_mut(&e.session_id) else {
+            let evicted = self
+                .evicted_before
+                .get(&e.session_id)
+                .is_some_and(|v| m.offset <= v.position);
+            if replaying || evicted {
+                return Ok(Outcome::AccountedFor);
+            }
+            let max = self.config.events.max_held;
+            if self.early.len() >= max {
+                let reason = format!(
+                    "session {} has sent no batch yet, and this partition holds {} events of sessions not started already (events.max_held); the event waits for no batch",
+                    crate::text::quoted(&e.session_id),
+                    self.early.len()
+                );
+                return self.dead_letter(m, &reason, ticket, outbox);
+            }
+            let ts_ms = m.timestamp_ms.unwrap_or(self.now_ms);
+            self.next_expiry_ms = self
+                .next_expiry_ms
+                .min(ts_ms.saturating_add_unsigned(self.config.session_idle_ms));
+            self.early.push_back(Early {
+                offset: m.offset,
+                ts_ms,
+                event: e,
+            });
+            self.counters.events_taken.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::Event {
+                fate: EventFate::BeforeSession,
+                epochs: 0,
+            });
+        };
+        // The snapshot holds what the session did with it.
+        if session
+            .extra
+            .restored_through
+            .is_some_and(|p| m.offset <= p)
+        {
+            return Ok(Outcome::AccountedFor);
+        }
+        let mut sink = OutboxSink {
+            outbox,
+            ticket,
+            buf: &mut self.buf,
+            max_bytes: self.config.max_output_bytes,
+            epochs: 0,
+        };
+        let Some(se) = session.extra.epochs.as_mut() else {
+            // Every session in the table has its event state from its first batch on.
+            unreachable!("a session without its event state");
+        };
+        let taken = se.event(&session.meta, e, &mut sink);
+        let epochs = sink.epochs;
+        let c = &self.counters;
+        c.epochs_published.fetch_add(epochs, Ordering::Relaxed);
+        let fate = match taken {
+            Ok(Taken::Placed) => EventFate::Placed,
+            Ok(Taken::Waiting) => EventFate::Waiting,
+            Ok(Taken::Copy) => EventFate::Copy,
+            Ok(Taken::Late) => EventFate::Late {
+                first: se.counts().late == 1,
+            },
+            Ok(Taken::Full(e)) => {
+                let reason = se.full_reason(&e);
+                return self.dead_letter(m, &reason, ticket, outbox);
+            }
+            Err(Stop::Refused(e)) => return Err(e),
+            Err(Stop::TooLarge { what, size }) => {
+                let session_id = session.meta.session_id.clone();
+                let reason = too_large(&what, &session_id, size, self.config.max_output_bytes);
+                return self.dead_letter(m, &reason, ticket, outbox);
+            }
+        };
+        match fate {
+            EventFate::Copy => c.event_copies.fetch_add(1, Ordering::Relaxed),
+            EventFate::Late { .. } => c.events_late.fetch_add(1, Ordering::Relaxed),
+            _ => c.events_taken.fetch_add(1, Ordering::Relaxed),
+        };
+        Ok(Outcome::Event { fate, epochs })
+    }
+
+    /// Dead-letters an event held for its session, as its canonical JSON (the message it
+    /// came in is behind the commit's reach by now only if it was taken).
+    fn dead_letter_event<O: Outbox>(
+        &mut self,
+        early: &Early,
+        reason: &str,
+        ticket: &Arc<Ticket>,
+        outbox: &mut O,
+    ) -> Result<(), O::Error> {
+        let json = early.event.to_json();
+        let m = Inbound {
+            offset: early.offset,
+            timestamp_ms: Some(early.ts_ms),
+            key: Some(early.event.session_id.as_bytes()),
+            payload: json.as_bytes(),
+            content_type: None,
+        };
+        self.dead_letter(&m, reason, ticket, outbox).map(drop)
+    }
+
+    /// Sends what evictions and expired early events owe, on behalf of the message being
+    /// taken.
+    fn send_unsent<O: Outbox>(
+        &mut self,
+        ticket: &Arc<Ticket>,
+        outbox: &mut O,
+    ) -> Result<(), O::Error> {
+        for u in std::mem::take(&mut self.unsent) {
+            match u {
+                Unsent::Ended(meta, mut se) => {
+                    let mut sink = OutboxSink {
+                        outbox: &mut *outbox,
+                        ticket,
+                        buf: &mut self.buf,
+                        max_bytes: self.config.max_output_bytes,
+                        epochs: 0,
+                    };
+                    match se.end(&meta, None, &mut sink) {
+                        Ok(()) => {}
+                        Err(Stop::Refused(e)) => return Err(e),
+                        // An ended epoch's record holds no samples: a few hundred bytes.
+                        Err(Stop::TooLarge { .. }) => {}
+                    }
+                    let n = sink.epochs;
+                    self.counters
+                        .epochs_published
+                        .fetch_add(n, Ordering::Relaxed);
+                }
+                Unsent::Orphan(early) => {
+                    let reason = format!(
+                        "session {} sent no batch within {} s (the session idle time) of this event",
+                        crate::text::quoted(&early.event.session_id),
+                        self.config.session_idle_ms as f64 / 1000.0
+                    );
+                    self.dead_letter_event(&early, &reason, ticket, outbox)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counts a batch its session had already processed, unless it is one this core reads
@@ -717,7 +1023,22 @@ impl PartitionCore {
                 self.spare
                     .give_all(s.extra.entries.into_iter().map(|e| e.checkpoint));
                 self.evicted.push((id, s.next_seq));
+                // Its epochs waiting for samples end; their records go with the next message.
+                if let Some(se) = s.extra.epochs
+                    && se.waiting_epochs() > 0
+                {
+                    self.unsent.push(Unsent::Ended(s.meta, Box::new(se)));
+                }
             }
+            self.dirty = true;
+        }
+        if self.early.iter().any(|e| e.ts_ms < cutoff) {
+            let (gone, kept) = std::mem::take(&mut self.early)
+                .into_iter()
+                .partition(|e| e.ts_ms < cutoff);
+            self.early = kept;
+            self.unsent
+                .extend(Vec::from(gone).into_iter().map(Unsent::Orphan));
             self.dirty = true;
         }
         self.refresh_expiry();
@@ -728,7 +1049,9 @@ impl PartitionCore {
         self.next_expiry_ms = self
             .sessions
             .iter()
-            .map(|(_, s)| s.last_seen.saturating_add_unsigned(idle))
+            .map(|(_, s)| s.last_seen)
+            .chain(self.early.iter().map(|e| e.ts_ms))
+            .map(|t| t.saturating_add_unsigned(idle))
             .min()
             .unwrap_or(i64::MAX);
     }
@@ -798,7 +1121,9 @@ impl PartitionCore {
     /// Nothing is sent before every output queued earlier is acknowledged; see
     /// [`PartitionCore::advance`].
     pub fn checkpoint(&mut self) {
-        if !self.dirty {
+        // What is owed is sent with the next message; a checkpoint before would let the
+        // commit pass it.
+        if !self.dirty || !self.unsent.is_empty() {
             return;
         }
         let Some(last) = self.last_offset else {
@@ -809,6 +1134,7 @@ impl PartitionCore {
             .sessions
             .iter()
             .filter_map(|(_, s)| s.extra.boundary_offset())
+            .chain(self.early.iter().map(|e| e.offset))
             .min()
             .unwrap_or(last + 1)
             .min(last + 1);
@@ -827,6 +1153,10 @@ impl PartitionCore {
         let mut state_bytes = 0;
         for (id, s) in self.sessions.iter_mut() {
             state_bytes += s.processor.state_bytes()
+                + s.extra
+                    .epochs
+                    .as_ref()
+                    .map_or(0, SessionEpochs::state_bytes)
                 + id.capacity()
                 + s.extra
                     .entries
@@ -856,6 +1186,7 @@ impl PartitionCore {
                 last_seen_ms: Some(s.last_seen),
                 checkpoint,
                 triggers: Some(s.extra.triggers.clone()),
+                events: s.extra.epochs.as_ref().map(SessionEpochs::state),
             };
             writes.push(StateWrite {
                 session_id: id.clone(),
@@ -921,6 +1252,8 @@ enum NoRoom {
     Wait(Full),
     /// Not on this instance ever: it needs more than the whole budget.
     Never(Full),
+    /// Not anywhere with this config: the reason.
+    Refused(String),
 }
 
 /// Drops every other checkpoint of a session past `max` (the first and the last stay), so
@@ -986,8 +1319,16 @@ fn send<O: Outbox>(outbox: &mut O, out: &Output<'_>, ticket: &Arc<Ticket>) -> Re
 enum Stop<E> {
     /// The outbox did not take an output.
     Refused(E),
-    /// A record larger than the producer takes; never sent.
-    TooLarge { window: u64, size: usize },
+    /// A record larger than the producer takes (`what` names it); never sent.
+    TooLarge { what: String, size: usize },
+}
+
+/// Why a message is a dead letter when one of its records is too large for the producer.
+fn too_large(what: &str, session_id: &str, size: usize, max: usize) -> String {
+    format!(
+        "the record of {what} of session {} is {size} bytes, over the producer's limit of {max} bytes (raise message.max.bytes and the topic's max.message.bytes)",
+        crate::text::quoted(session_id)
+    )
 }
 
 /// The fan-out's sink in the service: each record and event encoded and sent on behalf of the
@@ -997,12 +1338,148 @@ struct OutboxSink<'a, O: Outbox> {
     ticket: &'a Arc<Ticket>,
     buf: &'a mut Vec<u8>,
     max_bytes: usize,
+    /// Epoch records sent.
+    epochs: u64,
 }
 
 impl<O: Outbox> OutboxSink<'_, O> {
     fn send(&mut self, out: &Output<'_>) -> Result<(), Stop<O::Error>> {
         send(self.outbox, out, self.ticket).map_err(Stop::Refused)
     }
+
+    /// Sends `out` unless it is larger than the producer takes (`what` names it then).
+    fn send_sized(
+        &mut self,
+        out: &Output<'_>,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), Stop<O::Error>> {
+        let size = out.size();
+        if size + OUTPUT_OVERHEAD > self.max_bytes {
+            return Err(Stop::TooLarge { what: what(), size });
+        }
+        self.send(out)
+    }
+}
+
+impl<O: Outbox> EpochOutput for OutboxSink<'_, O> {
+    type Error = Stop<O::Error>;
+
+    fn epoch(&mut self, record: &EpochRecord<'_>) -> Result<(), Stop<O::Error>> {
+        self.buf.clear();
+        record.encode_into(self.buf);
+        let buf = std::mem::take(self.buf);
+        let out = Output {
+            topic: Topic::Epochs,
+            key: Some(record.session_id.as_bytes()),
+            payload: Some(&buf),
+            headers: &[],
+            window_end_ms: None,
+        };
+        let sent = self.send_sized(&out, || {
+            format!(
+                "the epoch of event {}",
+                crate::text::quoted(&record.event.event_id)
+            )
+        });
+        *self.buf = buf;
+        self.epochs += u64::from(sent.is_ok());
+        sent
+    }
+}
+
+/// The processor's sink for one push: windows to the fan-out, filtered samples to the
+/// session's epochs, whose records go to the fan-out's outbox too.
+struct Push<'a, 'f, O: Outbox> {
+    fanout: Fanout<'f, OutboxSink<'a, O>>,
+    epochs: Option<(&'f mut SessionEpochs, &'f SessionMeta)>,
+    error: Option<Stop<O::Error>>,
+}
+
+impl<O: Outbox> Push<'_, '_, O> {
+    fn finish(self) -> Result<Produced, Stop<O::Error>> {
+        let produced = self.fanout.finish()?;
+        self.error.map_or(Ok(produced), Err)
+    }
+}
+
+impl<O: Outbox> WindowSink for Push<'_, '_, O> {
+    fn window(&mut self, w: &Window<'_>) {
+        self.fanout.window(w);
+    }
+
+    fn filtered(&mut self, frames: &[f64]) {
+        if self.error.is_some() || self.fanout.stopped() {
+            return;
+        }
+        if let Some((epochs, meta)) = self.epochs.as_mut()
+            && let Err(e) = epochs.filtered(meta, frames, self.fanout.sink())
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// A batch's place in its session's events, before its samples are pushed: a new session
+/// (or one with a new shape) gets its event state, with the events that came before its
+/// first batch (those it cannot hold go to `refused`); a restart ends the epochs waiting;
+/// then the batch places the events waiting for it. A batch read again after a restore
+/// (at or below the snapshot's position) only pushes its samples: the snapshot holds
+/// what it placed.
+fn place_batch<O: Outbox>(
+    session: &mut Session<Tracked>,
+    admission: &Admission,
+    batch: &RawBatch,
+    (epochs, events): (Option<&EpochsConfig>, &EventsConfig),
+    (early, refused): (&mut VecDeque<Early>, &mut Vec<(Early, String)>),
+    offset: i64,
+    sink: &mut OutboxSink<'_, O>,
+) -> Result<(), Stop<O::Error>> {
+    let meta = &*session.meta;
+    let start_ms = batch.start_ms as f64;
+    if let (Admission::Reset(_), Some(se)) = (admission, session.extra.epochs.as_mut()) {
+        se.end(meta, Some(start_ms), sink)?;
+    }
+    if matches!(
+        admission,
+        Admission::New | Admission::Reset(ResetReason::ShapeChanged)
+    ) {
+        let plan = session.processor.plan();
+        let n = batch.channels.len();
+        // Checked before admission; a session whose epochs could not be planned would
+        // have been refused.
+        let mut se = SessionEpochs::new(epochs, events, plan, n, start_ms)
+            .or_else(|_| SessionEpochs::new(None, events, plan, n, start_ms))
+            .expect("no plan to fail")
+            .without_averages();
+        if early.iter().any(|e| e.event.session_id == batch.session_id) {
+            let (mine, others): (VecDeque<Early>, VecDeque<Early>) = std::mem::take(early)
+                .into_iter()
+                .partition(|e| e.event.session_id == batch.session_id);
+            *early = others;
+            for e in mine {
+                let (offset, ts_ms) = (e.offset, e.ts_ms);
+                if let Taken::Full(event) = se.event(meta, e.event, sink)? {
+                    let reason = se.full_reason(&event);
+                    let e = Early {
+                        offset,
+                        ts_ms,
+                        event,
+                    };
+                    refused.push((e, reason));
+                }
+            }
+        }
+        session.extra.epochs = Some(se);
+    }
+    if session.extra.restored_through.is_some_and(|p| offset <= p) {
+        return Ok(());
+    }
+    session.extra.restored_through = None;
+    if let Some(se) = session.extra.epochs.as_mut() {
+        let n = batch.samples_per_channel() as u64;
+        se.batch(meta, session.processor.samples_seen(), start_ms, n, sink)?;
+    }
+    Ok(())
 }
 
 impl<O: Outbox> Sink for OutboxSink<'_, O> {
@@ -1023,15 +1500,7 @@ impl<O: Outbox> Sink for OutboxSink<'_, O> {
             headers: &[],
             window_end_ms: Some(window.end_ms),
         };
-        let size = out.size();
-        let sent = if size + OUTPUT_OVERHEAD > self.max_bytes {
-            Err(Stop::TooLarge {
-                window: window.index,
-                size,
-            })
-        } else {
-            self.send(&out)
-        };
+        let sent = self.send_sized(&out, || format!("window {}", window.index));
         *self.buf = buf;
         sent
     }
@@ -1104,6 +1573,8 @@ mod tests {
             max_output_bytes: 1_000_000,
             budget,
             max_checkpoints,
+            epochs: Some(EpochsConfig::default()),
+            events: EventsConfig::default(),
         };
         PartitionCore::new(config, Arc::new(Counters::default()))
     }
@@ -1234,7 +1705,7 @@ mod tests {
             panic!("{:?}", handled.outcome);
         };
         assert!(
-            reason.contains("the record of window 0 of session 'wide' is")
+            reason.contains("the record of window 0 of session \"wide\" is")
                 && reason.contains("over the producer's limit of 6000 bytes"),
             "{reason}"
         );
@@ -1544,5 +2015,187 @@ mod tests {
         assert_eq!(c.handle(&m(3), &mut out).unwrap().outcome, Outcome::Repeat);
         assert_eq!(c.handle(&m(6), &mut out).unwrap().gap, Some((4, 6)));
         assert_eq!(c.counters.offset_gaps.load(Ordering::Relaxed), 1);
+    }
+
+    fn event_json(session: &str, id: &str, onset_sample: u64) -> String {
+        Event {
+            session_id: session.into(),
+            event_id: id.into(),
+            onset: eeg_schema::Onset::Sample(onset_sample),
+            duration_s: 0.0,
+            label: "target".into(),
+            value: Some(1),
+            source: "app".into(),
+        }
+        .to_json()
+    }
+
+    fn epochs_of(out: &Kept) -> Vec<serde_json::Value> {
+        out.0
+            .iter()
+            .filter(|(t, ..)| *t == Topic::Epochs)
+            .map(|(_, p, _)| serde_json::from_slice(p).unwrap())
+            .collect()
+    }
+
+    /// Sends what a checkpoint queued and returns the commit it reached.
+    fn commit(c: &mut PartitionCore, out: &mut Kept) -> Option<i64> {
+        c.checkpoint();
+        c.advance(out).unwrap()
+    }
+
+    #[test]
+    fn events_wait_for_their_sessions_first_batch_behind_the_commit_and_orphans_are_dead_lettered()
+    {
+        let mut c = core();
+        let mut out = Kept::default();
+        for (offset, session) in [(0, "s"), (1, "ghost")] {
+            let o = handle_at(&mut c, offset, &event_json(session, "e1", 100), &mut out);
+            assert_eq!(
+                o,
+                Outcome::Event {
+                    fate: EventFate::BeforeSession,
+                    epochs: 0
+                }
+            );
+        }
+        assert_eq!(commit(&mut c, &mut out), Some(0), "behind the first event");
+        for seq in 0..4 {
+            handle_at(&mut c, 2 + seq as i64, &second(seq), &mut out);
+        }
+        // Sample 100's epoch (74..=164 at 128 Hz) is complete after the third batch.
+        let epochs = epochs_of(&out);
+        assert_eq!(epochs.len(), 1);
+        assert_eq!(epochs[0]["event"]["event_id"], "e1");
+        assert_eq!(epochs[0]["status"], "ok");
+        assert_eq!(
+            (
+                epochs[0]["first_sample"].as_u64(),
+                epochs[0]["last_sample"].as_u64()
+            ),
+            (Some(74), Some(164))
+        );
+        assert_eq!(
+            commit(&mut c, &mut out),
+            Some(1),
+            "behind the ghost's event"
+        );
+        // Much later: the ghost never sent a batch; its event is a dead letter, as it came.
+        let later = batch_of("t", 0, 0, 64);
+        let m = Inbound {
+            offset: 6,
+            timestamp_ms: Some(400_000),
+            key: Some(b"t"),
+            payload: later.as_bytes(),
+            content_type: None,
+        };
+        c.handle(&m, &mut out).unwrap();
+        let (_, copy, headers) = out
+            .0
+            .iter()
+            .find(|(t, ..)| *t == Topic::DeadLetter)
+            .expect("a dead letter");
+        assert_eq!(*copy, event_json("ghost", "e1", 100).into_bytes());
+        assert_eq!(header(headers, "source.offset"), Some("1"));
+        assert!(
+            header(headers, "error")
+                .unwrap()
+                .contains("sent no batch within 300 s"),
+            "{headers:?}"
+        );
+        assert!(commit(&mut c, &mut out).unwrap() > 1);
+    }
+
+    #[test]
+    fn bad_events_and_events_beyond_what_a_session_holds_are_dead_lettered_naming_why() {
+        let config = CoreConfig {
+            events: EventsConfig {
+                max_held: 2,
+                ..EventsConfig::default()
+            },
+            ..core().config.clone()
+        };
+        let mut c = PartitionCore::new(config, Arc::new(Counters::default()));
+        let mut out = Kept::default();
+        handle_at(&mut c, 0, &second(0), &mut out);
+        let bad = r#"{"schema":"eeg.event/1","session_id":"s","event_id":"x","onset_ms":1,"duration_s":-1,"label":"a"}"#;
+        let Outcome::DeadLetter(reason) = handle_at(&mut c, 1, bad, &mut out) else {
+            panic!("a bad event is a dead letter");
+        };
+        assert!(reason.contains("duration_s"), "{reason}");
+        // Two events wait for their samples; a third does not fit.
+        for (offset, id) in [(2, "a"), (3, "b")] {
+            let o = handle_at(&mut c, offset, &event_json("s", id, 1_000), &mut out);
+            assert!(
+                matches!(
+                    o,
+                    Outcome::Event {
+                        fate: EventFate::Waiting,
+                        ..
+                    }
+                ),
+                "{o:?}"
+            );
+        }
+        let Outcome::DeadLetter(reason) =
+            handle_at(&mut c, 4, &event_json("s", "c", 1_000), &mut out)
+        else {
+            panic!("a third event is one too many");
+        };
+        assert!(reason.contains("raise events.max_held"), "{reason}");
+        // A copy of one held is still a copy.
+        let o = handle_at(&mut c, 5, &event_json("s", "a", 1_000), &mut out);
+        assert!(
+            matches!(
+                o,
+                Outcome::Event {
+                    fate: EventFate::Copy,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn sessions_whose_epochs_cannot_be_cut_are_dead_lettered_naming_the_key_or_limit() {
+        let mut epochs = EpochsConfig::default();
+        epochs.epoch.erd = Some(eeg_dsp::epochs::ErdConfig {
+            reference_s: [-0.2, 0.0],
+            active_s: [0.1, 0.105],
+        });
+        let config = CoreConfig {
+            epochs: Some(epochs),
+            ..core().config.clone()
+        };
+        let mut c = PartitionCore::new(config, Arc::new(Counters::default()));
+        let mut out = Kept::default();
+        let Outcome::DeadLetter(reason) = handle_at(&mut c, 0, &second(0), &mut out) else {
+            panic!("the session's epochs cannot be cut at 128 Hz");
+        };
+        assert!(
+            reason.contains("erd.active_s") && reason.contains("128 Hz"),
+            "{reason}"
+        );
+        // An hour of samples kept for late events is more than the session may hold.
+        let mut processing = ProcessingConfig::default();
+        processing.limits.max_session_state_bytes = 2 << 20;
+        let config = CoreConfig {
+            processing,
+            events: EventsConfig {
+                max_delay_s: 3600.0,
+                ..EventsConfig::default()
+            },
+            ..core().config.clone()
+        };
+        let mut c = PartitionCore::new(config, Arc::new(Counters::default()));
+        let Outcome::DeadLetter(reason) = handle_at(&mut c, 0, &second(0), &mut out) else {
+            panic!("an hour of samples for epochs is beyond the limit");
+        };
+        assert!(
+            reason.contains("limits.max_session_state_mib = 2")
+                && reason.contains("events.max_delay_s"),
+            "{reason}"
+        );
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use eeg_dsp::Checkpoint;
 
+use crate::epochs::EventState;
 use crate::text::quoted;
 use crate::triggers::TriggerState;
 
@@ -61,6 +62,10 @@ pub struct Snapshot {
     /// Trigger rules' state after the last window before `checkpoint.next_window`.
     #[serde(default)]
     pub triggers: Option<TriggerState>,
+    /// The session's events and epochs at `position` but their filtered samples, which the
+    /// session computes again from `checkpoint` on (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventState>,
 }
 
 /// A state record that cannot be read back; one line, whatever the record holds.
@@ -223,6 +228,34 @@ mod tests {
                     .unwrap()
                     .new_state(),
             ),
+            events: Some(event_state()),
+        }
+    }
+
+    /// Events waiting, placed and with epochs pending, at awkward times.
+    fn event_state() -> EventState {
+        let event = |id: &str, onset| eeg_schema::Event {
+            session_id: "s-1".into(),
+            event_id: id.into(),
+            onset,
+            duration_s: 0.1 + 0.2,
+            label: "target \u{1F600}".into(),
+            value: Some(-3),
+            source: "app".into(),
+        };
+        EventState {
+            timeline: crate::events::TimelineState {
+                anchors: vec![(0, 1_700_000_000_123.1, 32), (32, 1_700_000_000_251.7, 32)],
+                waiting: vec![event("w", eeg_schema::Onset::UnixMs(1_700_000_009_000.3))],
+                placed: vec![("p".into(), 40)],
+            },
+            pending: vec![(event("p", eeg_schema::Onset::Sample(40)), 40)],
+            counts: crate::epochs::EventCounts {
+                events: 2,
+                copies: 1,
+                ..Default::default()
+            },
+            t0_ms: 1_700_000_000_123.1,
         }
     }
 

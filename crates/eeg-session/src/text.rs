@@ -9,7 +9,7 @@ const QUOTE_MAX_CHARS: usize = 64;
 const MESSAGE_MAX_CHARS: usize = 512;
 
 /// `s` in double quotes, escaped (so it stays on one line) and cut at [`QUOTE_MAX_CHARS`].
-pub(crate) fn quoted(s: &str) -> String {
+pub fn quoted(s: &str) -> String {
     match s.char_indices().nth(QUOTE_MAX_CHARS) {
         Some((cut, _)) => format!("{:?}...", &s[..cut]),
         None => format!("{s:?}"),

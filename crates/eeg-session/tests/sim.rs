@@ -15,7 +15,7 @@
 //! `EEG_SIM_FIRST=S` starts the range elsewhere. A failing seed is printed with the steps
 //! that led to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -23,8 +23,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use eeg_dsp::epochs::{Component, EpochConfig, ErdConfig, Peak};
 use eeg_dsp::{Band, Checkpoint, FilterConfig, ProcessingConfig, Window, WindowConfig};
-use eeg_schema::{Limits, ProcessedRecord, SessionMeta, TriggerEvent, encode_processed};
+use eeg_schema::{
+    EpochRecord, Event, Limits, Onset, ProcessedRecord, RawMessage, SessionMeta, TriggerEvent,
+    encode_processed,
+};
+use eeg_session::config::{EpochsConfig, EventsConfig};
+use eeg_session::epochs::{EpochOutput, SessionEpochs, Tap};
 use eeg_session::{
     CoreConfig, Counters, Fanout, Inbound, MAX_CHECKPOINTS, MemoryBudget, Metric, Op, Outbox,
     Output, PartitionCore, Rule, Sessions, Sink, StateReader, StateRecord, Ticket, Topic,
@@ -85,6 +91,37 @@ fn engine() -> Arc<TriggerEngine> {
     Arc::new(TriggerEngine::new(rules).expect("valid rules"))
 }
 
+/// Epochs of 0.75 s around every event, with a component, ERD and rejection, so that every
+/// part of a record is checked; events placed up to 1 s behind a session's newest sample.
+fn epochs_config() -> EpochsConfig {
+    EpochsConfig {
+        epoch: EpochConfig {
+            tmin_s: -0.25,
+            tmax_s: 0.5,
+            reject_uv: Some(60.0),
+            components: vec![Component {
+                name: "p".into(),
+                window_s: [0.1, 0.3],
+                peak: Peak::Pos,
+            }],
+            erd: Some(ErdConfig {
+                reference_s: [-0.25, 0.0],
+                active_s: [0.1, 0.5],
+            }),
+            ..EpochConfig::default()
+        },
+        labels: None,
+        include_samples: false,
+    }
+}
+
+fn events_config() -> EventsConfig {
+    EventsConfig {
+        max_delay_s: 1.0,
+        ..EventsConfig::default()
+    }
+}
+
 fn core_config(partition: i32, engine: &Arc<TriggerEngine>, max_checkpoints: usize) -> CoreConfig {
     CoreConfig {
         processing: processing(),
@@ -96,6 +133,8 @@ fn core_config(partition: i32, engine: &Arc<TriggerEngine>, max_checkpoints: usi
         max_output_bytes: MAX_OUTPUT_BYTES,
         budget: MemoryBudget::unlimited(),
         max_checkpoints,
+        epochs: Some(epochs_config()),
+        events: events_config(),
     }
 }
 
@@ -127,6 +166,33 @@ fn batch_json(
     .expect("json")
 }
 
+/// An `eeg.event/1` message of session `id` at sample `onset`, given as a sample or as a
+/// time between samples.
+fn event(rng: &mut ChaCha8Rng, id: &str, n: &mut u64, onset: usize, t_base: i64) -> RawMsg {
+    *n += 1;
+    let onset = if rng.gen_bool(0.3) {
+        Onset::Sample(onset as u64)
+    } else {
+        Onset::UnixMs(t_base as f64 + onset as f64 * 1000.0 / FS + rng.gen_range(0.0..10.0))
+    };
+    let labels = ["target", "standard", "cue"];
+    let e = Event {
+        session_id: id.to_string(),
+        event_id: format!("{id}-e{n}"),
+        onset,
+        duration_s: 0.0,
+        label: labels[rng.gen_range(0..labels.len())].to_string(),
+        value: Some(rng.gen_range(1..4)),
+        source: "app".into(),
+    };
+    RawMsg {
+        key: id.as_bytes().to_vec(),
+        payload: e.to_json().into_bytes(),
+        ts: 0,
+        poison: false,
+    }
+}
+
 fn workload(rng: &mut ChaCha8Rng) -> Vec<Vec<RawMsg>> {
     let partitions = rng.gen_range(1..=3usize);
     let sessions = rng.gen_range(2..=5usize);
@@ -141,6 +207,7 @@ fn workload(rng: &mut ChaCha8Rng) -> Vec<Vec<RawMsg>> {
         let mut ts = t_base + rng.gen_range(0..3_000);
         let mut sample = 0usize;
         let mut seq = 0u64;
+        let mut events = 0u64;
         // Amplitudes of an alpha (10 Hz) and a beta (16 Hz) component, changing by batch,
         // so that the trigger rules fire and clear.
         for _ in 0..batches {
@@ -166,7 +233,45 @@ fn workload(rng: &mut ChaCha8Rng) -> Vec<Vec<RawMsg>> {
                 ts,
                 poison: false,
             };
+            if seq == 0 && rng.gen_bool(0.3) {
+                // Before the session's first batch: it waits for the session.
+                let onset = sample + rng.gen_range(0..n);
+                let e = event(rng, &id, &mut events, onset, t_base);
+                all.push((ts - 1, partition, e));
+            }
             all.push((ts, partition, msg.clone()));
+            if rng.gen_bool(0.5) {
+                let end = sample + n;
+                let onset = match rng.gen_range(0..10) {
+                    // Ahead of its samples: it waits for the batch that holds it.
+                    0..=1 => end + rng.gen_range(0..40),
+                    // More than events.max_delay_s behind: too late.
+                    2 if end > 100 => end - rng.gen_range(90..100),
+                    // Within what is remembered.
+                    _ => end.saturating_sub(rng.gen_range(1..60)),
+                };
+                let e = event(rng, &id, &mut events, onset, t_base);
+                if rng.gen_bool(0.1) {
+                    // The app sent it twice.
+                    all.push((ts + 2, partition, e.clone()));
+                }
+                all.push((ts + 1, partition, e));
+            }
+            if rng.gen_bool(0.03) {
+                let bad = format!(
+                    "{{\"schema\": \"eeg.event/1\", \"session_id\": \"{id}\", \"event_id\": \"bad\", \"onset_ms\": 1, \"duration_s\": -1, \"label\": \"x\"}}"
+                );
+                all.push((
+                    ts + 1,
+                    partition,
+                    RawMsg {
+                        key: id.clone().into_bytes(),
+                        payload: bad.into_bytes(),
+                        ts: ts + 1,
+                        poison: true,
+                    },
+                ));
+            }
             if rng.gen_bool(0.06) {
                 // The device sent it twice.
                 let again = RawMsg { ts: ts + 1, ..msg };
@@ -200,8 +305,8 @@ fn workload(rng: &mut ChaCha8Rng) -> Vec<Vec<RawMsg>> {
     }
     all.sort_by_key(|(ts, p, _)| (*ts, *p));
     let mut logs = vec![Vec::new(); partitions];
-    for (_, p, m) in all {
-        logs[p].push(m);
+    for (ts, p, m) in all {
+        logs[p].push(RawMsg { ts, ..m });
     }
     logs
 }
@@ -222,6 +327,38 @@ struct Reference {
     triggers_after: HashMap<String, Vec<TriggerState>>,
     /// Offsets of poison messages, per partition.
     poison: Vec<Vec<i64>>,
+    /// Epoch records per session, and those of epochs that ended without their samples
+    /// (which the service publishes only once it evicts the session).
+    epochs: BTreeMap<String, BTreeSet<Vec<u8>>>,
+    ended: BTreeSet<Vec<u8>>,
+}
+
+/// The reference's epoch records, as the service encodes them.
+struct EpochSet<'a> {
+    epochs: &'a mut BTreeMap<String, BTreeSet<Vec<u8>>>,
+    ended: &'a mut BTreeSet<Vec<u8>>,
+}
+
+impl EpochOutput for EpochSet<'_> {
+    type Error = std::convert::Infallible;
+
+    fn epoch(&mut self, record: &EpochRecord<'_>) -> Result<(), Self::Error> {
+        let bytes = record.encode();
+        if record.values == Err(eeg_dsp::epochs::Missing::Ended) {
+            self.ended.insert(bytes.clone());
+        }
+        self.epochs
+            .entry(record.session_id.to_string())
+            .or_default()
+            .insert(bytes);
+        Ok(())
+    }
+}
+
+/// What the reference keeps beside each session.
+struct RefSession {
+    triggers: TriggerState,
+    epochs: Option<SessionEpochs>,
 }
 
 struct CollectSink<'a> {
@@ -259,20 +396,69 @@ fn reference(logs: &[Vec<RawMsg>], engine: &Arc<TriggerEngine>) -> Reference {
         poison: vec![Vec::new(); logs.len()],
         ..Reference::default()
     };
+    let (epochs, events) = (epochs_config(), events_config());
     for (p, log) in logs.iter().enumerate() {
-        let mut sessions: Sessions<TriggerState> = Sessions::new(processing());
+        let mut sessions: Sessions<RefSession> = Sessions::new(processing());
+        // Events of sessions that have sent no batch yet.
+        let mut early: Vec<Event> = Vec::new();
         for (offset, m) in log.iter().enumerate() {
-            let Ok(batch) = eeg_schema::decode_raw(&m.payload, &Limits::default()) else {
-                r.poison[p].push(offset as i64);
-                continue;
+            let mut out = EpochSet {
+                epochs: &mut r.epochs,
+                ended: &mut r.ended,
+            };
+            let batch = match eeg_schema::decode_raw_message(&m.payload, None, &Limits::default()) {
+                Err(_) => {
+                    r.poison[p].push(offset as i64);
+                    continue;
+                }
+                Ok(RawMessage::Event(e)) => {
+                    match sessions.get_mut(&e.session_id) {
+                        Some(s) => {
+                            let se = s.extra.epochs.as_mut().expect("made with the session");
+                            let _ = se.event(&s.meta, e, &mut out);
+                        }
+                        None => early.push(e),
+                    }
+                    continue;
+                }
+                Ok(RawMessage::Batch(b)) => b,
             };
             let (admission, session) = sessions
-                .admit(&batch, 0, |_| engine.new_state())
+                .admit(&batch, 0, |_| RefSession {
+                    triggers: engine.new_state(),
+                    epochs: None,
+                })
                 .expect("workload sessions start");
             let Some(session) = session else { continue };
+            let start_ms = batch.start_ms as f64;
             if matches!(admission, eeg_session::Admission::Reset(_)) {
-                session.extra.reset();
+                session.extra.triggers.reset();
+                if let Some(se) = session.extra.epochs.as_mut() {
+                    let _ = se.end(&session.meta, Some(start_ms), &mut out);
+                }
             }
+            if matches!(admission, eeg_session::Admission::New) {
+                let plan = session.processor.plan();
+                let n = batch.channels.len();
+                let mut se = SessionEpochs::new(Some(&epochs), &events, plan, n, start_ms)
+                    .expect("the sim's epochs fit its rate");
+                let (mine, others) = std::mem::take(&mut early)
+                    .into_iter()
+                    .partition(|e| e.session_id == batch.session_id);
+                early = others;
+                for e in mine {
+                    let _ = se.event(&session.meta, e, &mut out);
+                }
+                session.extra.epochs = Some(se);
+            }
+            let se = session
+                .extra
+                .epochs
+                .as_mut()
+                .expect("made with the session");
+            let n = batch.samples_per_channel() as u64;
+            let first = session.processor.samples_seen();
+            let _ = se.batch(&session.meta, first, start_ms, n, &mut out);
             let mut c = Checkpoint::default();
             session.processor.checkpoint_into(&mut c);
             r.before.insert((batch.session_id.clone(), batch.seq), c);
@@ -281,17 +467,35 @@ fn reference(logs: &[Vec<RawMsg>], engine: &Arc<TriggerEngine>) -> Reference {
                 records: &mut r.records,
                 events: &mut r.events,
             };
-            let mut fanout =
-                Fanout::new(&session.meta, Some((engine, &mut session.extra)), &mut sink);
+            let mut fanout = Fanout::new(
+                &session.meta,
+                Some((engine, &mut session.extra.triggers)),
+                &mut sink,
+            );
+            let mut tap = Tap::new(&mut fanout, Some((se, &*session.meta, &mut out)));
             session
                 .processor
-                .push_channel_major(batch.samples(), batch.samples_per_channel(), &mut fanout)
+                .push_channel_major(batch.samples(), batch.samples_per_channel(), &mut tap)
                 .expect("shape");
+            let _ = tap.finish();
             fanout.finish().expect("infallible");
             r.triggers_after
                 .entry(id)
                 .or_default()
-                .push(session.extra.clone());
+                .push(session.extra.triggers.clone());
+        }
+        // The stream ends: epochs still waiting end without their samples.
+        let ids: Vec<String> = (0..8).map(|s| format!("s{s}")).collect();
+        for id in ids {
+            if let Some(s) = sessions.get_mut(&id)
+                && let Some(se) = s.extra.epochs.as_mut()
+            {
+                let mut out = EpochSet {
+                    epochs: &mut r.epochs,
+                    ended: &mut r.ended,
+                };
+                let _ = se.end(&s.meta, None, &mut out);
+            }
         }
     }
     r
@@ -973,6 +1177,7 @@ fn check(w: &mut World) {
     let mut records: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
     let mut events: BTreeMap<(String, String, u64, String), Vec<u8>> = BTreeMap::new();
     let mut dead: Vec<(i32, i64)> = Vec::new();
+    let mut epochs: BTreeSet<Vec<u8>> = BTreeSet::new();
     for o in &w.out {
         let payload = o.payload.clone().unwrap_or_default();
         match o.topic {
@@ -1046,8 +1251,42 @@ fn check(w: &mut World) {
                 }
                 dead.push((p, off));
             }
+            Topic::Epochs => {
+                let v: serde_json::Value = serde_json::from_slice(&payload).expect("json epoch");
+                let id = v["session_id"].as_str().unwrap_or_default().to_string();
+                if o.key.as_deref() != Some(id.as_bytes()) {
+                    w.failures.push(format!("epoch of {id} under another key"));
+                }
+                let known = w
+                    .reference
+                    .epochs
+                    .get(&id)
+                    .is_some_and(|set| set.contains(&payload));
+                if !known {
+                    w.failures.push(format!(
+                        "epoch not in the reference: {}",
+                        String::from_utf8_lossy(&payload)
+                    ));
+                }
+                epochs.insert(payload);
+            }
             Topic::State => unreachable!("kept apart"),
         }
+    }
+    let missing_epochs: Vec<String> = w
+        .reference
+        .epochs
+        .values()
+        .flatten()
+        .filter(|e| !w.reference.ended.contains(*e) && !epochs.contains(*e))
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    if !missing_epochs.is_empty() {
+        w.failures.push(format!(
+            "{} epochs never published, e.g. {}",
+            missing_epochs.len(),
+            missing_epochs[0]
+        ));
     }
     let missing: Vec<&(String, u64)> = w
         .reference
@@ -1117,6 +1356,7 @@ fn the_workload_makes_windows_triggers_resets_and_dead_letters() {
     // first seeds, every kind of output and input anomaly occurs.
     let engine = engine();
     let (mut records, mut events, mut poison) = (0, 0, 0);
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     for seed in 0..20 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let logs = workload(&mut rng);
@@ -1124,8 +1364,23 @@ fn the_workload_makes_windows_triggers_resets_and_dead_letters() {
         records += r.records.len();
         events += r.events.len();
         poison += r.poison.iter().map(Vec::len).sum::<usize>();
+        for e in r.epochs.values().flatten() {
+            let v: serde_json::Value = serde_json::from_slice(e).unwrap();
+            let kind = match v["drop"].as_array().and_then(|d| d.first()) {
+                Some(d) if v["status"] == "no_data" => d.as_str().unwrap().to_string(),
+                _ => v["status"].as_str().unwrap().to_string(),
+            };
+            *statuses.entry(kind).or_default() += 1;
+        }
     }
     assert!(records > 500, "{records} records");
     assert!(events > 20, "{events} events");
     assert!(poison > 5, "{poison} poison messages");
+    // Epochs of every kind: kept, rejected, too late, ended by a reset or the stream's end.
+    for kind in ["ok", "rejected", "too_late", "ended"] {
+        assert!(
+            statuses.get(kind).is_some_and(|&n| n >= 3),
+            "{kind}: {statuses:?}"
+        );
+    }
 }
