@@ -56,6 +56,15 @@ pub struct ReplayArgs {
     /// values with their scale, so nothing is rounded; JSONL input as 64-bit floats).
     #[arg(long, value_enum, default_value_t = Encoding::Json)]
     pub encoding: Encoding,
+    /// A BIDS events.tsv of the recording's events (EDF/BDF input), sent with its annotations
+    /// and trigger codes as eeg.event/1 messages.
+    #[arg(long, value_name = "FILE.tsv")]
+    pub events: Option<PathBuf>,
+    /// Send each event of an EDF/BDF recording before the message holding its onset (as a
+    /// stimulus program that logs the stimulus before the amplifier's samples arrive), not
+    /// right after it.
+    #[arg(long)]
+    pub events_early: bool,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -271,6 +280,7 @@ enum Source {
     Edf {
         reader: Box<eeg_edf::EdfReader<BufReader<File>>>,
         groups: Vec<eeg_offline::SessionGroup>,
+        events: Box<eeg_offline::RecordEvents<BufReader<File>>>,
     },
 }
 
@@ -281,6 +291,12 @@ impl Source {
             Kind::Jsonl | Kind::Capture if args.user_id.is_some() => {
                 return Err(BadInput(format!(
                     "{name}: --user-id is for EDF/BDF input; raw messages carry their own user_id"
+                ))
+                .into());
+            }
+            Kind::Jsonl | Kind::Capture if args.events.is_some() || args.events_early => {
+                return Err(BadInput(format!(
+                    "{name}: --events and --events-early are for EDF/BDF input; raw messages carry their own events, sent where the file has them"
                 ))
                 .into());
             }
@@ -302,9 +318,24 @@ impl Source {
                     args.channels.as_deref(),
                     Some(&session_id),
                 )?;
+                let tsv = match &args.events {
+                    Some(path) => {
+                        let tsv_name = path.display().to_string();
+                        let file = File::open(path)
+                            .map_err(|e| BadInput(format!("{tsv_name}: cannot open: {e}")))?;
+                        Some(eeg_offline::bids::EventsTsv::new(
+                            tsv_name,
+                            BufReader::new(file),
+                        )?)
+                    }
+                    None => None,
+                };
+                let first_rate = groups.first().map_or(1.0, |g| g.rate);
+                let events = eeg_offline::RecordEvents::new(reader.header(), tsv, first_rate);
                 Source::Edf {
                     reader: Box::new(reader),
                     groups,
+                    events: Box::new(events),
                 }
             }
         })
@@ -355,7 +386,11 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         Source::Messages { file, protobuf } => {
             replay_messages(&name, file, protobuf, &mut player, &progress)
         }
-        Source::Edf { reader, groups } => replay_edf(*reader, groups, args, &mut player, &progress),
+        Source::Edf {
+            reader,
+            groups,
+            events,
+        } => replay_edf(*reader, groups, *events, args, &mut player, &progress),
     };
     progress.finish_and_clear();
     // Everything handed to the producer must be delivered before the command reports success.
@@ -484,6 +519,10 @@ struct Stream {
     sent: u64,
     seq: u64,
     t0_ms: i64,
+    /// Where the (last) start lies in the recording, s: what event onsets count from.
+    start_s: f64,
+    /// Events whose onset's message is not sent yet, in order of onset.
+    waiting: std::collections::VecDeque<(u64, eeg_schema::Event)>,
 }
 
 /// A stream's digital samples not yet sent, and what turns them into the reader's values.
@@ -605,6 +644,46 @@ impl Stream {
         Ok(batch)
     }
 
+    /// Takes a record's events: sent now when `early` (before the message holding their
+    /// onset), else kept until that message is sent. An onset before the stream's start has
+    /// no sample: it goes now, in Unix ms.
+    fn take_events(
+        &mut self,
+        notes: &[eeg_offline::RecordEvent],
+        t0: i64,
+        early: bool,
+        player: &mut Player,
+    ) -> anyhow::Result<()> {
+        for note in notes {
+            match note.to_event(&self.session_id, self.rate, self.start_s) {
+                (e, false) if !early => {
+                    let sample = match e.onset {
+                        eeg_schema::Onset::Sample(n) => n,
+                        eeg_schema::Onset::UnixMs(_) => 0,
+                    };
+                    let at = self.waiting.partition_point(|(s, _)| *s <= sample);
+                    self.waiting.insert(at, (sample, e));
+                }
+                (e, false) => player.play_event(e)?,
+                (mut e, true) => {
+                    e.onset = eeg_schema::Onset::UnixMs(t0 as f64 + note.onset_s * 1000.0);
+                    player.play_event(e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the events waiting whose onset lies before sample `sent`.
+    fn send_events(&mut self, sent: u64, player: &mut Player) -> anyhow::Result<()> {
+        while self.waiting.front().is_some_and(|(s, _)| *s < sent) {
+            if let Some((_, e)) = self.waiting.pop_front() {
+                player.play_event(e)?;
+            }
+        }
+        Ok(())
+    }
+
     /// When a message of the next `n` samples is due, in seconds of recording from
     /// `file_t0_ms`: once its last sample has been acquired, as a device sends it.
     fn due_s(&self, file_t0_ms: i64, n: usize) -> f64 {
@@ -615,6 +694,7 @@ impl Stream {
 fn replay_edf(
     mut reader: eeg_edf::EdfReader<BufReader<File>>,
     groups: Vec<eeg_offline::SessionGroup>,
+    mut events: eeg_offline::RecordEvents<BufReader<File>>,
     args: &ReplayArgs,
     player: &mut Player,
     progress: &indicatif::ProgressBar,
@@ -653,8 +733,11 @@ fn replay_edf(
             sent: 0,
             seq: 0,
             t0_ms: t0,
+            start_s: 0.0,
+            waiting: std::collections::VecDeque::new(),
         })
         .collect();
+    let mut notes = Vec::new();
     let chunk = args.chunk as usize;
     let as_digital = streams.iter().all(|s| s.digital.is_some());
     let mut record = eeg_edf::Record::default();
@@ -683,12 +766,23 @@ fn replay_edf(
             // session's filters, as `process` does.
             for s in &mut streams {
                 flush(s, player, t0, chunk)?;
+                s.send_events(u64::MAX, player)?;
                 s.seq += 1;
                 s.sent = 0;
                 s.t0_ms = t0 + (onset * 1000.0).round() as i64;
+                s.start_s = onset;
             }
         }
         expected_onset = Some(onset + duration);
+        notes.clear();
+        if as_digital {
+            events.record_digital(&reader, &digital_record, &mut notes)?;
+        } else {
+            events.record(&reader, &record, &mut notes)?;
+        }
+        for s in &mut streams {
+            s.take_events(&notes, t0, args.events_early, player)?;
+        }
         for s in &mut streams {
             match &mut s.digital {
                 Some(d) => {
@@ -705,11 +799,13 @@ fn replay_edf(
             while s.pending() >= chunk {
                 let at = s.due_s(t0, chunk);
                 s.send(chunk, at, player)?;
+                s.send_events(s.sent, player)?;
             }
         }
     }
     for s in &mut streams {
         flush(s, player, t0, chunk)?;
+        s.send_events(u64::MAX, player)?;
     }
     Ok(())
 }
@@ -720,6 +816,7 @@ fn flush(s: &mut Stream, player: &mut Player, t0: i64, chunk: usize) -> anyhow::
         let n = s.pending().min(chunk);
         let at = s.due_s(t0, n);
         s.send(n, at, player)?;
+        s.send_events(s.sent, player)?;
     }
     Ok(())
 }

@@ -268,7 +268,8 @@ fn jsonl(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
         && let Some(decoded) = binary_raw(m)
     {
         match decoded {
-            Ok(batch) => batch.encode_into(line),
+            Ok(eeg_schema::RawMessage::Batch(batch)) => batch.encode_into(line),
+            Ok(eeg_schema::RawMessage::Event(e)) => line.extend_from_slice(e.to_json().as_bytes()),
             Err(e) => line.extend_from_slice(
                 serde_json::json!({
                     "partition": m.partition(),
@@ -331,10 +332,14 @@ fn delimited(m: &BorrowedMessage<'_>, out: &mut Vec<u8>) -> Result<(), String> {
         Some(Ok(_)) => eeg_schema::write_delimited(payload, out).map_err(|e| e.to_string()),
         Some(Err(e)) => Err(e),
         None => {
-            let batch = eeg_schema::decode_raw(payload, &eeg_schema::Limits::default())
+            let limits = eeg_schema::Limits::default();
+            let decoded = eeg_schema::decode_raw_message(payload, None, &limits)
                 .map_err(|e| e.to_string())?;
             let mut message = Vec::new();
-            batch.encode_protobuf(&mut message);
+            match decoded {
+                eeg_schema::RawMessage::Batch(b) => b.encode_protobuf(&mut message),
+                eeg_schema::RawMessage::Event(e) => e.encode_protobuf(&mut message),
+            }
             eeg_schema::write_delimited(&message, out).map_err(|e| e.to_string())
         }
     }
@@ -342,13 +347,13 @@ fn delimited(m: &BorrowedMessage<'_>, out: &mut Vec<u8>) -> Result<(), String> {
 
 /// A raw message that its `content-type` header says is not JSON, decoded as the service
 /// decodes it (an error is the service's reason to dead-letter it); `None` for JSON.
-fn binary_raw(m: &BorrowedMessage<'_>) -> Option<Result<eeg_schema::RawBatch, String>> {
+fn binary_raw(m: &BorrowedMessage<'_>) -> Option<Result<eeg_schema::RawMessage, String>> {
     let ct = eeg_ingest::content_type(m);
     let limits = eeg_schema::Limits::default();
     match eeg_schema::RawEncoding::from_content_type(ct) {
         Ok(eeg_schema::RawEncoding::Json) => None,
-        Ok(e) => Some(
-            eeg_schema::decode_raw_as(m.payload().unwrap_or_default(), e, &limits)
+        Ok(_) => Some(
+            eeg_schema::decode_raw_message(m.payload().unwrap_or_default(), ct, &limits)
                 .map_err(|e| e.to_string()),
         ),
         Err(e) => Some(Err(e.to_string())),
@@ -366,7 +371,11 @@ fn table(which: Which, m: &BorrowedMessage<'_>, line: &mut Vec<u8>) {
     let text = match which {
         Which::Dlq => dead_letter_line(m, payload.len()),
         _ if binary.is_some() => match binary.expect("checked") {
-            Ok(b) => format!(
+            Ok(eeg_schema::RawMessage::Event(e)) => match serde_json::from_str(&e.to_json()) {
+                Ok(v) => event_line(&v),
+                Err(e) => e.to_string(),
+            },
+            Ok(eeg_schema::RawMessage::Batch(b)) => format!(
                 "{}  {}  seq {}: {} channels x {} samples at {} Hz (protobuf, {} bytes)",
                 clock_ms(b.start_ms),
                 b.session_id,

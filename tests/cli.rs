@@ -400,6 +400,25 @@ fn corrupt_edf_header_field_is_bad_input() {
 }
 
 #[test]
+fn replay_refuses_an_events_file_for_messages_that_carry_their_own() {
+    let dir = scratch("replay_events_jsonl");
+    let good = r#"{"schema":"eeg.raw/1","session_id":"s","device_id":"d","seq":0,"start_ms":0,"sample_rate_hz":250.0,"channels":["A"],"samples":[[1.0,2.0]]}"#;
+    let path = dir.join("stream.jsonl");
+    std::fs::write(&path, format!("{good}\n")).expect("write");
+    let p = path.to_str().expect("utf8");
+    for flags in [&["--events", "e.tsv"][..], &["--events-early"][..]] {
+        // Refused before any broker is asked: none listens here.
+        let args = [
+            &["replay", p, "--bootstrap-servers", "127.0.0.1:1"][..],
+            flags,
+        ]
+        .concat();
+        let o = eeg(&args);
+        assert_bad_input(&o, &["stream.jsonl", "--events", "EDF/BDF input"]);
+    }
+}
+
+#[test]
 fn invalid_message_is_bad_input_naming_the_line() {
     let dir = scratch("invalid_message");
     let good = r#"{"schema":"eeg.raw/1","session_id":"s","device_id":"d","seq":0,"start_ms":0,"sample_rate_hz":250.0,"channels":["A","B"],"samples":[[1.0,2.0],[3.0,4.0]]}"#;

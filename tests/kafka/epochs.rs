@@ -217,3 +217,55 @@ fn epochs_are_published_as_process_cuts_them_through_a_kill_and_a_restore() {
         "every epoch published, each copy identical:\n{log}"
     );
 }
+
+#[test]
+fn replayed_recordings_give_the_epochs_process_cuts_from_their_annotations_and_trigger_codes() {
+    // An EDF+ with 82 annotations, its markers sent before their samples; a BDF whose
+    // Status channel holds 21 trigger codes, sent as binary after their samples.
+    for (file, extra) in [
+        ("synthetic_erp.edf", &["--events-early"][..]),
+        ("synthetic_status.bdf", &["--encoding", "protobuf"][..]),
+    ] {
+        let t = Topics::create("replayed-epochs");
+        let fixture = root().join("fixtures").join(file);
+        let config = scratch(&t, "epochs.toml");
+        std::fs::write(&config, "[epochs]\n").unwrap();
+        let c = config.to_str().unwrap();
+        let epochs_file = scratch(&t, "epochs.jsonl");
+        process_lines(
+            &fixture,
+            &[
+                "--session-id",
+                "rec",
+                "--config",
+                c,
+                "--out",
+                "/dev/null",
+                "--epochs",
+                epochs_file.to_str().unwrap(),
+            ],
+        );
+        // The epochs that end without their samples (past the recording's end) the service
+        // publishes only once it evicts the session.
+        let want: BTreeSet<Vec<u8>> = lines(&std::fs::read(&epochs_file).unwrap())
+            .into_iter()
+            .filter(|e| !String::from_utf8_lossy(e).contains("\"ended\""))
+            .collect();
+        assert!(want.len() >= 20, "{file}: {}", want.len());
+        let args = [
+            fixture.to_str().unwrap(),
+            "--session-id",
+            "rec",
+            "--speed",
+            "max",
+        ];
+        replay(&t, &[&args[..], extra].concat());
+        let service = Service::start_with(&t, "a", &["--config", c], &[]);
+        let got = consume(&t.epochs, Duration::from_secs(60), |r| {
+            r.len() >= want.len()
+        });
+        let log = service.stop_cleanly();
+        let got: BTreeSet<Vec<u8>> = got.into_iter().map(|r| r.payload).collect();
+        assert_eq!(got, want, "{file}:\n{log}");
+    }
+}

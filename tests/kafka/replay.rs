@@ -69,20 +69,48 @@ fn a_recording_replayed_again_under_its_session_id_is_said_once_in_the_log() {
 fn replay_cuts_a_recording_into_raw_batches_that_process_reads_back() {
     let t = Topics::create("replay");
     replay_fixture(&t, SESSION, &["--chunk", "50", "--sessions", "2"]);
-    // 698 s at 128 Hz = 89344 samples: 1787 messages of up to 50 samples per session.
+    // 698 s at 128 Hz = 89344 samples: 1787 messages of up to 50 samples per session, and
+    // the recording's four annotations as eeg.event/1 messages, each right after the
+    // message that holds its onset.
     let per_session = 89344usize.div_ceil(50);
     let raw = consume(&t.raw, Duration::from_secs(30), |r| {
-        r.len() >= 2 * per_session
+        r.len() >= 2 * (per_session + 4)
     });
-    assert_eq!(raw.len(), 2 * per_session);
+    assert_eq!(raw.len(), 2 * (per_session + 4));
+    let is_event = |r: &&Record| {
+        serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()["schema"] == "eeg.event/1"
+    };
     let dir = std::env::temp_dir().join(&t.group);
     std::fs::create_dir_all(&dir).unwrap();
     for i in 1..=2 {
         let key = format!("{SESSION}-{i}");
-        let mine: Vec<&Record> = raw
+        let all: Vec<&Record> = raw
             .iter()
             .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
             .collect();
+        let mut labels = Vec::new();
+        let mut sent = 0u64;
+        for r in &all {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            if v["schema"] == "eeg.event/1" {
+                assert_eq!(v["session_id"], key.as_str());
+                let onset = v["onset_sample"].as_u64().unwrap();
+                assert!(
+                    onset < sent && onset + 50 >= sent,
+                    "{key}: {v} after sample {sent}"
+                );
+                labels.push(v["label"].as_str().unwrap().to_string());
+            } else {
+                sent += v["samples"][0].as_array().unwrap().len() as u64;
+            }
+        }
+        labels.sort();
+        assert_eq!(
+            labels,
+            ["Clip Note", "XLEvent", "XLSpike", "XLSpike"],
+            "{key}"
+        );
+        let mine: Vec<&Record> = all.iter().copied().filter(|r| !is_event(r)).collect();
         assert_eq!(mine.len(), per_session, "{key}");
         for (seq, r) in mine.iter().enumerate() {
             let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
@@ -100,7 +128,7 @@ fn replay_cuts_a_recording_into_raw_batches_that_process_reads_back() {
         // The captured stream, processed offline, gives the recording's records.
         let jsonl = dir.join(format!("{key}.jsonl"));
         let mut text = Vec::new();
-        for r in &mine {
+        for r in &all {
             text.extend_from_slice(&r.payload);
             text.push(b'\n');
         }

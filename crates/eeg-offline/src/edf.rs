@@ -11,6 +11,8 @@ use eeg_schema::{Event, Onset};
 use eeg_session::TriggerState;
 use eeg_session::epochs::{SessionEpochs, Taken};
 
+use crate::bids::EventsTsv;
+
 use crate::Error;
 use crate::encode::session_meta;
 use crate::engine::Engine;
@@ -236,23 +238,16 @@ pub(crate) fn process_edf(
             start_s: 0.0,
         });
     }
-    // This record's annotations and trigger codes, when epochs are cut.
-    let mut notes: Vec<Note> = Vec::new();
-    let source = if header.format.is_bdf() {
-        "bdf+"
-    } else {
-        "edf+"
-    };
-    let mut stim = epochs.as_ref().and_then(|_| Stim::find(&header));
-    let mut tsv_events = Vec::new();
+    // This record's annotations, trigger codes and events-file lines, when epochs are cut.
+    let mut notes: Vec<RecordEvent> = Vec::new();
     let first_rate = sessions.first().map_or(1.0, |g| g.meta.sample_rate_hz);
-    if let Some(e) = epochs.as_deref_mut() {
+    let mut events = epochs.as_deref_mut().map(|e| {
         e.origin_ms = Some(t0 as f64);
-    }
-    if let Some(s) = &stim {
+        RecordEvents::new(&header, e.tsv.take(), first_rate)
+    });
+    if let Some(label) = events.as_ref().and_then(RecordEvents::trigger_channel) {
         tracing::info!(
-            "{name}: signal '{}' read as trigger codes, as mne.find_events reads it",
-            s.label
+            "{name}: signal '{label}' read as trigger codes, as mne.find_events reads it"
         );
     }
 
@@ -330,38 +325,9 @@ pub(crate) fn process_edf(
             }
         }
         expected_onset = Some(onset + duration);
-        if epochs.is_some() {
+        if let Some(events) = events.as_mut() {
             notes.clear();
-            reader
-                .annotations(|a| {
-                    notes.push(Note {
-                        id: format!("{}.{}", record.index(), notes.len()),
-                        onset_s: a.onset_s,
-                        duration_s: a.duration_s,
-                        label: a.text.into_owned(),
-                        value: None,
-                        source,
-                    })
-                })
-                .map_err(|e| Error::bad(e.to_string()))?;
-            if let Some(s) = stim.as_mut() {
-                s.record(&record, &mut notes);
-            }
-        }
-        if let Some(tsv) = epochs.as_deref_mut().and_then(|e| e.tsv.as_mut()) {
-            tsv_events.clear();
-            tsv.take_until(onset + duration, &mut tsv_events)?;
-            for t in tsv_events.drain(..) {
-                notes.push(Note {
-                    id: format!("tsv.{}", t.line),
-                    // A `sample` counts at the recording's (first session's) rate.
-                    onset_s: t.sample.map_or(t.onset_s, |n| n as f64 / first_rate),
-                    duration_s: t.duration_s,
-                    label: t.label,
-                    value: t.value,
-                    source: "events.tsv",
-                });
-            }
+            events.record(&reader, &record, &mut notes)?;
         }
         for g in &mut sessions {
             if let (Some(se), Some(e)) = (g.epochs.as_mut(), epochs.as_deref_mut()) {
@@ -414,15 +380,156 @@ pub(crate) fn process_edf(
     Ok(sessions.into_iter().map(|g| g.summary).collect())
 }
 
-/// An event a data record holds: one of its annotations, or a trigger code's onset.
-struct Note {
-    id: String,
+/// An event a data record holds: one of its annotations, a trigger code's onset, or a line
+/// of the events file beside the recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordEvent {
+    /// `<record>.<n>` for the record's n-th annotation, `status.<sample>` for a trigger
+    /// code, `tsv.<line>` for a line of the events file.
+    pub id: String,
     /// After the recording's first sample, s.
-    onset_s: f64,
-    duration_s: Option<f64>,
-    label: String,
-    value: Option<i64>,
+    pub onset_s: f64,
+    pub duration_s: Option<f64>,
+    pub label: String,
+    pub value: Option<i64>,
+    pub source: &'static str,
+}
+
+impl RecordEvent {
+    /// The event of session `session_id` at `fs` Hz, whose sample 0 lies `start_s` into the
+    /// recording: onset sample `round((onset − start) · fs)` (ties to even, as MNE's
+    /// `time_as_index`), and whether the onset lies before the session's first sample (the
+    /// event then says sample 0).
+    pub fn to_event(&self, session_id: &str, fs: f64, start_s: f64) -> (Event, bool) {
+        let sample = ((self.onset_s - start_s) * fs).round_ties_even();
+        let e = Event {
+            session_id: session_id.to_string(),
+            event_id: self.id.clone(),
+            onset: Onset::Sample(sample.max(0.0) as u64),
+            duration_s: self.duration_s.unwrap_or(0.0).max(0.0),
+            label: self.label.clone(),
+            value: self.value,
+            source: self.source.into(),
+        };
+        (e, sample < 0.0)
+    }
+}
+
+/// The events of an EDF/BDF recording, record by record: its EDF+/BDF+ annotations (every
+/// TAL entry, with durations), its trigger channel's codes (see [`Stim`]) and the lines of an
+/// `events.tsv` beside it, in the order the records are read.
+pub struct RecordEvents<R> {
+    stim: Option<Stim>,
+    tsv: Option<EventsTsv<R>>,
+    tsv_lines: Vec<crate::bids::TsvEvent>,
     source: &'static str,
+    /// The rate a `sample` column counts at (the first session's).
+    first_rate: f64,
+}
+
+impl<R> std::fmt::Debug for RecordEvents<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordEvents")
+            .field("trigger_channel", &self.stim.as_ref().map(|s| &s.label))
+            .field("tsv", &self.tsv.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: std::io::BufRead> RecordEvents<R> {
+    /// The events of the recording `header` describes, with those of `tsv` (its `sample`
+    /// column counted at `first_rate` Hz).
+    pub fn new(header: &eeg_edf::Header, tsv: Option<EventsTsv<R>>, first_rate: f64) -> Self {
+        RecordEvents {
+            stim: Stim::find(header),
+            tsv,
+            tsv_lines: Vec::new(),
+            source: if header.format.is_bdf() {
+                "bdf+"
+            } else {
+                "edf+"
+            },
+            first_rate,
+        }
+    }
+
+    /// The label of the signal read as trigger codes, if any.
+    pub fn trigger_channel(&self) -> Option<&str> {
+        self.stim.as_ref().map(|s| s.label.as_str())
+    }
+
+    /// Appends the events of the record `reader` read last (`record`) to `out`.
+    pub fn record<F: std::io::Read>(
+        &mut self,
+        reader: &eeg_edf::EdfReader<F>,
+        record: &eeg_edf::Record,
+        out: &mut Vec<RecordEvent>,
+    ) -> Result<(), Error> {
+        let onset = record.onset_s();
+        self.annotations(reader, record.index(), out)?;
+        if let Some(s) = self.stim.as_mut() {
+            let signal = s.signal;
+            s.push(onset, record.signal(signal), Stim::code, out);
+        }
+        self.tsv_until(onset + reader.header().record_duration_s, out)
+    }
+
+    /// [`RecordEvents::record`] for a record read as digital values.
+    pub fn record_digital<F: std::io::Read>(
+        &mut self,
+        reader: &eeg_edf::EdfReader<F>,
+        record: &eeg_edf::DigitalRecord,
+        out: &mut Vec<RecordEvent>,
+    ) -> Result<(), Error> {
+        let onset = record.onset_s();
+        self.annotations(reader, record.index(), out)?;
+        if let Some(s) = self.stim.as_mut() {
+            let signal = s.signal;
+            s.push(onset, record.signal(signal), Stim::digital_code, out);
+        }
+        self.tsv_until(onset + reader.header().record_duration_s, out)
+    }
+
+    fn annotations<F: std::io::Read>(
+        &self,
+        reader: &eeg_edf::EdfReader<F>,
+        index: u64,
+        out: &mut Vec<RecordEvent>,
+    ) -> Result<(), Error> {
+        let first = out.len();
+        reader
+            .annotations(|a| {
+                out.push(RecordEvent {
+                    id: format!("{index}.{}", out.len() - first),
+                    onset_s: a.onset_s,
+                    duration_s: a.duration_s,
+                    label: a.text.into_owned(),
+                    value: None,
+                    source: self.source,
+                })
+            })
+            .map_err(|e| Error::bad(e.to_string()))
+    }
+
+    fn tsv_until(&mut self, until_s: f64, out: &mut Vec<RecordEvent>) -> Result<(), Error> {
+        let Some(tsv) = self.tsv.as_mut() else {
+            return Ok(());
+        };
+        self.tsv_lines.clear();
+        tsv.take_until(until_s, &mut self.tsv_lines)?;
+        for t in self.tsv_lines.drain(..) {
+            out.push(RecordEvent {
+                id: format!("tsv.{}", t.line),
+                // A `sample` counts at the recording's (first session's) rate.
+                onset_s: t.sample.map_or(t.onset_s, |n| n as f64 / self.first_rate),
+                duration_s: t.duration_s,
+                label: t.label,
+                value: t.value,
+                source: "events.tsv",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Hands a session the batch a data record makes (`(first sample, samples, start ms, the
@@ -432,26 +539,17 @@ fn place_notes(
     epochs: &mut SessionEpochs,
     meta: &SessionMeta,
     (first, n, start_ms, start_s): (u64, u64, f64, f64),
-    notes: &[Note],
+    notes: &[RecordEvent],
     out: &mut EpochLines<'_>,
 ) -> Result<(), Placing> {
     epochs.batch(meta, first, start_ms, n, out)?;
     for note in notes {
-        let sample = ((note.onset_s - start_s) * meta.sample_rate_hz).round_ties_even();
-        let e = Event {
-            session_id: meta.session_id.clone(),
-            event_id: note.id.clone(),
-            onset: Onset::Sample(sample.max(0.0) as u64),
-            duration_s: note.duration_s.unwrap_or(0.0).max(0.0),
-            label: note.label.clone(),
-            value: note.value,
-            source: note.source.into(),
-        };
-        if sample < 0.0 {
-            epochs.before_start(meta, e, out)?;
-        } else {
-            if let Taken::Full(e) = epochs.event(meta, e, out)? {
-                return Err(Placing::Full(epochs.full_reason(&e)));
+        match note.to_event(&meta.session_id, meta.sample_rate_hz, start_s) {
+            (e, true) => epochs.before_start(meta, e, out)?,
+            (e, false) => {
+                if let Taken::Full(e) = epochs.event(meta, e, out)? {
+                    return Err(Placing::Full(epochs.full_reason(&e)));
+                }
             }
         }
     }
@@ -520,6 +618,16 @@ impl Stim {
         })
     }
 
+    /// The code of a sample read as a digital value.
+    fn digital_code(&self, digital: i32) -> i64 {
+        if self.bdf {
+            i64::from(digital) & STIM_MASK
+        } else {
+            let (bitvalue, offset) = self.scaling;
+            self.code(bitvalue * (offset + f64::from(digital)))
+        }
+    }
+
     fn code(&self, physical: f64) -> i64 {
         let (bitvalue, offset) = self.scaling;
         let raw = if self.bdf {
@@ -530,14 +638,20 @@ impl Stim {
         (raw as i64) & STIM_MASK
     }
 
-    /// The onsets of trigger codes in a record, as notes.
-    fn record(&mut self, record: &eeg_edf::Record, notes: &mut Vec<Note>) {
-        let onset = record.onset_s();
-        for (i, &x) in record.signal(self.signal).iter().enumerate() {
-            let code = self.code(x);
+    /// The onsets of trigger codes among a record's codes (the record starting `onset` s
+    /// into the recording), as events.
+    fn push<T: Copy>(
+        &mut self,
+        onset: f64,
+        values: &[T],
+        code: fn(&Stim, T) -> i64,
+        notes: &mut Vec<RecordEvent>,
+    ) {
+        for (i, &x) in values.iter().enumerate() {
+            let code = code(self, x);
             let index = self.read + i as u64;
             if self.last.is_some_and(|last| code > last) {
-                notes.push(Note {
+                notes.push(RecordEvent {
                     id: format!("status.{index}"),
                     onset_s: onset + i as f64 / self.rate,
                     duration_s: None,
@@ -548,7 +662,7 @@ impl Stim {
             }
             self.last = Some(code);
         }
-        self.read += record.signal(self.signal).len() as u64;
+        self.read += values.len() as u64;
     }
 }
 

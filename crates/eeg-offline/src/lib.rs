@@ -53,7 +53,7 @@ mod writer;
 mod testing;
 
 pub use detect::{Accepts, Kind, detect};
-pub use edf::{SessionGroup, session_groups};
+pub use edf::{RecordEvent, RecordEvents, SessionGroup, session_groups};
 pub use encode::{Encode, Jsonl};
 pub use error::Error;
 pub use options::{Input, Options, Outputs};
