@@ -235,7 +235,7 @@ fn get(con: &mut dyn redis::ConnectionLike, key: &str) -> Option<Vec<u8>> {
     redis::cmd("GET").arg(key).query(con).unwrap()
 }
 
-/// The payloads of a session's event stream, oldest first.
+/// The payloads of a session's event (or epoch) stream, oldest first.
 fn events(con: &mut dyn redis::ConnectionLike, key: &str) -> Vec<Vec<u8>> {
     /// An entry: its id and its (field, value) pairs.
     type Entry = (String, Vec<(String, Vec<u8>)>);
@@ -254,7 +254,8 @@ fn events(con: &mut dyn redis::ConnectionLike, key: &str) -> Vec<Vec<u8>> {
 /// Replays the fixture as `sessions` (the first for user `u-1`), runs a service with Redis
 /// at `url` until Kafka holds every window, and checks Redis against Kafka: each session's
 /// latest key is its last record, its channel had every window in order, its event stream
-/// holds its trigger events, the user's index names the user's session, and keys expire.
+/// holds its trigger events, its epoch stream the epochs of the recording's four
+/// annotations, the user's index names the user's session, and keys expire.
 fn mirror(target: &Target, test: &str, n_sessions: usize) {
     let (url, cluster) = (target.url.as_str(), target.cluster);
     let t = Topics::create(test);
@@ -288,13 +289,18 @@ fn mirror(target: &Target, test: &str, n_sessions: usize) {
     if let Some(ca) = &ca {
         env.push(("REDIS_TLS_CA_FILE", ca));
     }
+    let config = std::env::temp_dir().join(format!("{}-epochs.toml", t.group));
+    std::fs::write(&config, "[epochs]\n").unwrap();
     let started = Instant::now();
-    let service = Service::start_with(&t, "redis", &[], &env);
+    let service = Service::start_with(&t, "redis", &["--config", config.to_str().unwrap()], &env);
     let port = service.port;
     let records = published(&t, windows * n_sessions);
     let n_events = trigger_lines(&fixture(), &t).len();
     let triggers = consume(&t.triggers, Duration::from_secs(30), |r| {
         r.len() >= n_events * n_sessions
+    });
+    let epochs = consume(&t.epochs, Duration::from_secs(30), |r| {
+        r.len() >= 4 * n_sessions
     });
     let kafka_s = started.elapsed().as_secs_f64();
     // Redis catches up with Kafka while the service runs, not only at its stop.
@@ -345,6 +351,16 @@ fn mirror(target: &Target, test: &str, n_sessions: usize) {
             kafka_events,
             "event stream of {s}"
         );
+        let kafka_epochs: Vec<Vec<u8>> = epochs
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(s.as_bytes()))
+            .map(|r| r.payload.clone())
+            .collect();
+        assert_eq!(kafka_epochs.len(), 4, "the fixture's four annotations");
+        let stream = format!("{prefix}session:{{{s}}}:epochs");
+        assert_eq!(events(con, &stream), kafka_epochs, "epoch stream of {s}");
+        let ttl: i64 = redis::cmd("TTL").arg(&stream).query(con).unwrap();
+        assert!((1..=30).contains(&ttl), "TTL {ttl}");
     }
     let users: Vec<String> = redis::cmd("ZRANGE")
         .arg(format!("{prefix}user:{{u-1}}:sessions"))

@@ -231,7 +231,8 @@ impl Service {
     fn agree_on_message_size(&self) {
         let config = &self.group.config;
         let t = &config.topics;
-        let outputs = [t.processed.as_str(), t.triggers.as_str(), t.dlq.as_str()];
+        let mut outputs = vec![t.processed.as_str(), t.triggers.as_str(), t.dlq.as_str()];
+        outputs.extend(t.epochs.as_deref());
         let limits = match topics::message_limits(
             &config.client_config(),
             &config.auth,

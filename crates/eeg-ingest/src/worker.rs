@@ -530,7 +530,14 @@ impl Outbox for KafkaOutbox<'_> {
                 (&self.topics.triggers, None)
             }
             Topic::Epochs => match &self.topics.epochs {
-                Some(t) => (t, None),
+                Some(t) => {
+                    if let (Some(key), Some(record)) = (out.key, out.payload) {
+                        for o in self.observers {
+                            o.epoch(self.partition, key, record);
+                        }
+                    }
+                    (t, None)
+                }
                 // The core cuts epochs only when their topic is set (`core_config`).
                 None => unreachable!("an epoch record with no epochs topic"),
             },

@@ -34,6 +34,11 @@ impl Keys {
         format!("{}session:{{{session}}}:events", self.prefix)
     }
 
+    /// The session's `eeg.epoch/1` records (a capped stream, with the TTL).
+    pub fn epochs(&self, session: &str) -> String {
+        format!("{}session:{{{session}}}:epochs", self.prefix)
+    }
+
     /// The pub/sub channel each of the session's windows is published on.
     pub fn live(&self, session: &str) -> String {
         format!("{}live:{{{session}}}", self.prefix)

@@ -149,6 +149,10 @@ impl eeg_session::OutputObserver for RedisCache {
     fn trigger(&self, _partition: i32, _key: &[u8], record: &[u8]) {
         self.shared.push(Update::Trigger(record.to_vec()));
     }
+
+    fn epoch(&self, _partition: i32, _key: &[u8], record: &[u8]) {
+        self.shared.push(Update::Epoch(record.to_vec()));
+    }
 }
 
 impl eeg_session::OutputCache for RedisCache {
@@ -306,7 +310,7 @@ mod tests {
             .iter()
             .map(|u| match u {
                 Update::Window(v) => v[0],
-                Update::Trigger(_) => unreachable!(),
+                Update::Trigger(_) | Update::Epoch(_) => unreachable!(),
             })
             .collect();
         assert_eq!(kept, [3, 4]);

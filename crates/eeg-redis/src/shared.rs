@@ -36,6 +36,7 @@ impl State {
 pub(crate) enum Update {
     Window(Vec<u8>),
     Trigger(Vec<u8>),
+    Epoch(Vec<u8>),
 }
 
 #[derive(Debug, Default)]

@@ -58,6 +58,20 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
 
+/// Appends an epoch record to the session's stream (ID chosen by Redis: epochs of late
+/// events come after those of earlier onsets), unless one of the stream's last entries holds
+/// the same bytes: an epoch published again after a restart comes within the few seconds the
+/// service reads again, never hundreds of epochs later.
+/// KEYS[1] stream; ARGV: epoch JSON, max length, ttl s.
+const EPOCH: &str = r#"
+for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 256)) do
+  if entry[2][2] == ARGV[1] then return 0 end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'epoch', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
 /// One node or a cluster, with the timeouts of the config.
 pub(crate) struct Client {
     kind: Kind,
@@ -281,6 +295,13 @@ async fn backoff(shared: &Shared, d: Duration) {
     }
 }
 
+/// The session of an epoch record.
+#[derive(Deserialize)]
+struct EpochHead<'a> {
+    #[serde(borrow)]
+    session_id: std::borrow::Cow<'a, str>,
+}
+
 /// The head of a record or event: what the keys and the ordering need.
 #[derive(Deserialize)]
 struct Head<'a> {
@@ -311,6 +332,25 @@ fn plan(shared: &Shared, batch: &[Update]) -> Vec<(Pipeline, u64)> {
         let (bytes, window) = match u {
             Update::Window(b) => (b, true),
             Update::Trigger(b) => (b, false),
+            Update::Epoch(b) => {
+                let Ok(h) = serde_json::from_slice::<EpochHead<'_>>(b) else {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    shared.failed(Cause::new(Problem::BadRecord, String::new()));
+                    continue;
+                };
+                let stream = keys.epochs(&h.session_id);
+                let e = at(&mut by_slot, c.cluster, &stream);
+                e.0.cmd("EVAL")
+                    .arg(EPOCH)
+                    .arg(1)
+                    .arg(&stream)
+                    .arg(b.as_slice())
+                    .arg(c.events_max)
+                    .arg(ttl)
+                    .ignore();
+                e.1 += 1;
+                continue;
+            }
         };
         let Ok(h) = serde_json::from_slice::<Head<'_>>(bytes) else {
             // The service's own encoder wrote it; never expected.

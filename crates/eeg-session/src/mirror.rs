@@ -1,4 +1,4 @@
-//! The output seam: what is told every record and trigger event a partition's core hands to
+//! The output seam: what is told every record, trigger event and epoch a partition's core hands to
 //! its broker, for copies kept beside it (the live page's latest records, a Redis cache).
 //!
 //! A copy is never a source of truth: it takes no part in delivery or offsets, and it is told
@@ -13,6 +13,10 @@ pub trait OutputObserver: Send + Sync + Debug {
     fn processed(&self, partition: i32, key: &[u8], record: &[u8]);
     /// An `analytics.trigger/1` event of session `key`, from raw partition `partition`.
     fn trigger(&self, partition: i32, key: &[u8], record: &[u8]) {
+        let _ = (partition, key, record);
+    }
+    /// An `eeg.epoch/1` record of session `key`, from raw partition `partition`.
+    fn epoch(&self, partition: i32, key: &[u8], record: &[u8]) {
         let _ = (partition, key, record);
     }
 }
