@@ -26,7 +26,7 @@ fn the_live_page_shows_the_active_sessions_and_can_be_switched_off() {
         &config,
         "[bands]\ngamma = [30.0, 45.0]\nbeta = [13.0, 30.0]\nalpha = [8.0, 13.0]\n\
          theta = [4.0, 8.0]\ndelta = [1.0, 4.0]\n\n[[triggers]]\nid = \"signal_seen\"\n\
-         metric = \"quality.good_fraction\"\nop = \">=\"\nthreshold = 0.0\n",
+         metric = \"quality.good_fraction\"\nop = \">=\"\nthreshold = 0.0\n\n[epochs]\n",
     )
     .unwrap();
     let service = Service::start_with(&t, "a", &[], &[("EEG_CONFIG", config.to_str().unwrap())]);
@@ -82,6 +82,16 @@ fn the_live_page_shows_the_active_sessions_and_can_be_switched_off() {
         );
         assert!(card.contains("<b>signal_seen</b>"), "{card}");
         assert!(card.contains(" UTC</time>"), "{card}");
+        // The recording's first two annotations (at 2 s and 3.5 s), their epochs kept.
+        let epochs = card.find("data-epochs=").unwrap();
+        let shown: usize = attribute(card, card[..epochs].rfind('<').unwrap(), "data-epochs")
+            .parse()
+            .unwrap();
+        assert!(shown >= 2, "{card}");
+        for label in ["<b>XLSpike</b>", "<b>Clip Note</b>"] {
+            assert!(card.contains(label), "{label}: {card}");
+        }
+        assert!(card.contains("epoch kept"), "{card}");
         // One channel: one row, its five bands in the config's order.
         assert_eq!(card.matches("class=\"channel\"").count(), 1, "{id}");
         let titles: Vec<usize> = bands
@@ -257,8 +267,9 @@ fn a_consuming_service_is_ready_and_its_metrics_move_with_traffic() {
             && lags.len() == 3
             && lags.iter().all(|l| l.ends_with(" 0"))
         {
-            assert_eq!(value(&text, "eeg_messages_consumed_total"), 2792);
-            assert_eq!(value(&text, "eeg_processing_seconds_count"), 2792);
+            // 2792 batches and the recording's four annotations.
+            assert_eq!(value(&text, "eeg_messages_consumed_total"), 2796);
+            assert_eq!(value(&text, "eeg_processing_seconds_count"), 2796);
             assert_eq!(value(&text, "eeg_active_sessions"), 1);
             // One latency per record, from each starting point.
             assert_eq!(latencies("consume"), 695);

@@ -440,7 +440,8 @@ pub fn lines(text: &[u8]) -> Vec<Vec<u8>> {
 // The fixture and the records it gives.
 
 /// The recording most tests stream: 698 s of one channel at 128 Hz, which `replay` cuts into
-/// 2792 messages of 32 samples and the service into 695 windows.
+/// 2792 messages of 32 samples (and its four annotations into eeg.event/1 messages) and the
+/// service into 695 windows.
 pub fn fixture() -> PathBuf {
     root().join("fixtures/test_subsecond.edf")
 }

@@ -50,6 +50,10 @@ struct Inner {
     /// No trend can have gone stale before this instant (a lower bound), so a session without
     /// a trend does not look for one to take on every record.
     no_stale_trend_before: Option<Instant>,
+    /// Epochs of sessions with no trend yet (an epoch can end before the session's first
+    /// window), for at most `TREND_SESSIONS` sessions, oldest first: the trend takes them
+    /// when it starts.
+    early_epochs: VecDeque<(String, VecDeque<(u64, Box<[u8]>)>)>,
 }
 
 #[derive(Debug)]
@@ -168,6 +172,49 @@ impl LiveSessions {
         }
     }
 
+    /// Notes an `eeg.epoch/1` record of session `key` in the session's trend, as a summary
+    /// (the event, the epoch's status and why, its onset and bounds: what a person reads in
+    /// a list of the last events); a session without a trend keeps none.
+    pub fn epoch(&self, key: &[u8], record: &[u8]) {
+        if !self.enabled {
+            return;
+        }
+        let Ok(id) = std::str::from_utf8(key) else {
+            return;
+        };
+        let Some(summary) = epoch_summary(record) else {
+            return;
+        };
+        let mut inner = self.lock();
+        let Inner {
+            trends,
+            numbered,
+            early_epochs,
+            ..
+        } = &mut *inner;
+        let epochs = match trends.get_mut(id) {
+            Some(t) => &mut t.epochs,
+            None => {
+                let at = match early_epochs.iter().position(|(k, _)| k == id) {
+                    Some(at) => at,
+                    None => {
+                        if early_epochs.len() == Self::TREND_SESSIONS {
+                            early_epochs.pop_front();
+                        }
+                        early_epochs.push_back((id.to_string(), VecDeque::new()));
+                        early_epochs.len() - 1
+                    }
+                };
+                &mut early_epochs[at].1
+            }
+        };
+        *numbered += 1;
+        if epochs.len() == Self::TREND_EVENTS {
+            epochs.pop_front();
+        }
+        epochs.push_back((*numbered, summary.into()));
+    }
+
     /// The `/sessions` JSON: the sessions updated within the idle time, most recently started
     /// first, `limit` of them from `offset`, each with its latest record (unless `latest` is
     /// false) as it was published.
@@ -265,6 +312,10 @@ impl LiveSessions {
 impl eeg_session::OutputObserver for LiveSessions {
     fn processed(&self, partition: i32, key: &[u8], record: &[u8]) {
         self.record(partition, key, record);
+    }
+
+    fn epoch(&self, _partition: i32, key: &[u8], record: &[u8]) {
+        self.epoch(key, record);
     }
 
     fn trigger(&self, _partition: i32, key: &[u8], record: &[u8]) {
@@ -383,7 +434,13 @@ impl Inner {
             }
             self.trends.remove(&stalest);
         }
-        self.trends.insert(id.to_string(), Trend::new(now));
+        let mut trend = Trend::new(now);
+        if let Some(at) = self.early_epochs.iter().position(|(k, _)| k == id)
+            && let Some((_, epochs)) = self.early_epochs.remove(at)
+        {
+            trend.epochs = epochs;
+        }
+        self.trends.insert(id.to_string(), trend);
         true
     }
 }
@@ -472,6 +529,8 @@ struct Trend {
     bands: Vec<String>,
     ring: Ring,
     events: VecDeque<(u64, Box<[u8]>)>,
+    /// The last epochs' summaries ([`epoch_summary`]), numbered with the windows.
+    epochs: VecDeque<(u64, Box<[u8]>)>,
 }
 
 impl Trend {
@@ -483,6 +542,7 @@ impl Trend {
             bands: Vec::new(),
             ring: Ring::new(0, 0, 0),
             events: VecDeque::new(),
+            epochs: VecDeque::new(),
         }
     }
 
@@ -541,7 +601,11 @@ impl Trend {
             .len
             .checked_sub(1)
             .map(|i| self.ring.n[self.ring.slot(i)]);
-        let last_event = self.events.back().map(|e| e.0);
+        let last_event = self
+            .events
+            .back()
+            .map(|e| e.0)
+            .max(self.epochs.back().map(|e| e.0));
         TrendCopy {
             device_id: self.device_id.clone(),
             channels: self.channels.clone(),
@@ -553,6 +617,12 @@ impl Trend {
             windows: w,
             events: self
                 .events
+                .iter()
+                .filter(|e| e.0 > since)
+                .map(|(n, e)| (*n, e.to_vec()))
+                .collect(),
+            epochs: self
+                .epochs
                 .iter()
                 .filter(|e| e.0 > since)
                 .map(|(n, e)| (*n, e.to_vec()))
@@ -680,6 +750,7 @@ struct TrendCopy {
     next: u64,
     windows: Windows,
     events: Vec<(u64, Vec<u8>)>,
+    epochs: Vec<(u64, Vec<u8>)>,
 }
 
 /// Windows in order, column by column.
@@ -758,8 +829,42 @@ impl TrendCopy {
             out.extend_from_slice(e);
             out.push(b'}');
         }
+        out.extend_from_slice(b"],\"epochs\":[");
+        for (i, (n, e)) in self.epochs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = write!(out, "{{\"n\":{n},\"epoch\":");
+            out.extend_from_slice(e);
+            out.push(b'}');
+        }
         out.extend_from_slice(b"]}");
     }
+}
+
+/// What the live page lists of an epoch record: its event (id, label, value), status and
+/// why, onset (Unix ms, when placed) and bounds; the values per channel stay on Kafka. At
+/// most a few hundred bytes whatever the record's size (labels are at most 256 bytes).
+fn epoch_summary(record: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(record).ok()?;
+    let event = v.get("event")?;
+    let start_ms = v["start_ms"].as_f64();
+    let tmin_s = v["tmin_s"].as_f64().unwrap_or(0.0);
+    let drop: Vec<&serde_json::Value> =
+        v["drop"].as_array().into_iter().flatten().take(8).collect();
+    let summary = serde_json::json!({
+        "event_id": event["event_id"],
+        "label": event["label"],
+        "value": event["value"],
+        "onset_sample": v["onset_sample"],
+        "onset_ms": start_ms.map(|s| s - tmin_s * 1000.0),
+        "start_ms": v["start_ms"],
+        "end_ms": v["end_ms"],
+        "status": v.get("status")?,
+        // A rejected epoch names its channels: the first few.
+        "drop": drop,
+    });
+    serde_json::to_vec(&summary).ok()
 }
 
 /// Writes `s` as a JSON string.
@@ -1217,6 +1322,69 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// An `eeg.epoch/1` record of event `k`, with 4,000 samples' worth of values.
+    fn epoch(id: &str, k: u64) -> Vec<u8> {
+        let samples: Vec<String> = (0..4000).map(|i| format!("{i}.5")).collect();
+        format!(
+            "{{\"schema\":\"eeg.epoch/1\",\"session_id\":\"{id}\",\"device_id\":\"d\",\
+             \"event\":{{\"event_id\":\"e{k}\",\"label\":\"target\",\"value\":3,\"source\":\"app\",\
+             \"duration_s\":0.0,\"onset_ms\":1000.0}},\"onset_sample\":{k},\"first_sample\":0,\
+             \"last_sample\":10,\"start_ms\":{},\"end_ms\":{},\"tmin_s\":-0.2,\"tmax_s\":0.5,\
+             \"status\":\"rejected\",\"drop\":[\"C3\"],\"channels\":[\"C3\"],\
+             \"samples_uv\":[[{}]]}}",
+            800 + k * 1000,
+            1500 + k * 1000,
+            samples.join(",")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn epochs_the_last_twenty_summarised_and_numbered_with_the_windows() {
+        let live = LiveSessions::new(true, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        // Before the session's first window: kept for its trend.
+        live.epoch(b"a", &epoch("a", 0));
+        live.record_at(0, b"a", &rec("a", 0), t0);
+        let t = trend(&live, "a", 0, t0);
+        assert_eq!(t["epochs"].as_array().unwrap().len(), 1);
+        assert_eq!(t["epochs"][0]["epoch"]["event_id"], "e0");
+        assert!(t["epochs"][0]["n"].as_u64() < t["windows"][0]["n"].as_u64());
+        // Of at most 64 sessions without a trend.
+        for s in 0..=LiveSessions::TREND_SESSIONS {
+            live.epoch(format!("x{s}").as_bytes(), &epoch("x", 0));
+        }
+        assert_eq!(live.lock().early_epochs.len(), LiveSessions::TREND_SESSIONS);
+        assert_eq!(live.lock().early_epochs[0].0, "x1");
+        for k in 1..=25 {
+            live.epoch(b"a", &epoch("a", k));
+        }
+        let t = trend(&live, "a", 0, t0);
+        let epochs = t["epochs"].as_array().unwrap();
+        assert_eq!(epochs.len(), LiveSessions::TREND_EVENTS);
+        let ids: Vec<&str> = epochs
+            .iter()
+            .map(|e| e["epoch"]["event_id"].as_str().unwrap())
+            .collect();
+        let want: Vec<String> = (6..=25).map(|k| format!("e{k}")).collect();
+        assert_eq!(ids, want);
+        assert_eq!(t["next"], epochs[19]["n"]);
+        // A summary: the event, status and why, onset at start − tmin; no samples.
+        let last = &epochs[19]["epoch"];
+        assert_eq!(
+            *last,
+            serde_json::json!({"event_id": "e25", "label": "target", "value": 3,
+                "onset_sample": 25, "onset_ms": 26_000.0, "start_ms": 25_800,
+                "end_ms": 26_500, "status": "rejected", "drop": ["C3"]})
+        );
+        // Since the 24th: the 25th only, and a window after it.
+        let since = epochs[18]["n"].as_u64().unwrap();
+        live.record_at(0, b"a", &rec("a", 1), t0);
+        let t = trend(&live, "a", since, t0);
+        assert_eq!(t["epochs"].as_array().unwrap().len(), 1);
+        assert!(t["windows"][0]["n"].as_u64() > t["epochs"][0]["n"].as_u64());
     }
 
     #[test]
