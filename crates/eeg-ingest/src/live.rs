@@ -53,7 +53,7 @@ struct Inner {
     /// Epochs of sessions with no trend yet (an epoch can end before the session's first
     /// window), for at most `TREND_SESSIONS` sessions, oldest first: the trend takes them
     /// when it starts.
-    early_epochs: VecDeque<(String, VecDeque<(u64, Box<[u8]>)>)>,
+    early_epochs: VecDeque<(String, Numbered)>,
 }
 
 #[derive(Debug)]
@@ -445,6 +445,9 @@ impl Inner {
     }
 }
 
+/// JSON texts with their numbers, oldest first.
+type Numbered = VecDeque<(u64, Box<[u8]>)>;
+
 /// Bits of a channel's quality in a trend.
 const FLATLINE: u8 = 1;
 const RAILED: u8 = 2;
@@ -528,9 +531,9 @@ struct Trend {
     channels: Vec<String>,
     bands: Vec<String>,
     ring: Ring,
-    events: VecDeque<(u64, Box<[u8]>)>,
+    events: Numbered,
     /// The last epochs' summaries ([`epoch_summary`]), numbered with the windows.
-    epochs: VecDeque<(u64, Box<[u8]>)>,
+    epochs: Numbered,
 }
 
 impl Trend {
