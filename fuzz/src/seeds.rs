@@ -274,6 +274,35 @@ fn capture_seeds(protobuf: &[Seed]) -> Vec<Seed> {
     vec![("all.pb".into(), all), ("one.pb".into(), one)]
 }
 
+/// A session's events in a snapshot: batches remembered, an event waiting (in ms), one
+/// placed, one with its epoch waiting for its end, and counts.
+fn event_state() -> eeg_session::epochs::EventState {
+    let event = |id: &str, onset| eeg_schema::Event {
+        session_id: "s-1".into(),
+        event_id: id.into(),
+        onset,
+        duration_s: 0.25,
+        label: "target".into(),
+        value: Some(3),
+        source: "app".into(),
+    };
+    eeg_session::epochs::EventState {
+        timeline: eeg_session::events::TimelineState {
+            anchors: vec![(0, 1_700_000_000_123.0, 32), (32, 1_700_000_000_248.5, 32)],
+            waiting: vec![event("w", eeg_schema::Onset::UnixMs(1_700_000_009_000.25))],
+            placed: vec![("p".into(), 40)],
+        },
+        pending: vec![(event("p", eeg_schema::Onset::Sample(40)), 40)],
+        counts: eeg_session::epochs::EventCounts {
+            events: 2,
+            copies: 1,
+            late: 1,
+            ..Default::default()
+        },
+        t0_ms: 1_700_000_000_123.0,
+    }
+}
+
 fn snapshot_seeds() -> Vec<Seed> {
     let engine = TriggerEngine::new(default_rules()).expect("the default rules are valid");
     let full = Snapshot {
@@ -302,12 +331,14 @@ fn snapshot_seeds() -> Vec<Seed> {
             ],
         },
         triggers: Some(engine.new_state()),
+        events: Some(event_state()),
     };
     let bare = Snapshot {
         user_id: None,
         position: None,
         last_seen_ms: None,
         triggers: None,
+        events: None,
         checkpoint: eeg_dsp::Checkpoint {
             filter: Vec::new(),
             ..full.checkpoint.clone()
