@@ -465,13 +465,9 @@ impl<R: std::io::BufRead> RecordEvents<R> {
         record: &eeg_edf::Record,
         out: &mut Vec<RecordEvent>,
     ) -> Result<(), Error> {
-        let onset = record.onset_s();
-        self.annotations(reader, record.index(), out)?;
-        if let Some(s) = self.stim.as_mut() {
-            let signal = s.signal;
-            s.push(onset, record.signal(signal), Stim::code, out);
-        }
-        self.tsv_until(onset + reader.header().record_duration_s, out)
+        let signal = self.stim.as_ref().map(|s| record.signal(s.signal));
+        let at = (record.index(), record.onset_s());
+        self.record_with(reader, at, signal, Stim::code, out)
     }
 
     /// [`RecordEvents::record`] for a record read as digital values.
@@ -481,11 +477,24 @@ impl<R: std::io::BufRead> RecordEvents<R> {
         record: &eeg_edf::DigitalRecord,
         out: &mut Vec<RecordEvent>,
     ) -> Result<(), Error> {
-        let onset = record.onset_s();
-        self.annotations(reader, record.index(), out)?;
-        if let Some(s) = self.stim.as_mut() {
-            let signal = s.signal;
-            s.push(onset, record.signal(signal), Stim::digital_code, out);
+        let signal = self.stim.as_ref().map(|s| record.signal(s.signal));
+        let at = (record.index(), record.onset_s());
+        self.record_with(reader, at, signal, Stim::digital_code, out)
+    }
+
+    /// The events of record `index`, which starts `onset` s into the recording, its trigger
+    /// channel's values read by `code`.
+    fn record_with<F: std::io::Read, T: Copy>(
+        &mut self,
+        reader: &eeg_edf::EdfReader<F>,
+        (index, onset): (u64, f64),
+        stim_values: Option<&[T]>,
+        code: fn(&Stim, T) -> i64,
+        out: &mut Vec<RecordEvent>,
+    ) -> Result<(), Error> {
+        self.annotations(reader, index, out)?;
+        if let (Some(s), Some(values)) = (self.stim.as_mut(), stim_values) {
+            s.push(onset, values, code, out);
         }
         self.tsv_until(onset + reader.header().record_duration_s, out)
     }

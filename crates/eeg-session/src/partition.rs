@@ -1347,17 +1347,32 @@ impl<O: Outbox> OutboxSink<'_, O> {
         send(self.outbox, out, self.ticket).map_err(Stop::Refused)
     }
 
-    /// Sends `out` unless it is larger than the producer takes (`what` names it then).
-    fn send_sized(
+    /// Encodes an output of `(topic, session, window end)` into the reused buffer and sends
+    /// it, unless it is larger than the producer takes (`what` names it then).
+    fn publish(
         &mut self,
-        out: &Output<'_>,
+        (topic, session_id, window_end_ms): (Topic, &str, Option<i64>),
+        encode: impl FnOnce(&mut Vec<u8>),
         what: impl FnOnce() -> String,
     ) -> Result<(), Stop<O::Error>> {
+        self.buf.clear();
+        encode(self.buf);
+        let buf = std::mem::take(self.buf);
+        let out = Output {
+            topic,
+            key: Some(session_id.as_bytes()),
+            payload: Some(&buf),
+            headers: &[],
+            window_end_ms,
+        };
         let size = out.size();
-        if size + OUTPUT_OVERHEAD > self.max_bytes {
-            return Err(Stop::TooLarge { what: what(), size });
-        }
-        self.send(out)
+        let sent = if size + OUTPUT_OVERHEAD > self.max_bytes {
+            Err(Stop::TooLarge { what: what(), size })
+        } else {
+            self.send(&out)
+        };
+        *self.buf = buf;
+        sent
     }
 }
 
@@ -1365,23 +1380,16 @@ impl<O: Outbox> EpochOutput for OutboxSink<'_, O> {
     type Error = Stop<O::Error>;
 
     fn epoch(&mut self, record: &EpochRecord<'_>) -> Result<(), Stop<O::Error>> {
-        self.buf.clear();
-        record.encode_into(self.buf);
-        let buf = std::mem::take(self.buf);
-        let out = Output {
-            topic: Topic::Epochs,
-            key: Some(record.session_id.as_bytes()),
-            payload: Some(&buf),
-            headers: &[],
-            window_end_ms: None,
-        };
-        let sent = self.send_sized(&out, || {
-            format!(
-                "the epoch of event {}",
-                crate::text::quoted(&record.event.event_id)
-            )
-        });
-        *self.buf = buf;
+        let sent = self.publish(
+            (Topic::Epochs, record.session_id, None),
+            |buf| record.encode_into(buf),
+            || {
+                format!(
+                    "the epoch of event {}",
+                    crate::text::quoted(&record.event.event_id)
+                )
+            },
+        );
         self.epochs += u64::from(sent.is_ok());
         sent
     }
@@ -1490,35 +1498,19 @@ impl<O: Outbox> Sink for OutboxSink<'_, O> {
         meta: &Arc<SessionMeta>,
         window: &Window<'_>,
     ) -> Result<(), Stop<O::Error>> {
-        self.buf.clear();
-        encode_processed(&ProcessedRecord { meta, window }, self.buf);
-        let buf = std::mem::take(self.buf);
-        let out = Output {
-            topic: Topic::Processed,
-            key: Some(meta.session_id.as_bytes()),
-            payload: Some(&buf),
-            headers: &[],
-            window_end_ms: Some(window.end_ms),
-        };
-        let sent = self.send_sized(&out, || format!("window {}", window.index));
-        *self.buf = buf;
-        sent
+        self.publish(
+            (Topic::Processed, &meta.session_id, Some(window.end_ms)),
+            |buf| encode_processed(&ProcessedRecord { meta, window }, buf),
+            || format!("window {}", window.index),
+        )
     }
 
     fn trigger(&mut self, event: &TriggerEvent<'_>) -> Result<(), Stop<O::Error>> {
-        self.buf.clear();
-        event.encode_into(self.buf);
-        let buf = std::mem::take(self.buf);
-        let out = Output {
-            topic: Topic::Triggers,
-            key: Some(event.session_id.as_bytes()),
-            payload: Some(&buf),
-            headers: &[],
-            window_end_ms: None,
-        };
-        let sent = self.send(&out);
-        *self.buf = buf;
-        sent
+        self.publish(
+            (Topic::Triggers, event.session_id, None),
+            |buf| event.encode_into(buf),
+            || format!("the trigger event of rule {}", event.rule_id),
+        )
     }
 }
 
