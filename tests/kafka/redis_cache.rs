@@ -486,6 +486,53 @@ fn redis_keys_expire_with_their_session() {
     assert!(left.is_empty(), "still there after the TTL: {left:?}");
 }
 
+#[test]
+fn epochs_and_trigger_events_published_again_are_kept_once_in_their_streams() {
+    // Two services in two groups, each with its own output topics, process the same raw
+    // messages into one Redis: the second publishes every epoch and trigger event again,
+    // byte for byte, as a service does after a crash.
+    let url = redis_url();
+    let a = Topics::create("redis-again-a");
+    let b = Topics::create("redis-again-b");
+    let prefix = prefix(&a);
+    let s = format!("{}-s", a.group);
+    replay_fixture(&a, &s, &[]);
+    let config = std::env::temp_dir().join(format!("{}-epochs.toml", a.group));
+    std::fs::write(&config, "[epochs]\n").unwrap();
+    let c = config.to_str().unwrap();
+    let n_events = trigger_lines(&fixture(), &a).len();
+    let mut published = Vec::new();
+    for (t, name) in [(&a, "first"), (&b, "second")] {
+        let env = [
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+            ("EEG_RAW_TOPIC", a.raw.as_str()),
+        ];
+        let service = Service::start_with(t, name, &["--config", c], &env);
+        let epochs = consume(&t.epochs, Duration::from_secs(60), |r| r.len() >= 4);
+        consume(&t.triggers, Duration::from_secs(60), |r| {
+            r.len() >= n_events
+        });
+        service.stop_cleanly();
+        published.push(epochs.into_iter().map(|r| r.payload).collect::<Vec<_>>());
+    }
+    assert_eq!(published[0].len(), 4, "the fixture's four annotations");
+    assert_eq!(published[0], published[1], "the same epochs, twice");
+    let target = node();
+    let mut con = target.connect();
+    let con = con.as_mut();
+    assert_eq!(
+        events(con, &format!("{prefix}session:{{{s}}}:epochs")),
+        published[0],
+        "each epoch once"
+    );
+    assert_eq!(
+        events(con, &format!("{prefix}session:{{{s}}}:events")).len(),
+        n_events,
+        "each trigger event once"
+    );
+}
+
 /// A redis-server (Debian's redis-server package) of the test's own, on `port`, without
 /// persistence.
 fn private_redis(port: u16) -> Daemon {
