@@ -252,6 +252,10 @@ fn open_epochs(
             .then(|| options.epochs.clone().unwrap_or_default()),
         events: options.events.clone(),
         output: None,
+        csv: outputs
+            .epochs
+            .as_ref()
+            .is_some_and(|t| matches!(t, Target::File(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")))),
         events_out: None,
         erp: None,
         tsv,
@@ -260,6 +264,30 @@ fn open_epochs(
     // Each file as it is created: a failure removes those made before it.
     let created = (|| {
         epochs.output = outputs.epochs.as_ref().map(Output::create).transpose()?;
+        if let (true, Some((_, w)), Some(config)) =
+            (epochs.csv, epochs.output.as_mut(), epochs.config.as_ref())
+        {
+            let components: Vec<String> = config
+                .epoch
+                .components
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            let bands: Vec<String> = match config.epoch.erd {
+                Some(_) => options
+                    .processing
+                    .bands
+                    .iter()
+                    .map(|b| b.name.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut header = csv::Writer::from_writer(&mut **w);
+            header
+                .write_record(Epochs::csv_columns(&components, &bands))
+                .and_then(|()| header.flush().map_err(csv::Error::from))
+                .map_err(|e| Error::output("writing epochs", e.into()))?;
+        }
         if let Some(target) = &outputs.events_out {
             let (file, mut w) = Output::create(target)?;
             let header = crate::bids::write_header(&mut w);

@@ -31,6 +31,8 @@ pub(crate) struct Epochs {
     pub config: Option<eeg_session::config::EpochsConfig>,
     pub events: eeg_session::config::EventsConfig,
     pub output: Option<(Output, Box<dyn Write + Send>)>,
+    /// `--epochs FILE.csv`: the epochs as a long table, one row per event and channel.
+    pub csv: bool,
     pub events_out: Option<(Output, Box<dyn Write + Send>)>,
     /// The averages per label (`--erp`), CSV.
     pub erp: Option<(Output, csv::Writer<Box<dyn Write + Send>>)>,
@@ -67,7 +69,41 @@ impl Epochs {
                 .as_mut()
                 .map(|(_, w)| &mut **w as &mut (dyn Write + Send)),
             origin_ms: self.origin_ms.unwrap_or(0.0),
+            csv: self.csv,
         }
+    }
+
+    /// The columns of `--epochs FILE.csv`: the event and the epoch, the channel, then per
+    /// component its mean, peak and latency, and per band (with `[epochs.erd]`) the powers
+    /// and their change.
+    pub fn csv_columns(components: &[String], erd_bands: &[String]) -> Vec<String> {
+        let mut c: Vec<String> = [
+            "session_id",
+            "event_id",
+            "label",
+            "value",
+            "onset_sample",
+            "first_sample",
+            "last_sample",
+            "start_ms",
+            "end_ms",
+            "status",
+            "drop",
+            "channel",
+        ]
+        .map(String::from)
+        .into();
+        for name in components {
+            for what in ["mean_uv", "peak_uv", "peak_ms"] {
+                c.push(format!("{name}.{what}"));
+            }
+        }
+        for band in erd_bands {
+            for what in ["reference_uv2", "active_uv2", "change_pct"] {
+                c.push(format!("erd.{band}.{what}"));
+            }
+        }
+        c
     }
 
     /// The `--erp` file's columns.
@@ -145,6 +181,8 @@ pub(crate) struct EpochLines<'a> {
     epochs: Option<&'a mut (dyn Write + Send)>,
     events: Option<&'a mut (dyn Write + Send)>,
     origin_ms: f64,
+    /// Epochs as CSV rows ([`Epochs::csv_columns`]), not JSON lines.
+    csv: bool,
 }
 
 impl eeg_session::epochs::EpochOutput for EpochLines<'_> {
@@ -154,6 +192,9 @@ impl eeg_session::epochs::EpochOutput for EpochLines<'_> {
         let Some(out) = self.epochs.as_deref_mut() else {
             return Ok(());
         };
+        if self.csv {
+            return epoch_rows(record, out);
+        }
         let mut line = record.encode();
         line.push(b'\n');
         out.write_all(&line)
@@ -172,6 +213,62 @@ impl eeg_session::epochs::EpochOutput for EpochLines<'_> {
         let onset_s = (t0_ms - self.origin_ms) / 1000.0 + sample as f64 / fs;
         crate::bids::write_line(out, onset_s, e.duration_s, &e.label, e.value, sample)
     }
+}
+
+/// An epoch record as rows of the `--epochs FILE.csv` long table, one per channel; numbers
+/// in their shortest form that reads back to the same `f64`, a value without one (a
+/// `no_data` epoch's, a change over a zero power) empty.
+fn epoch_rows(
+    r: &eeg_schema::EpochRecord<'_>,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<()> {
+    let num = |x: Option<f64>| {
+        x.filter(|x| x.is_finite())
+            .map_or(String::new(), |x| x.to_string())
+    };
+    let int = |x: Option<i64>| x.map_or(String::new(), |x| x.to_string());
+    let (start_ms, end_ms) = r.bounds_ms();
+    let fixed = [
+        r.session_id.to_string(),
+        r.event.event_id.clone(),
+        r.event.label.clone(),
+        int(r.event.value),
+        int(r.onset_sample.map(|n| n as i64)),
+        int(r.first_sample()),
+        int(r.last_sample()),
+        num(start_ms),
+        num(end_ms),
+        r.status().to_string(),
+        r.drop_names().join(";"),
+    ];
+    let mut w = csv::Writer::from_writer(out);
+    let n_components = r.component_names.len();
+    let n_bands = if r.plan.erd_bands() > 0 {
+        r.band_names.len()
+    } else {
+        0
+    };
+    for (ch, channel) in r.channels.iter().enumerate() {
+        let mut row: Vec<String> = fixed.to_vec();
+        row.push(channel.clone());
+        let n = r.channels.len();
+        let at = |item: usize, v: &[f64]| v.get(item * n + ch).copied();
+        let values = r.values.ok();
+        for i in 0..n_components {
+            let v = values;
+            row.push(num(v.and_then(|v| at(i, &v.mean_uv))));
+            row.push(num(v.and_then(|v| at(i, &v.peak_uv))));
+            row.push(num(v.and_then(|v| at(i, &v.peak_s)).map(|s| s * 1000.0)));
+        }
+        for b in 0..n_bands {
+            let v = values;
+            row.push(num(v.and_then(|v| at(b, &v.reference_power))));
+            row.push(num(v.and_then(|v| at(b, &v.active_power))));
+            row.push(num(v.and_then(|v| at(b, &v.erd_pct))));
+        }
+        w.write_record(&row)?;
+    }
+    w.flush()
 }
 
 /// One session's outputs for one push.

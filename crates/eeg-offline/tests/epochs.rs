@@ -569,3 +569,79 @@ fn the_averages_and_their_standard_errors_are_mnes() {
         worst.0
     );
 }
+
+#[test]
+fn epochs_as_a_csv_long_table_hold_the_records_numbers_row_by_row() {
+    let r = reference();
+    let c = case(&r, "synthetic_erp");
+    let records = run(c, "csv_jsonl");
+    let dir = scratch("csv_table");
+    let out = dir.join("epochs.csv");
+    let mut options = Options::new(Input::File(root().join(c["file"].as_str().unwrap())));
+    options.epochs = Some(epochs_config(c));
+    let mut outputs = Outputs::default();
+    outputs.epochs = Some(Target::File(out.clone()));
+    process(&options, &outputs, &|_| {}).expect("process");
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let components: Vec<String> = epochs_config(c)
+        .epoch
+        .components
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert!(!components.is_empty() && header.contains(&"erd.alpha.change_pct".to_string()));
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let number = |cell: &str| (!cell.is_empty()).then(|| cell.parse::<f64>().unwrap());
+    let json_number = |v: &Value| v.as_f64();
+    let mut rows = 0;
+    for row in reader.records() {
+        let row = row.unwrap();
+        rows += 1;
+        let sample: u64 = row[col("onset_sample")].parse().unwrap();
+        let rec = &records[&sample];
+        let ch = rec["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|n| n == &row[col("channel")])
+            .unwrap();
+        assert_eq!(
+            row[col("event_id")],
+            *rec["event"]["event_id"].as_str().unwrap()
+        );
+        assert_eq!(row[col("status")], *rec["status"].as_str().unwrap());
+        let drop: Vec<&str> = rec["drop"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        assert_eq!(row[col("drop")], drop.join(";"));
+        assert_eq!(number(&row[col("start_ms")]), json_number(&rec["start_ms"]));
+        for name in &components {
+            for what in ["mean_uv", "peak_uv", "peak_ms"] {
+                let got = number(&row[col(&format!("{name}.{what}"))]);
+                let want = json_number(&rec["components"][name][what][ch]);
+                // The same f64, bit for bit, from either text.
+                assert_eq!(
+                    got.map(f64::to_bits),
+                    want.map(f64::to_bits),
+                    "{name}.{what}"
+                );
+            }
+        }
+        let got = number(&row[col("erd.alpha.change_pct")]);
+        let want = json_number(&rec["erd"]["alpha"]["change_pct"][ch]);
+        assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits));
+    }
+    let channels = records.values().next().unwrap()["channels"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        rows,
+        records.len() * channels,
+        "a row per epoch and channel"
+    );
+}

@@ -78,6 +78,26 @@ impl EpochRecord<'_> {
         }
     }
 
+    /// Unix time of the epoch's first and last samples, ms.
+    pub fn bounds_ms(&self) -> (Option<f64>, Option<f64>) {
+        let fs = self.plan.fs();
+        let ms = |sample: Option<i64>| sample.map(|s| self.t0_ms + s as f64 * 1000.0 / fs);
+        (ms(self.first_sample()), ms(self.last_sample()))
+    }
+
+    /// Why it was dropped: the channels at fault (MNE's `drop_log`), or why it has no data.
+    pub fn drop_names(&self) -> Vec<&str> {
+        match self.values {
+            Err(missing) => vec![missing.name()],
+            Ok(v) => v
+                .too_large
+                .iter()
+                .chain(&v.too_flat)
+                .map(|&ch| self.channels[ch].as_str())
+                .collect(),
+        }
+    }
+
     /// The record as one line of JSON (no newline).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
@@ -178,8 +198,7 @@ impl Serialize for Samples<'_> {
 
 impl Serialize for EpochRecord<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fs = self.plan.fs();
-        let ms = |sample: Option<i64>| sample.map(|s| self.t0_ms + s as f64 * 1000.0 / fs);
+        let (start_ms, end_ms) = self.bounds_ms();
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("schema", EPOCH_SCHEMA)?;
         m.serialize_entry("session_id", self.session_id)?;
@@ -191,22 +210,12 @@ impl Serialize for EpochRecord<'_> {
         m.serialize_entry("onset_sample", &self.onset_sample)?;
         m.serialize_entry("first_sample", &self.first_sample())?;
         m.serialize_entry("last_sample", &self.last_sample())?;
-        m.serialize_entry("start_ms", &ms(self.first_sample()))?;
-        m.serialize_entry("end_ms", &ms(self.last_sample()))?;
+        m.serialize_entry("start_ms", &start_ms)?;
+        m.serialize_entry("end_ms", &end_ms)?;
         m.serialize_entry("tmin_s", &self.tmin_s)?;
         m.serialize_entry("tmax_s", &self.tmax_s)?;
         m.serialize_entry("status", self.status())?;
-        match self.values {
-            Err(missing) => m.serialize_entry("drop", &[missing.name()])?,
-            Ok(v) => {
-                let names = v
-                    .too_large
-                    .iter()
-                    .chain(&v.too_flat)
-                    .map(|&ch| self.channels[ch].as_str());
-                m.serialize_entry("drop", &names.collect::<Vec<_>>())?;
-            }
-        }
+        m.serialize_entry("drop", &self.drop_names())?;
         m.serialize_entry("channels", self.channels)?;
         if let Ok(v) = self.values {
             let n_channels = v.n_channels();
