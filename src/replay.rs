@@ -657,10 +657,7 @@ impl Stream {
         for note in notes {
             match note.to_event(&self.session_id, self.rate, self.start_s) {
                 (e, false) if !early => {
-                    let sample = match e.onset {
-                        eeg_schema::Onset::Sample(n) => n,
-                        eeg_schema::Onset::UnixMs(_) => 0,
-                    };
+                    let sample = e.onset.sample().unwrap_or(0);
                     let at = self.waiting.partition_point(|(s, _)| *s <= sample);
                     self.waiting.insert(at, (sample, e));
                 }

@@ -480,8 +480,9 @@ pub fn trigger_line(v: &Value) -> String {
     )
 }
 
-/// `time session EPOCH label event_id status [why]` then per component and channel the
-/// baseline-corrected mean, µV (docs/processing.md, "Events and epochs").
+/// `time session EPOCH label event_id status [why]` at the event's onset (the epoch's start
+/// less `tmin_s`), then per component and channel the baseline-corrected mean, µV
+/// (docs/processing.md, "Events and epochs").
 pub fn epoch_line(v: &Value) -> String {
     let event = &v["event"];
     let drop: Vec<&str> = v["drop"]
@@ -492,9 +493,10 @@ pub fn epoch_line(v: &Value) -> String {
         .collect();
     let mut s = format!(
         "{}  {}  EPOCH {} {} {}{}",
-        v["start_ms"]
-            .as_f64()
-            .map_or("?".into(), |ms| clock_ms(ms as i64)),
+        v["start_ms"].as_f64().map_or("?".into(), |ms| {
+            let tmin_s = v["tmin_s"].as_f64().unwrap_or(0.0);
+            clock_ms((ms - tmin_s * 1000.0).round() as i64)
+        }),
         str_of(v, "session_id"),
         event["label"]
             .as_str()
@@ -585,5 +587,35 @@ mod tests {
             "{}",
             trigger_line(&v)
         );
+    }
+
+    #[test]
+    fn an_epoch_is_shown_at_its_events_onset_with_its_status_and_means() {
+        let v = serde_json::json!({"schema": "eeg.epoch/1", "session_id": "s",
+            "event": {"event_id": "stim-7", "label": "target"},
+            "start_ms": 1_800_000_003_800.0, "tmin_s": -0.2, "status": "rejected",
+            "drop": ["Cz"], "channels": ["Cz", "Pz"],
+            "components": {"p300": {"mean_uv": [4.256, -1.0], "peak_uv": [9.0, 2.0]}}});
+        assert_eq!(
+            epoch_line(&v),
+            "08:00:04.000  s  EPOCH \"target\" stim-7 rejected [Cz]  | p300 Cz=4.26 Pz=-1.00"
+        );
+        let no_data = serde_json::json!({"session_id": "s", "start_ms": null,
+            "event": {"event_id": "e", "label": "x"}, "status": "no_data",
+            "drop": ["too_late"], "channels": ["Cz"]});
+        assert_eq!(
+            epoch_line(&no_data),
+            "?  s  EPOCH \"x\" e no_data [too_late]"
+        );
+    }
+
+    #[test]
+    fn an_event_message_is_shown_at_its_onset() {
+        let v = serde_json::json!({"schema": "eeg.event/1", "session_id": "s",
+            "event_id": "e1", "onset_ms": 1_800_000_004_000.5, "label": "target"});
+        assert_eq!(event_line(&v), "08:00:04.000  s  EVENT \"target\" e1");
+        let v = serde_json::json!({"schema": "eeg.event/1", "session_id": "s",
+            "event_id": "e2", "onset_sample": 512, "label": ""});
+        assert_eq!(event_line(&v), "sample 512  s  EVENT \"\" e2");
     }
 }

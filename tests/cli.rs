@@ -419,6 +419,26 @@ fn replay_refuses_an_events_file_for_messages_that_carry_their_own() {
 }
 
 #[test]
+fn epochs_to_a_parquet_name_are_refused_before_anything_is_written() {
+    let dir = scratch("epochs_parquet");
+    let out = dir.join("epochs.parquet");
+    let records = dir.join("records.jsonl");
+    let o = eeg(&[
+        "process",
+        "fixtures/synthetic_erp.edf",
+        "--epochs",
+        out.to_str().expect("utf8"),
+        "--out",
+        records.to_str().expect("utf8"),
+    ]);
+    assert_bad_input(
+        &o,
+        &["--epochs", "epochs.parquet", "Parquet is not supported"],
+    );
+    assert!(!out.exists() && !records.exists());
+}
+
+#[test]
 fn invalid_message_is_bad_input_naming_the_line() {
     let dir = scratch("invalid_message");
     let good = r#"{"schema":"eeg.raw/1","session_id":"s","device_id":"d","seq":0,"start_ms":0,"sample_rate_hz":250.0,"channels":["A","B"],"samples":[[1.0,2.0],[3.0,4.0]]}"#;

@@ -159,22 +159,8 @@ fn epochs_are_published_as_process_cuts_them_through_a_kill_and_a_restore() {
     let input = scratch(&t, "in.jsonl");
     let text: String = msgs.iter().map(|m| format!("{}\n", m.line)).collect();
     std::fs::write(&input, text).unwrap();
-    let epochs_file = scratch(&t, "epochs.jsonl");
     let c = config.to_str().unwrap();
-    process_lines(
-        &input,
-        &[
-            "--config",
-            c,
-            "--out",
-            "/dev/null",
-            "--epochs",
-            epochs_file.to_str().unwrap(),
-        ],
-    );
-    let want: BTreeSet<Vec<u8>> = lines(&std::fs::read(&epochs_file).unwrap())
-        .into_iter()
-        .collect();
+    let want: BTreeSet<Vec<u8>> = epoch_lines(&input, &t, &config, &[]).into_iter().collect();
     // Every event once (copies dropped), kept or rejected: none ends without its samples.
     assert_eq!(want.len(), 50);
     let statuses: BTreeSet<String> = want
@@ -231,23 +217,9 @@ fn replayed_recordings_give_the_epochs_process_cuts_from_their_annotations_and_t
         let config = scratch(&t, "epochs.toml");
         std::fs::write(&config, "[epochs]\n").unwrap();
         let c = config.to_str().unwrap();
-        let epochs_file = scratch(&t, "epochs.jsonl");
-        process_lines(
-            &fixture,
-            &[
-                "--session-id",
-                "rec",
-                "--config",
-                c,
-                "--out",
-                "/dev/null",
-                "--epochs",
-                epochs_file.to_str().unwrap(),
-            ],
-        );
         // The epochs that end without their samples (past the recording's end) the service
         // publishes only once it evicts the session.
-        let want: BTreeSet<Vec<u8>> = lines(&std::fs::read(&epochs_file).unwrap())
+        let want: BTreeSet<Vec<u8>> = epoch_lines(&fixture, &t, &config, &["--session-id", "rec"])
             .into_iter()
             .filter(|e| !String::from_utf8_lossy(e).contains("\"ended\""))
             .collect();

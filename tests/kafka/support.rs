@@ -428,6 +428,22 @@ pub fn trigger_lines(input: &Path, t: &Topics) -> Vec<Vec<u8>> {
     lines(&std::fs::read(&file).unwrap())
 }
 
+/// The `eeg.epoch/1` records `process --epochs` writes for `input` with the config file
+/// `config` (and `extra` arguments), one per line.
+pub fn epoch_lines(input: &Path, t: &Topics, config: &Path, extra: &[&str]) -> Vec<Vec<u8>> {
+    let file = std::env::temp_dir().join(format!("{}-epochs.jsonl", t.group));
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+        "--epochs",
+        file.to_str().unwrap(),
+    ];
+    process_lines(input, &[&args[..], extra].concat());
+    lines(&std::fs::read(&file).unwrap())
+}
+
 /// The non-empty lines of `text`.
 pub fn lines(text: &[u8]) -> Vec<Vec<u8>> {
     text.split(|&b| b == b'\n')

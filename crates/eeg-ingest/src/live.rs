@@ -849,23 +849,38 @@ impl TrendCopy {
 /// why, onset (Unix ms, when placed) and bounds; the values per channel stay on Kafka. At
 /// most a few hundred bytes whatever the record's size (labels are at most 256 bytes).
 fn epoch_summary(record: &[u8]) -> Option<Vec<u8>> {
-    let v: serde_json::Value = serde_json::from_slice(record).ok()?;
-    let event = v.get("event")?;
-    let start_ms = v["start_ms"].as_f64();
-    let tmin_s = v["tmin_s"].as_f64().unwrap_or(0.0);
-    let drop: Vec<&serde_json::Value> =
-        v["drop"].as_array().into_iter().flatten().take(8).collect();
+    use serde_json::Value;
+    /// The fields summarised; the values per channel (and the samples, with
+    /// `include_samples`) are skipped, not built.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        event: EventHead,
+        onset_sample: Value,
+        start_ms: Value,
+        end_ms: Value,
+        tmin_s: f64,
+        status: String,
+        drop: Vec<Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct EventHead {
+        event_id: Value,
+        label: Value,
+        #[serde(default)]
+        value: Value,
+    }
+    let h: Head = serde_json::from_slice(record).ok()?;
     let summary = serde_json::json!({
-        "event_id": event["event_id"],
-        "label": event["label"],
-        "value": event["value"],
-        "onset_sample": v["onset_sample"],
-        "onset_ms": start_ms.map(|s| s - tmin_s * 1000.0),
-        "start_ms": v["start_ms"],
-        "end_ms": v["end_ms"],
-        "status": v.get("status")?,
+        "event_id": h.event.event_id,
+        "label": h.event.label,
+        "value": h.event.value,
+        "onset_sample": h.onset_sample,
+        "onset_ms": h.start_ms.as_f64().map(|s| s - h.tmin_s * 1000.0),
+        "start_ms": h.start_ms,
+        "end_ms": h.end_ms,
+        "status": h.status,
         // A rejected epoch names its channels: the first few.
-        "drop": drop,
+        "drop": &h.drop[..h.drop.len().min(8)],
     });
     serde_json::to_vec(&summary).ok()
 }

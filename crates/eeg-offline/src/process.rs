@@ -12,7 +12,7 @@ use crate::options::{Input, Options, Outputs};
 use crate::output::{Output, Target};
 use crate::raw::RawMessages;
 use crate::report::{Collector, ConfigMeta, InputMeta};
-use crate::sink::{Epochs, Triggers};
+use crate::sink::{EpochWriter, Epochs, Triggers};
 use crate::summary::Summary;
 use crate::table::Format;
 use crate::writer::Writer;
@@ -252,10 +252,6 @@ fn open_epochs(
             .then(|| options.epochs.clone().unwrap_or_default()),
         events: options.events.clone(),
         output: None,
-        csv: outputs
-            .epochs
-            .as_ref()
-            .is_some_and(|t| matches!(t, Target::File(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")))),
         events_out: None,
         erp: None,
         tsv,
@@ -263,30 +259,34 @@ fn open_epochs(
     };
     // Each file as it is created: a failure removes those made before it.
     let created = (|| {
-        epochs.output = outputs.epochs.as_ref().map(Output::create).transpose()?;
-        if let (true, Some((_, w)), Some(config)) =
-            (epochs.csv, epochs.output.as_mut(), epochs.config.as_ref())
-        {
-            let components: Vec<String> = config
-                .epoch
-                .components
-                .iter()
-                .map(|c| c.name.clone())
-                .collect();
-            let bands: Vec<String> = match config.epoch.erd {
-                Some(_) => options
-                    .processing
-                    .bands
-                    .iter()
-                    .map(|b| b.name.clone())
-                    .collect(),
-                None => Vec::new(),
+        if let (Some(target), Some(config)) = (&outputs.epochs, epochs.config.as_ref()) {
+            let format = epochs_format(target)?;
+            let (file, w) = Output::create(target)?;
+            let writer = match format {
+                Format::Csv => {
+                    let components: Vec<String> = config
+                        .epoch
+                        .components
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect();
+                    let bands: Vec<String> = match config.epoch.erd {
+                        Some(_) => options
+                            .processing
+                            .bands
+                            .iter()
+                            .map(|b| b.name.clone())
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    EpochWriter::csv(w, &components, &bands)
+                }
+                _ => Ok(EpochWriter::Jsonl(w)),
             };
-            let mut header = csv::Writer::from_writer(&mut **w);
-            header
-                .write_record(Epochs::csv_columns(&components, &bands))
-                .and_then(|()| header.flush().map_err(csv::Error::from))
-                .map_err(|e| Error::output("writing epochs", e.into()))?;
+            epochs.output = Some((
+                file,
+                writer.map_err(|e| Error::output("writing epochs", e))?,
+            ));
         }
         if let Some(target) = &outputs.events_out {
             let (file, mut w) = Output::create(target)?;
@@ -309,6 +309,26 @@ fn open_epochs(
             let _ = epochs.close(false);
             Err(e)
         }
+    }
+}
+
+/// What `--epochs FILE` writes, by its name: the long table for `.csv`, records (one per
+/// line) for any other name; `.parquet` is refused.
+fn epochs_format(target: &Target) -> Result<Format, Error> {
+    let ext = match target {
+        Target::File(p) => p.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        Target::Stdout => "",
+    };
+    match Format::from_extension(ext) {
+        Some(Format::Parquet) => Err(Error::bad(format!(
+            "--epochs {}: epochs are written as JSON lines or, to a .csv name, as CSV; Parquet is not supported",
+            match target {
+                Target::File(p) => p.display().to_string(),
+                Target::Stdout => "-".into(),
+            }
+        ))),
+        Some(Format::Csv) => Ok(Format::Csv),
+        _ => Ok(Format::Jsonl),
     }
 }
 

@@ -10,10 +10,13 @@ use eeg_schema::SessionMeta;
 use eeg_session::epochs::{SessionEpochs, Tap};
 use eeg_session::{Fanout, TriggerEngine, TriggerState};
 
+use eeg_dsp::epochs::EpochValues;
+
 use crate::Error;
 use crate::output::Output;
 use crate::report::Collector;
 use crate::summary::Summary;
+use crate::table::{csv_io, number_field};
 use crate::writer::Writer;
 
 /// The trigger rules, and when events are asked for, where they go (one
@@ -30,9 +33,7 @@ pub(crate) struct Epochs {
     /// `None`: events are placed (for the events file) but no epoch is cut.
     pub config: Option<eeg_session::config::EpochsConfig>,
     pub events: eeg_session::config::EventsConfig,
-    pub output: Option<(Output, Box<dyn Write + Send>)>,
-    /// `--epochs FILE.csv`: the epochs as a long table, one row per event and channel.
-    pub csv: bool,
+    pub output: Option<(Output, EpochWriter)>,
     pub events_out: Option<(Output, Box<dyn Write + Send>)>,
     /// The averages per label (`--erp`), CSV.
     pub erp: Option<(Output, csv::Writer<Box<dyn Write + Send>>)>,
@@ -60,23 +61,19 @@ impl Epochs {
 
     pub fn lines(&mut self) -> EpochLines<'_> {
         EpochLines {
-            epochs: self
-                .output
-                .as_mut()
-                .map(|(_, w)| &mut **w as &mut (dyn Write + Send)),
+            epochs: self.output.as_mut().map(|(_, w)| w),
             events: self
                 .events_out
                 .as_mut()
                 .map(|(_, w)| &mut **w as &mut (dyn Write + Send)),
             origin_ms: self.origin_ms.unwrap_or(0.0),
-            csv: self.csv,
         }
     }
 
     /// The columns of `--epochs FILE.csv`: the event and the epoch, the channel, then per
     /// component its mean, peak and latency, and per band (with `[epochs.erd]`) the powers
     /// and their change.
-    pub fn csv_columns(components: &[String], erd_bands: &[String]) -> Vec<String> {
+    fn csv_columns(components: &[String], erd_bands: &[String]) -> Vec<String> {
         let mut c: Vec<String> = [
             "session_id",
             "event_id",
@@ -127,19 +124,17 @@ impl Epochs {
         };
         for a in epochs.averages() {
             let avg = &a.average;
-            let (count, rejected) = (avg.count.to_string(), a.rejected.to_string());
             for (ch, name) in meta.channels.iter().enumerate().take(avg.n_channels()) {
                 for k in 0..avg.len() {
-                    out.write_record([
-                        meta.session_id.as_str(),
-                        &a.label,
-                        name,
-                        &(plan.time_s(k) * 1000.0).to_string(),
-                        &avg.mean(ch, k).to_string(),
-                        &avg.sem(ch, k).to_string(),
-                        &count,
-                        &rejected,
-                    ])?;
+                    out.write_field(&meta.session_id)?;
+                    out.write_field(&a.label)?;
+                    out.write_field(name)?;
+                    number_field(out, Some(plan.time_s(k) * 1000.0))?;
+                    number_field(out, Some(avg.mean(ch, k)))?;
+                    number_field(out, Some(avg.sem(ch, k)))?;
+                    out.write_field(itoa::Buffer::new().format(avg.count))?;
+                    out.write_field(itoa::Buffer::new().format(a.rejected))?;
+                    out.write_record(None::<&[u8]>)?;
                 }
             }
         }
@@ -148,7 +143,10 @@ impl Epochs {
 
     /// Every file it writes, flushed.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        for (_, w) in self.output.iter_mut().chain(self.events_out.iter_mut()) {
+        if let Some((_, w)) = self.output.as_mut() {
+            w.flush()?;
+        }
+        if let Some((_, w)) = self.events_out.as_mut() {
             w.flush()?;
         }
         if let Some((_, w)) = self.erp.as_mut() {
@@ -159,13 +157,12 @@ impl Epochs {
 
     /// Every file it writes, kept (`true`) or removed.
     pub fn close(self, keep: bool) -> Result<(), Error> {
-        let erp = self.erp.map(|(file, _)| file);
-        let files = self
-            .output
-            .into_iter()
-            .chain(self.events_out)
-            .map(|(f, _)| f);
-        for file in files.chain(erp) {
+        let files = [
+            self.output.map(|(f, _)| f),
+            self.events_out.map(|(f, _)| f),
+            self.erp.map(|(f, _)| f),
+        ];
+        for file in files.into_iter().flatten() {
             if keep {
                 file.commit()?;
             } else {
@@ -176,28 +173,57 @@ impl Epochs {
     }
 }
 
+/// Where `--epochs` writes: one `eeg.epoch/1` record per line, or the rows of the long
+/// table (`FILE.csv`).
+pub(crate) enum EpochWriter {
+    Jsonl(Box<dyn Write + Send>),
+    Csv(Box<csv::Writer<Box<dyn Write + Send>>>),
+}
+
+impl EpochWriter {
+    /// The long table on `out`, its header written: columns for `components` and, with
+    /// `[epochs.erd]`, for `erd_bands`.
+    pub fn csv(
+        out: Box<dyn Write + Send>,
+        components: &[String],
+        erd_bands: &[String],
+    ) -> std::io::Result<EpochWriter> {
+        let mut w = csv::WriterBuilder::new()
+            .buffer_capacity(1 << 16)
+            .from_writer(out);
+        w.write_record(Epochs::csv_columns(components, erd_bands))
+            .map_err(csv_io)?;
+        Ok(EpochWriter::Csv(Box::new(w)))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            EpochWriter::Jsonl(w) => w.flush(),
+            EpochWriter::Csv(w) => w.flush(),
+        }
+    }
+}
+
 /// The epochs and events files as a session's epoch output.
 pub(crate) struct EpochLines<'a> {
-    epochs: Option<&'a mut (dyn Write + Send)>,
+    epochs: Option<&'a mut EpochWriter>,
     events: Option<&'a mut (dyn Write + Send)>,
     origin_ms: f64,
-    /// Epochs as CSV rows ([`Epochs::csv_columns`]), not JSON lines.
-    csv: bool,
 }
 
 impl eeg_session::epochs::EpochOutput for EpochLines<'_> {
     type Error = std::io::Error;
 
     fn epoch(&mut self, record: &eeg_schema::EpochRecord<'_>) -> Result<(), std::io::Error> {
-        let Some(out) = self.epochs.as_deref_mut() else {
-            return Ok(());
-        };
-        if self.csv {
-            return epoch_rows(record, out);
+        match self.epochs.as_deref_mut() {
+            None => Ok(()),
+            Some(EpochWriter::Csv(w)) => epoch_rows(record, w).map_err(csv_io),
+            Some(EpochWriter::Jsonl(w)) => {
+                let mut line = record.encode();
+                line.push(b'\n');
+                w.write_all(&line)
+            }
         }
-        let mut line = record.encode();
-        line.push(b'\n');
-        out.write_all(&line)
     }
 
     fn placed(
@@ -215,60 +241,56 @@ impl eeg_session::epochs::EpochOutput for EpochLines<'_> {
     }
 }
 
-/// An epoch record as rows of the `--epochs FILE.csv` long table, one per channel; numbers
-/// in their shortest form that reads back to the same `f64`, a value without one (a
-/// `no_data` epoch's, a change over a zero power) empty.
-fn epoch_rows(
+/// An epoch record as rows of the `--epochs FILE.csv` long table, one per channel, numbers
+/// as the record writes them; a value the record has none of (a `no_data` epoch's) or
+/// writes as null (a change over a zero power) is empty.
+fn epoch_rows<W: Write>(
     r: &eeg_schema::EpochRecord<'_>,
-    out: &mut (dyn Write + Send),
-) -> std::io::Result<()> {
-    let num = |x: Option<f64>| {
-        x.filter(|x| x.is_finite())
-            .map_or(String::new(), |x| x.to_string())
-    };
-    let int = |x: Option<i64>| x.map_or(String::new(), |x| x.to_string());
+    w: &mut csv::Writer<W>,
+) -> csv::Result<()> {
     let (start_ms, end_ms) = r.bounds_ms();
-    let fixed = [
-        r.session_id.to_string(),
-        r.event.event_id.clone(),
-        r.event.label.clone(),
-        int(r.event.value),
-        int(r.onset_sample.map(|n| n as i64)),
-        int(r.first_sample()),
-        int(r.last_sample()),
-        num(start_ms),
-        num(end_ms),
-        r.status().to_string(),
-        r.drop_names().join(";"),
-    ];
-    let mut w = csv::Writer::from_writer(out);
-    let n_components = r.component_names.len();
+    let drop = r.drop_names().join(";");
+    let int = |w: &mut csv::Writer<W>, x: Option<i64>| match x {
+        Some(x) => w.write_field(itoa::Buffer::new().format(x)),
+        None => w.write_field(""),
+    };
+    let n = r.channels.len();
     let n_bands = if r.plan.erd_bands() > 0 {
         r.band_names.len()
     } else {
         0
     };
+    let values = r.values.ok();
     for (ch, channel) in r.channels.iter().enumerate() {
-        let mut row: Vec<String> = fixed.to_vec();
-        row.push(channel.clone());
-        let n = r.channels.len();
-        let at = |item: usize, v: &[f64]| v.get(item * n + ch).copied();
-        let values = r.values.ok();
-        for i in 0..n_components {
-            let v = values;
-            row.push(num(v.and_then(|v| at(i, &v.mean_uv))));
-            row.push(num(v.and_then(|v| at(i, &v.peak_uv))));
-            row.push(num(v.and_then(|v| at(i, &v.peak_s)).map(|s| s * 1000.0)));
+        // The `item`-th component's or band's value of this channel.
+        let at = |item: usize, v: fn(&EpochValues) -> &[f64]| {
+            values.and_then(|x| v(x).get(item * n + ch).copied())
+        };
+        w.write_field(r.session_id)?;
+        w.write_field(&r.event.event_id)?;
+        w.write_field(&r.event.label)?;
+        int(w, r.event.value)?;
+        int(w, r.onset_sample.map(|s| s as i64))?;
+        int(w, r.first_sample())?;
+        int(w, r.last_sample())?;
+        number_field(w, start_ms)?;
+        number_field(w, end_ms)?;
+        w.write_field(r.status())?;
+        w.write_field(&drop)?;
+        w.write_field(channel)?;
+        for i in 0..r.component_names.len() {
+            number_field(w, at(i, |v| &v.mean_uv))?;
+            number_field(w, at(i, |v| &v.peak_uv))?;
+            number_field(w, at(i, |v| &v.peak_s).map(|s| s * 1000.0))?;
         }
         for b in 0..n_bands {
-            let v = values;
-            row.push(num(v.and_then(|v| at(b, &v.reference_power))));
-            row.push(num(v.and_then(|v| at(b, &v.active_power))));
-            row.push(num(v.and_then(|v| at(b, &v.erd_pct))));
+            number_field(w, at(b, |v| &v.reference_power))?;
+            number_field(w, at(b, |v| &v.active_power))?;
+            number_field(w, at(b, |v| &v.erd_pct))?;
         }
-        w.write_record(&row)?;
+        w.write_record(None::<&[u8]>)?;
     }
-    w.flush()
+    Ok(())
 }
 
 /// One session's outputs for one push.

@@ -254,16 +254,8 @@ impl Encode for Csv {
                 Cell::Index(v) => out.write_field(itoa::Buffer::new().format(v)),
                 Cell::Time(v) => out.write_field(itoa::Buffer::new().format(v)),
                 Cell::Flag(b) => out.write_field(if b { "true" } else { "false" }),
-                Cell::Number(v) | Cell::OptionalNumber(Some(v)) => {
-                    // Non-finite values (which the processor never produces) are null, as
-                    // in the JSON.
-                    if v.is_finite() {
-                        out.write_field(zmij::Buffer::new().format_finite(v))
-                    } else {
-                        out.write_field("")
-                    }
-                }
-                Cell::OptionalNumber(None) => out.write_field(""),
+                Cell::Number(v) => number_field(out, Some(v)),
+                Cell::OptionalNumber(v) => number_field(out, v),
             })
             .map_err(csv_io)?;
             out.write_record(None::<&[u8]>).map_err(csv_io)?;
@@ -276,8 +268,18 @@ impl Encode for Csv {
     }
 }
 
+/// A number as the JSON writes it (the shortest text that reads back to the same f64), or
+/// an empty field, as JSON's null, for none or a non-finite value (which the processor
+/// never produces).
+pub(crate) fn number_field<W: Write>(out: &mut csv::Writer<W>, v: Option<f64>) -> csv::Result<()> {
+    match v.filter(|v| v.is_finite()) {
+        Some(v) => out.write_field(zmij::Buffer::new().format_finite(v)),
+        None => out.write_field(""),
+    }
+}
+
 /// The writer's own IO error as it is (a closed pipe stays recognisable as one).
-fn csv_io(e: csv::Error) -> io::Error {
+pub(crate) fn csv_io(e: csv::Error) -> io::Error {
     if !e.is_io_error() {
         return e.into();
     }

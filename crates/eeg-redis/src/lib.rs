@@ -150,8 +150,11 @@ impl eeg_session::OutputObserver for RedisCache {
         self.shared.push(Update::Trigger(record.to_vec()));
     }
 
-    fn epoch(&self, _partition: i32, _key: &[u8], record: &[u8]) {
-        self.shared.push(Update::Epoch(record.to_vec()));
+    fn epoch(&self, _partition: i32, key: &[u8], record: &[u8]) {
+        self.shared.push(Update::Epoch {
+            session_id: String::from_utf8_lossy(key).into_owned(),
+            record: record.to_vec(),
+        });
     }
 }
 
@@ -310,7 +313,7 @@ mod tests {
             .iter()
             .map(|u| match u {
                 Update::Window(v) => v[0],
-                Update::Trigger(_) | Update::Epoch(_) => unreachable!(),
+                Update::Trigger(_) | Update::Epoch { .. } => unreachable!(),
             })
             .collect();
         assert_eq!(kept, [3, 4]);

@@ -36,7 +36,11 @@ impl State {
 pub(crate) enum Update {
     Window(Vec<u8>),
     Trigger(Vec<u8>),
-    Epoch(Vec<u8>),
+    /// An epoch record and its session (the record's key: nothing else of it is needed).
+    Epoch {
+        session_id: String,
+        record: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Default)]

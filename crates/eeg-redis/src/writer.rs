@@ -295,13 +295,6 @@ async fn backoff(shared: &Shared, d: Duration) {
     }
 }
 
-/// The session of an epoch record.
-#[derive(Deserialize)]
-struct EpochHead<'a> {
-    #[serde(borrow)]
-    session_id: std::borrow::Cow<'a, str>,
-}
-
 /// The head of a record or event: what the keys and the ordering need.
 #[derive(Deserialize)]
 struct Head<'a> {
@@ -332,19 +325,14 @@ fn plan(shared: &Shared, batch: &[Update]) -> Vec<(Pipeline, u64)> {
         let (bytes, window) = match u {
             Update::Window(b) => (b, true),
             Update::Trigger(b) => (b, false),
-            Update::Epoch(b) => {
-                let Ok(h) = serde_json::from_slice::<EpochHead<'_>>(b) else {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    shared.failed(Cause::new(Problem::BadRecord, String::new()));
-                    continue;
-                };
-                let stream = keys.epochs(&h.session_id);
+            Update::Epoch { session_id, record } => {
+                let stream = keys.epochs(session_id);
                 let e = at(&mut by_slot, c.cluster, &stream);
                 e.0.cmd("EVAL")
                     .arg(EPOCH)
                     .arg(1)
                     .arg(&stream)
-                    .arg(b.as_slice())
+                    .arg(record.as_slice())
                     .arg(c.events_max)
                     .arg(ttl)
                     .ignore();

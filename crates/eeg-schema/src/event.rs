@@ -35,6 +35,16 @@ pub enum Onset {
     Sample(u64),
 }
 
+impl Onset {
+    /// The sample index, when the onset is given as one.
+    pub fn sample(self) -> Option<u64> {
+        match self {
+            Onset::Sample(n) => Some(n),
+            Onset::UnixMs(_) => None,
+        }
+    }
+}
+
 /// A validated event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

@@ -352,10 +352,7 @@ impl SessionEpochs {
                     return Ok(Taken::Late);
                 }
                 // An onset in ms before every batch remembered has no sample any more.
-                let sample = match e.onset {
-                    eeg_schema::Onset::Sample(n) => Some(n),
-                    eeg_schema::Onset::UnixMs(_) => None,
-                };
+                let sample = e.onset.sample();
                 self.out
                     .emit(meta, &e, sample, Err(Missing::Forgotten), output)?;
                 Ok(Taken::Late)
@@ -437,10 +434,7 @@ impl SessionEpochs {
                 break;
             }
             if self.out.epoched(&e) {
-                let onset = match e.onset {
-                    eeg_schema::Onset::Sample(n) => Some(n),
-                    eeg_schema::Onset::UnixMs(_) => None,
-                };
+                let onset = e.onset.sample();
                 result = self.out.emit(meta, &e, onset, Err(Missing::Ended), output);
             }
         }

@@ -421,6 +421,8 @@ impl PartitionCore {
             // Already running: counted even beyond the budget, new sessions wait for it.
             let declared = core
                 .declared_bytes(snap.sample_rate_hz, snap.channels.len())
+                .ok()
+                .flatten()
                 .unwrap_or(0);
             let reservation = core
                 .config
@@ -573,43 +575,33 @@ impl PartitionCore {
         })
     }
 
-    /// The memory a session of this shape reserves: the most its processor holds and its
-    /// checkpoints at their bound. `None` when the limits refuse the session (admission
-    /// dead-letters it, reserving nothing).
-    fn declared_bytes(&self, fs: f64, n_channels: usize) -> Option<u64> {
-        let (plan, state) =
-            SessionProcessor::plan_session(&self.config.processing, fs, n_channels).ok()?;
-        let entry = Checkpoint::bytes_for(&plan, n_channels)
-            + (std::mem::size_of::<Entry>() - std::mem::size_of::<Checkpoint>()) as u64;
+    /// The memory a session of this shape reserves: the most its processor and the
+    /// samples kept for its epochs hold, and its checkpoints at their bound. `Ok(None)` when
+    /// the limits refuse the session (admission dead-letters it, reserving nothing); `Err`
+    /// why its epochs cannot be cut: the `[epochs]` config does not fit its rate, or the
+    /// samples kept for them pass `limits.max_session_state_mib`.
+    fn declared_bytes(&self, fs: f64, n_channels: usize) -> Result<Option<u64>, String> {
         let c = &self.config;
+        let Ok((plan, state)) = SessionProcessor::plan_session(&c.processing, fs, n_channels)
+        else {
+            return Ok(None);
+        };
         let epochs =
             SessionEpochs::max_state_bytes(c.epochs.as_ref(), &c.events, &plan, n_channels)
-                .unwrap_or(0);
-        Some(state + epochs + c.max_checkpoints as u64 * entry)
-    }
-
-    /// Why the session `batch` starts (or restarts with another shape) cannot cut its
-    /// epochs: the `[epochs]` config does not fit its rate, or its samples kept for epochs
-    /// pass `limits.max_session_state_mib`. `None` when it can, or when the limits refuse
-    /// the session anyway (admission says why).
-    fn epochs_refusal(&self, batch: &RawBatch) -> Option<String> {
-        let c = &self.config;
-        let (fs, n) = (batch.sample_rate_hz, batch.channels.len());
-        let (plan, state) = SessionProcessor::plan_session(&c.processing, fs, n).ok()?;
-        let id = crate::text::quoted(&batch.session_id);
-        let epochs = match SessionEpochs::max_state_bytes(c.epochs.as_ref(), &c.events, &plan, n) {
-            Ok(b) => b,
-            Err(e) => return Some(format!("session {id}: epochs at {fs} Hz: {e}")),
-        };
+                .map_err(|e| format!("epochs at {fs} Hz: {e}"))?;
         let limit = c.processing.limits.max_session_state_bytes;
-        (state.saturating_add(epochs) > limit).then(|| {
-            format!(
-                "session {id}: {n} channels at {fs} Hz need {} MiB of session state with the samples kept for epochs ({} s of events.max_delay_s and the epoch's pre-stimulus), above limits.max_session_state_mib = {}; raise it, or lower events.max_delay_s",
-                state.saturating_add(epochs).div_ceil(1 << 20),
+        let held = state.saturating_add(epochs);
+        if held > limit {
+            return Err(format!(
+                "{n_channels} channels at {fs} Hz need {} MiB of session state with the samples kept for epochs ({} s of events.max_delay_s and the epoch's pre-stimulus), above limits.max_session_state_mib = {}; raise it, or lower events.max_delay_s",
+                held.div_ceil(1 << 20),
                 c.events.max_delay_s,
                 limit.div_ceil(1 << 20)
-            )
-        })
+            ));
+        }
+        let entry = Checkpoint::bytes_for(&plan, n_channels)
+            + (std::mem::size_of::<Entry>() - std::mem::size_of::<Checkpoint>()) as u64;
+        Ok(Some(held + c.max_checkpoints as u64 * entry))
     }
 
     /// What a batch of a session not in the table is without admission: a message already
@@ -642,10 +634,15 @@ impl PartitionCore {
                 .map_or(0, |s| s.extra.reservation.bytes()),
             _ => return Ok(None),
         };
-        if let Some(reason) = self.epochs_refusal(batch) {
-            return Err(NoRoom::Refused(reason));
-        }
-        let Some(declared) = self.declared_bytes(batch.sample_rate_hz, batch.channels.len()) else {
+        let declared = self
+            .declared_bytes(batch.sample_rate_hz, batch.channels.len())
+            .map_err(|why| {
+                NoRoom::Refused(format!(
+                    "session {}: {why}",
+                    crate::text::quoted(&batch.session_id)
+                ))
+            })?;
+        let Some(declared) = declared else {
             return Ok(None);
         };
         let budget = &self.config.budget;
@@ -1033,12 +1030,11 @@ impl PartitionCore {
             self.dirty = true;
         }
         if self.early.iter().any(|e| e.ts_ms < cutoff) {
-            let (gone, kept) = std::mem::take(&mut self.early)
+            let (gone, kept): (VecDeque<Early>, _) = std::mem::take(&mut self.early)
                 .into_iter()
                 .partition(|e| e.ts_ms < cutoff);
             self.early = kept;
-            self.unsent
-                .extend(Vec::from(gone).into_iter().map(Unsent::Orphan));
+            self.unsent.extend(gone.into_iter().map(Unsent::Orphan));
             self.dirty = true;
         }
         self.refresh_expiry();
@@ -1839,7 +1835,7 @@ mod tests {
 
     #[test]
     fn a_session_that_does_not_fit_waits_with_nothing_recorded_then_carries_on_unchanged() {
-        let declared = core().declared_bytes(128.0, 1).unwrap();
+        let declared = core().declared_bytes(128.0, 1).unwrap().unwrap();
         // Room for one such session.
         let budget = MemoryBudget::new(declared + declared / 2);
         let mut two = core_with(Arc::clone(&budget), MAX_CHECKPOINTS);
@@ -1905,7 +1901,7 @@ mod tests {
 
     #[test]
     fn a_session_larger_than_the_whole_budget_is_dead_lettered_saying_what_to_raise() {
-        let declared = core().declared_bytes(128.0, 1).unwrap();
+        let declared = core().declared_bytes(128.0, 1).unwrap().unwrap();
         let budget = MemoryBudget::new(declared - 1);
         let mut c = core_with(Arc::clone(&budget), MAX_CHECKPOINTS);
         let mut out = Kept::default();
